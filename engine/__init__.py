@@ -1,0 +1,1 @@
+"""toolfsm: tool rules for LLM agents, compiled to an explicit finite-state machine."""
