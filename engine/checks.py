@@ -1,0 +1,430 @@
+"""Semantic checks of a schema-valid rule file: every problem the schema cannot see.
+
+Each check is a small function from the spec to diagnostics; `check_spec` runs them all, so
+an author sees every problem in one pass. Codes are stable (tests and docs name them):
+
+    E020 tool declared twice              E026 conditional case leads to a forbidden tool
+    E021 rule names an undeclared tool    E027 prefilled argument not a parameter / invalid
+    E022 duplicate rule                   E028 tool parameter schema is not a valid JSON Schema
+    E023 tool both terminal and continue  E029 prefilled args on a multi-tool init rule
+    E024 rules on one tool allow nothing  E030 child args for a tool the rule does not allow
+    E025 tool child of two parent rules   E031 conditional rule with no cases
+                                          E032 two conditional rules on one tool
+    W201 redundant rule                   W203 `strict` has no effect beside a `default`
+"""
+
+from __future__ import annotations
+
+import difflib
+from collections import defaultdict
+from collections.abc import Iterator
+from typing import Any
+
+import jsonschema
+
+from engine import spec
+from engine.errors import Diagnostic, Severity, SourceSpan
+from engine.yamltree import SourceMap
+
+Path = tuple[Any, ...]
+
+
+def _names_at(value: str | list[str], path: Path) -> Iterator[tuple[str, Path]]:
+    if isinstance(value, str):
+        yield value, path
+    else:
+        for i, name in enumerate(value):
+            yield name, (*path, i)
+
+
+def tool_references(rule: Any, index: int) -> Iterator[tuple[str, Path]]:
+    """Every tool name a rule mentions, with the path of the mention in the document."""
+    base: Path = ("rules", index)
+    match rule:
+        case spec.InitRule():
+            yield from _names_at(rule.init, (*base, "init"))
+        case spec.ChildRule():
+            yield rule.after, (*base, "after")
+            yield from _names_at(rule.allow, (*base, "allow"))
+            for name in rule.args or {}:
+                yield name, (*base, "args", name)
+        case spec.ConditionalRule():
+            yield rule.after, (*base, "after")
+            for key, name in rule.on_output.items():
+                yield name, (*base, "on_output", key)
+            if rule.default is not None:
+                yield rule.default, (*base, "default")
+        case spec.ParentRule():
+            yield rule.only_after, (*base, "only_after")
+            yield from _names_at(rule.tools, (*base, "tools"))
+        case spec.TerminalRule():
+            yield from _names_at(rule.terminal, (*base, "terminal"))
+        case spec.ContinueRule():
+            yield from _names_at(rule.continue_, (*base, "continue"))
+        case spec.MaxCallsRule():
+            yield from _names_at(rule.tools, (*base, "tools"))
+        case spec.RequiredBeforeExitRule():
+            yield from _names_at(rule.required_before_exit, (*base, "required_before_exit"))
+        case spec.RequiresApprovalRule():
+            yield from _names_at(rule.requires_approval, (*base, "requires_approval"))
+
+
+class _Report:
+    def __init__(self, source: SourceMap) -> None:
+        self.source = source
+        self.items: list[Diagnostic] = []
+
+    def error(
+        self,
+        code: str,
+        message: str,
+        at: Path,
+        *,
+        rule: int | None = None,
+        hint: str | None = None,
+        key: bool = False,
+    ) -> None:
+        span = self.source.span(at, key=key)
+        self.items.append(Diagnostic(Severity.ERROR, code, message, span, rule=rule, hint=hint))
+
+    def warning(
+        self, code: str, message: str, at: Path, *, rule: int | None = None, hint: str | None = None
+    ) -> None:
+        span = self.source.span(at)
+        self.items.append(Diagnostic(Severity.WARNING, code, message, span, rule=rule, hint=hint))
+
+    def line(self, at: Path) -> int:
+        return self.source.span(at).line
+
+
+def _check_tools(agent: spec.AgentSpec, report: _Report) -> None:
+    seen: dict[str, int] = {}
+    for i, decl in enumerate(agent.tool_decls()):
+        if decl.name in seen:
+            first = report.line(("tools", seen[decl.name]))
+            report.error(
+                "E020",
+                f"tool {decl.name!r} is declared twice (first on line {first})",
+                ("tools", i),
+            )
+        else:
+            seen[decl.name] = i
+        if decl.parameters is not None:
+            try:
+                jsonschema.validators.validator_for(decl.parameters).check_schema(decl.parameters)
+            except jsonschema.SchemaError as exc:
+                report.error(
+                    "E028",
+                    f"parameters of {decl.name!r} are not a valid JSON Schema: {exc.message}",
+                    ("tools", i, "parameters"),
+                )
+            else:
+                if decl.parameters.get("type", "object") != "object":
+                    report.error(
+                        "E028",
+                        f"parameters of {decl.name!r} must be an object schema",
+                        ("tools", i, "parameters"),
+                    )
+
+
+def _check_references(agent: spec.AgentSpec, report: _Report) -> bool:
+    known = set(agent.tool_names())
+    ok = True
+    for index, rule in enumerate(agent.rules):
+        for name, path in tool_references(rule, index):
+            if name not in known:
+                ok = False
+                close = difflib.get_close_matches(name, sorted(known), n=1)
+                hint = f"did you mean {close[0]!r}?" if close else "declare it under `tools`"
+                is_key = path[-2] == "args"
+                report.error(
+                    "E021",
+                    f"rule names tool {name!r}, which the agent does not have",
+                    path,
+                    rule=index,
+                    hint=hint,
+                    key=is_key,
+                )
+    return ok
+
+
+def _signature(rule: Any) -> str:
+    return rule.model_dump_json(exclude={"note"})
+
+
+def _check_duplicates(agent: spec.AgentSpec, report: _Report) -> None:
+    first: dict[tuple[str, str], int] = {}
+    for index, rule in enumerate(agent.rules):
+        key = (type(rule).__name__, _signature(rule))
+        if key in first:
+            line = report.line(("rules", first[key]))
+            report.error(
+                "E022",
+                f"duplicate rule: the same {spec.rule_kind(rule)} rule stands on line {line}",
+                ("rules", index),
+                rule=index,
+            )
+        else:
+            first[key] = index
+
+
+def _flag_rules(agent: spec.AgentSpec) -> dict[str, dict[str, list[int]]]:
+    """kind -> tool -> indices of the rules that set that flag on the tool."""
+    flags: dict[str, dict[str, list[int]]] = defaultdict(lambda: defaultdict(list))
+    for index, rule in enumerate(agent.rules):
+        match rule:
+            case spec.TerminalRule():
+                names = spec.as_tuple(rule.terminal)
+            case spec.ContinueRule():
+                names = spec.as_tuple(rule.continue_)
+            case spec.RequiredBeforeExitRule():
+                names = spec.as_tuple(rule.required_before_exit)
+            case spec.RequiresApprovalRule():
+                names = spec.as_tuple(rule.requires_approval)
+            case spec.InitRule():
+                names = spec.as_tuple(rule.init)
+            case _:
+                continue
+        for name in names:
+            flags[spec.rule_kind(rule) or ""][name].append(index)
+    return flags
+
+
+def _duplicate_indices(agent: spec.AgentSpec) -> set[int]:
+    seen: set[tuple[str, str]] = set()
+    duplicates: set[int] = set()
+    for index, rule in enumerate(agent.rules):
+        key = (type(rule).__name__, _signature(rule))
+        if key in seen:
+            duplicates.add(index)
+        seen.add(key)
+    return duplicates
+
+
+def _check_flags(agent: spec.AgentSpec, report: _Report) -> None:
+    flags = _flag_rules(agent)
+    duplicates = _duplicate_indices(agent)
+    for kind, by_tool in flags.items():
+        for tool, indices in by_tool.items():
+            # An exact duplicate rule is E022 already; here: lists that overlap.
+            distinct = sorted(set(indices) - duplicates)
+            if len(distinct) > 1:
+                line = report.line(("rules", distinct[0]))
+                report.warning(
+                    "W201",
+                    f"{tool!r} is already {kind} by the rule on line {line}",
+                    ("rules", distinct[1]),
+                    rule=distinct[1],
+                )
+    for tool, terminal in flags["terminal"].items():
+        if tool in flags["continue"]:
+            cont = flags["continue"][tool][0]
+            report.error(
+                "E023",
+                f"{tool!r} is both terminal (line {report.line(('rules', terminal[0]))}) "
+                "and continue: the run cannot both stop and go on after it",
+                ("rules", cont),
+                rule=cont,
+            )
+    continuing = {}
+    for index, rule in enumerate(agent.rules):
+        if isinstance(rule, spec.ChildRule | spec.ConditionalRule):
+            continuing.setdefault(rule.after, index)
+        elif isinstance(rule, spec.MaxCallsRule):
+            for name in spec.as_tuple(rule.tools):
+                continuing.setdefault(name, index)
+    for tool, indices in flags["continue"].items():
+        if tool in continuing:
+            other = continuing[tool]
+            report.warning(
+                "W201",
+                f"continue on {tool!r} is redundant: the run already goes on "
+                f"after it because of the rule on line {report.line(('rules', other))}",
+                ("rules", indices[0]),
+                rule=indices[0],
+            )
+
+
+def _check_prefill(agent: spec.AgentSpec, report: _Report) -> None:
+    decls = {d.name: d for d in agent.tool_decls()}
+
+    def check(tool: str, args: dict[str, Any], at: Path, index: int) -> None:
+        decl = decls.get(tool)
+        if decl is None or decl.parameters is None:
+            return
+        schema = decl.parameters
+        properties = schema.get("properties", {})
+        for key in args:
+            if (key not in properties and schema.get("additionalProperties", True) is False) or (
+                key not in properties and properties
+            ):
+                close = difflib.get_close_matches(key, list(properties), n=1)
+                hint = (
+                    f"did you mean {close[0]!r}?"
+                    if close
+                    else ("parameters: " + ", ".join(properties) if properties else None)
+                )
+                report.error(
+                    "E027",
+                    f"prefilled argument {key!r} is not a parameter of {tool!r}",
+                    (*at, key),
+                    rule=index,
+                    hint=hint,
+                    key=True,
+                )
+        # Prefilled values are partial: the model supplies the rest, so `required` is dropped.
+        partial = {k: v for k, v in schema.items() if k != "required"}
+        try:
+            validator = jsonschema.validators.validator_for(partial)(partial)
+        except jsonschema.SchemaError:
+            return  # E028 already reported
+        for error in validator.iter_errors(args):
+            where = (*at, *error.absolute_path)
+            report.error(
+                "E027",
+                f"prefilled arguments for {tool!r} do not fit its parameters: {error.message}",
+                where,
+                rule=index,
+            )
+
+    for index, rule in enumerate(agent.rules):
+        if isinstance(rule, spec.InitRule) and rule.args is not None:
+            tools = spec.as_tuple(rule.init)
+            if len(tools) != 1:
+                report.error(
+                    "E029",
+                    "prefilled `args` need exactly one init tool; write one init rule per tool",
+                    ("rules", index, "args"),
+                    rule=index,
+                    key=True,
+                )
+            else:
+                check(tools[0], rule.args, ("rules", index, "args"), index)
+        elif isinstance(rule, spec.ChildRule) and rule.args:
+            allowed = set(spec.as_tuple(rule.allow))
+            for tool, args in rule.args.items():
+                if tool not in allowed:
+                    report.error(
+                        "E030",
+                        f"`args` for {tool!r}, which this rule does not allow after {rule.after!r}",
+                        ("rules", index, "args", tool),
+                        rule=index,
+                        key=True,
+                    )
+                else:
+                    check(tool, args, ("rules", index, "args", tool), index)
+
+
+def _check_sets(agent: spec.AgentSpec, report: _Report) -> None:
+    """Child, parent and conditional rules on one tool must leave something to call after it."""
+    parents_of: dict[str, list[tuple[str, int]]] = defaultdict(list)
+    for index, rule in enumerate(agent.rules):
+        if isinstance(rule, spec.ParentRule):
+            for child in spec.as_tuple(rule.tools):
+                parents_of[child].append((rule.only_after, index))
+    for child, parents in parents_of.items():
+        distinct = sorted({p for p, _ in parents})
+        if len(distinct) > 1:
+            index = parents[-1][1]
+            report.error(
+                "E025",
+                f"{child!r} may only be called right after {distinct[0]!r} and "
+                f"right after {distinct[1]!r}: it can never be called",
+                ("rules", index),
+                rule=index,
+                hint="list both parents' children in one place",
+            )
+
+    by_tool: dict[str, list[int]] = defaultdict(list)
+    conditionals: dict[str, list[int]] = defaultdict(list)
+    for index, rule in enumerate(agent.rules):
+        if isinstance(rule, spec.ChildRule | spec.ParentRule):
+            by_tool[rule.after if isinstance(rule, spec.ChildRule) else rule.only_after].append(
+                index
+            )
+        elif isinstance(rule, spec.ConditionalRule):
+            conditionals[rule.after].append(index)
+            if not rule.on_output:
+                report.error(
+                    "E031",
+                    f"conditional rule on {rule.after!r} has no cases",
+                    ("rules", index, "on_output"),
+                    rule=index,
+                    hint="add cases, or use `allow:` for a plain child rule",
+                )
+            if rule.default is not None and rule.strict:
+                report.warning(
+                    "W203",
+                    "`strict` has no effect when a `default` is given",
+                    ("rules", index, "strict"),
+                    rule=index,
+                )
+    for tool, indices in conditionals.items():
+        if len(indices) > 1:
+            line = report.line(("rules", indices[0]))
+            report.error(
+                "E032",
+                f"{tool!r} already has a conditional rule on line {line}; "
+                "merge the cases into one rule",
+                ("rules", indices[1]),
+                rule=indices[1],
+            )
+
+    all_tools = agent.tool_names()
+    for tool in dict.fromkeys([*by_tool, *conditionals]):
+        allowed = set(all_tools)
+        blame: list[int] = []
+        for index in by_tool.get(tool, []):
+            rule = agent.rules[index]
+            children = spec.as_tuple(rule.allow if isinstance(rule, spec.ChildRule) else rule.tools)
+            allowed &= set(children)
+            blame.append(index)
+        # Children of other tools' parent rules may not follow `tool`.
+        excluded = {c: p for c, ps in parents_of.items() for p, _ in ps if p != tool}
+        allowed -= set(excluded)
+        lines = ", ".join(str(report.line(("rules", i))) for i in blame)
+        if blame and not allowed:
+            report.error(
+                "E024",
+                f"after {tool!r} no tool is allowed: the rules on lines {lines} "
+                "have no tool in common",
+                ("rules", blame[-1]),
+                rule=blame[-1],
+            )
+            continue
+        for index in conditionals.get(tool, []):
+            rule = agent.rules[index]
+            targets = [
+                (name, ("rules", index, "on_output", key)) for key, name in rule.on_output.items()
+            ]
+            if rule.default is not None:
+                targets.append((rule.default, ("rules", index, "default")))
+            for name, path in targets:
+                if name in allowed:
+                    continue
+                if name in excluded:
+                    why = f"{name!r} may only be called right after {excluded[name]!r}"
+                else:
+                    why = f"the rules on lines {lines} do not allow {name!r} after {tool!r}"
+                report.error(
+                    "E026",
+                    f"this case leads to {name!r}, but {why}: the run would dead-end",
+                    path,
+                    rule=index,
+                )
+
+
+def check_spec(agent: spec.AgentSpec, source: SourceMap) -> list[Diagnostic]:
+    """All semantic problems of a schema-valid spec, errors and warnings, in one pass."""
+    report = _Report(source)
+    _check_tools(agent, report)
+    references_ok = _check_references(agent, report)
+    _check_duplicates(agent, report)
+    _check_flags(agent, report)
+    _check_prefill(agent, report)
+    if references_ok:  # set arithmetic over unknown tools would only add noise
+        _check_sets(agent, report)
+    return report.items
+
+
+__all__ = ["SourceSpan", "check_spec", "tool_references"]

@@ -1,0 +1,100 @@
+"""The exception tree and the diagnostic record every phase reports problems with.
+
+Library code raises only these classes, never a bare ValueError: a caller can catch
+`ToolfsmError` for "anything toolfsm refused", or a phase's class for finer handling.
+
+    ToolfsmError
+    ├── RuleFileError        a rule file is unreadable or invalid (carries all diagnostics)
+    ├── UnknownToolError     a gating call named a tool the agent does not have
+    └── PositionError        a serialised position does not fit the machine it is loaded into
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from enum import StrEnum
+
+
+@dataclass(frozen=True, slots=True)
+class SourceSpan:
+    """Where something stands in a rule file: 1-based line and column, as editors count."""
+
+    path: str
+    line: int
+    column: int
+
+    def __str__(self) -> str:
+        return f"{self.path}:{self.line}:{self.column}"
+
+
+class Severity(StrEnum):
+    ERROR = "error"
+    WARNING = "warning"
+
+
+@dataclass(frozen=True, slots=True)
+class Diagnostic:
+    """One problem found in a rule file.
+
+    `rule` is the 0-based index of the rule it is about (None when it is about the file or
+    the tool list); `code` is stable (tests and silences refer to it), `message` is for people.
+    """
+
+    severity: Severity
+    code: str
+    message: str
+    span: SourceSpan
+    rule: int | None = None
+    hint: str | None = None
+
+    @property
+    def is_error(self) -> bool:
+        return self.severity is Severity.ERROR
+
+    def __str__(self) -> str:
+        text = f"{self.span}: {self.severity}[{self.code}]: {self.message}"
+        if self.hint:
+            text += f" (hint: {self.hint})"
+        return text
+
+
+class ToolfsmError(Exception):
+    """Base class of every error toolfsm raises on purpose."""
+
+
+@dataclass(eq=False)
+class RuleFileError(ToolfsmError):
+    """A rule file could not be loaded or compiled; `diagnostics` holds every problem found."""
+
+    path: str
+    diagnostics: list[Diagnostic] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        super().__init__(self._summary())
+
+    @property
+    def errors(self) -> list[Diagnostic]:
+        return [d for d in self.diagnostics if d.is_error]
+
+    def _summary(self) -> str:
+        errors = self.errors or self.diagnostics
+        lines = [str(d) for d in errors]
+        head = f"{self.path}: {len(errors)} error(s) in rule file"
+        return "\n".join([head, *lines])
+
+    def __str__(self) -> str:
+        return self._summary()
+
+
+class UnknownToolError(ToolfsmError):
+    """A tool name that the agent does not declare (e.g. a hallucinated tool call)."""
+
+    def __init__(self, tool: str, known: Iterable[str]) -> None:
+        self.tool = tool
+        self.known = tuple(known)
+        super().__init__(f"unknown tool {tool!r}; the agent has: {', '.join(self.known)}")
+
+
+class PositionError(ToolfsmError):
+    """A stored position cannot be restored into this machine (e.g. the rule file changed)."""

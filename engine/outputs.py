@@ -1,0 +1,62 @@
+"""How a tool's output is matched against the cases of a conditional rule.
+
+The one rule, documented in the README ("Matching output cases"):
+- the output is first turned into text: a string stays as it is; True/False become
+  "true"/"false"; None becomes "null"; numbers, lists and mappings become their JSON text;
+- a boolean key matches the text "true" / "false" in any letter case, ignoring surrounding
+  white space;
+- a number key (int or float) matches text that parses as a number equal to it
+  (so the key 1 matches "1", "1.0" and " 1 ");
+- a string key matches the text exactly (case and white space count): the key "True" matches
+  only the output "True". Letta's JSON-serialised keys are strings, so imported rules keep
+  Letta's exact-string meaning.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from typing import Any
+
+
+def output_text(value: Any) -> str:
+    """The text a conditional rule matches against (see the module docstring)."""
+    if isinstance(value, str):
+        return value
+    if value is True:
+        return "true"
+    if value is False:
+        return "false"
+    if value is None:
+        return "null"
+    try:
+        return json.dumps(value, ensure_ascii=False, default=str)
+    except (TypeError, ValueError):
+        return str(value)
+
+
+def _as_number(text: str) -> float | None:
+    try:
+        number = float(text.strip())
+    except ValueError:
+        return None
+    return None if math.isnan(number) else number
+
+
+def case_matches(key: bool | int | float | str, text: str) -> bool:
+    """Whether one output-case key matches the output text."""
+    if isinstance(key, bool):
+        return text.strip().lower() == ("true" if key else "false")
+    if isinstance(key, int | float):
+        number = _as_number(text)
+        return number is not None and number == key
+    return text == key
+
+
+def first_match(keys: tuple[bool | int | float | str, ...], value: Any) -> int | None:
+    """Index of the first key that matches the output `value`, None when none does."""
+    text = output_text(value)
+    for index, key in enumerate(keys):
+        if case_matches(key, text):
+            return index
+    return None

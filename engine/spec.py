@@ -1,0 +1,269 @@
+"""The rule language: pydantic models of one agent's rule file (pure data, no I/O).
+
+These models are the single source of truth for the vocabulary: `schemas/toolfsm.schema.json`
+is generated from them (`python -m engine.spec > schemas/toolfsm.schema.json`) and a test fails
+when the checked-in file is stale.
+
+Every rule is a mapping with exactly one *kind key* naming the tool(s) it is about:
+
+    init, after (+ allow | on_output), only_after, terminal, continue,
+    max_calls, required_before_exit, requires_approval
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Annotated, Any, Literal
+
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Discriminator,
+    Field,
+    StrictBool,
+    StrictFloat,
+    StrictInt,
+    StrictStr,
+    StringConstraints,
+    Tag,
+)
+
+# What OpenAI and Anthropic both accept as a function name.
+ToolName = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_-]{1,64}$")]
+ToolNames = Annotated[list[ToolName], Field(min_length=1)]
+
+
+def _one_or_list(value: Any) -> str:
+    return "list" if isinstance(value, list | tuple) else "one"
+
+
+# One tool, or a list of tools sharing the rule. Tagged, so an error names one branch only.
+OneOrMoreTools = Annotated[
+    Annotated[ToolName, Tag("one")] | Annotated[ToolNames, Tag("list")],
+    Discriminator(_one_or_list),
+]
+OutputKey = StrictBool | StrictInt | StrictFloat | StrictStr
+Args = dict[str, Any]
+
+
+def as_tuple(tools: str | list[str]) -> tuple[str, ...]:
+    """Normalise a `OneOrMoreTools` value to a tuple, keeping the author's order."""
+    return (tools,) if isinstance(tools, str) else tuple(tools)
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class _Rule(_Model):
+    note: str | None = Field(
+        default=None, description="Why the rule exists; shown by `toolfsm explain`."
+    )
+
+
+class InitRule(_Rule):
+    """Call these tools first: at the start of a run only they are allowed, and a call is forced."""
+
+    init: OneOrMoreTools
+    args: Args | None = Field(
+        default=None,
+        description="Prefilled arguments for the first call (one init tool only); they "
+        "replace the model's values for the same keys.",
+    )
+
+
+class ChildRule(_Rule):
+    """After `after`, only the tools in `allow` may be called, and a call is forced."""
+
+    after: ToolName
+    allow: OneOrMoreTools
+    args: dict[ToolName, Args] | None = Field(
+        default=None,
+        description="Per-child prefilled arguments, applied when the child is called right "
+        "after `after`.",
+    )
+
+
+class ConditionalRule(_Rule):
+    """After `after`, the next tool depends on its output: the first matching case wins."""
+
+    after: ToolName
+    on_output: dict[OutputKey, ToolName] = Field(
+        description="Output case -> the only tool allowed next. Boolean keys match the output "
+        "'true'/'false' in any case; number keys match an output that parses as an equal "
+        "number; string keys match the output exactly."
+    )
+    default: ToolName | None = Field(
+        default=None, description="The tool allowed when no case matches."
+    )
+    strict: bool = Field(
+        default=False,
+        description="When no case matches and there is no default: true = no tool is allowed "
+        "(dead end), false = every tool is allowed.",
+    )
+
+
+class ParentRule(_Rule):
+    """The tools in `tools` may only be called immediately after `only_after`."""
+
+    only_after: ToolName
+    tools: OneOrMoreTools
+
+
+class TerminalRule(_Rule):
+    """Calling one of these tools ends the run."""
+
+    terminal: OneOrMoreTools
+
+
+class ContinueRule(_Rule):
+    """After one of these tools the run always goes on (the model is asked again)."""
+
+    continue_: OneOrMoreTools = Field(alias="continue")
+
+    model_config = ConfigDict(populate_by_name=True)
+
+
+class MaxCallsRule(_Rule):
+    """Each of these tools may be called at most `max_calls` times per run."""
+
+    max_calls: Annotated[int, Field(ge=1)]
+    tools: OneOrMoreTools
+
+
+class RequiredBeforeExitRule(_Rule):
+    """The run may not end until each of these tools has been called."""
+
+    required_before_exit: OneOrMoreTools
+
+
+class RequiresApprovalRule(_Rule):
+    """A call to one of these tools waits for a human's approval before it runs."""
+
+    requires_approval: OneOrMoreTools
+
+
+# Kind key -> rule kind. `after` is shared by child and conditional rules.
+KIND_KEYS: dict[str, str] = {
+    "init": "init",
+    "after": "child",
+    "only_after": "parent",
+    "terminal": "terminal",
+    "continue": "continue",
+    "max_calls": "max_calls",
+    "required_before_exit": "required_before_exit",
+    "requires_approval": "requires_approval",
+}
+
+
+def rule_kind(value: Any) -> str | None:
+    """The kind of a raw rule mapping (or a rule model), None when it has no single kind key."""
+    if isinstance(value, _Rule):
+        return RULE_KINDS_BY_CLASS[type(value)]
+    if not isinstance(value, dict):
+        return None
+    present = [key for key in KIND_KEYS if key in value]
+    if len(present) != 1:
+        return None
+    kind = KIND_KEYS[present[0]]
+    if kind == "child" and "on_output" in value:
+        return "conditional"
+    return kind
+
+
+Rule = Annotated[
+    Annotated[InitRule, Tag("init")]
+    | Annotated[ChildRule, Tag("child")]
+    | Annotated[ConditionalRule, Tag("conditional")]
+    | Annotated[ParentRule, Tag("parent")]
+    | Annotated[TerminalRule, Tag("terminal")]
+    | Annotated[ContinueRule, Tag("continue")]
+    | Annotated[MaxCallsRule, Tag("max_calls")]
+    | Annotated[RequiredBeforeExitRule, Tag("required_before_exit")]
+    | Annotated[RequiresApprovalRule, Tag("requires_approval")],
+    Discriminator(
+        rule_kind,
+        custom_error_type="rule_kind",
+        custom_error_message="a rule needs exactly one kind key: " + ", ".join(KIND_KEYS),
+    ),
+]
+
+RULE_KINDS_BY_CLASS: dict[type[_Rule], str] = {
+    InitRule: "init",
+    ChildRule: "child",
+    ConditionalRule: "conditional",
+    ParentRule: "parent",
+    TerminalRule: "terminal",
+    ContinueRule: "continue",
+    MaxCallsRule: "max_calls",
+    RequiredBeforeExitRule: "required_before_exit",
+    RequiresApprovalRule: "requires_approval",
+}
+
+
+class ToolDecl(_Model):
+    """A tool the agent has, with optional documentation and argument schema."""
+
+    name: ToolName
+    description: str = ""
+    parameters: dict[str, Any] | None = Field(
+        default=None,
+        description="JSON Schema of the arguments (an object schema); prefilled arguments "
+        "are checked against it.",
+    )
+    idempotent: bool = Field(
+        default=False,
+        description="Safe to run twice: a call interrupted by a crash is re-executed on resume "
+        "instead of waiting for a decision.",
+    )
+
+
+def _name_or_decl(value: Any) -> str:
+    return "name" if isinstance(value, str) else "decl"
+
+
+ToolEntry = Annotated[
+    Annotated[ToolName, Tag("name")] | Annotated[ToolDecl, Tag("decl")],
+    Discriminator(_name_or_decl),
+]
+
+
+class AgentSpec(_Model):
+    """One agent's tools and tool rules."""
+
+    version: Literal[1] = Field(description="Version of the rule language; always 1 for now.")
+    agent: Annotated[str, StringConstraints(min_length=1)] = Field(description="Agent name.")
+    description: str = ""
+    tools: Annotated[list[ToolEntry], Field(min_length=1)] = Field(
+        description="The tools the agent has, in the order they are offered to the model."
+    )
+    rules: list[Rule] = Field(default_factory=list)
+
+    def tool_decls(self) -> tuple[ToolDecl, ...]:
+        """Every tool as a `ToolDecl`, in declaration order."""
+        return tuple(ToolDecl(name=t) if isinstance(t, str) else t for t in self.tools)
+
+    def tool_names(self) -> tuple[str, ...]:
+        return tuple(t if isinstance(t, str) else t.name for t in self.tools)
+
+
+SCHEMA_ID = "https://toolfsm.dev/schemas/toolfsm.schema.json"
+
+
+def json_schema() -> dict[str, Any]:
+    """The JSON Schema of a rule file, as checked in under `schemas/`."""
+    schema = AgentSpec.model_json_schema(by_alias=True)
+    return {
+        "$schema": "https://json-schema.org/draft/2020-12/schema",
+        "$id": SCHEMA_ID,
+        **schema,
+        "title": "toolfsm rule file",
+    }
+
+
+def json_schema_text() -> str:
+    return json.dumps(json_schema(), indent=2, sort_keys=False) + "\n"
+
+
+if __name__ == "__main__":  # pragma: no cover - `python -m engine.spec > schemas/...`
+    print(json_schema_text(), end="")

@@ -1,0 +1,227 @@
+"""Safe YAML reading that keeps the line and column of every node.
+
+PyYAML composes the node graph (in C when libyaml is there); this module turns it into plain
+Python values itself, so that:
+- scalars follow the YAML 1.2 core schema: only true/false are booleans (`yes`, `no`, `on`, `off`
+  stay strings, a classic trap for output cases), and no tag can construct an object;
+- every value and every mapping key has a recorded position (a `SourceMap`), so schema errors
+  can point at FILE:LINE:COL;
+- documents that are too large, too deep, or that expand through aliases ("billion laughs")
+  are refused with a clear diagnostic instead of eating the machine.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass, field
+from typing import Any
+
+import yaml
+from yaml.resolver import BaseResolver
+
+from engine.errors import Diagnostic, Severity, SourceSpan
+
+MAX_BYTES = 1_000_000
+MAX_NODES = 100_000
+MAX_DEPTH = 64
+
+Path = tuple[Any, ...]
+
+_STR = "tag:yaml.org,2002:str"
+_SEQ = "tag:yaml.org,2002:seq"
+_MAP = "tag:yaml.org,2002:map"
+
+# YAML 1.2 core schema, plain scalars only (quoted scalars are always strings).
+_NULL = re.compile(r"^(?:~|null|Null|NULL|)$")
+_BOOL = re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$")
+_INT10 = re.compile(r"^[-+]?[0-9]+$")
+_INT8 = re.compile(r"^0o[0-7]+$")
+_INT16 = re.compile(r"^0x[0-9a-fA-F]+$")
+_FLOAT = re.compile(r"^[-+]?(?:\.[0-9]+|[0-9]+(?:\.[0-9]*)?)(?:[eE][-+]?[0-9]+)?$")
+_INF = re.compile(r"^[-+]?\.(?:inf|Inf|INF)$")
+_NAN = re.compile(r"^\.(?:nan|NaN|NAN)$")
+
+try:  # libyaml composes about ten times faster; the pure-Python parser is the same grammar.
+    from yaml import CParser as _Parser
+
+    class _Loader(_Parser, BaseResolver):  # type: ignore[misc]
+        def __init__(self, stream: str) -> None:
+            _Parser.__init__(self, stream)
+            BaseResolver.__init__(self)
+
+except ImportError:  # pragma: no cover - depends on how PyYAML was built
+    from yaml.composer import Composer
+    from yaml.parser import Parser
+    from yaml.reader import Reader
+    from yaml.scanner import Scanner
+
+    class _Loader(Reader, Scanner, Parser, Composer, BaseResolver):  # type: ignore[no-redef,misc]
+        def __init__(self, stream: str) -> None:
+            Reader.__init__(self, stream)
+            Scanner.__init__(self)
+            Parser.__init__(self)
+            Composer.__init__(self)
+            BaseResolver.__init__(self)
+
+
+@dataclass
+class SourceMap:
+    """Positions of the values and mapping keys of one document, by path from the root."""
+
+    path: str
+    values: dict[Path, tuple[int, int]] = field(default_factory=dict)
+    keys: dict[Path, tuple[int, int]] = field(default_factory=dict)
+
+    def span(self, at: Path, *, key: bool = False) -> SourceSpan:
+        """The position of the value (or the key) at `at`; the nearest enclosing node if absent."""
+        table = self.keys if key else self.values
+        probe = tuple(at)
+        while probe:
+            if probe in table:
+                return SourceSpan(self.path, *table[probe])
+            if key and probe in self.values:
+                return SourceSpan(self.path, *self.values[probe])
+            probe = probe[:-1]
+        line, column = self.values.get((), (1, 1))
+        return SourceSpan(self.path, line, column)
+
+
+class _Refused(Exception):
+    def __init__(self, code: str, message: str, node: yaml.Node | None) -> None:
+        self.code, self.message, self.node = code, message, node
+
+
+def _plain_scalar(text: str) -> Any:
+    if _NULL.match(text):
+        return None
+    if _BOOL.match(text):
+        return text[0] in "tT"
+    if _INT10.match(text):
+        return int(text)
+    if _INT8.match(text):
+        return int(text[2:], 8)
+    if _INT16.match(text):
+        return int(text[2:], 16)
+    if _FLOAT.match(text):
+        return float(text)
+    if _INF.match(text):
+        return -math.inf if text.startswith("-") else math.inf
+    if _NAN.match(text):
+        return math.nan
+    return text
+
+
+def _pos(node: yaml.Node) -> tuple[int, int]:
+    return node.start_mark.line + 1, node.start_mark.column + 1
+
+
+class _Builder:
+    def __init__(self, source: SourceMap) -> None:
+        self.source = source
+        self.count = 0
+        self.duplicates: list[Diagnostic] = []
+
+    def build(self, node: yaml.Node, path: Path | None, depth: int) -> Any:
+        """Convert `node`; record its position under `path` (None for mapping keys)."""
+        self.count += 1
+        if self.count > MAX_NODES:
+            raise _Refused(
+                "E003",
+                f"document expands to more than {MAX_NODES} nodes (alias bomb or absurd size)",
+                node,
+            )
+        if depth > MAX_DEPTH:
+            raise _Refused("E003", f"document nests deeper than {MAX_DEPTH} levels", node)
+        if path is not None:
+            self.source.values.setdefault(path, _pos(node))
+        if isinstance(node, yaml.ScalarNode):
+            if node.tag != _STR:
+                raise _Refused("E002", f"YAML tags are not allowed here ({node.tag})", node)
+            return node.value if node.style else _plain_scalar(node.value)
+        if isinstance(node, yaml.SequenceNode):
+            if node.tag != _SEQ:
+                raise _Refused("E002", f"YAML tags are not allowed here ({node.tag})", node)
+            assert path is not None  # only scalars are keys
+            return [self.build(item, (*path, i), depth + 1) for i, item in enumerate(node.value)]
+        if isinstance(node, yaml.MappingNode):
+            if node.tag != _MAP:
+                raise _Refused("E002", f"YAML tags are not allowed here ({node.tag})", node)
+            assert path is not None
+            result: dict[Any, Any] = {}
+            for key_node, value_node in node.value:
+                if not isinstance(key_node, yaml.ScalarNode):
+                    raise _Refused("E001", "mapping keys must be plain values", key_node)
+                key = self.build(key_node, None, depth + 1)
+                if isinstance(key, float) and math.isnan(key):
+                    raise _Refused("E001", "NaN cannot be a mapping key", key_node)
+                if key in result:
+                    earlier = next(k for k in result if k == key)
+                    clash = "" if repr(earlier) == repr(key) else f" (equal to {earlier!r})"
+                    line, column = _pos(key_node)
+                    self.duplicates.append(
+                        Diagnostic(
+                            Severity.ERROR,
+                            "E004",
+                            f"duplicate key {key!r}{clash} in mapping",
+                            SourceSpan(self.source.path, line, column),
+                        )
+                    )
+                    continue
+                self.source.keys[(*path, key)] = _pos(key_node)
+                result[key] = self.build(value_node, (*path, key), depth + 1)
+            return result
+        raise _Refused("E001", f"unsupported YAML node {type(node).__name__}", node)
+
+
+def parse_yaml(text: str, path: str) -> tuple[Any, SourceMap, list[Diagnostic]]:
+    """Parse one YAML document into plain values, its source map, and any problems found.
+
+    On a problem that stops parsing, the value is None and the diagnostics say why.
+    """
+    source = SourceMap(path)
+    if len(text.encode("utf-8", "surrogatepass")) > MAX_BYTES:
+        span = SourceSpan(path, 1, 1)
+        message = f"file is larger than {MAX_BYTES} bytes; a rule file should be small"
+        return None, source, [Diagnostic(Severity.ERROR, "E003", message, span)]
+    loader = _Loader(text)
+    try:
+        root = loader.get_single_node()
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        line, column = (mark.line + 1, mark.column + 1) if mark else (1, 1)
+        message = " ".join(p for p in (exc.context, exc.problem) if p) or "malformed YAML"
+        return (
+            None,
+            source,
+            [
+                Diagnostic(
+                    Severity.ERROR,
+                    "E001",
+                    f"malformed YAML: {message}",
+                    SourceSpan(path, line, column),
+                )
+            ],
+        )
+    except yaml.YAMLError as exc:
+        return (
+            None,
+            source,
+            [Diagnostic(Severity.ERROR, "E001", f"malformed YAML: {exc}", SourceSpan(path, 1, 1))],
+        )
+    finally:
+        loader.dispose()
+    if root is None:
+        return (
+            None,
+            source,
+            [Diagnostic(Severity.ERROR, "E001", "the file is empty", SourceSpan(path, 1, 1))],
+        )
+    builder = _Builder(source)
+    try:
+        value = builder.build(root, (), 0)
+    except _Refused as refused:
+        line, column = _pos(refused.node) if refused.node is not None else (1, 1)
+        span = SourceSpan(path, line, column)
+        return None, source, [Diagnostic(Severity.ERROR, refused.code, refused.message, span)]
+    return value, source, builder.duplicates
