@@ -1,4 +1,4 @@
-"""The provider contract: the frozen request/reply values and the Provider protocol the run loop calls."""
+"""The provider contract: frozen request/reply values and the Provider protocol."""
 
 from __future__ import annotations
 
@@ -70,7 +70,8 @@ class Message:
             )
         if self.role != "tool" and (self.tool_call_id is not None or self.is_error):
             raise ProviderConfigError(
-                f"Message(role={self.role!r}): tool_call_id and is_error are for tool messages only",
+                f"Message(role={self.role!r}): tool_call_id and is_error are for tool "
+                "messages only",
                 provider="message",
             )
 
@@ -194,7 +195,8 @@ def reply_violation(request: ModelRequest, tool_calls: tuple[ToolCall, ...]) -> 
         return "a tool call is required but the reply has none"
     outside = [c.name for c in tool_calls if c.name not in request.allowed]
     if outside:
-        return f"the reply calls {outside}, which {'is' if len(outside) == 1 else 'are'} not allowed now"
+        verb = "is" if len(outside) == 1 else "are"
+        return f"the reply calls {outside}, which {verb} not allowed now"
     if not request.parallel_tool_calls and len(tool_calls) > 1:
         return f"the reply makes {len(tool_calls)} tool calls but at most one is allowed"
     return None

@@ -37,7 +37,9 @@ ErrorKind = Literal[
 ]
 
 # Kinds for which trying the same request again later can succeed.
-_RETRYABLE_KINDS: frozenset[str] = frozenset({"rate_limited", "server_error", "timeout", "connection"})
+_RETRYABLE_KINDS: frozenset[str] = frozenset(
+    {"rate_limited", "server_error", "timeout", "connection"}
+)
 
 
 class ProviderError(Exception):

@@ -119,7 +119,9 @@ class OpenAIProvider:
         try:
             return await self._complete(request, mode)
         except ProviderAPIError as err:
-            if not (self.gating == "auto" and mode == "allowed_tools" and _rejects_tool_choice(err)):
+            if not (
+                self.gating == "auto" and mode == "allowed_tools" and _rejects_tool_choice(err)
+            ):
                 raise
             log.warning(
                 "%s: the server rejected tool_choice allowed_tools (%s); "
@@ -154,7 +156,9 @@ class OpenAIProvider:
                 "type": "allowed_tools",
                 "allowed_tools": {
                     "mode": "required" if request.force else "auto",
-                    "tools": [{"type": "function", "function": {"name": n}} for n in request.allowed],
+                    "tools": [
+                        {"type": "function", "function": {"name": n}} for n in request.allowed
+                    ],
                 },
             }
         else:
