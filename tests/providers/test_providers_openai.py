@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import logging
 
-import httpx
 import pytest
 from _provider_fakes import (
     FETCH,
     FINISH,
     SEARCH,
     TOOLS,
+    Fail,
     FakeAPI,
     oa_completion,
     oa_error,
@@ -321,7 +321,7 @@ async def test_persistent_500_is_server_error_after_retries() -> None:
 
 
 async def test_timeout_is_timeout_after_retries() -> None:
-    api = FakeAPI(httpx.ReadTimeout("slow"), httpx.ReadTimeout("slow"))
+    api = FakeAPI(Fail("timeout"), Fail("timeout"))
     with pytest.raises(ProviderError) as info:
         await provider(api, max_retries=1, timeout=0.5).complete(request())
     assert info.value.kind == "timeout" and info.value.retryable
@@ -329,7 +329,7 @@ async def test_timeout_is_timeout_after_retries() -> None:
 
 
 async def test_connection_failure_is_connection() -> None:
-    api = FakeAPI(httpx.ConnectError("refused"))
+    api = FakeAPI(Fail("connect"))
     with pytest.raises(ProviderError) as info:
         await provider(api).complete(request())
     assert info.value.kind == "connection" and info.value.retryable
