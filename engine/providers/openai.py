@@ -277,8 +277,13 @@ def _wrap(exc: sdk.OpenAIError, provider: str) -> ProviderAPIError:
             f"connection failed (after retries): {exc}", provider=provider, kind="connection"
         )
     if isinstance(exc, sdk.APIStatusError):
+        # Prefer the server's own words over the SDK's "Error code: N - {...}" dump.
+        said = exc.body.get("message") if isinstance(exc.body, dict) else None
+        message: str = said if isinstance(said, str) else exc.message
+        if exc.param:
+            message = f"{message} (param: {exc.param})"
         return ProviderAPIError(
-            exc.message,
+            message,
             provider=provider,
             kind=kind_for_status(exc.status_code),
             status_code=exc.status_code,

@@ -143,10 +143,16 @@ def oa_completion(
     )
 
 
-def oa_error(status: int, message: str, *, headers: dict[str, str] | None = None) -> Reply:
+def oa_error(
+    status: int,
+    message: str,
+    *,
+    headers: dict[str, str] | None = None,
+    param: str | None = None,
+) -> Reply:
     return Reply(
         status,
-        {"error": {"message": message, "type": "invalid_request_error", "param": None}},
+        {"error": {"message": message, "type": "invalid_request_error", "param": param}},
         headers or {},
     )
 
