@@ -9,6 +9,7 @@ import pytest
 from _provider_fakes import TOOLS, request
 
 import engine.providers as providers
+from engine.errors import ToolfsmError
 from engine.providers import (
     Message,
     ModelReply,
@@ -136,6 +137,7 @@ def test_error_fields_message_and_retryability() -> None:
     err = ProviderAPIError("slow down", provider="openai:x", kind="rate_limited", status_code=429)
     assert str(err) == "[openai:x] rate_limited HTTP 429: slow down"
     assert err.retryable and isinstance(err, ProviderError)
+    assert isinstance(err, ToolfsmError)  # one catch-all for everything toolfsm refuses
     assert not ProviderAPIError("no", provider="p", kind="auth").retryable
     assert ScriptError("x", provider="p", kind="script_exhausted", script="s", index=2).index == 2
     with pytest.raises(TypeError):
