@@ -8,7 +8,6 @@ from collections.abc import Mapping
 from typing import Any
 
 import anthropic as sdk
-import httpx
 
 from engine.providers.base import (
     Message,
@@ -54,6 +53,9 @@ class AnthropicProvider:
     are allowed. If every attempt violates, the last reply is returned as is (the run loop rejects
     it) with `retries` set. Usage adds up all attempts.
 
+    `http_client`: an `httpx2.AsyncClient` (what anthropic 2.x runs on), e.g. with a mock
+    transport in tests; `client`: a ready AsyncAnthropic, used as is.
+
     provider_state of a reply is `{"content": [...]}`, the assistant content blocks in wire form
     (thinking blocks with their signatures, text, tool_use), replayed verbatim for that message.
     """
@@ -70,7 +72,7 @@ class AnthropicProvider:
         max_retries: int = 3,
         timeout: float = 120.0,
         request_options: Mapping[str, Any] | None = None,
-        http_client: httpx.AsyncClient | None = None,
+        http_client: Any = None,
         client: sdk.AsyncAnthropic | None = None,
     ) -> None:
         self.name = f"anthropic:{model}"
@@ -107,7 +109,14 @@ class AnthropicProvider:
                 timeout=timeout,
                 http_client=http_client,
             )
-        except sdk.AnthropicError as exc:
+        except sdk.CredentialsError as exc:
+            raise ProviderAPIError(
+                f"no credentials: set the ANTHROPIC_API_KEY environment variable ({exc})",
+                provider=self.name,
+                kind="auth",
+            ) from exc
+        except (sdk.AnthropicError, TypeError) as exc:
+            # TypeError: e.g. an `httpx.AsyncClient` given where the SDK needs `httpx2`.
             raise ProviderConfigError(
                 f"cannot create the Anthropic client: {exc}", provider=self.name
             ) from exc

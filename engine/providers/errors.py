@@ -1,10 +1,11 @@
 """The provider layer's exception tree: every failure of `Provider.complete()` is a ProviderError.
 
-    ProviderError                 any failure; `.kind`, `.provider`, `.retryable`, `.status_code`
-    ├── ProviderAPIError          a model API failed (HTTP status, timeout, connection), after the
-    │                             SDK's own retries were exhausted
-    ├── ScriptError               a scripted provider's script ran out or an expectation failed
-    └── ProviderConfigError       the layer was misused: unknown provider spec, bad option,
+    ToolfsmError                  (engine.errors) anything toolfsm refused
+    └── ProviderError             any failure; `.kind`, `.provider`, `.retryable`, `.status_code`
+        ├── ProviderAPIError      a model API failed (HTTP status, timeout, connection), after
+        │                         the SDK's own retries were exhausted
+        ├── ScriptError           a scripted provider's script ran out or an expectation failed
+        └── ProviderConfigError   the layer was misused: unknown provider spec, bad option,
                                   unreadable script, inconsistent ModelRequest
 
 SDK exceptions never escape `complete()`: they are wrapped here, with the SDK exception kept as
@@ -14,6 +15,8 @@ SDK exceptions never escape `complete()`: they are wrapped here, with the SDK ex
 from __future__ import annotations
 
 from typing import Literal, get_args
+
+from engine.errors import ToolfsmError
 
 __all__ = [
     "ErrorKind",
@@ -42,7 +45,7 @@ _RETRYABLE_KINDS: frozenset[str] = frozenset(
 )
 
 
-class ProviderError(Exception):
+class ProviderError(ToolfsmError):
     """A provider could not produce a reply.
 
     `retryable` tells the run loop whether the same request may succeed later (the SDK has

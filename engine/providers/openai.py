@@ -7,7 +7,6 @@ import os
 from collections.abc import Mapping
 from typing import Any, Literal, get_args
 
-import httpx
 import openai as sdk
 
 from engine.providers.base import Message, ModelReply, ModelRequest, ToolCall, Usage
@@ -46,7 +45,9 @@ class OpenAIProvider:
       to `filter` for the rest of this provider's life (logged at WARNING).
 
     Retries and timeouts are the SDK's (`max_retries`, `timeout`); once they are exhausted the
-    failure surfaces as a ProviderAPIError. The API key is read by the SDK from the environment
+    failure surfaces as a ProviderAPIError. `http_client`: an `httpx.AsyncClient` or
+    `httpx2.AsyncClient` (openai 3.x accepts both), e.g. with a mock transport in tests;
+    `client`: a ready AsyncOpenAI, used as is. The API key is read by the SDK from the environment
     (`OPENAI_API_KEY`, or the variable named by `api_key_env`); it is never stored here.
     """
 
@@ -61,7 +62,7 @@ class OpenAIProvider:
         max_tokens: int | None = None,
         request_options: Mapping[str, Any] | None = None,
         api_key_env: str = "OPENAI_API_KEY",
-        http_client: httpx.AsyncClient | None = None,
+        http_client: Any = None,
         client: sdk.AsyncOpenAI | None = None,
     ) -> None:
         self.name = f"openai:{model}"
@@ -101,7 +102,8 @@ class OpenAIProvider:
                 timeout=timeout,
                 http_client=http_client,
             )
-        except sdk.OpenAIError as exc:
+        except (sdk.OpenAIError, TypeError) as exc:
+            # TypeError: an `http_client` of a type the SDK does not accept.
             raise ProviderConfigError(
                 f"cannot create the OpenAI client: {exc}", provider=self.name
             ) from exc
@@ -275,8 +277,13 @@ def _wrap(exc: sdk.OpenAIError, provider: str) -> ProviderAPIError:
             f"connection failed (after retries): {exc}", provider=provider, kind="connection"
         )
     if isinstance(exc, sdk.APIStatusError):
+        # Prefer the server's own words over the SDK's "Error code: N - {...}" dump.
+        said = exc.body.get("message") if isinstance(exc.body, dict) else None
+        message: str = said if isinstance(said, str) else exc.message
+        if exc.param:
+            message = f"{message} (param: {exc.param})"
         return ProviderAPIError(
-            exc.message,
+            message,
             provider=provider,
             kind=kind_for_status(exc.status_code),
             status_code=exc.status_code,

@@ -47,6 +47,9 @@ class RandomProvider:
         self._rng = _random.Random(self.seed)
         self._calls = 0
 
+    async def aclose(self) -> None:
+        """Nothing to release; present so every provider can be closed the same way."""
+
     async def complete(self, request: ModelRequest) -> ModelReply:
         # Draw the stop decision first, always, so the stream of draws depends only on the
         # sequence of requests (not on which branch a previous step took).
@@ -144,8 +147,8 @@ class _Generator:
         t = schema.get("type")
         if isinstance(t, list):
             # Prefer a non-null type so generated arguments carry information.
-            non_null = [x for x in t if x != "null"]
-            return self.rng.choice(non_null or t)
+            non_null = [str(x) for x in t if x != "null"]
+            return self.rng.choice(non_null or ["null"])
         if isinstance(t, str):
             return t
         if "properties" in schema or "required" in schema:

@@ -106,6 +106,9 @@ class ScriptedProvider:
     def from_file(cls, path: str | Path) -> ScriptedProvider:
         return cls(load_script(path), source=str(path))
 
+    async def aclose(self) -> None:
+        """Nothing to release; present so every provider can be closed the same way."""
+
     @property
     def remaining(self) -> int:
         """How many scripted replies are left."""

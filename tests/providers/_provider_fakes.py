@@ -3,44 +3,79 @@
 from __future__ import annotations
 
 import json
+import types
 from collections.abc import Callable
-from typing import Any
+from dataclasses import dataclass, field
+from typing import Any, Literal
 
 import httpx
 
 from engine.providers import Message, ModelRequest, ToolSpec
 
-Responder = httpx.Response | Callable[[httpx.Request], httpx.Response] | BaseException
+try:  # anthropic 2.x and openai 3.x run on httpx2; older SDKs on httpx
+    import httpx2 as _httpx2
+except ImportError:  # pragma: no cover
+    _httpx2 = None
+
+
+def anthropic_http_lib() -> types.ModuleType:
+    """The HTTP library the installed anthropic SDK accepts for `http_client`."""
+    import anthropic._base_client as base
+
+    return _httpx2 if _httpx2 is not None and hasattr(base, "httpx2") else httpx
+
+
+@dataclass(frozen=True)
+class Reply:
+    """A canned HTTP response, built with whichever HTTP library the client uses."""
+
+    status: int
+    body: Any
+    headers: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Fail:
+    """A transport failure instead of a response."""
+
+    kind: Literal["timeout", "connect"]
+
+
+Responder = Reply | Fail | Callable[[Any], Reply]
 
 
 class FakeAPI:
-    """An httpx MockTransport handler that answers from a queue and records every request.
+    """A MockTransport handler that answers from a queue and records every request.
 
     The real SDK clients run over it, so tests see the exact JSON bodies the SDK sends.
     """
 
-    def __init__(self, *responses: Responder) -> None:
+    def __init__(self, *responses: Responder, lib: types.ModuleType = httpx) -> None:
         self.queue: list[Responder] = list(responses)
-        self.requests: list[httpx.Request] = []
+        self.requests: list[Any] = []
+        self.lib = lib
 
     def add(self, *responses: Responder) -> None:
         self.queue.extend(responses)
 
-    def handler(self, request: httpx.Request) -> httpx.Response:
+    def handler(self, request: Any) -> Any:
         self.requests.append(request)
         if not self.queue:
-            return httpx.Response(
-                599, json={"error": {"message": "FakeAPI: no response queued", "type": "test"}}
+            item: Responder = Reply(
+                599, {"error": {"message": "FakeAPI: no response queued", "type": "test"}}
             )
-        item = self.queue.pop(0)
-        if isinstance(item, BaseException):
-            raise item
+        else:
+            item = self.queue.pop(0)
+        if isinstance(item, Fail):
+            if item.kind == "timeout":
+                raise self.lib.ReadTimeout("read timed out", request=request)
+            raise self.lib.ConnectError("connection refused", request=request)
         if callable(item):
-            return item(request)
-        return item
+            item = item(request)
+        return self.lib.Response(item.status, headers=item.headers, json=item.body)
 
-    def client(self) -> httpx.AsyncClient:
-        return httpx.AsyncClient(transport=httpx.MockTransport(self.handler))
+    def client(self) -> Any:
+        return self.lib.AsyncClient(transport=self.lib.MockTransport(self.handler))
 
     @property
     def bodies(self) -> list[dict[str, Any]]:
@@ -77,16 +112,16 @@ def oa_completion(
     *,
     prompt_tokens: int = 11,
     completion_tokens: int = 7,
-) -> httpx.Response:
+) -> Reply:
     message: dict[str, Any] = {"role": "assistant", "content": text}
     if calls:
         message["tool_calls"] = [
             {"id": cid, "type": "function", "function": {"name": name, "arguments": args}}
             for cid, name, args in calls
         ]
-    return httpx.Response(
+    return Reply(
         200,
-        json={
+        {
             "id": "chatcmpl-1",
             "object": "chat.completion",
             "created": 1,
@@ -108,24 +143,28 @@ def oa_completion(
     )
 
 
-def oa_error(status: int, message: str, *, headers: dict[str, str] | None = None) -> httpx.Response:
-    return httpx.Response(
+def oa_error(
+    status: int,
+    message: str,
+    *,
+    headers: dict[str, str] | None = None,
+    param: str | None = None,
+) -> Reply:
+    return Reply(
         status,
-        headers=headers or {},
-        json={"error": {"message": message, "type": "invalid_request_error", "param": None}},
+        {"error": {"message": message, "type": "invalid_request_error", "param": param}},
+        headers or {},
     )
 
 
 # --- Anthropic Messages replies ----------------------------------------------------------------
 
 
-def an_message(
-    *blocks: dict[str, Any], input_tokens: int = 20, output_tokens: int = 5
-) -> httpx.Response:
+def an_message(*blocks: dict[str, Any], input_tokens: int = 20, output_tokens: int = 5) -> Reply:
     has_tool = any(b["type"] == "tool_use" for b in blocks)
-    return httpx.Response(
+    return Reply(
         200,
-        json={
+        {
             "id": "msg_1",
             "type": "message",
             "role": "assistant",
@@ -157,11 +196,11 @@ def an_thinking(text: str, signature: str) -> dict[str, Any]:
 
 def an_error(
     status: int, message: str, *, kind: str = "api_error", headers: dict[str, str] | None = None
-) -> httpx.Response:
-    return httpx.Response(
+) -> Reply:
+    return Reply(
         status,
-        headers=headers or {},
-        json={"type": "error", "error": {"type": kind, "message": message}},
+        {"type": "error", "error": {"type": kind, "message": message}},
+        headers or {},
     )
 
 

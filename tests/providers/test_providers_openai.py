@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import logging
 
-import httpx
 import pytest
 from _provider_fakes import (
     FETCH,
     FINISH,
     SEARCH,
     TOOLS,
+    Fail,
     FakeAPI,
     oa_completion,
     oa_error,
@@ -145,11 +145,19 @@ async def test_auto_mode_falls_back_to_filter_after_a_tool_choice_400(
     assert api.last["tools"] == oa_tools(SEARCH, FETCH)
 
 
+async def test_auto_mode_also_falls_back_on_the_error_param() -> None:
+    api = FakeAPI(oa_error(400, "Unsupported value.", param="tool_choice"), oa_completion("fine"))
+    p = provider(api, gating="auto")
+    await p.complete(request())
+    assert p.gating_in_use == "filter" and api.last["tool_choice"] == "auto"
+
+
 async def test_allowed_tools_mode_does_not_fall_back() -> None:
-    api = FakeAPI(oa_error(400, "Invalid value for 'tool_choice'."))
+    api = FakeAPI(oa_error(400, "Invalid value for 'tool_choice'.", param="tool_choice"))
     with pytest.raises(ProviderAPIError) as info:
         await provider(api).complete(request(force=True))
     assert info.value.kind == "bad_request" and info.value.status_code == 400
+    assert info.value.message == "Invalid value for 'tool_choice'. (param: tool_choice)"
     assert not info.value.retryable
     assert len(api.requests) == 1
 
@@ -321,7 +329,7 @@ async def test_persistent_500_is_server_error_after_retries() -> None:
 
 
 async def test_timeout_is_timeout_after_retries() -> None:
-    api = FakeAPI(httpx.ReadTimeout("slow"), httpx.ReadTimeout("slow"))
+    api = FakeAPI(Fail("timeout"), Fail("timeout"))
     with pytest.raises(ProviderError) as info:
         await provider(api, max_retries=1, timeout=0.5).complete(request())
     assert info.value.kind == "timeout" and info.value.retryable
@@ -329,7 +337,7 @@ async def test_timeout_is_timeout_after_retries() -> None:
 
 
 async def test_connection_failure_is_connection() -> None:
-    api = FakeAPI(httpx.ConnectError("refused"))
+    api = FakeAPI(Fail("connect"))
     with pytest.raises(ProviderError) as info:
         await provider(api).complete(request())
     assert info.value.kind == "connection" and info.value.retryable
@@ -343,3 +351,11 @@ async def test_auth_failure_is_not_retryable_and_does_not_leak_the_key() -> None
     assert len(api.requests) == 1
     assert "sk-test-openai-key" not in str(info.value)
     assert "sk-test-openai-key" not in repr(vars(info.value))
+
+
+async def test_runs_on_an_httpx2_client_too() -> None:
+    httpx2 = pytest.importorskip("httpx2")
+    api = FakeAPI(oa_completion("over httpx2"), lib=httpx2)
+    reply = await provider(api).complete(request())
+    assert reply.text == "over httpx2"
+    assert api.last["tool_choice"]["type"] == "allowed_tools"
