@@ -21,7 +21,7 @@ from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import ArgumentError, NoSuchModuleError
 from sqlalchemy.pool import StaticPool
 
-from engine.store.errors import StoreUnavailable
+from engine.store.errors import InvalidValue, StoreUnavailable
 
 __all__ = [
     "ENV_VAR",
@@ -46,7 +46,20 @@ WRITE_OPTION = "toolfsm_write"
 
 # allow_nan=False: PostgreSQL's json type rejects NaN/Infinity, so SQLite must too, or a run
 # saved on one backend could not be copied to the other. ensure_ascii=False keeps text readable.
-_json_dumps = functools.partial(json.dumps, allow_nan=False, ensure_ascii=False)
+_encode = functools.partial(json.dumps, allow_nan=False, ensure_ascii=False)
+
+
+class NotJsonSerialisable(InvalidValue):
+    """A JSON column was handed a value json.dumps rejects (raised while writing)."""
+
+
+def _json_dumps(value: Any) -> str:
+    # Raise our own error: psycopg lets the encoder's exception escape as is, while SQLite's
+    # path wraps it in a StatementError; the store translates this one type either way.
+    try:
+        return _encode(value)
+    except (TypeError, ValueError) as exc:
+        raise NotJsonSerialisable(f"a value is not JSON-serialisable ({exc})") from exc
 
 
 def default_db_url() -> str:

@@ -39,6 +39,7 @@ from engine.store.db import (
     ENV_VAR,
     SQLITE_BUSY_TIMEOUT_MS,
     WRITE_OPTION,
+    NotJsonSerialisable,
     make_engine,
     redact_url,
     resolve_db_url,
@@ -359,7 +360,7 @@ class RunStore:
             query = query.where(col(AgentRow.name) == agent)
         query = query.order_by(col(RunRow.created_at).desc(), col(RunRow.id).desc()).limit(limit)
         with self._read("list runs") as session:
-            return [_run_record(run, name) for run, name in session.execute(query).tuples()]
+            return [_run_record(run, name) for run, name in session.execute(query).all()]
 
     def load_run(self, run_id: str) -> RunSnapshot:
         """Return the run with its agent, steps, calls and messages, all from one snapshot."""
@@ -569,6 +570,8 @@ class RunStore:
     def _translate(self, action: str) -> Iterator[None]:
         try:
             yield
+        except NotJsonSerialisable as exc:
+            raise InvalidValue(f"cannot {action}: {exc}") from exc
         except StoreError:
             raise
         except IntegrityError as exc:
@@ -578,11 +581,11 @@ class RunStore:
                 raise StoreError(f"cannot {action}: {_driver_message(exc)}") from exc
             raise _unavailable(self._url, exc) from exc
         except StatementError as exc:
-            # Raised before reaching the database: a bound value failed to convert, which
-            # for this schema means a JSON payload that json.dumps rejects.
-            raise InvalidValue(
-                f"cannot {action}: a value is not JSON-serialisable ({exc.orig})"
-            ) from exc
+            # Raised before reaching the database, while binding values: SQLite's path wraps
+            # the JSON encoder's error this way.
+            if isinstance(exc.orig, NotJsonSerialisable):
+                raise InvalidValue(f"cannot {action}: {exc.orig}") from exc
+            raise StoreError(f"cannot {action}: {exc.orig}") from exc
         except SQLAlchemyError as exc:
             raise StoreError(f"cannot {action}: {exc}") from exc
 
