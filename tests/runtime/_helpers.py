@@ -13,7 +13,9 @@ from engine.runtime.events import RunResult
 from engine.tools import Tool, ToolRegistry
 
 
-def make_agent(yaml_text: str, *funcs: Callable[..., Any], idempotent: tuple[str, ...] = ()) -> Agent:
+def make_agent(
+    yaml_text: str, *funcs: Callable[..., Any], idempotent: tuple[str, ...] = ()
+) -> Agent:
     tools = ToolRegistry(Tool.from_function(f, idempotent=f.__name__ in idempotent) for f in funcs)
     return agent_from_text(textwrap.dedent(yaml_text), "agent.yaml", tools=tools)
 
