@@ -155,8 +155,10 @@ def test_sigkill_then_resume_loses_nothing_and_repeats_no_side_effect(
     with open_store(db) as store:
         assert store.get_run(run_id).status == "running"  # what a crash leaves behind
         pending = store.pending_calls(run_id)
-        assert [f"{c.tool}:{c.arguments.get('account') or c.arguments.get('charge_id') or ''}"
-                for c in pending] == [block]
+        assert [
+            f"{c.tool}:{c.arguments.get('account') or c.arguments.get('charge_id') or ''}"
+            for c in pending
+        ] == [block]
 
     env = _env(workdir, db)
     resumed = _toolfsm("runs", "resume", run_id[:10], env=env, cwd=workdir)
@@ -230,7 +232,9 @@ def test_approve_and_deny_across_process_restarts(workdir: Path) -> None:
     assert "approve_refund:r1" not in _ledger(workdir)
 
     # A new process approves: the call runs, the run goes on to the next approval.
-    second = _toolfsm("runs", "approve", run_id[:8], "--call", waiting.call_id, env=env, cwd=workdir)
+    second = _toolfsm(
+        "runs", "approve", run_id[:8], "--call", waiting.call_id, env=env, cwd=workdir
+    )
     assert second.returncode == 0, second.stderr
     assert "stopped: awaiting_approval" in second.stdout
     assert _ledger(workdir).count("approve_refund:r1") == 1
