@@ -29,6 +29,7 @@ class Agent:
     rules_path: str
     tools_ref: str | None = None  # where the tools came from (stored so resume finds them)
     _specs: tuple[ToolSpec, ...] = field(default=(), repr=False)
+    _system: str = field(default="", repr=False)
 
     def __post_init__(self) -> None:
         missing = [t for t in self.machine.tools if t not in self.tools]
@@ -41,6 +42,7 @@ class Agent:
         # Declaration order, computed once: every request of every run shares this tuple.
         specs = tuple(self.tools[t].spec(heartbeat=heartbeat) for t in self.machine.tools)
         object.__setattr__(self, "_specs", specs)
+        object.__setattr__(self, "_system", self._render_system_prompt())
 
     @property
     def name(self) -> str:
@@ -56,6 +58,9 @@ class Agent:
 
     def system_prompt(self) -> str:
         """The instructions, then one plain line per rule."""
+        return self._system
+
+    def _render_system_prompt(self) -> str:
         parts = [self.settings.instructions.strip()] if self.settings.instructions.strip() else []
         if self.machine.rules:
             lines = "\n".join(f"- {rule.text}" for rule in self.machine.rules)
