@@ -18,14 +18,15 @@ print `str(error)` and never a database traceback.
         ├── CallStateConflict  the call's current status does not allow the requested change
         └── RunStateConflict   the run is not in the status the caller expected
 
-Why a separate tree rather than the project-wide one: the store sits at the bottom of the
-dependency chain and imports nothing from the engine; `StoreError` can be re-parented under the
-engine's base error once that exists without changing any caller.
+StoreError derives from `engine.errors.ToolfsmError` (a leaf module with no imports from the
+engine), so `except ToolfsmError` catches store failures too.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+
+from engine.errors import ToolfsmError
 
 __all__ = [
     "AgentNotFound",
@@ -44,7 +45,7 @@ __all__ = [
 ]
 
 
-class StoreError(Exception):
+class StoreError(ToolfsmError):
     """Base class of every error the run store raises."""
 
 

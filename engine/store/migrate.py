@@ -5,13 +5,12 @@ built here, so an installed toolfsm needs no alembic.ini and no working director
 holds a lock for its whole transaction (SQLite: BEGIN IMMEDIATE; PostgreSQL: an advisory
 lock), so two processes opening a fresh database at once migrate it exactly once.
 
-Run `python -m engine.store.migrate revision "message"` to draft a new revision.
+Run `python -m engine.store revision "message"` to draft a new revision.
 """
 
 from __future__ import annotations
 
 import functools
-import sys
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -96,17 +95,3 @@ def make_revision(message: str) -> None:
                 command.revision(alembic_config(connection), message=message, autogenerate=True)
         finally:
             engine.dispose()
-
-
-def main(argv: list[str] | None = None) -> int:
-    """Tiny developer entry point: `python -m engine.store.migrate revision MESSAGE`."""
-    args = sys.argv[1:] if argv is None else argv
-    if len(args) != 2 or args[0] != "revision":
-        print('usage: python -m engine.store.migrate revision "what changed"', file=sys.stderr)
-        return 2
-    make_revision(args[1])
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

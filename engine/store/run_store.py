@@ -330,7 +330,7 @@ class RunStore:
             raise InvalidValue("an empty run id prefix matches every run; type a run id")
         with self._read("find run") as session:
             ids = session.scalars(
-                select(RunRow.id)
+                select(col(RunRow.id))
                 .where(col(RunRow.id).startswith(prefix, autoescape=True))
                 .order_by(col(RunRow.id))
                 .limit(_AMBIGUOUS_SHOWN + 1)
@@ -594,7 +594,9 @@ class RunStore:
 
 
 def _runs_query() -> Any:
-    return select(RunRow, AgentRow.name).join(AgentRow, col(RunRow.agent_id) == col(AgentRow.id))
+    return select(RunRow, col(AgentRow.name)).join(
+        AgentRow, col(RunRow.agent_id) == col(AgentRow.id)
+    )
 
 
 def _calls_query(run_id: str) -> Any:

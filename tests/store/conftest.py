@@ -65,7 +65,8 @@ def pg_base_url() -> str:
     except Exception as exc:
         reason = (
             f"PostgreSQL at {redact_url(base)} did not answer "
-            f"({' '.join(str(exc).split())[:200]}); set TOOLFSM_TEST_PG_URL"
+            f"({' '.join(str(getattr(exc, 'orig', None) or exc).split())[:200]}); "
+            "set TOOLFSM_TEST_PG_URL"
         )
         if os.environ.get("TOOLFSM_REQUIRE_PG") == "1":
             pytest.fail(f"TOOLFSM_REQUIRE_PG=1 but {reason}", pytrace=False)

@@ -6,7 +6,7 @@ import hashlib
 from datetime import UTC, timedelta
 
 import pytest
-from pydantic import ValidationError
+from pydantic import JsonValue, ValidationError
 
 from engine.store import (
     AgentNotFound,
@@ -28,7 +28,7 @@ RULES = "tools: [search, answer]\nrules:\n  - init: search\n"
 
 
 def make_step(
-    seq: int, *, before: object = None, after: object = None, **extra: object
+    seq: int, *, before: JsonValue = None, after: JsonValue = None, **extra: object
 ) -> StepRecord:
     return StepRecord(
         seq=seq,
@@ -217,7 +217,7 @@ def test_step_record_validates_input() -> None:
         StepRecord(seq=0, position_before=None, position_after=None, allowed=(), decison="stop")  # type: ignore[call-arg]
     step = make_step(0)
     with pytest.raises(ValidationError):
-        step.seq = 3  # type: ignore[misc]
+        step.seq = 3
 
 
 # --- messages -----------------------------------------------------------------------------
@@ -341,4 +341,4 @@ def test_records_are_detached_and_frozen(store_url: str) -> None:
     assert snapshot.agent.rules_text == RULES
     assert snapshot.messages[0].content == {"role": "user", "content": "hi"}
     with pytest.raises(ValidationError):
-        snapshot.run.status = RunStatus.FAILED  # type: ignore[misc]
+        snapshot.run.status = RunStatus.FAILED
