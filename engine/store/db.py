@@ -72,6 +72,9 @@ def default_db_url() -> str:
 def resolve_db_url(url: str | None) -> str:
     """Pick the database URL: the argument, else $TOOLFSM_DB, else the per-user SQLite file."""
     chosen = url or os.environ.get(ENV_VAR, "").strip() or default_db_url()
+    if "://" not in chosen:
+        # A plain file path is what people type first: take it as a SQLite file.
+        chosen = "sqlite:///" + str(Path(chosen).expanduser().resolve())
     parsed = _parse(chosen)
     # Plain "postgresql://" would select psycopg2 (not a dependency); "postgres://" is what
     # hosting providers hand out and SQLAlchemy rejects. Both mean psycopg 3 here.

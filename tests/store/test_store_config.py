@@ -42,9 +42,13 @@ def test_postgres_urls_use_psycopg(data_dir: Path) -> None:
     assert resolve_db_url("postgresql+psycopg://u@h/db") == "postgresql+psycopg://u@h/db"
 
 
+def test_plain_path_means_a_sqlite_file(data_dir: Path, tmp_path: Path) -> None:
+    assert resolve_db_url(str(tmp_path / "runs.db")) == f"sqlite:///{tmp_path / 'runs.db'}"
+
+
 def test_invalid_url(data_dir: Path) -> None:
     with pytest.raises(StoreUnavailable, match="SQLAlchemy URL"):
-        resolve_db_url("not a url")
+        resolve_db_url("a b://c")
     with pytest.raises(StoreUnavailable, match="no database driver for 'nosuchdb'"):
         open_store("nosuchdb://x/y")
 
