@@ -95,12 +95,21 @@ def load_script(path: str | Path) -> list[Any]:
 class ScriptedProvider:
     """Replays scripted replies in order, one per `complete` call."""
 
-    def __init__(self, replies: Sequence[Mapping[str, Any]], *, source: str = "<memory>") -> None:
+    def __init__(
+        self, replies: Sequence[Mapping[str, Any]], *, source: str = "<memory>", start: int = 0
+    ) -> None:
+        """`start` skips replies a resumed run already used; call ids and reply numbers go
+        on from there, as if the replay had never stopped."""
         self.source = source
         self.name = f"scripted:{source}"
         self._replies = tuple(_parse_entry(e, i, source, self.name) for i, e in enumerate(replies))
-        self._next = 0
-        self._call_counter = 0
+        if not 0 <= start <= len(self._replies):
+            raise ProviderConfigError(
+                f"script {source}: cannot start at reply #{start} of {len(self._replies)}",
+                provider=self.name,
+            )
+        self._next = start
+        self._call_counter = sum(len(r.calls) for r in self._replies[:start])
 
     @classmethod
     def from_file(cls, path: str | Path) -> ScriptedProvider:

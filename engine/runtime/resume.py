@@ -53,7 +53,7 @@ def provider_for_run(run: Any, snapshot: Any | None = None, **options: Any) -> P
         used = 0
         if snapshot is not None:
             used = sum(1 for m in snapshot.messages if m.role == "assistant")
-        return ScriptedProvider(load_script(path)[used:], source=str(path))
+        return ScriptedProvider(load_script(path), source=str(path), start=used)
     return make_provider(run.model, base_url=opts.get("base_url"), **options)
 
 

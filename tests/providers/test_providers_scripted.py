@@ -15,7 +15,7 @@ from engine.providers import (
     Usage,
     make_provider,
 )
-from engine.providers.scripted import ScriptedProvider
+from engine.providers.scripted import ScriptedProvider, load_script
 
 pytestmark = pytest.mark.anyio
 
@@ -77,6 +77,21 @@ async def test_exhausted_script_names_file_and_index(script_file: Path) -> None:
     assert err.kind == "script_exhausted" and not err.retryable
     assert err.script == str(script_file) and err.index == 4
     assert str(script_file) in str(err) and "#4" in str(err)
+
+
+async def test_start_skips_used_replies_and_numbers_calls_on(script_file: Path) -> None:
+    # A resumed run starts after the replies it used; its call ids must not restart at call_1.
+    entries = load_script(script_file)
+    p = ScriptedProvider(entries, source=str(script_file), start=2)
+    assert p.remaining == 2
+    r3 = await p.complete(request(("finish",), force=True, parallel=False))
+    assert r3.tool_calls == (ToolCall("call_4", "finish", "{}"),)
+    await p.complete(request())
+    with pytest.raises(ScriptError) as info:
+        await p.complete(request())
+    assert info.value.index == 4  # numbered as in the file
+    with pytest.raises(ProviderConfigError, match="cannot start at reply #5 of 4"):
+        ScriptedProvider(entries, start=5)
 
 
 async def test_divergence_names_file_index_and_difference(script_file: Path) -> None:
