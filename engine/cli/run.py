@@ -54,7 +54,25 @@ def _fail(message: str, code: int = 2) -> typer.Exit:
 
 def _short(value: Any, limit: int = 160) -> str:
     text = value if isinstance(value, str) else json.dumps(value, ensure_ascii=False)
+    # One event, one line: page text and the like arrive with newlines.
+    text = " ".join(text.split())
     return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def _next_steps(run_id: str, status: str) -> list[str]:
+    """The commands a user wants next for a run in `status`."""
+    short = run_id[:12]
+    lines = []
+    if status == "awaiting_approval":
+        lines += [
+            f"approve: toolfsm runs approve {short}",
+            f"deny:    toolfsm runs deny {short} --reason TEXT",
+        ]
+    elif status == "awaiting_decision":
+        lines.append(f"decide:  toolfsm runs resume {short} --retry | --mark-failed")
+    elif status in ("running", "cancelled"):
+        lines.append(f"resume:  toolfsm runs resume {short}")
+    return lines
 
 
 def _args(arguments: dict[str, Any]) -> str:
@@ -66,11 +84,19 @@ class LiveView:
 
     def __init__(self, console: Console) -> None:
         self.console = console
+        self._seq: int | None = None  # the step whose header was printed last
 
     def __call__(self, event: Any) -> None:
         from engine.runtime import events as ev
 
         c = self.console
+        seq = getattr(event, "seq", None)
+        if seq is not None and seq != self._seq and not isinstance(event, ev.StepStarted):
+            # A resumed run finishes its pending step first; that step started in an
+            # earlier process, so no StepStarted announces it.
+            c.print(f"[bold]step {seq}[/bold]  (resumed)")
+        if seq is not None:
+            self._seq = seq
         match event:
             case ev.RunStarted():
                 verb = "resumed" if event.resumed else "run"
@@ -79,13 +105,9 @@ class LiveView:
                     f"[/cyan]  model {escape(event.model)}"
                 )
             case ev.StepStarted():
-                forced = (
-                    f" [yellow](forced: {event.forced_tool})[/yellow]"
-                    if event.forced_tool
-                    else (" [yellow](call required)[/yellow]" if event.force else "")
-                )
                 c.print(
-                    f"[bold]step {event.seq}[/bold]  allowed: {', '.join(event.allowed)}{forced}"
+                    f"[bold]step {event.seq}[/bold]  allowed: {', '.join(event.allowed)}"
+                    f"{_forced(event.force, event.forced_tool)}"
                 )
             case ev.TextDelta():
                 c.print(f"  [green]model:[/green] {escape(_short(event.text, 400))}")
@@ -101,10 +123,8 @@ class LiveView:
                 c.print(f"  [red]✗ {event.tool}: {escape(event.message)}[/red]")
             case ev.ApprovalRequested():
                 c.print(
-                    f"  [magenta]⏸ {event.tool}({escape(_short(_args(event.arguments)))}) needs "
-                    f"approval[/magenta]: toolfsm runs approve {event.run_id[:12]} "
-                    f"--call {event.call_id}  |  toolfsm runs deny {event.run_id[:12]} "
-                    f"--reason TEXT"
+                    f"  [magenta]⏸ {event.tool}({escape(_short(_args(event.arguments)))}) "
+                    f"waits for approval ({event.call_id})[/magenta]"
                 )
             case ev.Notice():
                 c.print(f"  [yellow]! {escape(event.text)}[/yellow]")
@@ -123,9 +143,14 @@ class LiveView:
                     c.print(f"[red]{escape(r.error)}[/red]")
                 if r.stop_reason.value == "awaiting_decision":
                     c.print(
-                        f"a side-effect call ({r.pending_call}) was interrupted: "
-                        f"toolfsm runs resume {r.run_id[:12]} --retry | --mark-failed"
+                        f"a side-effect call ({r.pending_call}) was interrupted; it may or may "
+                        "not have taken effect"
                     )
+                from engine.runtime import status_for
+
+                for line in _next_steps(r.run_id, status_for(r.stop_reason)):
+                    c.print(escape(line))
+                c.print(f"details: toolfsm runs show {r.run_id[:12]}")
 
 
 def _exit_code(result: Any) -> int:
@@ -250,6 +275,10 @@ def runs_list(
     if as_json:
         print(json.dumps([r.model_dump(mode="json") for r in runs], indent=2))
         return
+    if not runs:
+        which = " matching the filters" if status or agent else ""
+        _out.print(f"no runs{which} in {store.url}")
+        return
     table = Table("run", "agent", "status", "stop reason", "steps", "tokens", "started")
     for r in runs:
         table.add_row(
@@ -281,9 +310,10 @@ def runs_show(
         return
     r = snap.run
     _out.print(
-        f"[bold]run {r.id}[/bold]  agent {r.agent_name}  model {r.model}\n"
-        f"status {r.status}  stop reason {r.stop_reason}  steps {r.steps_count}  "
-        f"tokens {r.input_tokens}/{r.output_tokens}  rules {r.rules_hash[:12]}"
+        f"[bold]run {r.id}[/bold]  agent {escape(r.agent_name)}  model {escape(r.model)}\n"
+        f"status {r.status}  stop reason {r.stop_reason or '-'}  steps {r.steps_count}  "
+        f"tokens {r.input_tokens} in / {r.output_tokens} out  rules {r.rules_hash[:12]}  "
+        f"started {r.created_at:%Y-%m-%d %H:%M:%S}"
     )
     if r.error:
         _out.print(f"[red]error: {escape(r.error)}[/red]")
@@ -291,36 +321,63 @@ def runs_show(
     calls_by_step: dict[int, list[Any]] = {}
     for call in snap.calls:
         calls_by_step.setdefault(call.step_seq, []).append(call)
+    # Messages the loop sent the model after a step (required-before-exit, forced call missing).
+    notices: dict[int, list[str]] = {}
+    for message in snap.messages:
+        if message.role == "user" and message.step_seq is not None:
+            notices.setdefault(message.step_seq, []).append(str(message.content.get("text", "")))
     for step in snap.steps:
-        forced = (
-            f" forced {step.forced_tool}" if step.forced_tool else (" forced" if step.force else "")
-        )
         _out.print(
-            f"[bold]step {step.seq}[/bold] {step.position_before['node']} → "
-            f"{step.position_after['node']}  allowed: {', '.join(step.allowed)}{forced}  "
-            f"{step.decision} ({step.reason})"
+            f"[bold]step {step.seq}[/bold]  {_node(step.position_before)} → "
+            f"{_node(step.position_after)}  [dim]{step.decision} ({step.reason})[/dim]"
         )
-        reply = step.reply or {}
+        _out.print(f"  allowed: {', '.join(step.allowed)}{_forced(step.force, step.forced_tool)}")
+        reply = step.reply if isinstance(step.reply, dict) else {}
         if reply.get("text"):
             _out.print(f"  [green]model:[/green] {escape(_short(reply['text'], 400))}")
         for call in calls_by_step.get(step.seq, []):
             _print_call(call)
+        for text in notices.get(step.seq, []):
+            _out.print(f"  [yellow]! {escape(text)}[/yellow]")
     pending = [c for c in snap.calls if c.step_seq >= r.steps_count]
     if pending:
-        _out.print(f"[bold]step {r.steps_count}[/bold] (not committed)")
+        _out.print(f"[bold]step {r.steps_count}[/bold]  (not committed yet)")
         for call in pending:
             _print_call(call)
+    for line in _next_steps(r.id, r.status):
+        _out.print(escape(line))
+
+
+def _node(position: Any) -> str:
+    return str(position.get("node", "?")) if isinstance(position, dict) else "?"
+
+
+def _forced(force: bool, forced_tool: str | None) -> str:
+    if forced_tool:
+        return f" [yellow](forced: {forced_tool})[/yellow]"
+    return " [yellow](call required)[/yellow]" if force else ""
+
+
+def _raw_args(call: Any) -> str:
+    """A rejected call's arguments (never parsed by the tool), shown like accepted ones."""
+    try:
+        value = json.loads(call.arguments_raw)
+    except ValueError:
+        return str(call.arguments_raw)
+    return _args(value) if isinstance(value, dict) else str(call.arguments_raw)
 
 
 def _print_call(call: Any) -> None:
-    args = _args(call.arguments) if isinstance(call.arguments, dict) else call.arguments_raw
+    args = _args(call.arguments) if isinstance(call.arguments, dict) else _raw_args(call)
     took = f" {call.duration_ms} ms" if call.duration_ms is not None else ""
     _out.print(
         f"  [cyan]{call.call_id}[/cyan] {call.tool}({escape(_short(args))}) \\[{call.status}]{took}"
     )
     if call.result is not None:
         colour = "red" if call.is_error else "dim"
-        _out.print(f"    [{colour}]{escape(_short(call.result))}[/{colour}]")
+        # Errors keep more text: a violation names the rule (file:line) at its end.
+        limit = 400 if call.is_error else 160
+        _out.print(f"    [{colour}]{escape(_short(call.result, limit))}[/{colour}]")
 
 
 def _resume(db: str | None, run_id: str, tools: str | None, decision: Any = None) -> None:
