@@ -124,7 +124,7 @@ class LiveView:
             case ev.ApprovalRequested():
                 c.print(
                     f"  [magenta]⏸ {event.tool}({escape(_short(_args(event.arguments)))}) "
-                    f"waits for approval ({event.call_id})[/magenta]"
+                    f"needs approval ({event.call_id})[/magenta]"
                 )
             case ev.Notice():
                 c.print(f"  [yellow]! {escape(event.text)}[/yellow]")
