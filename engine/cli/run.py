@@ -295,13 +295,21 @@ def runs_list(
 
 @runs_app.command("show")
 def runs_show(
-    run_id: Annotated[str, typer.Argument(help="A run id or a unique prefix of one.")],
+    run_id: Annotated[
+        str | None,
+        typer.Argument(help="A run id or a unique prefix of one (default: the newest run)."),
+    ] = None,
     db: DbOption = None,
     as_json: Annotated[bool, typer.Option("--json", help="The whole stored run as JSON.")] = False,
 ) -> None:
-    """Show a run: header, every step with its gate and calls, and the conversation."""
+    """Show a run: header, every step with its gate, calls and results, and what to do next."""
     store = _open(db)
     try:
+        if run_id is None:
+            newest = store.list_runs(limit=1)
+            if not newest:
+                raise _fail(f"no runs in {store.url}")
+            run_id = newest[0].id
         snap = store.load_run(_find(store, run_id).id)
     finally:
         store.close()
