@@ -158,43 +158,41 @@ def search(graph: Graph, monitor: Monitor) -> Violation | None:
 
 
 def _describe(kind: str, expect: Any, subject: str, graph: Graph, v: Violation) -> str:
-    trace = " -> ".join(graph.labels(v.step_ids)) or "(no call)"
+    labels = graph.labels(v.step_ids)
+    run = f"the run {' -> '.join(labels)}" if labels else "a run with no tool call"
     if v.final == "reply":
-        how = "ends with a reply without a tool call"
+        how = "ends with a reply (no tool call)"
     elif v.final == "terminal":
         how = f"ends with the terminal tool {graph.steps[v.step_ids[-1]].tool!r}"
     else:
         how = ""
     match kind:
         case "never":
-            return f"expected {subject!r} never to be called, but the run {trace} calls it"
+            return f"expected {subject!r} never to be called, but {run} calls it"
         case "never_after":
             return (
                 f"expected {subject!r} never to be called after {expect.never_after!r}, "
-                f"but the run {trace} does"
+                f"but {run} does"
             )
         case "only_after":
             return (
-                f"expected {subject!r} to be called only after {expect.only_after!r}, but the "
-                f"run {trace} calls it before {expect.only_after!r} was called"
+                f"expected {subject!r} to be called only after {expect.only_after!r}, but "
+                f"{run} calls it before {expect.only_after!r} was called"
             )
         case "always_before":
             return (
-                f"expected every run to call {subject!r} before it ends, but the run {trace} "
-                f"{how} without calling it first"
+                f"expected every run to call {subject!r} before it ends, but {run} {how} "
+                "without having called it"
             )
         case "eventually":
-            return (
-                f"expected every run to call {subject!r}, but the run {trace} {how} without "
-                "calling it"
-            )
+            return f"expected every run to call {subject!r}, but {run} {how} without calling it"
         case "at_most":
             return (
-                f"expected {subject!r} to be called at most {expect.at_most} time(s), but the "
-                f"run {trace} calls it {expect.at_most + 1} times"
+                f"expected {subject!r} to be called at most {expect.at_most} time(s), but "
+                f"{run} calls it {expect.at_most + 1} times"
             )
         case "ends_with":
-            return f"expected every run to end with one of {subject}, but the run {trace} {how}"
+            return f"expected every run to end with one of {subject}, but {run} {how}"
     raise AssertionError(kind)  # pragma: no cover
 
 

@@ -90,9 +90,8 @@ def forcing_rule(machine: Machine, node: int) -> int | None:
     for i, rule in enumerate(rules):
         if last is None and isinstance(rule, spec.InitRule):
             return i
-        if last is not None and isinstance(rule, spec.ChildRule | spec.ConditionalRule):
-            if rule.after == last:
-                return i
+        if isinstance(rule, spec.ChildRule | spec.ConditionalRule) and rule.after == last:
+            return i
     for i, rule in enumerate(rules):
         if last is not None and isinstance(rule, spec.ParentRule) and rule.only_after == last:
             return i
@@ -102,9 +101,12 @@ def forcing_rule(machine: Machine, node: int) -> int | None:
 def _max_calls_rule(machine: Machine, tool: str) -> int | None:
     limit = machine.max_calls(tool)
     for i, rule in enumerate(_rules(machine)):
-        if isinstance(rule, spec.MaxCallsRule) and tool in spec.as_tuple(rule.tools):
-            if rule.max_calls == limit:
-                return i
+        if (
+            isinstance(rule, spec.MaxCallsRule)
+            and tool in spec.as_tuple(rule.tools)
+            and rule.max_calls == limit
+        ):
+            return i
     return None
 
 
