@@ -131,12 +131,19 @@ def search(graph: Graph, monitor: Monitor) -> Violation | None:
         ids.reverse()
         return ids
 
+    def ends_badly(key: tuple[int, int]) -> bool:
+        pid, state = key
+        if end is None or not graph.text_end[pid]:
+            return False
+        last = nodes[graph.node(pid)].last_tool
+        return not end(state, None, None if last is None else tool_index[last])
+
+    # A reply is judged when its position is discovered, a call when its source is expanded:
+    # both then come out in order of length, so the first violation is a shortest one.
+    if ends_badly((0, 0)):
+        return Violation([], 0, None, "reply")
     for key in queue:
         pid, state = key
-        if end is not None and graph.text_end[pid]:
-            last = nodes[graph.node(pid)].last_tool
-            if not end(state, None, None if last is None else tool_index[last]):
-                return Violation(path(key), pid, None, "reply")
         lo, hi = graph.edge_start[pid], graph.edge_start[pid + 1]
         for j in range(lo, hi):
             step_id, target = graph.edge_step[j], graph.edge_target[j]
@@ -153,6 +160,8 @@ def search(graph: Graph, monitor: Monitor) -> Violation | None:
             new_key = (target, new_state)
             if new_key not in parent:
                 parent[new_key] = (key, step_id)
+                if ends_badly(new_key):
+                    return Violation(path(new_key), target, None, "reply")
                 queue.append(new_key)
     return None
 
@@ -229,7 +238,8 @@ def check_assertions(graph: Graph, source: SourceMap | None = None) -> list[Find
                             "A100",
                             f"assertion names tool {name!r}, which the agent does not have",
                             locator.at(path),
-                        )
+                        ),
+                        expect=index,
                     )
                 )
             continue
@@ -258,6 +268,7 @@ def check_assertions(graph: Graph, source: SourceMap | None = None) -> list[Find
                     trace=graph.labels(violation.step_ids),
                 ),
                 position,
+                expect=index,
             )
         )
     return findings

@@ -40,6 +40,7 @@ class Finding:
 
     diagnostic: Diagnostic
     position: Position | None = None
+    expect: int | None = None  # index of the `expect:` assertion it refutes, if any
 
     @property
     def code(self) -> str:

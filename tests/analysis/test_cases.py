@@ -31,9 +31,9 @@ FAILING = [
     ("a107_ends_with", "A107", (8, 5), ("search",)),
 ]
 
-PASSING = [
-    stem + "_ok" for stem, *_ in FAILING if (CASES / f"{stem}_ok.yaml").exists()
-] + ["c120_approval_silenced"]
+PASSING = [stem + "_ok" for stem, *_ in FAILING if (CASES / f"{stem}_ok.yaml").exists()] + [
+    "c120_approval_silenced"
+]
 
 
 @pytest.mark.parametrize(("stem", "code", "where", "expected_trace"), FAILING)
