@@ -78,7 +78,7 @@ def traces(machine: Machine, *, max_length: int = 20) -> st.SearchStrategy[list[
 def _distances(graph: Graph, cost: list[int | None]) -> list[int]:
     """Fewest steps from each live position to a goal; `cost` is a goal's own cost (0 or 1)
     or None for a position that is no goal. A large number means never."""
-    never = len(graph) + 2
+    never = 1 << 30
     preds: list[list[int]] = [[] for _ in range(len(graph))]
     for source in range(len(graph)):
         for _, target in graph.out(source):

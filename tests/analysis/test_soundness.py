@@ -21,7 +21,7 @@ from tests.analysis.rulesets import machines
 
 BOUND = 14  # trace length bound; every drawn machine has fewer reachable positions
 SETTINGS = settings(
-    max_examples=200, deadline=None, suppress_health_check=[HealthCheck.filter_too_much]
+    max_examples=150, deadline=None, suppress_health_check=[HealthCheck.filter_too_much]
 )
 
 
