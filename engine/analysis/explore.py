@@ -273,6 +273,20 @@ def explore(machine: Machine, *, max_states: int = LIVE_LIMIT) -> Graph:
     called = offered = exhausted_seen = required_stopped = 0
     truncated = False
     add_step, add_target = edge_step.append, edge_target.append
+    index_get = index.get
+    # Per tool, as a plain tuple (unpacking beats attribute access in the hot loop).
+    plan = tuple(
+        (
+            t.bit,
+            t.required,
+            t.count_shift,
+            t.count_mask,
+            t.limit,
+            t.terminal,
+            tuple((step, node, base_mask[node]) for step, node in t.cases),
+        )
+        for t in tables
+    )
     current = 0
     while current < len(keys):
         key = keys[current]
@@ -288,35 +302,36 @@ def explore(machine: Machine, *, max_states: int = LIVE_LIMIT) -> Graph:
         while mask:
             low = mask & -mask
             mask ^= low
-            table = tables[low.bit_length() - 1]
-            new_rest = rest | table.required
+            bit, required, count_shift, count_mask, limit, terminal, cases = plan[
+                low.bit_length() - 1
+            ]
+            new_rest = rest | required
             new_ex = ex
-            if table.count_shift >= 0:
-                count = (rest >> table.count_shift) & table.count_mask
-                if count < table.limit:
-                    new_rest += 1 << table.count_shift
-                    if count + 1 >= table.limit:
-                        new_ex = ex | table.bit
-                        exhausted_seen |= table.bit
-            pending = (required_mask & ~new_rest) >> required_shift
-            for step_id, next_node in table.cases:
-                add_step(step_id)
-                if table.terminal and not pending:
-                    add_target(END)
+            if count_shift >= 0:
+                count = (rest >> count_shift) & count_mask
+                if count < limit:
+                    new_rest += 1 << count_shift
+                    if count + 1 >= limit:
+                        new_ex = ex | bit
+                        exhausted_seen |= bit
+            if terminal:
+                pending = (required_mask & ~new_rest) >> required_shift
+                if not pending:
+                    for step_id, _, _ in cases:
+                        add_step(step_id)
+                        add_target(END)
                     continue
-                if not base_mask[next_node] & ~new_ex:
-                    if table.terminal:
-                        required_stopped |= pending
+                required_stopped |= pending
+            for step_id, next_node, next_mask in cases:
+                if not next_mask & ~new_ex:
+                    add_step(step_id)
                     add_target(DEAD)
                     continue
-                if table.terminal:
-                    required_stopped |= pending
                 new_key = new_rest | next_node
-                target = index.get(new_key)
+                target = index_get(new_key)
                 if target is None:
                     if len(keys) >= max_states:
                         truncated = True
-                        edge_step.pop()
                         continue
                     target = len(keys)
                     index[new_key] = target
@@ -324,6 +339,7 @@ def explore(machine: Machine, *, max_states: int = LIVE_LIMIT) -> Graph:
                     exhausted.append(new_ex)
                     parent.append(current)
                     via.append(step_id)
+                add_step(step_id)
                 add_target(target)
         ends = blocked = dead = False
         if not force[node]:

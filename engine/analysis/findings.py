@@ -10,6 +10,8 @@ Codes (stable; silences and tests name them). Errors make `toolfsm check` exit 1
     C105 error    required-before-exit tool cannot be called before the run could end
     C106 warning  child rule allows a tool that can never be called right after its tool
     C107 error    max_calls conflict: the limit leaves nothing allowed where the rules need it
+    C108 warning  a strict conditional stops the run at a dead end when no case matches (the
+                  author asked for it; silence it when the tool's outputs are exhaustive)
     C110 error    no way to finish: a reachable loop with no terminal tool and no reply allowed
     C120 warning  forced position where every allowed tool needs approval
     C121 warning  terminal tool never ends a run (required tools are always pending)
@@ -29,7 +31,7 @@ from engine.errors import Diagnostic, Severity, SourceSpan
 from engine.machine import Machine, Position
 from engine.yamltree import SourceMap
 
-DEAD_END_CODES = frozenset({"C101", "C107"})
+DEAD_END_CODES = frozenset({"C101", "C107", "C108"})
 TRAP_CODES = frozenset({"C105", "C110"})
 MAX_REPORTS = 20  # per code: past this the same problem is only being repeated
 
@@ -222,11 +224,31 @@ class _Findings:
         if key in seen:
             return
         seen.add(key)
+        if node.case == "no match" and not text:
+            rule = machine.spec.rules[index] if index is not None else None
+            if isinstance(rule, spec.ConditionalRule) and rule.strict:
+                self.add(
+                    Severity.WARNING,
+                    "C108",
+                    f"strict conditional: after {_quote(trace)}, the output matches no case, so "
+                    "the run stops at a dead end",
+                    self.rule_span(index),
+                    rule=index,
+                    hint="add a `default`, or silence C108 if the tool can only return the "
+                    "listed outputs",
+                    trace=trace,
+                    position=position,
+                )
+                return
         pending = machine.pending_required(position)
         why = (
             f"the run must go on (required before exit: {', '.join(pending)})"
             if pending and (text or (node.last_tool in machine.terminal))
-            else "a call is forced"
+            else (
+                "a call is forced"
+                if machine.base_gate(position.node).force
+                else "the run goes on after every tool call"
+            )
         )
         self.add(
             Severity.ERROR,

@@ -5,10 +5,17 @@ as one more choice when the gate does not force a call; a conditional tool's out
 uniformly from one text per case key plus one that matches no key (see `case_outputs`).
 Calls that need approval count as approved. A run stops as the runtime would stop it
 (terminal tool, reply, dead end) or at the step limit. Seeded: the same seed gives the same runs.
+
+With a tool registry (`toolfsm simulate --tools MODULE`), allowed calls really run: arguments
+are sampled from each tool's JSON Schema (prefilled values win, as in the runtime), the tool's
+own output picks the conditional case, and a call whose arguments do not validate is refused
+without running, as the runtime refuses it. Tool errors and refused calls are counted.
 """
 
 from __future__ import annotations
 
+import asyncio
+import json
 import random
 import statistics
 from collections import Counter
@@ -40,6 +47,8 @@ class SimulationReport:
     stop_reasons: Counter[str] = field(default_factory=Counter)
     lengths: list[int] = field(default_factory=list)
     approvals: int = 0
+    tool_errors: Counter[str] = field(default_factory=Counter)  # with --tools: tool raised
+    argument_errors: Counter[str] = field(default_factory=Counter)  # with --tools: refused
 
     def length_summary(self) -> dict[str, float]:
         if not self.lengths:
@@ -82,6 +91,8 @@ class SimulationReport:
                 {"from": a, "to": b, "runs": n} for a, b, n in self.histogram()
             ],
             "approvals": self.approvals,
+            "tool_errors": dict(self.tool_errors),
+            "argument_errors": dict(self.argument_errors),
         }
 
 
@@ -112,6 +123,43 @@ def _rule_fires(machine: Machine) -> tuple[dict[str, list[int]], dict[str, list[
     return on_call, on_limit
 
 
+def sample_arguments(schema: dict[str, Any], rng: random.Random) -> dict[str, Any]:
+    """Plausible arguments for a JSON Schema object: a value per property, by its type."""
+    out: dict[str, Any] = {}
+    for name, prop in (schema.get("properties") or {}).items():
+        out[name] = _sample_value(prop if isinstance(prop, dict) else {}, rng)
+    return out
+
+
+def _sample_value(schema: dict[str, Any], rng: random.Random) -> Any:
+    if "enum" in schema:
+        return rng.choice(schema["enum"])
+    if "const" in schema:
+        return schema["const"]
+    if "default" in schema:
+        return schema["default"]
+    for key in ("anyOf", "oneOf"):
+        if schema.get(key):
+            return _sample_value(rng.choice(schema[key]), rng)
+    kind = schema.get("type")
+    if isinstance(kind, list):
+        kind = rng.choice(kind)
+    match kind:
+        case "boolean":
+            return rng.random() < 0.5
+        case "integer":
+            return rng.randint(int(schema.get("minimum", 0)), int(schema.get("maximum", 10)))
+        case "number":
+            return round(rng.uniform(schema.get("minimum", 0), schema.get("maximum", 10)), 2)
+        case "array":
+            return [_sample_value(schema.get("items") or {}, rng) for _ in range(rng.randint(0, 2))]
+        case "object":
+            return sample_arguments(schema, rng)
+        case "null":
+            return None
+    return rng.choice(["a", "b", "example"])
+
+
 def simulate_runs(
     machine: Machine,
     *,
@@ -119,9 +167,14 @@ def simulate_runs(
     seed: int = 0,
     max_steps: int = 50,
     progress: bool = False,
+    tools: Any = None,
 ) -> SimulationReport:
-    """Run the random policy `runs` times and collect coverage."""
+    """Run the random policy `runs` times and collect coverage.
+
+    `tools` is an `engine.tools.ToolRegistry`: when given, calls execute the real tools.
+    """
     rng = random.Random(seed)
+    loop = asyncio.new_event_loop() if tools is not None else None
     report = SimulationReport(machine.agent, runs, seed, max_steps)
     outputs = {t: [text for text, _ in case_outputs(machine, t)] for t in machine.tools}
     on_call, on_limit = _rule_fires(machine)
@@ -165,7 +218,13 @@ def simulate_runs(
                                 report.rules_fired[i] += 1
                     stop = verdict.stop_reason
                     continue
-                output = rng.choice(outputs[choice])
+                if tools is None:
+                    output = rng.choice(outputs[choice])
+                else:
+                    ran = _run_tool(tools[choice], machine, position, choice, rng, loop, report)
+                    if ran is _REFUSED:
+                        continue  # refused like the runtime refuses it: no advance
+                    output = ran
                 before = position
                 position = machine.advance(position, choice, output)
                 report.tools_called[choice] += 1
@@ -191,6 +250,8 @@ def simulate_runs(
     finally:
         if bar is not None:
             bar.stop()
+        if loop is not None:
+            loop.close()
     report.tools_never = [t for t in machine.tools if t not in report.tools_called]
     reachable = set(reachable_nodes(machine))
     report.transitions_never = [
@@ -202,6 +263,35 @@ def simulate_runs(
         (ref.index, ref.text) for ref in machine.rules if ref.index not in report.rules_fired
     ]
     return report
+
+
+_REFUSED = object()
+
+
+def _run_tool(
+    tool: Any,
+    machine: Machine,
+    position: Any,
+    name: str,
+    rng: random.Random,
+    loop: asyncio.AbstractEventLoop | None,
+    report: SimulationReport,
+) -> Any:
+    """Execute one real tool call with sampled arguments; `_REFUSED` when they do not validate."""
+    from engine.tools import ArgumentError
+
+    assert loop is not None
+    prefill = machine.gate(position).prefill.get(name)
+    raw = json.dumps(sample_arguments(tool.spec().parameters, rng), default=str)
+    try:
+        arguments, _ = tool.parse(raw, prefill=prefill)
+    except ArgumentError:
+        report.argument_errors[name] += 1
+        return _REFUSED
+    result = loop.run_until_complete(tool.execute(arguments))
+    if result.is_error:
+        report.tool_errors[name] += 1
+    return result.output
 
 
 def render_report(report: SimulationReport) -> None:
@@ -240,6 +330,12 @@ def render_report(report: SimulationReport) -> None:
         + ", ".join(f"{k} {v}" for k, v in summary.items())
         + (f"; approvals granted: {report.approvals}" if report.approvals else "")
     )
+    for label, counter in (
+        ("tool errors", report.tool_errors),
+        ("refused calls (invalid arguments)", report.argument_errors),
+    ):
+        if counter:
+            console.print(f"{label}: " + ", ".join(f"{t} {n}" for t, n in counter.items()))
     peak = max((n for _, _, n in report.histogram()), default=0) or 1
     for low, high, count in report.histogram():
         bar = "#" * max(1 if count else 0, round(30 * count / peak))

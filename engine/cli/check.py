@@ -71,17 +71,38 @@ def simulate(
     ] = 50,
     as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
     progress: Annotated[bool, typer.Option("--progress/--no-progress")] = True,
+    tools: Annotated[
+        str | None,
+        typer.Option(
+            "--tools",
+            help="Run the real tools: a .py file or a dotted module name (arguments sampled "
+            "from each tool's schema). Default: no tool runs.",
+        ),
+    ] = None,
 ) -> None:
-    """Random-policy runs through the machine (no LLM, no tools run), then a coverage report."""
+    """Random-policy runs through the machine (no LLM; no tools run unless --tools), then a
+    coverage report."""
     from engine.analysis.simulate import render_report, simulate_runs
 
     machine = _machine(file)
+    registry = None
+    if tools is not None:
+        from engine.errors import ToolfsmError
+        from engine.runtime.agent import load_agent
+
+        try:
+            agent = load_agent(file, tools=tools)
+        except ToolfsmError as exc:
+            typer.echo(f"toolfsm: {exc}", err=True)
+            raise typer.Exit(1) from None
+        machine, registry = agent.machine, agent.tools
     report = simulate_runs(
         machine,
         runs=runs,
         seed=seed,
         max_steps=max_steps,
         progress=progress and not as_json,
+        tools=registry,
     )
     if as_json:
         typer.echo(json.dumps(report.as_json(), indent=2))

@@ -11,13 +11,14 @@ from tests.analysis.helpers import CASES, replay
 
 # file stem, code, (line, column) of the finding, its counterexample trace (None: none)
 FAILING = [
-    ("c101_dead_end", "C101", (5, 5), ("lookup=other",)),
+    ("c101_dead_end", "C101", (8, 5), ("research", "publish")),
     ("c102_unreachable_tool", "C102", (3, 20), None),
     ("c103_rule_never_fires", "C103", (8, 5), None),
     ("c104_shadowed_case", "C104", (9, 7), None),
     ("c105_required_unreachable", "C105", (11, 5), ()),
     ("c106_unused_child", "C106", (6, 20), None),
     ("c107_max_calls_conflict", "C107", (8, 5), ("think", "think")),
+    ("c108_strict_dead_end", "C108", (5, 5), ("lookup=other",)),
     ("c110_trap", "C110", (5, 5), ()),
     ("c120_approval_forced", "C120", (5, 5), ("draft",)),
     ("c121_terminal_never_ends", "C121", (8, 5), None),
@@ -66,10 +67,13 @@ def test_every_failing_case_has_a_twin() -> None:
     assert missing == []
 
 
-def test_dead_end_trace_replays_to_a_dead_end() -> None:
-    result = check_path(CASES / "c101_dead_end.yaml")
-    machine = compile_rules(read_rule_file(CASES / "c101_dead_end.yaml"))
-    rows = replay(machine, result.finding("C101").trace or ())
+@pytest.mark.parametrize(
+    ("stem", "code"), [("c101_dead_end", "C101"), ("c108_strict_dead_end", "C108")]
+)
+def test_dead_end_trace_replays_to_a_dead_end(stem: str, code: str) -> None:
+    result = check_path(CASES / f"{stem}.yaml")
+    machine = compile_rules(read_rule_file(CASES / f"{stem}.yaml"))
+    rows = replay(machine, result.finding(code).trace or ())
     assert rows[-1].reason == "dead_end"
     assert rows[-1].allowed == ()
 

@@ -27,10 +27,10 @@ def test_check_text_shows_location_and_trace() -> None:
 
 
 def test_check_json_trace_replays_through_toolfsm_trace() -> None:
-    path = str(CASES / "c101_dead_end.yaml")
+    path = str(CASES / "c108_strict_dead_end.yaml")
     result = runner.invoke(app, ["check", path, "--format", "json"])
     records = json.loads(result.stdout)
-    (record,) = [r for r in records if r["code"] == "C101"]
+    (record,) = [r for r in records if r["code"] == "C108"]
     assert record["line"] == 5 and record["trace"] == ["lookup=other"]
     replay = runner.invoke(app, ["trace", path, *record["trace"], "--json"])
     rows = json.loads(replay.stdout)
@@ -60,7 +60,7 @@ def test_check_folder_and_silenced_listing() -> None:
 
 
 def test_simulate_is_seeded_and_reports_coverage() -> None:
-    path = str(CASES / "c101_dead_end.yaml")
+    path = str(CASES / "c108_strict_dead_end.yaml")
     args = ["simulate", path, "--runs", "300", "--seed", "7", "--json"]
     first = json.loads(runner.invoke(app, args).stdout)
     second = json.loads(runner.invoke(app, args).stdout)
@@ -86,3 +86,32 @@ def test_simulate_text_report() -> None:
     result = runner.invoke(app, ["simulate", path, "-n", "100", "--no-progress"])
     assert result.exit_code == 0
     assert "Stop reasons" in result.output and "Run length" in result.output
+
+
+def test_simulate_with_tools_runs_them(tmp_path) -> None:
+    (tmp_path / "agent.yaml").write_text(
+        "version: 1\nagent: coin\ntools: [flip, win, lose]\nrules:\n"
+        "  - init: flip\n  - after: flip\n    on_output: {heads: win, tails: lose}\n"
+        "    strict: true\n  - terminal: [win, lose]\n"
+    )
+    (tmp_path / "tools.py").write_text(
+        "import random\n"
+        "CALLS = []\n"
+        "def flip(bias: float) -> str:\n"
+        "    CALLS.append(bias)\n"
+        "    return 'heads' if random.random() < 0.5 else 'tails'\n"
+        "def win() -> str:\n    return 'won'\n"
+        "def lose(reason: str) -> str:\n    return 'lost: ' + reason\n"
+    )
+    args = ["simulate", str(tmp_path / "agent.yaml"), "-n", "40", "--json"]
+    report = json.loads(runner.invoke(app, [*args, "--tools", str(tmp_path / "tools.py")]).stdout)
+    # The real tool's output drives the branch: both terminals reached, never a dead end.
+    assert set(report["stop_reasons"]) == {"terminal_tool"}
+    assert report["tools"]["called"]["flip"] == 40
+    assert report["tools"]["called"]["win"] + report["tools"]["called"]["lose"] == 40
+    assert report["tool_errors"] == {} and report["argument_errors"] == {}
+    # Without --tools the non-matching output is drawn too, so the strict rule dead-ends.
+    offline = json.loads(runner.invoke(app, args).stdout)
+    assert offline["stop_reasons"].get("dead_end", 0) > 0
+    bad = runner.invoke(app, [*args, "--tools", str(tmp_path / "missing.py")])
+    assert bad.exit_code == 1
