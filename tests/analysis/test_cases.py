@@ -108,7 +108,7 @@ def test_invalid_file_reports_validation_errors_only(tmp_path) -> None:
 
 
 def test_bound_is_reported_clearly(tmp_path) -> None:
-    result = check_path(CASES / "c101_dead_end_ok.yaml", max_states=2)
+    result = check_path(CASES / "c105_required_unreachable_ok.yaml", max_states=2)
     bound = result.finding("C190")
     assert bound.diagnostic.is_error
     assert "--max-states" in (bound.diagnostic.hint or "")
