@@ -11,7 +11,9 @@ The model of a run (the "default continuation mode" of the runtime, see the READ
   legitimately (a terminal tool with nothing required pending), or stops at a dead end;
 - when the gate does not force a call, the model may instead reply without a tool call:
   `machine.after_text` either ends the run legitimately or, with required-before-exit tools
-  pending, keeps it at the same position (a self-loop; the run must still call them).
+  pending, keeps it at the same position (a self-loop; the run must still call them);
+- in heartbeat mode (`run.continuation: heartbeat`), a call of a tool that no rule continues
+  may also end the run (the model did not ask for a heartbeat): one more legitimate end.
 
 Positions are hashable NamedTuples, so the graph is a list of positions, an index, and per
 position its outgoing steps. BFS order means the parent pointers give shortest traces.
@@ -93,6 +95,7 @@ class _ToolTable:
     count_mask: int
     limit: int
     terminal: bool
+    may_end: bool  # heartbeat mode: a call without `request_heartbeat` may end the run
     cases: tuple[tuple[int, int], ...]  # (step id, next node) per explorable output
 
 
@@ -110,6 +113,9 @@ class _Kernel:
     ) -> None:
         tools = machine.tools
         n_nodes = len(machine.nodes)
+        run = getattr(machine.spec, "run", None)
+        heartbeat = getattr(run, "continuation", "default") == "heartbeat"
+        goes_on = machine.rule_continues | machine.continue_tools | machine.terminal
         self.node_bits = max(1, (n_nodes - 1).bit_length())
         self.required_shift = self.node_bits
         self.counts_shift = self.node_bits + len(tools)
@@ -143,6 +149,7 @@ class _Kernel:
                     count_mask=count_mask,
                     limit=limit or 0,
                     terminal=tool in machine.terminal,
+                    may_end=heartbeat and tool not in goes_on,
                     cases=cases,
                 )
             )
@@ -283,6 +290,7 @@ def explore(machine: Machine, *, max_states: int = LIVE_LIMIT) -> Graph:
             t.count_mask,
             t.limit,
             t.terminal,
+            t.may_end,
             tuple((step, node, base_mask[node]) for step, node in t.cases),
         )
         for t in tables
@@ -302,7 +310,7 @@ def explore(machine: Machine, *, max_states: int = LIVE_LIMIT) -> Graph:
         while mask:
             low = mask & -mask
             mask ^= low
-            bit, required, count_shift, count_mask, limit, terminal, cases = plan[
+            bit, required, count_shift, count_mask, limit, terminal, may_end, cases = plan[
                 low.bit_length() - 1
             ]
             new_rest = rest | required
@@ -322,6 +330,16 @@ def explore(machine: Machine, *, max_states: int = LIVE_LIMIT) -> Graph:
                         add_target(END)
                     continue
                 required_stopped |= pending
+            elif may_end:
+                # Heartbeat mode: the same call without a heartbeat ends the run (an END edge
+                # beside the continuing one), or is refused while required tools are pending.
+                pending = (required_mask & ~new_rest) >> required_shift
+                if pending:
+                    required_stopped |= pending
+                else:
+                    for step_id, _, _ in cases:
+                        add_step(step_id)
+                        add_target(END)
             for step_id, next_node, next_mask in cases:
                 if not next_mask & ~new_ex:
                     add_step(step_id)

@@ -113,3 +113,22 @@ def test_bound_is_reported_clearly(tmp_path) -> None:
     assert bound.diagnostic.is_error
     assert "--max-states" in (bound.diagnostic.hint or "")
     assert result.states == 2
+
+
+def test_heartbeat_mode_counts_a_call_without_heartbeat_as_an_end() -> None:
+    assert check_path(CASES / "heartbeat_ends_default_trap.yaml").codes() == ["C110"]
+    result = check_path(CASES / "heartbeat_ends.yaml")
+    assert result.diagnostics == []
+    graph = result.graph
+    assert graph is not None
+    machine = graph.machine
+    ends = 0
+    for p in range(len(graph)):
+        for step_id, target in graph.out(p):
+            if target == -1:  # END
+                step = graph.steps[step_id]
+                new = machine.advance(graph.position(p), step.tool, step.output)
+                verdict = machine.after_call(new, step.tool, heartbeat=False)
+                assert verdict.stop_reason is not None and verdict.reason == "no_heartbeat"
+                ends += 1
+    assert ends == 1  # `act` can end the run; `plan` has a child rule and always goes on
