@@ -224,7 +224,7 @@ _CHECK_REASONS = {
 
 def _reason(diagnostic: Any) -> str:
     base = _CHECK_REASONS.get(diagnostic.code)
-    message = re.sub(r" \(?(?:first )?on lines? [0-9, ]+\)?", "", diagnostic.message)
+    message = re.sub(r" \(?(?:first )?on lines? [0-9]+(?:, [0-9]+)*\)?", "", diagnostic.message)
     return f"{base} ({message})" if base else message
 
 
@@ -314,7 +314,7 @@ def letta_to_spec(agent: LettaAgent) -> Translation:
             elif d.rule is None:
                 raise TranslationError(f"internal: unexpected problem in the translation: {d}")
         for position in sorted(bad_rules, reverse=True):
-            reason = _reason(next(d for d in errors if d.rule == position))
+            reason = "; ".join(dict.fromkeys(_reason(d) for d in errors if d.rule == position))
             for index in origins[position]:
                 skipped.append(Skipped(index, agent.tool_rules[index], reason))
             del spec_rules[position]
