@@ -31,7 +31,7 @@ def slug(name: str) -> str:
     return text or "agent"
 
 
-def _targets(names: list[str], out: Path | None) -> list[Path | None]:
+def _targets(names: list[str], out: str | None) -> list[Path | None]:
     """Where each agent goes: stdout (None), one file, a folder, or a `{agent}` pattern."""
     if out is None:
         if len(names) > 1:
@@ -40,15 +40,15 @@ def _targets(names: list[str], out: Path | None) -> list[Path | None]:
                 "--agent NAME, or write them all with -o FOLDER/ or -o 'PATTERN{agent}.yaml'"
             )
         return [None]
-    text = str(out)
-    folder = out.is_dir() or text.endswith(("/", "\\"))
+    text = out
+    folder = Path(out).is_dir() or text.endswith(("/", "\\"))
     if AGENT_PLACEHOLDER not in text and not folder:
         if len(names) > 1:
             _fail(
                 f"the file holds {len(names)} agents: -o must be a folder (existing, or ending "
                 "with '/') or a pattern containing {agent}; or choose one with --agent NAME"
             )
-        return [out]
+        return [Path(out)]
     paths: list[Path | None] = []
     used: set[str] = set()
     for name in names:
@@ -58,7 +58,9 @@ def _targets(names: list[str], out: Path | None) -> list[Path | None]:
             unique, n = f"{stem}-{n}", n + 1
         used.add(unique)
         paths.append(
-            out / f"{unique}.yaml" if folder else Path(text.replace(AGENT_PLACEHOLDER, unique))
+            Path(out) / f"{unique}.yaml"
+            if folder
+            else Path(text.replace(AGENT_PLACEHOLDER, unique))
         )
     return paths
 
@@ -70,7 +72,7 @@ def import_(
         typer.Argument(help="A Letta agent file (.af), agent JSON, or `tool_rules` JSON list."),
     ],
     out: Annotated[
-        Path | None,
+        str | None,  # a string: a trailing '/' (a folder to create) must survive
         typer.Option(
             "--output",
             "-o",

@@ -69,7 +69,9 @@ class LettaRun:
     def forced(self) -> bool:
         if not self.history:
             return bool(self._of("run_first"))
-        return any(r["tool_name"] == self.history[-1] for r in self.rules if r["type"] in CHILD_LIKE)
+        return any(
+            r["tool_name"] == self.history[-1] for r in self.rules if r["type"] in CHILD_LIKE
+        )
 
     def forced_tool(self) -> str | None:
         allowed = self.allowed()
@@ -114,11 +116,17 @@ class LettaRun:
         return self._go_on() if self.pending_required() else "stop"
 
     def after_call(self, tool: str, heartbeat: bool | None = None) -> str:
-        """"continue" or "stop" after `tool` ran (it is the last entry of the history)."""
-        names = {kind: {r["tool_name"] for r in self._of(kind)} for kind in (
-            "exit_loop", "continue_loop", "constrain_child_tools", "conditional",
-            "max_count_per_step",
-        )}
+        """ "continue" or "stop" after `tool` ran (it is the last entry of the history)."""
+        names = {
+            kind: {r["tool_name"] for r in self._of(kind)}
+            for kind in (
+                "exit_loop",
+                "continue_loop",
+                "constrain_child_tools",
+                "conditional",
+                "max_count_per_step",
+            )
+        }
         if tool in names["exit_loop"]:
             return self._may_stop()
         if (
@@ -133,7 +141,7 @@ class LettaRun:
         return self._may_stop()
 
     def after_text(self) -> str:
-        """"continue" or "stop" after a reply without a tool call."""
+        """ "continue" or "stop" after a reply without a tool call."""
         return self._may_stop()
 
 
