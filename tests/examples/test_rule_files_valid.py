@@ -1,4 +1,4 @@
-"""Every rule file under examples/ and rules/ validates clean: no error, no warning."""
+"""Every rule file under examples/ and rules/ validates and checks clean: no error, no warning."""
 
 from __future__ import annotations
 
@@ -18,6 +18,13 @@ def test_every_rule_file_in_examples_and_rules_is_clean(cli: Cli) -> None:
     assert summary, proc.stderr + proc.stdout
     # Every agent and rule file was taken as a rule file (scripts beside them are not).
     assert summary.groups() == (str(len(agents) + len(rule_files)), "0", "0")
+
+
+def test_every_rule_file_passes_the_state_checks(cli: Cli) -> None:
+    # Dead ends, traps, unreachable tools: none in the shipped agents and rule library.
+    proc = cli("check", "examples/", "rules/")
+    summary = re.search(r"(\d+) error\(s\), (\d+) warning\(s\)", proc.stderr + proc.stdout)
+    assert summary and summary.groups() == ("0", "0"), proc.stderr + proc.stdout
 
 
 def test_every_example_is_complete() -> None:
