@@ -85,6 +85,8 @@ class LiveView:
     def __init__(self, console: Console) -> None:
         self.console = console
         self._seq: int | None = None  # the step whose header was printed last
+        self.run_id: str | None = None  # known once the run has started
+        self.result: Any = None  # the RunResult, once the run has stopped
 
     def __call__(self, event: Any) -> None:
         from engine.runtime import events as ev
@@ -99,6 +101,7 @@ class LiveView:
             self._seq = seq
         match event:
             case ev.RunStarted():
+                self.run_id = event.run_id
                 verb = "resumed" if event.resumed else "run"
                 c.print(
                     f"[bold]{verb}[/bold] {event.run_id}  agent [cyan]{escape(event.agent)}"
@@ -133,7 +136,7 @@ class LiveView:
                     f"  [dim]{event.decision} ({event.reason}) → {event.position['node']}[/dim]"
                 )
             case ev.Stopped():
-                r = event.result
+                r = self.result = event.result
                 colour = "red" if r.error else "bold green"
                 c.print(
                     f"[{colour}]stopped: {r.stop_reason.value}[/{colour}]  {r.steps} step(s), "
@@ -233,7 +236,13 @@ def run_command(
     try:
         result = asyncio.run(_consume(runner.stream(text), view))
     except KeyboardInterrupt:
+        if view.result is not None:
+            # Ctrl-C reached the loop only after the run had stopped (a blocking tool and a
+            # provider that never waits): the run is complete, report it as such.
+            raise typer.Exit(_exit_code(view.result)) from None
         _err.print("[yellow]cancelled[/yellow]")
+        if view.run_id is not None:
+            _err.print(f"resume:  toolfsm runs resume {view.run_id[:12]}")
         raise typer.Exit(130) from None
     finally:
         store.close()
