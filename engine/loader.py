@@ -201,7 +201,9 @@ def parse_rules(text: str, path: str = "<string>") -> RuleFile:
                 _RULE_ADAPTER.validate_python(rule)
             except ValidationError as error:
                 skipped.add(index)
-                errors += [{**e, "loc": ("rules", index, *e["loc"])} for e in error.errors()]
+                # loc[0] is the union tag (the rule kind). Drop it: a tag such as `terminal`
+                # is also a key of the rule, and walking it would blame the wrong key.
+                errors += [{**e, "loc": ("rules", index, *e["loc"][1:])} for e in error.errors()]
     candidate, view, kept = data, source, None
     if skipped:
         # Validate and check the rest without the broken rules (all problems in one pass),
