@@ -59,6 +59,11 @@ def _walk_loc(data: Any, loc: tuple[Any, ...]) -> tuple[tuple[Any, ...], Any]:
     path: list[Any] = []
     node = data
     for element in loc:
+        if isinstance(node, dict) and isinstance(element, str) and element not in node:
+            # Pydantic writes a non-string mapping key as text in `loc` (None -> 'None').
+            element = next(
+                (k for k in node if not isinstance(k, str) and str(k) == element), element
+            )
         if (isinstance(node, dict) and element in node) or (
             isinstance(node, list) and isinstance(element, int) and 0 <= element < len(node)
         ):
@@ -105,7 +110,14 @@ def _schema_diagnostics(data: Any, errors: list[Any], source: SourceMap) -> list
         kind = item["type"]
         rule = path[1] if len(path) >= 2 and path[0] == "rules" else None
         hint = None
-        if kind == "extra_forbidden":
+        if "[key]" in item["loc"] and path:
+            # A mapping key of the wrong type (output cases): one error at the key itself.
+            code = "E010"
+            shown = "null" if path[-1] is None else str(path[-1])
+            message = f"output case {shown} must be true/false, a number or a string"
+            hint = f'quote it ("{shown}") to match the output text {shown}'
+            span = source.span(path, key=True)
+        elif kind == "extra_forbidden":
             key = path[-1]
             owner = path[:-1]
             choices = _owner_fields(data, owner)
