@@ -322,9 +322,11 @@ def _check_sets(agent: spec.AgentSpec, report: _Report) -> None:
         if isinstance(rule, spec.ParentRule):
             for child in spec.as_tuple(rule.tools):
                 parents_of[child].append((rule.only_after, index))
+    conflicted: set[str] = set()
     for child, parents in parents_of.items():
         distinct = sorted({p for p, _ in parents})
         if len(distinct) > 1:
+            conflicted.add(child)
             index = parents[-1][1]
             report.error(
                 "E025",
@@ -381,16 +383,26 @@ def _check_sets(agent: spec.AgentSpec, report: _Report) -> None:
             blame.append(index)
         # Children of other tools' parent rules may not follow `tool`.
         excluded = {c: p for c, ps in parents_of.items() for p, _ in ps if p != tool}
+        permitted = set(allowed)
         allowed -= set(excluded)
         lines = ", ".join(str(report.line(("rules", i))) for i in blame)
+        lines = ("line " if len(blame) == 1 else "lines ") + lines
         if blame and not allowed:
-            report.error(
-                "E024",
-                f"after {tool!r} no tool is allowed: the rules on lines {lines} "
-                "have no tool in common",
-                ("rules", blame[-1]),
-                rule=blame[-1],
-            )
+            if permitted and permitted <= conflicted:
+                continue  # a child of two parents: E025 already says why it can never be called
+            if permitted:
+                why = "; ".join(
+                    f"{c!r} may only be called right after {excluded[c]!r}"
+                    for c in all_tools
+                    if c in permitted
+                )
+                message = (
+                    f"after {tool!r} no tool is allowed: the rules on {lines} allow only "
+                    f"tools that other rules forbid there ({why})"
+                )
+            else:
+                message = f"after {tool!r} no tool is allowed: the rules on {lines} have no tool in common"
+            report.error("E024", message, ("rules", blame[-1]), rule=blame[-1])
             continue
         for index in conditionals.get(tool, []):
             rule = agent.rules[index]
@@ -405,7 +417,7 @@ def _check_sets(agent: spec.AgentSpec, report: _Report) -> None:
                 if name in excluded:
                     why = f"{name!r} may only be called right after {excluded[name]!r}"
                 else:
-                    why = f"the rules on lines {lines} do not allow {name!r} after {tool!r}"
+                    why = f"the rules on {lines} do not allow {name!r} after {tool!r}"
                 report.error(
                     "E026",
                     f"this case leads to {name!r}, but {why}: the run would dead-end",
