@@ -116,7 +116,7 @@ def _check_tools(agent: spec.AgentSpec, report: _Report) -> None:
                 report.error(
                     "E028",
                     f"parameters of {decl.name!r} are not a valid JSON Schema: {exc.message}",
-                    ("tools", i, "parameters"),
+                    ("tools", i, "parameters", *exc.absolute_path),  # at the bad part
                 )
             else:
                 if decl.parameters.get("type", "object") != "object":
