@@ -287,7 +287,9 @@ def read_rule_file(path: str | Path) -> RuleFile:
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as exc:
-        span = SourceSpan(name, 1, 1)
+        # Point at the bad byte: its line, and its column counted in bytes.
+        line = raw.count(b"\n", 0, exc.start) + 1
+        span = SourceSpan(name, line, exc.start - (raw.rfind(b"\n", 0, exc.start) + 1) + 1)
         message = f"file is not UTF-8 text (byte {exc.start})"
         return RuleFile(
             name, "", None, SourceMap(name), (Diagnostic(Severity.ERROR, "E000", message, span),)
