@@ -43,7 +43,7 @@ _INF = re.compile(r"^[-+]?\.(?:inf|Inf|INF)$")
 _NAN = re.compile(r"^\.(?:nan|NaN|NAN)$")
 
 try:  # libyaml composes about ten times faster; the pure-Python parser is the same grammar.
-    from yaml import CParser as _Parser
+    from yaml.cyaml import CParser as _Parser  # not re-exported by `yaml` itself
 
     class _Loader(_Parser, BaseResolver):  # type: ignore[misc]
         def __init__(self, stream: str) -> None:
