@@ -193,7 +193,7 @@ def _rule_shape_diagnostics(
 def parse_rules(text: str, path: str = "<string>") -> RuleFile:
     """Parse and check rule-file text; never raises for problems in the text."""
     data, source, diagnostics = parse_yaml(text, path)
-    if data is None or diagnostics:
+    if diagnostics:
         return RuleFile(path, text, None, source, tuple(diagnostics))
     if not isinstance(data, dict):
         span = source.span(())
