@@ -184,9 +184,33 @@ def parse_yaml(text: str, path: str) -> tuple[Any, SourceMap, list[Diagnostic]]:
         span = SourceSpan(path, 1, 1)
         message = f"file is larger than {MAX_BYTES} bytes; a rule file should be small"
         return None, source, [Diagnostic(Severity.ERROR, "E003", message, span)]
-    loader = _Loader(text)
+    loader = None
     try:
+        loader = _Loader(text)  # the pure-Python reader already checks characters here
         root = loader.get_single_node()
+    except yaml.reader.ReaderError as exc:
+        # A character YAML forbids (control characters): point at its first occurrence
+        # (libyaml counts bytes, the pure-Python reader characters; the text is what we have).
+        character = chr(exc.character) if isinstance(exc.character, int) else ""
+        index = max(text.find(character), 0) if character else 0
+        line = text.count("\n", 0, index) + 1
+        column = index - (text.rfind("\n", 0, index) + 1) + 1
+        message = f"malformed YAML: character {character!r} is not allowed ({exc.reason})"
+        return (
+            None,
+            source,
+            [Diagnostic(Severity.ERROR, "E001", message, SourceSpan(path, line, column))],
+        )
+    except UnicodeEncodeError as exc:
+        index = exc.start
+        line = text.count("\n", 0, index) + 1
+        column = index - (text.rfind("\n", 0, index) + 1) + 1
+        message = f"malformed YAML: {text[index]!r} is not a Unicode character"
+        return (
+            None,
+            source,
+            [Diagnostic(Severity.ERROR, "E001", message, SourceSpan(path, line, column))],
+        )
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         line, column = (mark.line + 1, mark.column + 1) if mark else (1, 1)
@@ -210,7 +234,8 @@ def parse_yaml(text: str, path: str) -> tuple[Any, SourceMap, list[Diagnostic]]:
             [Diagnostic(Severity.ERROR, "E001", f"malformed YAML: {exc}", SourceSpan(path, 1, 1))],
         )
     finally:
-        loader.dispose()
+        if loader is not None:
+            loader.dispose()
     if root is None:
         return (
             None,
