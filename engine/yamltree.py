@@ -15,7 +15,7 @@ from __future__ import annotations
 import math
 import re
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar
 
 import yaml
 from yaml.resolver import BaseResolver
@@ -42,13 +42,37 @@ _FLOAT = re.compile(r"^[-+]?(?:\.[0-9]+|[0-9]+(?:\.[0-9]*)?)(?:[eE][-+]?[0-9]+)?
 _INF = re.compile(r"^[-+]?\.(?:inf|Inf|INF)$")
 _NAN = re.compile(r"^\.(?:nan|NaN|NAN)$")
 
+
+class _PlainResolver(BaseResolver):
+    """Every untagged node gets the default tag of its kind (values are typed by `_plain_scalar`).
+
+    Equivalent to `BaseResolver` with no implicit or path resolvers registered, minus its
+    per-node Python work: the composer calls these three methods for every node.
+    """
+
+    _DEFAULT: ClassVar[dict[Any, str]] = {
+        yaml.ScalarNode: _STR,
+        yaml.SequenceNode: _SEQ,
+        yaml.MappingNode: _MAP,
+    }
+
+    def resolve(self, kind: Any, value: Any, implicit: Any) -> str:
+        return self._DEFAULT[kind]
+
+    def descend_resolver(self, current_node: Any, current_index: Any) -> None:
+        return None
+
+    def ascend_resolver(self) -> None:
+        return None
+
+
 try:  # libyaml composes about ten times faster; the pure-Python parser is the same grammar.
     from yaml.cyaml import CParser as _Parser  # not re-exported by `yaml` itself
 
-    class _Loader(_Parser, BaseResolver):  # type: ignore[misc]
+    class _Loader(_Parser, _PlainResolver):  # type: ignore[misc]
         def __init__(self, stream: str) -> None:
             _Parser.__init__(self, stream)
-            BaseResolver.__init__(self)
+            _PlainResolver.__init__(self)
 
 except ImportError:  # pragma: no cover - depends on how PyYAML was built
     from yaml.composer import Composer
@@ -56,13 +80,13 @@ except ImportError:  # pragma: no cover - depends on how PyYAML was built
     from yaml.reader import Reader
     from yaml.scanner import Scanner
 
-    class _Loader(Reader, Scanner, Parser, Composer, BaseResolver):  # type: ignore[no-redef,misc]
+    class _Loader(Reader, Scanner, Parser, Composer, _PlainResolver):  # type: ignore[no-redef,misc]
         def __init__(self, stream: str) -> None:
             Reader.__init__(self, stream)
             Scanner.__init__(self)
             Parser.__init__(self)
             Composer.__init__(self)
-            BaseResolver.__init__(self)
+            _PlainResolver.__init__(self)
 
 
 @dataclass
@@ -92,7 +116,13 @@ class _Refused(Exception):
         self.code, self.message, self.node = code, message, node
 
 
+# First characters a null, bool or number can start with; anything else is a string.
+_TYPED_START = frozenset("~nNtTfF0123456789+-.")
+
+
 def _plain_scalar(text: str) -> Any:
+    if text and text[0] not in _TYPED_START:
+        return text  # most scalars (tool names, descriptions) skip the regular expressions
     if _NULL.match(text):
         return None
     if _BOOL.match(text):
