@@ -373,6 +373,27 @@ def _check_sets(agent: spec.AgentSpec, report: _Report) -> None:
             )
 
     all_tools = agent.tool_names()
+    # Children of parent rules, each with the last of its parents (for messages); after a
+    # tool, every child with a parent other than that tool is excluded. Computed once, and
+    # adjusted only for the tools that are parents themselves.
+    last_parent = {c: ps[-1][0] for c, ps in parents_of.items()}
+    own_children: dict[str, set[str]] = defaultdict(set)
+    for child, parents in parents_of.items():
+        for parent, _ in parents:
+            own_children[parent].add(child)
+
+    def excluded_after(tool: str) -> dict[str, str]:
+        if tool not in own_children:
+            return last_parent
+        excluded = dict(last_parent)
+        for child in own_children[tool]:
+            others = [p for p, _ in parents_of[child] if p != tool]
+            if others:
+                excluded[child] = others[-1]
+            else:
+                del excluded[child]
+        return excluded
+
     for tool in dict.fromkeys([*by_tool, *conditionals]):
         allowed = set(all_tools)
         blame: list[int] = []
@@ -382,7 +403,7 @@ def _check_sets(agent: spec.AgentSpec, report: _Report) -> None:
             allowed &= set(children)
             blame.append(index)
         # Children of other tools' parent rules may not follow `tool`.
-        excluded = {c: p for c, ps in parents_of.items() for p, _ in ps if p != tool}
+        excluded = excluded_after(tool)
         permitted = set(allowed)
         allowed -= set(excluded)
         lines = ", ".join(str(report.line(("rules", i))) for i in blame)
