@@ -163,11 +163,16 @@ def compile_rules(rule_file: RuleFile) -> Machine:
     nodes, next_node, case_keys, case_nodes = _nodes(agent)
 
     index = _RuleIndex(agent)
+    bit = {t: 1 << i for i, t in enumerate(tools)}
+    ordered_sets: dict[frozenset[str], tuple[tuple[str, ...], int]] = {}  # many nodes share one
     gates = []
     for node in nodes:
         allowed, forced = index.allowed(node)
-        ordered = tuple(sorted(allowed, key=position.__getitem__))  # declaration order
-        mask = sum(1 << position[t] for t in ordered)
+        key = frozenset(allowed)
+        if key not in ordered_sets:
+            ordered = tuple(sorted(allowed, key=position.__getitem__))  # declaration order
+            ordered_sets[key] = ordered, sum(map(bit.__getitem__, ordered))
+        ordered, mask = ordered_sets[key]
         forced_tool = ordered[0] if forced and len(ordered) == 1 else None
         prefill = MappingProxyType({t: MappingProxyType(a) for t, a in index.prefill(node).items()})
         gates.append(Gate(ordered, forced, forced_tool, prefill, mask))
