@@ -18,7 +18,7 @@ from types import MappingProxyType
 from typing import Any, NamedTuple
 
 from engine.errors import PositionError, SourceSpan, ToolfsmError, UnknownToolError
-from engine.outputs import first_match
+from engine.outputs import compile_cases
 
 
 class Reason(StrEnum):
@@ -145,6 +145,7 @@ class Machine:
         "_index_of",
         "_masked",
         "_masks",
+        "_matchers",
         "_next",
         "_node_index",
         "_required_bit",
@@ -196,6 +197,7 @@ class Machine:
         self._masks = tuple(gate.mask for gate in gates)
         self._next = next_node
         self._case_keys = MappingProxyType(dict(case_keys))
+        self._matchers = {index: compile_cases(keys) for index, keys in case_keys.items()}
         self._case_nodes = MappingProxyType(dict(case_nodes))
         self._count_slot = count_slot
         self._count_limit = count_limit
@@ -262,13 +264,15 @@ class Machine:
             raise NotAllowedError(tool, self.gate(position))
         after = self._next[index]
         if after < 0:  # conditional tool: the output picks the node
-            case = first_match(self._case_keys[index], output)
+            case = self._matchers[index](output)
             nodes = self._case_nodes[index]
             after = nodes[-1] if case is None else nodes[case]
         slot = self._count_slot[index]
         if slot >= 0 and counts[slot] < self._count_limit[index]:
             count = counts[slot] + 1
-            counts = (*counts[:slot], count, *counts[slot + 1 :])
+            updated = list(counts)  # two C-level copies: cheaper than slicing and unpacking
+            updated[slot] = count
+            counts = tuple(updated)
             if count >= self._count_limit[index]:
                 exhausted |= self._count_bit[index]
         return _new_tuple(
