@@ -16,6 +16,7 @@ an author sees every problem in one pass. Codes are stable (tests and docs name 
 from __future__ import annotations
 
 import difflib
+import json
 from collections import defaultdict
 from collections.abc import Iterator
 from typing import Any
@@ -97,6 +98,35 @@ class _Report:
         return self.source.span(at).line
 
 
+# Checking a schema against the draft 2020-12 meta-schema costs milliseconds, and the same
+# parameter schemas recur across tools and files: results are memoised by content (a
+# cache of pure results; JSON-shaped schemas only, so equal text means an equal schema).
+_SCHEMA_PROBLEMS: dict[str, tuple[str, tuple[Any, ...]] | None] = {}
+
+
+def _json_shaped(value: Any) -> bool:
+    if isinstance(value, dict):
+        return all(isinstance(k, str) and _json_shaped(v) for k, v in value.items())
+    if isinstance(value, list):
+        return all(_json_shaped(v) for v in value)
+    return True
+
+
+def _schema_problem(schema: dict[str, Any]) -> tuple[str, tuple[Any, ...]] | None:
+    """Why `schema` is not a valid JSON Schema (message, path inside it), None if it is."""
+    key = json.dumps(schema, sort_keys=True) if _json_shaped(schema) else None
+    if key is not None and key in _SCHEMA_PROBLEMS:
+        return _SCHEMA_PROBLEMS[key]
+    try:
+        jsonschema.validators.validator_for(schema).check_schema(schema)
+        problem = None
+    except jsonschema.SchemaError as exc:
+        problem = exc.message, tuple(exc.absolute_path)
+    if key is not None and len(_SCHEMA_PROBLEMS) < 4096:
+        _SCHEMA_PROBLEMS[key] = problem
+    return problem
+
+
 def _check_tools(agent: spec.AgentSpec, report: _Report) -> None:
     seen: dict[str, int] = {}
     for i, decl in enumerate(agent.tool_decls()):
@@ -110,13 +140,13 @@ def _check_tools(agent: spec.AgentSpec, report: _Report) -> None:
         else:
             seen[decl.name] = i
         if decl.parameters is not None:
-            try:
-                jsonschema.validators.validator_for(decl.parameters).check_schema(decl.parameters)
-            except jsonschema.SchemaError as exc:
+            problem = _schema_problem(decl.parameters)
+            if problem is not None:
+                message, where = problem
                 report.error(
                     "E028",
-                    f"parameters of {decl.name!r} are not a valid JSON Schema: {exc.message}",
-                    ("tools", i, "parameters", *exc.absolute_path),  # at the bad part
+                    f"parameters of {decl.name!r} are not a valid JSON Schema: {message}",
+                    ("tools", i, "parameters", *where),  # at the bad part
                 )
             else:
                 if decl.parameters.get("type", "object") != "object":
