@@ -228,6 +228,35 @@ ToolEntry = Annotated[
 ]
 
 
+class RunSettings(_Model):
+    """How the agent runs: its instructions, step limit, continuation mode and tools module."""
+
+    instructions: str = Field(
+        default="",
+        description="The system prompt's text; the rules are appended to it, one line each.",
+    )
+    input: str | None = Field(
+        default=None, description="The user message used when `toolfsm run` gets no --input."
+    )
+    max_steps: Annotated[int, Field(ge=1)] = Field(
+        default=50, description="Model calls per run before it stops with step_limit."
+    )
+    continuation: Literal["default", "heartbeat"] = Field(
+        default="default",
+        description="default: any tool call continues and a reply without one ends the run. "
+        "heartbeat: every tool gets a `request_heartbeat` parameter and a call without a rule "
+        "that continues ends the run unless it is true.",
+    )
+    parallel_tool_calls: bool = Field(
+        default=True, description="Whether the model may make several tool calls in one reply."
+    )
+    tools_module: str | None = Field(
+        default=None,
+        description="Where the tool functions live: a .py file relative to this file, or a "
+        "dotted module name. Default: tools.py beside this file.",
+    )
+
+
 class AgentSpec(_Model):
     """One agent's tools and tool rules."""
 
@@ -238,6 +267,9 @@ class AgentSpec(_Model):
         description="The tools the agent has, in the order they are offered to the model."
     )
     rules: list[Rule] = Field(default_factory=list)
+    run: RunSettings = Field(
+        default_factory=RunSettings, description="How `toolfsm run` runs the agent."
+    )
 
     def tool_decls(self) -> tuple[ToolDecl, ...]:
         """Every tool as a `ToolDecl`, in declaration order."""

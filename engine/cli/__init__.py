@@ -17,7 +17,9 @@ app = typer.Typer(
 )
 
 # Command modules register themselves on `app` when imported.
+from engine.cli import letta as _letta  # noqa: E402,F401
 from engine.cli import rules as _rules  # noqa: E402,F401
+from engine.cli import run as _run  # noqa: E402,F401
 
 
 def main() -> None:

@@ -28,24 +28,27 @@ class GraphFormat(StrEnum):
     dot = "dot"
 
 
-def collect_rule_files(paths: list[Path]) -> list[Path]:
+def _looks_like_rule_file(path: Path) -> bool:
+    try:
+        text = path.read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        return True  # unreadable: let validation report it
+    return bool(_RULE_FILE_HINT.search(text))
+
+
+def collect_rule_files(paths: list[Path], *, only_rule_files: bool = False) -> list[Path]:
     """Files named on the command line, plus the rule files found in named folders.
 
     In a folder, a `.yaml`/`.yml` file counts as a rule file when it has one of the top-level
     keys version/agent/tools/rules: scripts and other YAML beside rule files are skipped.
+    With `only_rule_files`, files named explicitly are filtered the same way.
     """
     found: list[Path] = []
     for path in paths:
         if path.is_dir():
-            for candidate in sorted([*path.rglob("*.yaml"), *path.rglob("*.yml")]):
-                try:
-                    text = candidate.read_text(encoding="utf-8", errors="replace")
-                except OSError:
-                    found.append(candidate)  # unreadable: validation reports it
-                    continue
-                if _RULE_FILE_HINT.search(text):
-                    found.append(candidate)
-        else:
+            candidates = sorted([*path.rglob("*.yaml"), *path.rglob("*.yml")])
+            found.extend(c for c in candidates if _looks_like_rule_file(c))
+        elif not only_rule_files or _looks_like_rule_file(path):
             found.append(path)
     return found
 
@@ -61,6 +64,13 @@ def validate(
     fmt: Annotated[
         DiagnosticFormat, typer.Option("--format", "-f", help="Output format.")
     ] = DiagnosticFormat.text,
+    only_rule_files: Annotated[
+        bool,
+        typer.Option(
+            "--only-rule-files",
+            help="Skip named files without a top-level version/agent/tools/rules key.",
+        ),
+    ] = False,
 ) -> None:
     """Validate rule files: exit 0 when all are valid, 1 when any has an error, 2 on bad usage."""
     from engine.compiler import compile_rules
@@ -70,7 +80,7 @@ def validate(
     for path in paths:
         if not path.exists():
             _fail_usage(f"no such file or folder: {path}")
-    files = collect_rule_files(paths)
+    files = collect_rule_files(paths, only_rule_files=only_rule_files)
     diagnostics = []
     for path in files:
         rule_file = read_rule_file(path)

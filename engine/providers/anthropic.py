@@ -1,0 +1,396 @@
+"""Anthropic Messages API provider (official `anthropic` SDK); validate-and-retry with thinking."""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Mapping
+from typing import Any
+
+import anthropic as sdk
+
+from engine.providers.base import (
+    Message,
+    ModelReply,
+    ModelRequest,
+    ToolCall,
+    Usage,
+    reply_violation,
+)
+from engine.providers.errors import (
+    ProviderAPIError,
+    ProviderConfigError,
+    ProviderError,
+    kind_for_status,
+)
+
+__all__ = ["AnthropicProvider", "to_anthropic_messages"]
+
+log = logging.getLogger(__name__)
+
+# Block types that carry the model's reasoning; the API requires them replayed unchanged.
+THINKING_BLOCK_TYPES = frozenset({"thinking", "redacted_thinking"})
+
+
+class AnthropicProvider:
+    """Messages API with tool gating.
+
+    Tools: Anthropic has no `allowed_tools` mode, so by default only the allowed tools are
+    sent (`send_all_tools=False`): the model cannot call what it cannot see, at the cost of a
+    tools prefix that changes between steps (less prompt-cache reuse). `send_all_tools=True`
+    sends the full stable list instead and relies on tool_choice plus validate-and-retry.
+
+    tool_choice: `{"type": "tool", "name": X}` when exactly one tool is forced, `{"type": "any"}`
+    when a call is forced, `{"type": "auto"}` otherwise, with `disable_parallel_tool_use: true`
+    when the request allows one call only.
+
+    Extended thinking (`thinking=N` budget tokens, or a ThinkingConfig dict): the API refuses a
+    forced tool_choice with thinking, so `auto` is sent and the reply is validated instead. The
+    same validation applies with `send_all_tools=True` when tool_choice does not name the tool.
+    A violating reply (no call when forced, a call outside `allowed`, several calls when one is
+    allowed) is re-asked up to `max_validation_retries` times: the reply is appended, each of its
+    tool calls answered with an error tool_result, and a user message states exactly which tools
+    are allowed. If every attempt violates, the last reply is returned as is (the run loop rejects
+    it) with `retries` set. Usage adds up all attempts.
+
+    `http_client`: an `httpx2.AsyncClient` (what anthropic 2.x runs on), e.g. with a mock
+    transport in tests; `client`: a ready AsyncAnthropic, used as is.
+
+    provider_state of a reply is `{"content": [...]}`, the assistant content blocks in wire form
+    (thinking blocks with their signatures, text, tool_use), replayed verbatim for that message.
+    """
+
+    def __init__(
+        self,
+        model: str,
+        *,
+        base_url: str | None = None,
+        max_tokens: int = 4096,
+        thinking: int | Mapping[str, Any] | None = None,
+        send_all_tools: bool = False,
+        max_validation_retries: int = 2,
+        max_retries: int = 3,
+        timeout: float = 120.0,
+        request_options: Mapping[str, Any] | None = None,
+        http_client: Any = None,
+        client: sdk.AsyncAnthropic | None = None,
+    ) -> None:
+        self.name = f"anthropic:{model}"
+        if not model:
+            raise ProviderConfigError("a model name is required", provider=self.name)
+        self.model = model
+        self.max_tokens = max_tokens
+        self.thinking: dict[str, Any] | None
+        if thinking is None:
+            self.thinking = None
+        elif isinstance(thinking, int):
+            self.thinking = {"type": "enabled", "budget_tokens": thinking}
+        else:
+            self.thinking = dict(thinking)
+        budget = (self.thinking or {}).get("budget_tokens")
+        if isinstance(budget, int) and budget >= max_tokens:
+            raise ProviderConfigError(
+                f"thinking budget_tokens={budget} must be less than max_tokens={max_tokens}",
+                provider=self.name,
+            )
+        if max_validation_retries < 0:
+            raise ProviderConfigError("max_validation_retries must be >= 0", provider=self.name)
+        self.send_all_tools = send_all_tools
+        self.max_validation_retries = max_validation_retries
+        self.request_options = dict(request_options or {})
+        if client is not None:
+            self._client = client
+            return
+        try:
+            # Credentials: the SDK reads ANTHROPIC_API_KEY (or its other sources) itself.
+            self._client = sdk.AsyncAnthropic(
+                base_url=base_url,
+                max_retries=max_retries,
+                timeout=timeout,
+                http_client=http_client,
+            )
+        except sdk.CredentialsError as exc:
+            raise ProviderAPIError(
+                f"no credentials: set the ANTHROPIC_API_KEY environment variable ({exc})",
+                provider=self.name,
+                kind="auth",
+            ) from exc
+        except (sdk.AnthropicError, TypeError) as exc:
+            # TypeError: e.g. an `httpx.AsyncClient` given where the SDK needs `httpx2`.
+            raise ProviderConfigError(
+                f"cannot create the Anthropic client: {exc}", provider=self.name
+            ) from exc
+
+    @property
+    def thinking_enabled(self) -> bool:
+        return self.thinking is not None and self.thinking.get("type") != "disabled"
+
+    async def aclose(self) -> None:
+        await self._client.close()
+
+    def tool_choice_for(self, request: ModelRequest) -> dict[str, Any]:
+        """The tool_choice to send for this request."""
+        named = request.named_tool
+        choice: dict[str, Any]
+        if self.thinking_enabled:
+            # Thinking only accepts auto/none; forcing is enforced by validation instead.
+            choice = {"type": "auto"}
+        elif named is not None:
+            choice = {"type": "tool", "name": named}
+        elif request.force:
+            choice = {"type": "any"}
+        else:
+            choice = {"type": "auto"}
+        if not request.parallel_tool_calls:
+            choice["disable_parallel_tool_use"] = True
+        return choice
+
+    def _enforced_by_api(self, request: ModelRequest, choice: Mapping[str, Any]) -> bool:
+        """Whether the API itself guarantees the gating, so no validation is needed."""
+        if self.thinking_enabled:
+            return False
+        if not self.send_all_tools:
+            return True  # only allowed tools are visible; any/auto/tool do the rest
+        return choice.get("type") == "tool"
+
+    def build_request(
+        self, request: ModelRequest, messages: list[dict[str, Any]] | None = None
+    ) -> dict[str, Any]:
+        """The keyword arguments for `messages.create`."""
+        specs = request.tools if self.send_all_tools else request.allowed_specs()
+        body: dict[str, Any] = {
+            "model": self.model,
+            "max_tokens": self.max_tokens,
+            "messages": messages
+            if messages is not None
+            else to_anthropic_messages(request.messages),
+            "tools": [
+                {"name": t.name, "description": t.description, "input_schema": t.parameters}
+                for t in specs
+            ],
+            "tool_choice": self.tool_choice_for(request),
+        }
+        if request.system:
+            body["system"] = request.system
+        if self.thinking is not None:
+            body["thinking"] = self.thinking
+        body.update(self.request_options)
+        return body
+
+    async def complete(self, request: ModelRequest) -> ModelReply:
+        messages = to_anthropic_messages(request.messages)
+        body = self.build_request(request, messages)
+        choice = body["tool_choice"]
+        validate = not self._enforced_by_api(request, choice)
+        usage = Usage()
+        retries = 0
+        while True:
+            response = await self._create(body)
+            reply = _parse(response, choice)
+            usage = usage + reply.usage
+            violation = reply_violation(request, reply.tool_calls) if validate else None
+            if violation is None or retries >= self.max_validation_retries:
+                if violation is not None:
+                    log.info(
+                        "%s: reply still violates after %d re-asks (%s); returning it",
+                        self.name,
+                        retries,
+                        violation,
+                    )
+                return ModelReply(
+                    text=reply.text,
+                    tool_calls=reply.tool_calls,
+                    usage=usage,
+                    tool_choice_sent=choice,
+                    provider_state=reply.provider_state,
+                    retries=retries,
+                )
+            retries += 1
+            log.info("%s: re-asking (%d): %s", self.name, retries, violation)
+            messages = _merge_roles(
+                [
+                    *messages,
+                    {"role": "assistant", "content": reply.provider_state["content"]},
+                    _correction(request, reply.tool_calls, violation),
+                ]
+            )
+            body = {**body, "messages": messages}
+
+    async def _create(self, body: dict[str, Any]) -> Any:
+        try:
+            return await self._client.messages.create(**body)
+        except ProviderError:
+            raise
+        except sdk.AnthropicError as exc:
+            raise _wrap(exc, self.name) from exc
+        except TypeError as exc:
+            # The SDK raises TypeError (not an AnthropicError) when it finds no credentials.
+            if "authentication" not in str(exc):
+                raise
+            raise ProviderAPIError(
+                "no credentials: set the ANTHROPIC_API_KEY environment variable",
+                provider=self.name,
+                kind="auth",
+            ) from exc
+
+
+def _correction(
+    request: ModelRequest, calls: tuple[ToolCall, ...], violation: str
+) -> dict[str, Any]:
+    """The user turn that answers a violating reply and restates the rules for this step."""
+    allowed = ", ".join(request.allowed)
+    blocks: list[dict[str, Any]] = []
+    # Every tool_use must be answered by a tool_result in the next user turn (API rule).
+    for c in calls:
+        reason = (
+            f"Tool {c.name!r} is not allowed at this step; it was not run."
+            if c.name not in request.allowed
+            else "Not run: the reply as a whole broke the tool rules."
+        )
+        blocks.append(
+            {"type": "tool_result", "tool_use_id": c.id, "content": reason, "is_error": True}
+        )
+    rules = f"The only tools you may call now are: {allowed}."
+    if request.force:
+        rules += " A tool call is required."
+    if not request.parallel_tool_calls:
+        rules += " Make exactly one tool call." if request.force else " Make at most one tool call."
+    blocks.append(
+        {"type": "text", "text": f"Your previous reply broke the tool rules: {violation}. {rules}"}
+    )
+    return {"role": "user", "content": blocks}
+
+
+def to_anthropic_messages(messages: tuple[Message, ...]) -> list[dict[str, Any]]:
+    """Map provider-neutral history to Messages API turns.
+
+    Tool results become `tool_result` blocks in a user turn; consecutive turns of the same
+    role are merged, because the API wants user and assistant turns to alternate and all
+    results of one assistant turn in the next user turn.
+    """
+    out: list[dict[str, Any]] = []
+    for m in messages:
+        if m.role == "user":
+            out.append({"role": "user", "content": [{"type": "text", "text": m.text or ""}]})
+        elif m.role == "tool":
+            block: dict[str, Any] = {
+                "type": "tool_result",
+                "tool_use_id": m.tool_call_id,
+                "content": m.text or "",
+            }
+            if m.is_error:
+                block["is_error"] = True
+            out.append({"role": "user", "content": [block]})
+        else:
+            out.append({"role": "assistant", "content": _assistant_content(m)})
+    return _merge_roles(out)
+
+
+def _assistant_content(m: Message) -> list[dict[str, Any]]:
+    state = m.provider_state
+    if isinstance(state, Mapping) and isinstance(state.get("content"), list):
+        # Verbatim: thinking blocks must come back unmodified and in their original order.
+        return list(state["content"])
+    content: list[dict[str, Any]] = []
+    if m.text:
+        content.append({"type": "text", "text": m.text})
+    for c in m.tool_calls:
+        content.append({"type": "tool_use", "id": c.id, "name": c.name, "input": _input_of(c)})
+    if not content:
+        # The API rejects an empty assistant turn; this keeps the turn (and alternation).
+        content.append({"type": "text", "text": "(no reply)"})
+    return content
+
+
+def _input_of(call: ToolCall) -> dict[str, Any]:
+    """tool_use input for a call recorded without provider_state (e.g. from another provider)."""
+    try:
+        value = json.loads(call.arguments)
+    except ValueError:
+        value = None
+    if isinstance(value, dict):
+        return value
+    # The API needs an object; keep the raw text visible to the model instead of dropping it.
+    return {"_raw_arguments": call.arguments}
+
+
+def _merge_roles(turns: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    merged: list[dict[str, Any]] = []
+    for t in turns:
+        if merged and merged[-1]["role"] == t["role"]:
+            merged[-1] = {"role": t["role"], "content": [*merged[-1]["content"], *t["content"]]}
+        else:
+            merged.append({"role": t["role"], "content": list(t["content"])})
+    return merged
+
+
+def _block_param(block: Any) -> dict[str, Any]:
+    """A response content block in the form the API accepts back as input."""
+    match block.type:
+        case "text":
+            return {"type": "text", "text": block.text}
+        case "thinking":
+            return {"type": "thinking", "thinking": block.thinking, "signature": block.signature}
+        case "redacted_thinking":
+            return {"type": "redacted_thinking", "data": block.data}
+        case "tool_use":
+            return {"type": "tool_use", "id": block.id, "name": block.name, "input": block.input}
+        case _:
+            # Server-tool blocks and future types: their wire form is their input form.
+            dumped: dict[str, Any] = block.model_dump(mode="json", exclude_none=True)
+            return dumped
+
+
+def _parse(response: Any, choice: Any) -> ModelReply:
+    texts: list[str] = []
+    calls: list[ToolCall] = []
+    content = [_block_param(b) for b in response.content]
+    for b in response.content:
+        if b.type == "text":
+            texts.append(b.text)
+        elif b.type == "tool_use":
+            # The API returns parsed input; this is its JSON text (the raw bytes are not kept).
+            calls.append(
+                ToolCall(id=b.id, name=b.name, arguments=json.dumps(b.input, ensure_ascii=False))
+            )
+    u = response.usage
+    usage = Usage(
+        input_tokens=u.input_tokens or 0,
+        output_tokens=u.output_tokens or 0,
+        cache_read_tokens=u.cache_read_input_tokens or 0,
+        cache_write_tokens=u.cache_creation_input_tokens or 0,
+    )
+    return ModelReply(
+        text="".join(texts) if texts else None,
+        tool_calls=tuple(calls),
+        usage=usage,
+        tool_choice_sent=choice,
+        provider_state={"content": content},
+    )
+
+
+def _wrap(exc: sdk.AnthropicError, provider: str) -> ProviderAPIError:
+    """Turn an SDK exception (raised after the SDK's retries) into a ProviderAPIError."""
+    if isinstance(exc, sdk.APITimeoutError):
+        return ProviderAPIError(
+            f"request timed out (after retries): {exc}", provider=provider, kind="timeout"
+        )
+    if isinstance(exc, sdk.APIConnectionError):
+        return ProviderAPIError(
+            f"connection failed (after retries): {exc}", provider=provider, kind="connection"
+        )
+    if isinstance(exc, sdk.APIStatusError):
+        return ProviderAPIError(
+            exc.api_message or exc.message,
+            provider=provider,
+            kind=kind_for_status(exc.status_code),
+            status_code=exc.status_code,
+            request_id=exc.request_id,
+        )
+    if isinstance(exc, sdk.APIResponseValidationError):
+        return ProviderAPIError(
+            f"unexpected response: {exc}", provider=provider, kind="server_error"
+        )
+    if isinstance(exc, sdk.CredentialsError):
+        return ProviderAPIError(str(exc), provider=provider, kind="auth")
+    return ProviderAPIError(str(exc), provider=provider, kind="bad_request")

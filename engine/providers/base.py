@@ -1,0 +1,202 @@
+"""The provider contract: frozen request/reply values and the Provider protocol."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Literal, Protocol, runtime_checkable
+
+from engine.providers.errors import ProviderConfigError
+
+__all__ = [
+    "Message",
+    "ModelReply",
+    "ModelRequest",
+    "Provider",
+    "ToolCall",
+    "ToolSpec",
+    "Usage",
+    "reply_violation",
+]
+
+Role = Literal["user", "assistant", "tool"]
+
+
+@dataclass(frozen=True)
+class ToolSpec:
+    """A tool as offered to the model."""
+
+    name: str
+    description: str
+    parameters: dict[str, Any]  # JSON Schema object for the arguments
+
+
+@dataclass(frozen=True)
+class ToolCall:
+    """One tool call as the model sent it.
+
+    `arguments` is the raw JSON text, unparsed and possibly malformed; `name` may be a tool that
+    does not exist. Judging both is the run loop's job, not the provider's.
+    """
+
+    id: str
+    name: str
+    arguments: str
+
+
+@dataclass(frozen=True)
+class Message:
+    """One conversation turn, provider-neutral."""
+
+    role: Role
+    text: str | None = None
+    tool_calls: tuple[ToolCall, ...] = ()  # assistant only
+    tool_call_id: str | None = None  # tool only
+    is_error: bool = False  # tool only: the result is an error (violation, exception, denial)
+    # Assistant only: opaque provider content to replay verbatim (e.g. Anthropic thinking
+    # blocks). JSON-serialisable; copy it from ModelReply.provider_state unchanged.
+    provider_state: Any = None
+
+    def __post_init__(self) -> None:
+        if self.role != "assistant" and (self.tool_calls or self.provider_state is not None):
+            raise ProviderConfigError(
+                f"Message(role={self.role!r}): tool_calls and provider_state are for assistant "
+                "messages only",
+                provider="message",
+            )
+        if self.role == "tool" and not self.tool_call_id:
+            raise ProviderConfigError(
+                "Message(role='tool') needs the tool_call_id of the call it answers",
+                provider="message",
+            )
+        if self.role != "tool" and (self.tool_call_id is not None or self.is_error):
+            raise ProviderConfigError(
+                f"Message(role={self.role!r}): tool_call_id and is_error are for tool "
+                "messages only",
+                provider="message",
+            )
+
+
+@dataclass(frozen=True)
+class ModelRequest:
+    """What the run loop asks of the model for one step.
+
+    `tools` is every tool of the agent in stable declaration order (so providers that can keep
+    the request prefix byte-identical do); `allowed` is the subset the next call may use.
+    """
+
+    system: str
+    messages: tuple[Message, ...]
+    tools: tuple[ToolSpec, ...]
+    allowed: tuple[str, ...]
+    force: bool
+    forced_tool: str | None = None
+    parallel_tool_calls: bool = True
+
+    def __post_init__(self) -> None:
+        names = [t.name for t in self.tools]
+
+        def bad(msg: str) -> ProviderConfigError:
+            return ProviderConfigError(f"ModelRequest: {msg}", provider="model_request")
+
+        if len(set(names)) != len(names):
+            dupes = sorted({n for n in names if names.count(n) > 1})
+            raise bad(f"duplicate tool names {dupes}")
+        if not self.allowed:
+            raise bad("allowed is empty; a step must allow at least one tool")
+        unknown = [n for n in self.allowed if n not in names]
+        if unknown:
+            raise bad(f"allowed names {unknown} are not among the tools {names}")
+        if len(set(self.allowed)) != len(self.allowed):
+            raise bad(f"allowed has duplicates: {list(self.allowed)}")
+        if self.forced_tool is not None:
+            if not self.force:
+                raise bad(f"forced_tool={self.forced_tool!r} but force is False")
+            if self.allowed != (self.forced_tool,):
+                raise bad(
+                    f"forced_tool={self.forced_tool!r} must be the only allowed tool, "
+                    f"allowed={list(self.allowed)}"
+                )
+
+    @property
+    def named_tool(self) -> str | None:
+        """The tool the model must call, when a call is forced and exactly one tool is allowed."""
+        if not self.force:
+            return None
+        if self.forced_tool is not None:
+            return self.forced_tool
+        return self.allowed[0] if len(self.allowed) == 1 else None
+
+    def allowed_specs(self) -> tuple[ToolSpec, ...]:
+        """The allowed tools' specs, in declaration order."""
+        allowed = set(self.allowed)
+        return tuple(t for t in self.tools if t.name in allowed)
+
+    def tool(self, name: str) -> ToolSpec | None:
+        return next((t for t in self.tools if t.name == name), None)
+
+
+@dataclass(frozen=True)
+class Usage:
+    input_tokens: int = 0
+    output_tokens: int = 0
+    # Prompt-cache accounting where the API reports it (0 otherwise).
+    cache_read_tokens: int = 0
+    cache_write_tokens: int = 0
+
+    def __add__(self, other: Usage) -> Usage:
+        return Usage(
+            self.input_tokens + other.input_tokens,
+            self.output_tokens + other.output_tokens,
+            self.cache_read_tokens + other.cache_read_tokens,
+            self.cache_write_tokens + other.cache_write_tokens,
+        )
+
+
+@dataclass(frozen=True)
+class ModelReply:
+    """The model's answer for one step."""
+
+    text: str | None
+    tool_calls: tuple[ToolCall, ...]
+    usage: Usage = field(default_factory=Usage)
+    # tool_choice exactly as put on the wire, for the audit log; None for offline providers.
+    tool_choice_sent: Any = None
+    # Store on the assistant Message built from this reply (Message.provider_state).
+    provider_state: Any = None
+    # Validate-and-retry re-asks performed before this reply (Anthropic with thinking).
+    retries: int = 0
+
+    def to_message(self) -> Message:
+        """The assistant Message to append to the history for this reply."""
+        return Message(
+            role="assistant",
+            text=self.text,
+            tool_calls=self.tool_calls,
+            provider_state=self.provider_state,
+        )
+
+
+@runtime_checkable
+class Provider(Protocol):
+    """A source of model replies. `complete` raises only ProviderError."""
+
+    name: str
+
+    async def complete(self, request: ModelRequest) -> ModelReply: ...
+
+
+def reply_violation(request: ModelRequest, tool_calls: tuple[ToolCall, ...]) -> str | None:
+    """Why these calls break the request's gating, or None when they respect it.
+
+    Used by providers that cannot make the API enforce the gating (Anthropic with thinking) to
+    decide whether to re-ask; the run loop does its own, authoritative check.
+    """
+    if request.force and not tool_calls:
+        return "a tool call is required but the reply has none"
+    outside = [c.name for c in tool_calls if c.name not in request.allowed]
+    if outside:
+        verb = "is" if len(outside) == 1 else "are"
+        return f"the reply calls {outside}, which {verb} not allowed now"
+    if not request.parallel_tool_calls and len(tool_calls) > 1:
+        return f"the reply makes {len(tool_calls)} tool calls but at most one is allowed"
+    return None

@@ -1,0 +1,133 @@
+"""The provider layer's exception tree: every failure of `Provider.complete()` is a ProviderError.
+
+    ToolfsmError                  (engine.errors) anything toolfsm refused
+    └── ProviderError             any failure; `.kind`, `.provider`, `.retryable`, `.status_code`
+        ├── ProviderAPIError      a model API failed (HTTP status, timeout, connection), after
+        │                         the SDK's own retries were exhausted
+        ├── ScriptError           a scripted provider's script ran out or an expectation failed
+        └── ProviderConfigError   the layer was misused: unknown provider spec, bad option,
+                                  unreadable script, inconsistent ModelRequest
+
+SDK exceptions never escape `complete()`: they are wrapped here, with the SDK exception kept as
+`__cause__` for debugging. Messages never contain API keys (the SDKs do not put them in errors).
+"""
+
+from __future__ import annotations
+
+from typing import Literal, get_args
+
+from engine.errors import ToolfsmError
+
+__all__ = [
+    "ErrorKind",
+    "ProviderAPIError",
+    "ProviderConfigError",
+    "ProviderError",
+    "ScriptError",
+    "kind_for_status",
+]
+
+ErrorKind = Literal[
+    "rate_limited",
+    "server_error",
+    "timeout",
+    "connection",
+    "bad_request",
+    "auth",
+    "script_exhausted",
+    "script_diverged",
+    "config",
+]
+
+# Kinds for which trying the same request again later can succeed.
+_RETRYABLE_KINDS: frozenset[str] = frozenset(
+    {"rate_limited", "server_error", "timeout", "connection"}
+)
+
+
+class ProviderError(ToolfsmError):
+    """A provider could not produce a reply.
+
+    `retryable` tells the run loop whether the same request may succeed later (the SDK has
+    already retried `max_retries` times before this is raised).
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        provider: str,
+        kind: ErrorKind,
+        retryable: bool | None = None,
+        status_code: int | None = None,
+        request_id: str | None = None,
+    ) -> None:
+        if kind not in get_args(ErrorKind):
+            raise TypeError(f"unknown ProviderError kind {kind!r}")
+        self.message = message
+        self.provider = provider
+        self.kind: ErrorKind = kind
+        self.retryable = kind in _RETRYABLE_KINDS if retryable is None else retryable
+        self.status_code = status_code
+        self.request_id = request_id
+        super().__init__(str(self))
+
+    def __str__(self) -> str:
+        status = f" HTTP {self.status_code}" if self.status_code is not None else ""
+        return f"[{self.provider}] {self.kind}{status}: {self.message}"
+
+    def __reduce__(self) -> tuple[object, ...]:
+        # Keep keyword-only construction picklable (errors may cross process boundaries).
+        return (_rebuild, (type(self), self.__dict__.copy()))
+
+
+def _rebuild(cls: type[ProviderError], state: dict[str, object]) -> ProviderError:
+    err = cls.__new__(cls)
+    err.__dict__.update(state)
+    Exception.__init__(err, str(err))
+    return err
+
+
+class ProviderAPIError(ProviderError):
+    """A model API call failed after the SDK's retries (rate limit, 5xx, timeout, 4xx, auth)."""
+
+
+class ScriptError(ProviderError):
+    """A scripted reply could not be given: the script is exhausted or an expectation failed.
+
+    `script` names the script (file path or `<memory>`), `index` the 0-based entry.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        provider: str,
+        kind: Literal["script_exhausted", "script_diverged"],
+        script: str,
+        index: int,
+    ) -> None:
+        self.script = script
+        self.index = index
+        super().__init__(message, provider=provider, kind=kind, retryable=False)
+
+
+class ProviderConfigError(ProviderError):
+    """The provider layer was misused: unknown spec, bad option, bad script file or request."""
+
+    def __init__(self, message: str, *, provider: str) -> None:
+        super().__init__(message, provider=provider, kind="config", retryable=False)
+
+
+def kind_for_status(status: int) -> ErrorKind:
+    """Map an HTTP status to an error kind (same policy for every HTTP provider)."""
+    if status == 429:
+        return "rate_limited"
+    if status == 408:
+        return "timeout"
+    if status in (401, 403):
+        return "auth"
+    # 409 is retried by both SDKs (lock timeouts), so it behaves like a transient server error.
+    if status >= 500 or status == 409:
+        return "server_error"
+    return "bad_request"

@@ -1,0 +1,258 @@
+"""Scripted provider: replays a YAML/JSON list of replies, for offline demos and tests.
+
+Script format (YAML or JSON; a top-level list is accepted as the `replies` list)::
+
+    replies:
+      - call: retrieve_candidate            # one tool call
+        args: {candidate_id: "c-17"}        # arguments as a mapping (serialised to JSON)
+      - calls:                              # several calls in one reply (parallel)
+          - {call: a, args: {}}
+          - {call: b, raw_args: '{"x": '}   # arguments text sent verbatim (malformed on purpose)
+      - text: "All done."                   # a reply without a tool call
+      - call: finish                        # text and calls may be combined
+        text: "Finishing."
+        expect_allowed: [finish, retry]     # checks on the request (all optional):
+        expect_force: true                  #   allowed names (as a set), force flag,
+        expect_forced_tool: finish          #   the named forced tool (null: none)
+        expect_parallel: false              #   parallel_tool_calls flag
+        usage: {input_tokens: 10, output_tokens: 2}
+
+Call ids are `call_1`, `call_2`, ... in script order unless a call gives `id:`. When the
+script runs out, `complete` raises ScriptError(kind="script_exhausted"); a failed expectation
+raises ScriptError(kind="script_diverged"); both name the script and the 0-based entry index.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from engine.providers.base import ModelReply, ModelRequest, ToolCall, Usage
+from engine.providers.errors import ProviderConfigError, ScriptError
+
+__all__ = ["ScriptedProvider", "ScriptedReply", "load_script"]
+
+_CALL_KEYS = frozenset({"call", "args", "raw_args", "id"})
+_EXPECT_KEYS = frozenset(
+    {"expect_allowed", "expect_force", "expect_forced_tool", "expect_parallel"}
+)
+_REPLY_KEYS = _CALL_KEYS | _EXPECT_KEYS | {"calls", "text", "usage"}
+_MISSING = object()
+
+
+@dataclass(frozen=True)
+class ScriptedCall:
+    name: str
+    arguments: str
+    id: str | None = None
+
+
+@dataclass(frozen=True)
+class ScriptedReply:
+    """One parsed script entry."""
+
+    calls: tuple[ScriptedCall, ...]
+    text: str | None
+    usage: Usage
+    expect_allowed: frozenset[str] | None = None
+    expect_force: bool | None = None
+    expect_forced_tool: Any = _MISSING  # str | None when given
+    expect_parallel: bool | None = None
+
+
+def load_script(path: str | Path) -> list[Any]:
+    """Read a script file (YAML, of which JSON is a subset) and return its raw entries."""
+    p = Path(path)
+    where = f"scripted:{p}"
+    try:
+        text = p.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ProviderConfigError(f"cannot read script {p}: {exc}", provider=where) from exc
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise ProviderConfigError(f"{p}: not valid YAML/JSON: {exc}", provider=where) from exc
+    if isinstance(data, Mapping):
+        extra = set(data) - {"replies"}
+        if extra or "replies" not in data:
+            raise ProviderConfigError(
+                f"{p}: a script mapping must have exactly the key 'replies' (got {sorted(data)})",
+                provider=where,
+            )
+        data = data["replies"]
+    if not isinstance(data, list):
+        raise ProviderConfigError(
+            f"{p}: expected a list of replies (or a mapping with 'replies')", provider=where
+        )
+    return data
+
+
+class ScriptedProvider:
+    """Replays scripted replies in order, one per `complete` call."""
+
+    def __init__(self, replies: Sequence[Mapping[str, Any]], *, source: str = "<memory>") -> None:
+        self.source = source
+        self.name = f"scripted:{source}"
+        self._replies = tuple(_parse_entry(e, i, source, self.name) for i, e in enumerate(replies))
+        self._next = 0
+        self._call_counter = 0
+
+    @classmethod
+    def from_file(cls, path: str | Path) -> ScriptedProvider:
+        return cls(load_script(path), source=str(path))
+
+    async def aclose(self) -> None:
+        """Nothing to release; present so every provider can be closed the same way."""
+
+    @property
+    def remaining(self) -> int:
+        """How many scripted replies are left."""
+        return len(self._replies) - self._next
+
+    async def complete(self, request: ModelRequest) -> ModelReply:
+        index = self._next
+        if index >= len(self._replies):
+            raise ScriptError(
+                f"script {self.source} is exhausted: all {len(self._replies)} replies were used, "
+                f"but the run asked for reply #{index} (allowed={list(request.allowed)}, "
+                f"force={request.force})",
+                provider=self.name,
+                kind="script_exhausted",
+                script=self.source,
+                index=index,
+            )
+        entry = self._replies[index]
+        self._check(entry, index, request)
+        self._next += 1
+        calls = []
+        for c in entry.calls:
+            self._call_counter += 1
+            calls.append(
+                ToolCall(
+                    id=c.id or f"call_{self._call_counter}", name=c.name, arguments=c.arguments
+                )
+            )
+        return ModelReply(
+            text=entry.text, tool_calls=tuple(calls), usage=entry.usage, tool_choice_sent=None
+        )
+
+    def _check(self, entry: ScriptedReply, index: int, request: ModelRequest) -> None:
+        problems: list[str] = []
+        if entry.expect_allowed is not None and entry.expect_allowed != set(request.allowed):
+            problems.append(
+                f"expected allowed {sorted(entry.expect_allowed)}, got {list(request.allowed)}"
+            )
+        if entry.expect_force is not None and entry.expect_force != request.force:
+            problems.append(f"expected force={entry.expect_force}, got force={request.force}")
+        if entry.expect_forced_tool is not _MISSING and entry.expect_forced_tool != (
+            request.named_tool
+        ):
+            problems.append(
+                f"expected forced tool {entry.expect_forced_tool!r}, got {request.named_tool!r}"
+            )
+        if entry.expect_parallel is not None and entry.expect_parallel != (
+            request.parallel_tool_calls
+        ):
+            problems.append(
+                f"expected parallel_tool_calls={entry.expect_parallel}, "
+                f"got {request.parallel_tool_calls}"
+            )
+        if problems:
+            raise ScriptError(
+                f"script {self.source} diverged at reply #{index}: " + "; ".join(problems),
+                provider=self.name,
+                kind="script_diverged",
+                script=self.source,
+                index=index,
+            )
+
+
+def _parse_entry(entry: Any, index: int, source: str, provider: str) -> ScriptedReply:
+    def bad(msg: str) -> ProviderConfigError:
+        return ProviderConfigError(f"script {source}, reply #{index}: {msg}", provider=provider)
+
+    if not isinstance(entry, Mapping):
+        raise bad(f"expected a mapping, got {type(entry).__name__}")
+    unknown = set(entry) - _REPLY_KEYS
+    if unknown:
+        raise bad(f"unknown keys {sorted(unknown)}; allowed: {sorted(_REPLY_KEYS)}")
+    if "call" in entry and "calls" in entry:
+        raise bad("give either 'call' or 'calls', not both")
+    if "call" not in entry and ({"args", "raw_args", "id"} & set(entry)):
+        raise bad("'args', 'raw_args' and 'id' need 'call'")
+    if "call" in entry:
+        calls: tuple[ScriptedCall, ...] = (_parse_call(entry, bad),)
+    elif "calls" in entry:
+        raw_calls = entry["calls"]
+        if not isinstance(raw_calls, list) or not raw_calls:
+            raise bad("'calls' must be a non-empty list")
+        parsed = []
+        for j, c in enumerate(raw_calls):
+            if not isinstance(c, Mapping) or set(c) - _CALL_KEYS or "call" not in c:
+                optional = sorted(_CALL_KEYS - {"call"})
+                raise bad(f"calls[{j}] must be a mapping with 'call' and optional {optional}")
+            parsed.append(_parse_call(c, bad))
+        calls = tuple(parsed)
+    else:
+        calls = ()
+    text = entry.get("text")
+    if text is not None and not isinstance(text, str):
+        raise bad("'text' must be a string")
+    if not calls and text is None:
+        raise bad("a reply needs 'call', 'calls' or 'text'")
+    usage_raw = entry.get("usage", {})
+    if not isinstance(usage_raw, Mapping) or set(usage_raw) - {"input_tokens", "output_tokens"}:
+        raise bad("'usage' must be a mapping with input_tokens / output_tokens")
+    allowed = entry.get("expect_allowed")
+    if allowed is not None and (
+        not isinstance(allowed, list) or not all(isinstance(a, str) for a in allowed)
+    ):
+        raise bad("'expect_allowed' must be a list of tool names")
+    for key in ("expect_force", "expect_parallel"):
+        if key in entry and not isinstance(entry[key], bool):
+            raise bad(f"'{key}' must be true or false")
+    return ScriptedReply(
+        calls=calls,
+        text=text,
+        usage=Usage(
+            input_tokens=int(usage_raw.get("input_tokens", 0)),
+            output_tokens=int(usage_raw.get("output_tokens", 0)),
+        ),
+        expect_allowed=frozenset(allowed) if allowed is not None else None,
+        expect_force=entry.get("expect_force"),
+        expect_forced_tool=entry.get("expect_forced_tool", _MISSING),
+        expect_parallel=entry.get("expect_parallel"),
+    )
+
+
+def _parse_call(c: Mapping[str, Any], bad: Any) -> ScriptedCall:
+    name = c["call"]
+    if not isinstance(name, str) or not name:
+        raise bad("'call' must be a tool name")
+    if "args" in c and "raw_args" in c:
+        raise bad(f"call {name!r}: give either 'args' or 'raw_args', not both")
+    if "raw_args" in c:
+        raw = c["raw_args"]
+        if not isinstance(raw, str):
+            raise bad(f"call {name!r}: 'raw_args' must be a string")
+        arguments = raw
+    else:
+        args = c.get("args", {})
+        if not isinstance(args, Mapping):
+            raise bad(f"call {name!r}: 'args' must be a mapping (use raw_args for other JSON)")
+        # Same text the OpenAI SDK would carry for these arguments; key order as written.
+        try:
+            arguments = json.dumps(args, ensure_ascii=False)
+        except (TypeError, ValueError) as exc:
+            raise bad(
+                f"call {name!r}: 'args' is not JSON ({exc}); quote dates and the like"
+            ) from exc
+    call_id = c.get("id")
+    if call_id is not None and not isinstance(call_id, str):
+        raise bad(f"call {name!r}: 'id' must be a string")
+    return ScriptedCall(name=name, arguments=arguments, id=call_id)

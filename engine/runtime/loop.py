@@ -1,0 +1,536 @@
+"""The step loop: gate -> request -> reply -> judge and execute each call -> advance -> persist.
+
+One step is one model call. Its life in the store (so a killed process loses nothing committed):
+
+1. the reply is appended as an assistant message on its own, before any tool runs;
+2. each call is recorded as started (or as a violation, or awaiting approval) before it runs,
+   and as finished after;
+3. the step itself (gate, reply, positions, decision) is committed in one transaction with the
+   tool-result messages, before the next model call.
+
+A step whose reply is stored but which is not committed is *pending*; resuming a run (after a
+crash, an approval, a denial or a decision) finishes the pending step from its stored reply
+and call records: settled calls are replayed from the store (the machine is advanced again
+with their stored outputs), the others are judged and executed as in a fresh step.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime
+from typing import Any, Literal
+
+from pydantic_core import to_jsonable_python
+
+from engine.machine import Position, Reason, StopReason, Verdict
+from engine.providers.base import Message, ModelRequest, Provider, ToolCall
+from engine.providers.errors import ProviderError
+from engine.runtime.agent import Agent
+from engine.runtime.events import (
+    ApprovalRequested,
+    Event,
+    Notice,
+    RunResult,
+    RunStarted,
+    StepCommitted,
+    StepStarted,
+    Stopped,
+    TextDelta,
+    ToolCallStarted,
+    ToolResultEvent,
+    Violation,
+)
+from engine.runtime.state import (
+    PendingStep,
+    RunState,
+    message_to_dict,
+    reply_to_dict,
+)
+from engine.tools import HEARTBEAT_PARAM, ArgumentError
+from engine.trace import violation_message
+
+__all__ = ["Decision", "Runner", "status_for"]
+
+Decision = Literal["retry", "fail"]
+
+# How each stop reason is filed in the store's run status.
+_STATUS = {
+    StopReason.END_TURN: "finished",
+    StopReason.TERMINAL_TOOL: "finished",
+    StopReason.DEAD_END: "finished",
+    StopReason.STEP_LIMIT: "finished",
+    StopReason.AWAITING_APPROVAL: "awaiting_approval",
+    StopReason.AWAITING_DECISION: "awaiting_decision",
+    StopReason.ERROR: "failed",
+    StopReason.CANCELLED: "cancelled",
+}
+
+
+def status_for(stop: StopReason) -> str:
+    """The store's run status for a stop reason."""
+    return _STATUS[stop]
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+class _Pause(Exception):
+    """Internal: the pending step cannot finish now (approval or decision needed)."""
+
+    def __init__(self, stop: StopReason, call_key: str) -> None:
+        self.stop = stop
+        self.call_key = call_key
+
+
+class Runner:
+    """Runs an agent with a provider, persisting to a `RunStore` (or nowhere, `store=None`).
+
+    `stream(input)` yields events as the run goes; `run(input)` returns the `RunResult`.
+    `resume_stream(run_id)` / `resume(run_id)` continue a stored run (see `engine.runtime.resume`
+    for rebuilding agent and provider in a new process).
+    """
+
+    def __init__(
+        self,
+        agent: Agent,
+        provider: Provider,
+        *,
+        store: Any = None,
+        max_steps: int | None = None,
+        model: str | None = None,
+        options: dict[str, Any] | None = None,
+    ) -> None:
+        self.agent = agent
+        self.provider = provider
+        self.store = store
+        self.max_steps = max_steps or agent.settings.max_steps
+        self.model = model or getattr(provider, "name", type(provider).__name__)
+        # Stored with the run so `toolfsm runs resume` can rebuild tools and provider.
+        self.options = dict(options or {})
+        self._machine = agent.machine
+        self._system = agent.system_prompt()
+        self._heartbeat = agent.heartbeat
+        self._parallel = agent.settings.parallel_tool_calls
+
+    # -- public entry points ---------------------------------------------------------------
+
+    async def run(self, input: str, *, run_id: str | None = None) -> RunResult:
+        result = None
+        async for event in self.stream(input, run_id=run_id):
+            if isinstance(event, Stopped):
+                result = event.result
+        assert result is not None
+        return result
+
+    async def resume(self, run_id: str, *, decision: Decision | None = None) -> RunResult:
+        result = None
+        async for event in self.resume_stream(run_id, decision=decision):
+            if isinstance(event, Stopped):
+                result = event.result
+        assert result is not None
+        return result
+
+    async def stream(self, input: str, *, run_id: str | None = None) -> AsyncIterator[Event]:
+        """Start a new run with the user message `input`."""
+        machine = self._machine
+        position = machine.start()
+        first = Message(role="user", text=input)
+        if self.store is not None:
+            record = self.store.save_agent(
+                self.agent.name, self.agent.rules_text, self.agent.rules_path
+            )
+            options = {
+                **self.options,
+                "tools": self.agent.tools_ref,
+                "max_steps": self.max_steps,
+            }
+            run = self.store.create_run(
+                record.id,
+                model=self.model,
+                input=input,
+                options=options,
+                position=machine.dump(position),
+                run_id=run_id,
+            )
+            run_id = run.id
+            self.store.append_messages(run_id, [message_to_dict(first)])
+        state = RunState(run_id or "memory", position, [first])
+        yield RunStarted(state.run_id, self.agent.name, self.model)
+        async for event in self._drive(state, None, None):
+            yield event
+
+    async def resume_stream(
+        self, run_id: str, *, decision: Decision | None = None
+    ) -> AsyncIterator[Event]:
+        """Continue a stored run from its last committed step (and its pending step, if any).
+
+        `decision` settles a side-effect call interrupted by a crash: "retry" runs it again,
+        "fail" records it as failed and tells the model so.
+        """
+        if self.store is None:
+            raise RuntimeError("resuming needs a store")
+        from engine.runtime.resume import load_state
+
+        state, pending = load_state(self.store, run_id, self.agent)
+        yield RunStarted(state.run_id, self.agent.name, self.model, resumed=True)
+        async for event in self._drive(state, pending, decision):
+            yield event
+
+    # -- the loop ----------------------------------------------------------------------
+
+    async def _drive(
+        self, state: RunState, pending: PendingStep | None, decision: Decision | None
+    ) -> AsyncIterator[Event]:
+        machine = self._machine
+        try:
+            while True:
+                if pending is None:
+                    if state.seq >= self.max_steps:
+                        yield self._stop(state, StopReason.STEP_LIMIT)
+                        return
+                    gate = machine.gate(state.position)
+                    if gate.dead_end:
+                        yield self._stop(state, StopReason.DEAD_END, "no tool is allowed")
+                        return
+                    yield StepStarted(state.seq, gate.allowed, gate.force, gate.forced_tool)
+                    request = ModelRequest(
+                        system=self._system,
+                        messages=tuple(state.messages),
+                        tools=self.agent.tool_specs,
+                        allowed=gate.allowed,
+                        force=gate.force,
+                        forced_tool=gate.forced_tool,
+                        parallel_tool_calls=self._parallel,
+                    )
+                    started = _now()
+                    try:
+                        reply = await self.provider.complete(request)
+                    except ProviderError as exc:
+                        yield self._stop(state, StopReason.ERROR, str(exc))
+                        return
+                    pending = PendingStep(
+                        seq=state.seq,
+                        position_before=state.position,
+                        gate=gate,
+                        reply=reply,
+                        started_at=started,
+                        call_keys=state.call_keys(state.seq, reply.tool_calls),
+                    )
+                    if self.store is not None:
+                        self.store.append_messages(state.run_id, [reply_to_dict(reply)])
+                    if reply.text:
+                        state.last_text = reply.text
+                        yield TextDelta(state.seq, reply.text)
+                step = pending
+                pending = None
+                outcome: list[Any] = []
+                try:
+                    async for event in self._settle(state, step, decision, outcome):
+                        yield event
+                except _Pause as pause:
+                    yield self._stop(state, pause.stop, pending_call=pause.call_key)
+                    return
+                decision = None  # a decision settles one interrupted call only
+                verdict_stop, committed = outcome
+                yield committed
+                if verdict_stop is not None:
+                    yield Stopped(self._result(state, verdict_stop))
+                    return
+        except asyncio.CancelledError:
+            if self.store is not None:
+                self.store.update_run(
+                    state.run_id, status="cancelled", stop_reason=StopReason.CANCELLED.value
+                )
+            raise
+
+    async def _settle(
+        self,
+        state: RunState,
+        step: PendingStep,
+        decision: Decision | None,
+        outcome: list[Any],
+    ) -> AsyncIterator[Event]:
+        """Judge, execute (or replay) each call of a step in order, then commit the step."""
+        machine = self._machine
+        store = self.store
+        run_id = state.run_id
+        reply = step.reply
+        position = step.position_before
+        results: list[Message] = []
+        verdicts: list[Verdict] = []
+        cut: Verdict | None = None  # a stop that ends the batch (terminal tool, dead end)
+        cut_tool = ""
+        for index, call in enumerate(reply.tool_calls):
+            key = step.call_keys[index]
+            record = step.recorded.get(key)
+            if cut is not None:
+                message = f"not executed: the run ended after {cut_tool} ({cut.reason})"
+                if record is None and store is not None:
+                    self._record_violation(run_id, step.seq, index, key, call, message)
+                results.append(_tool_message(call, message, True))
+                yield Violation(step.seq, key, call.name, message)
+                continue
+            if record is not None and record.finished_at is not None:
+                # Settled before a crash or a pause: replay it from the store.
+                results.append(_tool_message(call, _as_text(record.result), record.is_error))
+                yield ToolCallStarted(step.seq, key, call.name, record.arguments or {}, True)
+                yield ToolResultEvent(
+                    step.seq, key, call.name, record.result, record.is_error, record.duration_ms
+                )
+                if record.status in ("finished", "error"):
+                    position = machine.advance(position, call.name, record.result)
+                    verdict = machine.after_call(position, call.name, heartbeat=self._beat_of(call))
+                    verdicts.append(verdict)
+                    if _cuts(verdict):
+                        cut, cut_tool = verdict, call.name
+                continue
+            # Judge the call against the machine at the current position.
+            tool = self.agent.tools.get(call.name)
+            problem: str | None = None
+            arguments: dict[str, Any] = {}
+            beat: bool | None = None
+            if tool is None or not machine.is_allowed(position, call.name):
+                problem = violation_message(machine, position, call.name)
+            else:
+                prefill = machine.gate(position).prefill.get(call.name)
+                try:
+                    arguments, beat = tool.parse(
+                        call.arguments, prefill=prefill, heartbeat=self._heartbeat
+                    )
+                except ArgumentError as exc:
+                    problem = f"{exc}; the call was not executed"
+            if problem is not None:
+                if record is None and store is not None:
+                    self._record_violation(run_id, step.seq, index, key, call, problem)
+                results.append(_tool_message(call, problem, True))
+                yield Violation(step.seq, key, call.name, problem)
+                continue
+            assert tool is not None
+            stored_args = to_jsonable_python(arguments, fallback=str)
+            if call.name in machine.approval:
+                status = record.status if record is not None else None
+                if status is None:
+                    if store is None:
+                        raise RuntimeError("approval needs a store to pause the run in")
+                    store.record_call_started(
+                        run_id,
+                        key,
+                        step_seq=step.seq,
+                        batch_index=index,
+                        tool=call.name,
+                        arguments_raw=call.arguments,
+                        arguments=stored_args,
+                        status="awaiting_approval",
+                        side_effects=not tool.idempotent,
+                    )
+                    yield ApprovalRequested(run_id, step.seq, key, call.name, stored_args)
+                    raise _Pause(StopReason.AWAITING_APPROVAL, key)
+                if status == "awaiting_approval":
+                    raise _Pause(StopReason.AWAITING_APPROVAL, key)
+                # approved (or started after approval, then interrupted): runs below
+                if status == "approved":
+                    assert store is not None
+                    store.set_call_status(run_id, key, "started")
+                    record = None
+            if record is not None and record.status == "started":
+                # Started before a crash, never finished.
+                if not tool.idempotent and decision is None:
+                    raise _Pause(StopReason.AWAITING_DECISION, key)
+                if not tool.idempotent and decision == "fail":
+                    message = (
+                        "the call was interrupted (the process stopped while it ran) and was "
+                        "marked failed; it may or may not have taken effect"
+                    )
+                    assert store is not None
+                    store.record_call_finished(
+                        run_id, key, status="failed", result=message, is_error=True
+                    )
+                    results.append(_tool_message(call, message, True))
+                    yield ToolResultEvent(step.seq, key, call.name, message, True, None)
+                    continue
+            elif record is None and store is not None and call.name not in machine.approval:
+                store.record_call_started(
+                    run_id,
+                    key,
+                    step_seq=step.seq,
+                    batch_index=index,
+                    tool=call.name,
+                    arguments_raw=call.arguments,
+                    arguments=stored_args,
+                    side_effects=not tool.idempotent,
+                )
+            yield ToolCallStarted(step.seq, key, call.name, stored_args)
+            result = await tool.execute(arguments)
+            if store is not None:
+                store.record_call_finished(
+                    run_id,
+                    key,
+                    status="error" if result.is_error else "finished",
+                    result=result.output,
+                    is_error=result.is_error,
+                    duration_ms=result.duration_ms,
+                )
+            results.append(_tool_message(call, result.text(), result.is_error))
+            yield ToolResultEvent(
+                step.seq, key, call.name, result.output, result.is_error, result.duration_ms
+            )
+            position = machine.advance(position, call.name, result.output)
+            verdict = machine.after_call(position, call.name, heartbeat=beat)
+            verdicts.append(verdict)
+            if _cuts(verdict):
+                cut, cut_tool = verdict, call.name
+
+        decision_text, reason, stop, nag = self._decide(step, position, verdicts, cut)
+        new_messages = [*results]
+        if nag:
+            new_messages.append(Message(role="user", text=nag))
+            yield Notice(step.seq, nag)
+        if stop is None and step.seq + 1 >= self.max_steps:
+            decision_text, reason, stop = "stop", StopReason.STEP_LIMIT.value, StopReason.STEP_LIMIT
+        usage = reply.usage
+        state.messages.append(reply.to_message())
+        state.messages.extend(new_messages)
+        state.position = position
+        state.seq = step.seq + 1
+        state.usage = state.usage + usage
+        dumped = machine.dump(position)
+        if store is not None:
+            from engine.store import StepRecord
+
+            store.commit_step(
+                run_id,
+                StepRecord(
+                    seq=step.seq,
+                    position_before=machine.dump(step.position_before),
+                    position_after=dumped,
+                    allowed=step.gate.allowed,
+                    force=step.gate.force,
+                    forced_tool=step.gate.forced_tool,
+                    tool_choice=reply.tool_choice_sent,
+                    reply=reply_to_dict(reply),
+                    decision=decision_text,
+                    reason=reason,
+                    started_at=step.started_at,
+                    input_tokens=usage.input_tokens,
+                    output_tokens=usage.output_tokens,
+                ),
+                messages=[message_to_dict(m) for m in new_messages],
+                **(
+                    {"status": status_for(stop), "stop_reason": stop.value}
+                    if stop is not None
+                    else {}
+                ),
+            )
+        outcome[:] = [stop, StepCommitted(step.seq, decision_text, reason, dumped)]
+
+    def _decide(
+        self,
+        step: PendingStep,
+        position: Position,
+        verdicts: list[Verdict],
+        cut: Verdict | None,
+    ) -> tuple[Literal["continue", "stop"], str, StopReason | None, str | None]:
+        """(decision, reason, stop reason or None, message for the model) after a step."""
+        machine = self._machine
+        if cut is not None:
+            return "stop", cut.reason.value, cut.stop_reason, None
+        if not step.reply.tool_calls:
+            if step.gate.force:
+                # The provider did not enforce the forced call (or could not): the model
+                # must not slip past an init/child rule by answering in text.
+                allowed = ", ".join(step.gate.allowed)
+                return (
+                    "continue",
+                    "forced_call_missing",
+                    None,
+                    f"A tool call is required now. Call one of: {allowed}.",
+                )
+            verdict = machine.after_text(position)
+        elif verdicts:
+            going = [v for v in verdicts if v.continues]
+            verdict = going[-1] if going else verdicts[-1]
+        else:
+            # Every call was rejected (violation, denial, failure): the model gets the errors
+            # and another turn; the position did not move, so its gate is not empty.
+            return "continue", "no_call_executed", None, None
+        if verdict.continues:
+            return "continue", verdict.reason.value, None, verdict.message
+        return "stop", verdict.reason.value, verdict.stop_reason, None
+
+    def _beat_of(self, call: ToolCall) -> bool | None:
+        if not self._heartbeat:
+            return None
+        try:
+            value = json.loads(call.arguments)
+        except ValueError:
+            return False
+        return isinstance(value, dict) and value.get(HEARTBEAT_PARAM) is True
+
+    def _record_violation(
+        self, run_id: str, seq: int, index: int, key: str, call: ToolCall, message: str
+    ) -> None:
+        store = self.store
+        tool = self.agent.tools.get(call.name)
+        store.record_call_started(
+            run_id,
+            key,
+            step_seq=seq,
+            batch_index=index,
+            tool=call.name,
+            arguments_raw=call.arguments,
+            status="violation",
+            violation=message,
+            side_effects=tool is not None and not tool.idempotent,
+        )
+        store.record_call_finished(run_id, key, status="violation", result=message, is_error=True)
+
+    def _stop(
+        self,
+        state: RunState,
+        stop: StopReason,
+        error: str | None = None,
+        *,
+        pending_call: str | None = None,
+    ) -> Stopped:
+        """Record a stop that happens outside a step commit (before a call, or a pause)."""
+        if self.store is not None:
+            self.store.update_run(
+                state.run_id,
+                status=status_for(stop),
+                stop_reason=stop.value,
+                error=error if stop is StopReason.ERROR else None,
+            )
+        return Stopped(self._result(state, stop, error, pending_call))
+
+    def _result(
+        self,
+        state: RunState,
+        stop: StopReason,
+        error: str | None = None,
+        pending_call: str | None = None,
+    ) -> RunResult:
+        return RunResult(
+            run_id=state.run_id,
+            stop_reason=stop,
+            steps=state.seq,
+            usage=state.usage,
+            error=error,
+            text=state.last_text,
+            position=self._machine.dump(state.position),
+            pending_call=pending_call,
+        )
+
+
+def _cuts(verdict: Verdict) -> bool:
+    return not verdict.continues and verdict.reason in (Reason.TERMINAL_TOOL, Reason.DEAD_END)
+
+
+def _as_text(value: Any) -> str:
+    return value if isinstance(value, str) else json.dumps(value, ensure_ascii=False)
+
+
+def _tool_message(call: ToolCall, text: str, is_error: bool) -> Message:
+    return Message(role="tool", text=text, tool_call_id=call.id, is_error=is_error)

@@ -1,0 +1,117 @@
+"""Resuming a stored run: rebuild agent, provider and state from what the store holds."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from engine.errors import ToolfsmError
+from engine.providers.base import Provider, Usage
+from engine.runtime.agent import Agent, agent_from_text
+from engine.runtime.state import PendingStep, RunState, message_from_dict, reply_from_dict
+
+__all__ = ["ResumeError", "load_state", "open_agent", "provider_for_run"]
+
+# Statuses a run can be resumed from: "running" means the process that ran it died.
+RESUMABLE = ("running", "awaiting_approval", "awaiting_decision", "cancelled")
+
+
+class ResumeError(ToolfsmError):
+    """A run cannot be resumed (finished, rules changed, tools missing...)."""
+
+
+def open_agent(store: Any, run_id: str, *, tools: str | None = None) -> tuple[Agent, Any]:
+    """The agent of a stored run, recompiled from the rule text stored with it, and the run.
+
+    `tools` overrides the tools module recorded when the run started.
+    """
+    run = store.get_run(run_id)
+    agent_record = store.get_agent(run.agent_id)
+    ref = tools or run.options.get("tools")
+    if not ref:
+        raise ResumeError(
+            f"run {run.id} has no recorded tools module (it was started with tools given in "
+            "code); pass --tools MODULE"
+        )
+    agent = agent_from_text(
+        agent_record.rules_text, agent_record.rules_path or f"<run {run.id}>", tools=ref
+    )
+    return agent, run
+
+
+def provider_for_run(run: Any, snapshot: Any | None = None, **options: Any) -> Provider:
+    """Rebuild the provider a run was started with (API keys come from the environment).
+
+    A scripted provider resumes after the replies the run already used.
+    """
+    from engine.providers import make_provider
+
+    opts = run.options
+    if opts.get("provider") == "scripted":
+        from engine.providers.scripted import ScriptedProvider, load_script
+
+        path = opts["script"]
+        used = 0
+        if snapshot is not None:
+            used = sum(1 for m in snapshot.messages if m.role == "assistant")
+        return ScriptedProvider(load_script(path)[used:], source=str(path))
+    return make_provider(run.model, base_url=opts.get("base_url"), **options)
+
+
+def load_state(store: Any, run_id: str, agent: Agent) -> tuple[RunState, PendingStep | None]:
+    """The state after the run's last committed step, and its pending step, if any.
+
+    Marks the run running again; only a run in a resumable status is accepted (a second
+    process resuming the same paused run gets `RunStateConflict`).
+    """
+    snapshot = store.load_run(run_id)
+    run = snapshot.run
+    if run.status not in RESUMABLE:
+        raise ResumeError(
+            f"run {run.id} is {run.status} ({run.stop_reason}); only runs that are "
+            f"{', '.join(RESUMABLE)} can be resumed"
+        )
+    from engine.store import rules_hash
+
+    if rules_hash(agent.rules_text) != run.rules_hash:
+        raise ResumeError(
+            f"run {run.id} was started with rules {run.rules_hash[:12]}, but the agent given "
+            f"has {rules_hash(agent.rules_text)[:12]}; resume with the stored rules"
+        )
+    machine = agent.machine
+    position = machine.load(run.position) if run.position is not None else machine.start()
+    messages = []
+    pending_reply = None
+    for record in snapshot.messages:
+        if record.role == "assistant" and record.step_seq is None:
+            # Appended when the reply arrived; its step was never committed.
+            pending_reply = reply_from_dict(dict(record.content))
+        else:
+            messages.append(message_from_dict(dict(record.content)))
+    seq = run.steps_count
+    last_text = next((m.text for m in reversed(messages) if m.role == "assistant" and m.text), None)
+    state = RunState(
+        run_id=run.id,
+        position=position,
+        messages=messages,
+        seq=seq,
+        usage=Usage(run.input_tokens, run.output_tokens),
+        used_call_ids={c.call_id for c in snapshot.calls if c.step_seq < seq},
+        last_text=last_text,
+    )
+    pending = None
+    if pending_reply is not None:
+        recorded = {c.call_id: c for c in snapshot.calls if c.step_seq == seq}
+        started = min((c.started_at for c in recorded.values()), default=run.updated_at)
+        pending = PendingStep(
+            seq=seq,
+            position_before=position,
+            gate=machine.gate(position),
+            reply=pending_reply,
+            started_at=started,
+            call_keys=state.call_keys(seq, pending_reply.tool_calls),
+            recorded=recorded,
+        )
+    store.update_run(
+        run.id, status="running", stop_reason=None, error=None, expect_status=run.status
+    )
+    return state, pending

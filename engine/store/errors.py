@@ -1,0 +1,174 @@
+"""Store errors: the one exception tree the persistence layer raises.
+
+Every public `RunStore` method and `open_store` raise only these; raw SQLAlchemy and driver
+errors are translated at the boundary (and kept as `__cause__` for debugging), so the CLI can
+print `str(error)` and never a database traceback.
+
+    StoreError
+    ├── StoreUnavailable     the database cannot be opened, reached, migrated or written
+    ├── RunNotFound          no run with that id (or id prefix)      (also a LookupError)
+    ├── AmbiguousRunId       an id prefix matches several runs        (also a LookupError)
+    ├── AgentNotFound        no agent with that id                    (also a LookupError)
+    ├── CallNotFound         no tool call with that id in the run     (also a LookupError)
+    ├── InvalidValue         a value does not fit (unknown status, not JSON, bad limit, ...)
+    └── StoreConflict        the write contradicts what is already stored
+        ├── DuplicateStep    a step with that sequence number exists (steps are append-only)
+        ├── StepOutOfOrder   the sequence number skips ahead of the next expected one
+        ├── DuplicateCall    a tool call with that id exists in the run
+        ├── CallStateConflict  the call's current status does not allow the requested change
+        └── RunStateConflict   the run is not in the status the caller expected
+
+StoreError derives from `engine.errors.ToolfsmError` (a leaf module with no imports from the
+engine), so `except ToolfsmError` catches store failures too.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from engine.errors import ToolfsmError
+
+__all__ = [
+    "AgentNotFound",
+    "AmbiguousRunId",
+    "CallNotFound",
+    "CallStateConflict",
+    "DuplicateCall",
+    "DuplicateStep",
+    "InvalidValue",
+    "RunNotFound",
+    "RunStateConflict",
+    "StepOutOfOrder",
+    "StoreConflict",
+    "StoreError",
+    "StoreUnavailable",
+]
+
+
+class StoreError(ToolfsmError):
+    """Base class of every error the run store raises."""
+
+
+class StoreUnavailable(StoreError):
+    """The database cannot be opened, reached, migrated or written.
+
+    `url` never contains the password; `hint` says what to check.
+    """
+
+    def __init__(self, url: str, reason: str, hint: str) -> None:
+        self.url = url
+        self.reason = reason
+        self.hint = hint
+        super().__init__(f"run store unavailable at {url}: {reason}\nhint: {hint}")
+
+
+class RunNotFound(StoreError, LookupError):
+    """No run has this id (or, for `find_run`, starts with this prefix)."""
+
+    def __init__(self, run_id: str, *, prefix: bool = False) -> None:
+        self.run_id = run_id
+        what = "whose id starts with" if prefix else "with id"
+        super().__init__(f"no run {what} {run_id!r}")
+
+
+class AmbiguousRunId(StoreError, LookupError):
+    """An id prefix matches more than one run; `candidates` lists some of them."""
+
+    def __init__(self, prefix: str, candidates: Sequence[str], *, more: bool) -> None:
+        self.prefix = prefix
+        self.candidates = tuple(candidates)
+        listed = ", ".join(self.candidates) + (", ..." if more else "")
+        super().__init__(
+            f"run id prefix {prefix!r} matches several runs ({listed}); type more characters"
+        )
+
+
+class AgentNotFound(StoreError, LookupError):
+    """No agent has this id."""
+
+    def __init__(self, agent_id: int) -> None:
+        self.agent_id = agent_id
+        super().__init__(f"no agent with id {agent_id}")
+
+
+class CallNotFound(StoreError, LookupError):
+    """The run has no tool call with this id."""
+
+    def __init__(self, run_id: str, call_id: str) -> None:
+        self.run_id = run_id
+        self.call_id = call_id
+        super().__init__(f"run {run_id} has no tool call with id {call_id!r}")
+
+
+class InvalidValue(StoreError):
+    """A value handed to the store does not fit the schema (unknown status, not JSON, ...)."""
+
+
+class StoreConflict(StoreError):
+    """The write contradicts what is already stored; nothing was written."""
+
+
+class DuplicateStep(StoreConflict):
+    """A step with this sequence number is already stored; steps are never overwritten."""
+
+    def __init__(self, run_id: str, seq: int, next_seq: int) -> None:
+        self.run_id = run_id
+        self.seq = seq
+        self.next_seq = next_seq
+        super().__init__(
+            f"run {run_id} already has step {seq}; steps are append-only "
+            f"(the next step is {next_seq})"
+        )
+
+
+class StepOutOfOrder(StoreConflict):
+    """The sequence number skips ahead: steps are numbered 0, 1, 2, ... without gaps."""
+
+    def __init__(self, run_id: str, seq: int, next_seq: int) -> None:
+        self.run_id = run_id
+        self.seq = seq
+        self.next_seq = next_seq
+        super().__init__(
+            f"run {run_id} has {next_seq} step(s); the next step must be {next_seq}, got {seq}"
+        )
+
+
+class DuplicateCall(StoreConflict):
+    """A tool call with this id is already stored for the run."""
+
+    def __init__(self, run_id: str, call_id: str) -> None:
+        self.run_id = run_id
+        self.call_id = call_id
+        super().__init__(
+            f"run {run_id} already has a tool call with id {call_id!r} "
+            "(call ids must be unique within a run)"
+        )
+
+
+class CallStateConflict(StoreConflict):
+    """The call's current status does not allow the requested change."""
+
+    def __init__(
+        self, run_id: str, call_id: str, current: str, requested: str, allowed: Sequence[str]
+    ) -> None:
+        self.run_id = run_id
+        self.call_id = call_id
+        self.current = current
+        self.requested = requested
+        options = ", ".join(allowed) if allowed else "nothing (its result is recorded)"
+        super().__init__(
+            f"tool call {call_id!r} of run {run_id} is {current!r} and cannot become "
+            f"{requested!r}; from {current!r} it may become: {options}"
+        )
+
+
+class RunStateConflict(StoreConflict):
+    """The run is not in the status the caller expected (another writer got there first)."""
+
+    def __init__(self, run_id: str, current: str, expected: Sequence[str]) -> None:
+        self.run_id = run_id
+        self.current = current
+        self.expected = tuple(expected)
+        super().__init__(
+            f"run {run_id} is {current!r}, expected {' or '.join(map(repr, self.expected))}"
+        )

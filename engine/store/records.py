@@ -1,0 +1,189 @@
+"""Records: the frozen values the run store takes and returns.
+
+They are plain pydantic models, detached from any database session, so callers never trigger
+lazy loads or see half-refreshed rows. JSON payloads (positions, replies, messages) are
+whatever JSON-serialisable value the run loop hands over; the store never interprets them,
+which keeps it free of imports from the rule compiler and the providers.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from enum import StrEnum
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, JsonValue
+
+__all__ = [
+    "AgentRecord",
+    "CallStatus",
+    "MessageRecord",
+    "RunRecord",
+    "RunSnapshot",
+    "RunStatus",
+    "StepRecord",
+    "ToolCallRecord",
+    "utcnow",
+]
+
+
+def utcnow() -> datetime:
+    """Return the current time as an aware UTC datetime (the only clock the store uses)."""
+    return datetime.now(UTC)
+
+
+class RunStatus(StrEnum):
+    """Where a run stands; `is_terminal` ones have a `finished_at`."""
+
+    RUNNING = "running"
+    AWAITING_APPROVAL = "awaiting_approval"
+    AWAITING_DECISION = "awaiting_decision"
+    FINISHED = "finished"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+    @property
+    def is_terminal(self) -> bool:
+        """True for statuses after which the loop does not continue by itself."""
+        return self in _TERMINAL_RUN
+
+
+_TERMINAL_RUN = frozenset({RunStatus.FINISHED, RunStatus.FAILED, RunStatus.CANCELLED})
+
+
+class CallStatus(StrEnum):
+    """Life of one tool call.
+
+    started -> finished | error | failed          (executed)
+    awaiting_approval -> approved | denied        (requires-approval rule)
+    approved -> started -> ...                    (executed after approval)
+    violation                                     (not executed: outside the allowed set)
+
+    `error` means the tool ran and reported an error; `failed` means the call could not
+    complete (the executor raised, or the loop found it unfinished after a crash).
+    """
+
+    STARTED = "started"
+    FINISHED = "finished"
+    ERROR = "error"
+    VIOLATION = "violation"
+    AWAITING_APPROVAL = "awaiting_approval"
+    APPROVED = "approved"
+    DENIED = "denied"
+    FAILED = "failed"
+
+
+class _Record(BaseModel):
+    # Frozen and strict about unknown keys: a typo in a field name must fail loudly.
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class AgentRecord(_Record):
+    """An agent definition: the rule file exactly as it was when a run used it."""
+
+    id: int
+    name: str
+    rules_text: str
+    rules_hash: str
+    rules_path: str | None
+    created_at: datetime
+
+
+class RunRecord(_Record):
+    """One run's header row: status, position and counters after the last committed write."""
+
+    id: str
+    agent_id: int
+    agent_name: str
+    rules_hash: str
+    model: str
+    input: str
+    options: dict[str, JsonValue]
+    status: RunStatus
+    stop_reason: str | None
+    position: JsonValue
+    error: str | None
+    input_tokens: int
+    output_tokens: int
+    steps_count: int
+    created_at: datetime
+    updated_at: datetime
+    finished_at: datetime | None
+
+
+class StepRecord(_Record):
+    """One step of the loop: the gate that was applied, the reply, and where it led.
+
+    The run loop builds it and hands it to `RunStore.commit_step`; `load_run` returns the same
+    type. `seq` numbers steps 0, 1, 2, ... within a run; `finished_at=None` is filled with the
+    commit time.
+    """
+
+    seq: int = Field(ge=0)
+    position_before: JsonValue
+    position_after: JsonValue
+    allowed: tuple[str, ...]
+    force: bool = False
+    forced_tool: str | None = None
+    tool_choice: JsonValue = None
+    reply: JsonValue = None
+    decision: Literal["continue", "stop"] | None = None
+    reason: str | None = None
+    started_at: datetime = Field(default_factory=utcnow)
+    finished_at: datetime | None = None
+    input_tokens: int = Field(default=0, ge=0)
+    output_tokens: int = Field(default=0, ge=0)
+
+
+class ToolCallRecord(_Record):
+    """One tool call the model asked for, and what became of it."""
+
+    call_id: str
+    step_seq: int
+    batch_index: int
+    tool: str
+    arguments_raw: str
+    arguments: JsonValue
+    status: CallStatus
+    result: JsonValue
+    is_error: bool
+    violation: str | None
+    side_effects: bool
+    started_at: datetime
+    finished_at: datetime | None
+    duration_ms: int | None
+
+    @property
+    def is_pending(self) -> bool:
+        """True until a result is recorded (running, awaiting approval, or cut off by a crash)."""
+        return self.finished_at is None
+
+
+class MessageRecord(_Record):
+    """One conversation message as the loop stored it (`content` is the loop's dict)."""
+
+    seq: int
+    role: str
+    content: dict[str, JsonValue]
+    step_seq: int | None
+    created_at: datetime
+
+
+class RunSnapshot(_Record):
+    """Everything needed to inspect or resume a run, read in one consistent transaction."""
+
+    run: RunRecord
+    agent: AgentRecord
+    steps: tuple[StepRecord, ...]
+    calls: tuple[ToolCallRecord, ...]
+    messages: tuple[MessageRecord, ...]
+
+    @property
+    def pending_calls(self) -> tuple[ToolCallRecord, ...]:
+        """Calls with no recorded result, in the order the model made them."""
+        return tuple(call for call in self.calls if call.is_pending)
+
+    @property
+    def conversation(self) -> list[dict[str, Any]]:
+        """The message dicts in order, as the loop handed them to the store."""
+        return [dict(message.content) for message in self.messages]

@@ -1,0 +1,905 @@
+"""`RunStore`: the synchronous persistence API the run loop calls between steps.
+
+Every method is one short transaction, committed (or rolled back) before it returns, and
+returns frozen records detached from the session. Writes that touch a run first lock its row
+(PostgreSQL: SELECT ... FOR UPDATE; SQLite: the whole database, via BEGIN IMMEDIATE), so two
+writers on the same run are serialised and sequence numbers cannot be handed out twice.
+
+Methods block; the async loop may call them directly (each is a few milliseconds) or through
+`asyncio.to_thread` - one store is safe to share between threads and runs.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+import uuid
+from collections.abc import Collection, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from enum import Enum
+from typing import Any, Final, Literal, TypeVar
+
+from alembic.util import CommandError
+from sqlalchemy import Engine, func, select
+from sqlalchemy.exc import (
+    DBAPIError,
+    IntegrityError,
+    SQLAlchemyError,
+    StatementError,
+)
+from sqlalchemy.exc import (
+    TimeoutError as PoolTimeoutError,
+)
+from sqlalchemy.orm import Session
+from sqlmodel import col
+
+from engine.store.db import (
+    ENV_VAR,
+    SQLITE_BUSY_TIMEOUT_MS,
+    WRITE_OPTION,
+    NotJsonSerialisable,
+    make_engine,
+    redact_url,
+    resolve_db_url,
+)
+from engine.store.errors import (
+    AgentNotFound,
+    AmbiguousRunId,
+    CallNotFound,
+    CallStateConflict,
+    DuplicateCall,
+    DuplicateStep,
+    InvalidValue,
+    RunNotFound,
+    RunStateConflict,
+    StepOutOfOrder,
+    StoreConflict,
+    StoreError,
+    StoreUnavailable,
+)
+from engine.store.migrate import upgrade
+from engine.store.records import (
+    AgentRecord,
+    CallStatus,
+    MessageRecord,
+    RunRecord,
+    RunSnapshot,
+    RunStatus,
+    StepRecord,
+    ToolCallRecord,
+    utcnow,
+)
+from engine.store.tables import AgentRow, MessageRow, RunRow, StepRow, ToolCallRow
+
+__all__ = ["RunStore", "new_run_id", "open_store", "rules_hash"]
+
+
+class _Unset(Enum):
+    """Marks an argument as "leave unchanged", since None is a meaningful value to store."""
+
+    UNSET = "UNSET"
+
+
+_UNSET: Final = _Unset.UNSET
+
+# Ids the store generates are uuid4 hex; callers may choose their own (tests, replays) within
+# this alphabet. Lower case only, so find_run can fold a typed prefix to lower case.
+_RUN_ID = re.compile(r"[0-9a-z][0-9a-z_.-]{0,63}")
+_AMBIGUOUS_SHOWN = 5
+
+# Status changes of a tool call that record no result (`set_call_status`) ...
+_STATUS_EDGES: Final[Mapping[CallStatus, frozenset[CallStatus]]] = {
+    CallStatus.AWAITING_APPROVAL: frozenset(
+        {CallStatus.APPROVED, CallStatus.DENIED, CallStatus.FAILED}
+    ),
+    CallStatus.APPROVED: frozenset({CallStatus.STARTED, CallStatus.FAILED}),
+    CallStatus.STARTED: frozenset({CallStatus.FAILED}),
+}
+# ... and the ones that record the result (`record_call_finished`), once per call. A call set
+# to denied/failed (or started as a violation) keeps its status while the result is recorded.
+_RESULT_EDGES: Final[Mapping[CallStatus, frozenset[CallStatus]]] = {
+    CallStatus.STARTED: frozenset({CallStatus.FINISHED, CallStatus.ERROR, CallStatus.FAILED}),
+    CallStatus.APPROVED: frozenset({CallStatus.FINISHED, CallStatus.ERROR, CallStatus.FAILED}),
+    CallStatus.AWAITING_APPROVAL: frozenset({CallStatus.DENIED, CallStatus.FAILED}),
+    CallStatus.DENIED: frozenset({CallStatus.DENIED}),
+    CallStatus.VIOLATION: frozenset({CallStatus.VIOLATION}),
+    CallStatus.FAILED: frozenset({CallStatus.FAILED}),
+}
+_INITIAL_CALL_STATUSES: Final = (
+    CallStatus.STARTED,
+    CallStatus.AWAITING_APPROVAL,
+    CallStatus.VIOLATION,
+)
+
+_E = TypeVar("_E", bound=Enum)
+
+
+def rules_hash(rules_text: str) -> str:
+    """Return the sha256 hex digest that identifies a rule file's content."""
+    return hashlib.sha256(rules_text.encode("utf-8")).hexdigest()
+
+
+def new_run_id() -> str:
+    """Return a fresh run id (uuid4 hex: any 6-8 leading characters are practically unique)."""
+    # Not a time-sortable ULID on purpose: ids of runs started in the same second would share
+    # their first 8+ characters, defeating short prefixes on the command line. Runs are
+    # ordered by created_at instead.
+    return uuid.uuid4().hex
+
+
+def open_store(url: str | None = None) -> RunStore:
+    """Open (creating and migrating as needed) the run store at `url`, $TOOLFSM_DB or default."""
+    resolved = resolve_db_url(url)
+    engine = make_engine(resolved)
+    try:
+        upgrade(engine)
+    except CommandError as exc:
+        engine.dispose()
+        raise StoreUnavailable(
+            redact_url(resolved),
+            f"the database schema is at a revision this toolfsm does not know ({exc})",
+            "it was written by a newer toolfsm: upgrade toolfsm, or use another database",
+        ) from exc
+    except SQLAlchemyError as exc:
+        engine.dispose()
+        raise _unavailable(resolved, exc) from exc
+    return RunStore(engine, url=resolved)
+
+
+class RunStore:
+    """Agents, runs, steps, tool calls and messages, in any SQLAlchemy database.
+
+    Build it with `open_store()`, which also migrates the schema. Close it (or use it as a
+    context manager) to release pooled connections.
+    """
+
+    def __init__(self, engine: Engine, *, url: str) -> None:
+        """Wrap an engine whose database is already migrated (use `open_store`)."""
+        self._engine = engine
+        self._url = url
+        # SQLite: writers BEGIN IMMEDIATE (see engine.store.db). Elsewhere the option is inert.
+        self._writer = engine.execution_options(**{WRITE_OPTION: True})
+        # load_run reads five tables; on PostgreSQL the default READ COMMITTED could show a
+        # step without the run update committed with it. SQLite's BEGIN already gives a
+        # snapshot.
+        self._reader = (
+            engine.execution_options(isolation_level="REPEATABLE READ")
+            if engine.dialect.name == "postgresql"
+            else engine
+        )
+
+    @property
+    def url(self) -> str:
+        """The database URL with the password masked."""
+        return redact_url(self._url)
+
+    @property
+    def engine(self) -> Engine:
+        """The SQLAlchemy engine (for tests and diagnostics; callers should not need it)."""
+        return self._engine
+
+    def close(self) -> None:
+        """Release pooled connections; the store must not be used afterwards."""
+        self._engine.dispose()
+
+    def __enter__(self) -> RunStore:
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"RunStore({self.url!r})"
+
+    # --- agents -------------------------------------------------------------------------
+
+    def save_agent(
+        self, name: str, rules_text: str, rules_path: str | os.PathLike[str] | None = None
+    ) -> AgentRecord:
+        """Store an agent's rule file; returns the existing row for the same (name, hash)."""
+        _require_text("agent name", name)
+        digest = rules_hash(rules_text)
+        path = None if rules_path is None else os.fspath(rules_path)
+        # Two processes may insert the same agent at once on PostgreSQL; the loser's unique
+        # violation means the row now exists, so a second attempt finds it.
+        for attempt in range(2):
+            try:
+                with self._write("save agent") as session:
+                    row = session.scalars(
+                        select(AgentRow).where(
+                            col(AgentRow.name) == name, col(AgentRow.rules_hash) == digest
+                        )
+                    ).first()
+                    if row is None:
+                        row = AgentRow(
+                            name=name,
+                            rules_text=rules_text,
+                            rules_hash=digest,
+                            rules_path=path,
+                            created_at=utcnow(),
+                        )
+                        session.add(row)
+                        session.flush()
+                    return _agent_record(row)
+            except StoreConflict:
+                if attempt:
+                    raise
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def get_agent(self, agent_id: int) -> AgentRecord:
+        """Return the agent with this id."""
+        with self._read("get agent") as session:
+            row = session.get(AgentRow, agent_id)
+            if row is None:
+                raise AgentNotFound(agent_id)
+            return _agent_record(row)
+
+    # --- runs ---------------------------------------------------------------------------
+
+    def create_run(
+        self,
+        agent_id: int,
+        *,
+        model: str,
+        input: str,
+        options: Mapping[str, Any] | None = None,
+        position: Any = None,
+        run_id: str | None = None,
+    ) -> RunRecord:
+        """Start a run of an agent in status `running`; `run_id` defaults to a new uuid4 hex."""
+        _require_text("model", model)
+        if run_id is None:
+            run_id = new_run_id()
+        elif not _RUN_ID.fullmatch(run_id):
+            raise InvalidValue(
+                f"run id {run_id!r} must be 1-64 characters of a-z, 0-9, '_', '.', '-', "
+                "starting with a letter or digit"
+            )
+        with self._write("create run") as session:
+            agent = session.get(AgentRow, agent_id)
+            if agent is None:
+                raise AgentNotFound(agent_id)
+            if session.get(RunRow, run_id) is not None:
+                raise StoreConflict(f"a run with id {run_id!r} already exists")
+            now = utcnow()
+            row = RunRow(
+                id=run_id,
+                agent_id=agent_id,
+                rules_hash=agent.rules_hash,
+                model=model,
+                input=input,
+                options=dict(options or {}),
+                status=RunStatus.RUNNING.value,
+                position=position,
+                created_at=now,
+                updated_at=now,
+            )
+            session.add(row)
+            session.flush()
+            return _run_record(row, agent.name)
+
+    def update_run(
+        self,
+        run_id: str,
+        *,
+        status: RunStatus | str | _Unset = _UNSET,
+        stop_reason: str | _Unset | None = _UNSET,
+        position: Any = _UNSET,
+        error: str | _Unset | None = _UNSET,
+        add_input_tokens: int = 0,
+        add_output_tokens: int = 0,
+        expect_status: RunStatus | str | Collection[RunStatus | str] | None = None,
+    ) -> RunRecord:
+        """Change a run's header; omitted fields stay as they are, tokens are increments.
+
+        `expect_status` makes the update conditional (raises `RunStateConflict` otherwise),
+        e.g. so only one process resumes a run that awaits approval.
+        """
+        new_status = _unset_or(status, lambda value: _enum(RunStatus, value, "run status"))
+        expected = _expected_statuses(expect_status)
+        with self._write("update run") as session:
+            row = _lock_run(session, run_id)
+            if expected and row.status not in expected:
+                raise RunStateConflict(run_id, row.status, sorted(expected))
+            _apply_run_changes(
+                row,
+                status=new_status,
+                stop_reason=stop_reason,
+                position=position,
+                error=error,
+                add_input_tokens=add_input_tokens,
+                add_output_tokens=add_output_tokens,
+            )
+            session.flush()
+            return _run_record(row, _agent_name(session, row))
+
+    def get_run(self, run_id: str) -> RunRecord:
+        """Return the run with exactly this id."""
+        with self._read("get run") as session:
+            found = session.execute(_runs_query().where(col(RunRow.id) == run_id)).first()
+            if found is None:
+                raise RunNotFound(run_id)
+            return _run_record(found[0], found[1])
+
+    def find_run(self, prefix: str) -> RunRecord:
+        """Return the one run whose id starts with `prefix` (case-insensitive), for the CLI."""
+        prefix = prefix.strip().lower()
+        if not prefix:
+            raise InvalidValue("an empty run id prefix matches every run; type a run id")
+        with self._read("find run") as session:
+            ids = session.scalars(
+                select(col(RunRow.id))
+                .where(col(RunRow.id).startswith(prefix, autoescape=True))
+                .order_by(col(RunRow.id))
+                .limit(_AMBIGUOUS_SHOWN + 1)
+            ).all()
+        if not ids:
+            raise RunNotFound(prefix, prefix=True)
+        # A complete id wins even when it is also the prefix of a longer (custom) id.
+        if len(ids) > 1 and prefix not in ids:
+            raise AmbiguousRunId(prefix, ids[:_AMBIGUOUS_SHOWN], more=len(ids) > _AMBIGUOUS_SHOWN)
+        return self.get_run(prefix if prefix in ids else ids[0])
+
+    def list_runs(
+        self,
+        *,
+        status: RunStatus | str | Collection[RunStatus | str] | None = None,
+        agent: str | None = None,
+        limit: int = 50,
+    ) -> list[RunRecord]:
+        """Return runs newest first, optionally only those in `status` or of agent `agent`."""
+        if limit < 1:
+            raise InvalidValue(f"limit must be at least 1, got {limit}")
+        statuses = _expected_statuses(status)
+        query = _runs_query()
+        if statuses:
+            query = query.where(col(RunRow.status).in_(sorted(statuses)))
+        if agent is not None:
+            query = query.where(col(AgentRow.name) == agent)
+        query = query.order_by(col(RunRow.created_at).desc(), col(RunRow.id).desc()).limit(limit)
+        with self._read("list runs") as session:
+            return [_run_record(run, name) for run, name in session.execute(query).all()]
+
+    def load_run(self, run_id: str) -> RunSnapshot:
+        """Return the run with its agent, steps, calls and messages, all from one snapshot."""
+        with self._read("load run") as session:
+            found = session.execute(
+                select(RunRow, AgentRow)
+                .join(AgentRow, col(RunRow.agent_id) == col(AgentRow.id))
+                .where(col(RunRow.id) == run_id)
+            ).first()
+            if found is None:
+                raise RunNotFound(run_id)
+            run, agent = found
+            steps = session.scalars(
+                select(StepRow).where(col(StepRow.run_id) == run_id).order_by(col(StepRow.seq))
+            ).all()
+            calls = session.scalars(_calls_query(run_id)).all()
+            messages = session.scalars(
+                select(MessageRow)
+                .where(col(MessageRow.run_id) == run_id)
+                .order_by(col(MessageRow.seq))
+            ).all()
+            return RunSnapshot(
+                run=_run_record(run, agent.name),
+                agent=_agent_record(agent),
+                steps=tuple(_step_record(step) for step in steps),
+                calls=tuple(_call_record(call) for call in calls),
+                messages=tuple(_message_record(message) for message in messages),
+            )
+
+    # --- steps and messages -------------------------------------------------------------
+
+    def commit_step(
+        self,
+        run_id: str,
+        step: StepRecord,
+        *,
+        messages: Sequence[Mapping[str, Any]] = (),
+        status: RunStatus | str | _Unset = _UNSET,
+        stop_reason: str | _Unset | None = _UNSET,
+        error: str | _Unset | None = _UNSET,
+    ) -> RunRecord:
+        """Atomically append a step and its messages and move the run to `position_after`.
+
+        Also adds the step's tokens to the run and counts the step. Either all of it is
+        stored or none of it: a process killed mid-call leaves the previous step as the last.
+        """
+        new_status = _unset_or(status, lambda value: _enum(RunStatus, value, "run status"))
+        with self._write("commit step") as session:
+            row = _lock_run(session, run_id)
+            if step.seq != row.steps_count:
+                error_type = DuplicateStep if step.seq < row.steps_count else StepOutOfOrder
+                raise error_type(run_id, step.seq, row.steps_count)
+            now = utcnow()
+            session.add(_step_row(run_id, step, now))
+            _add_messages(session, run_id, messages, step_seq=step.seq, now=now)
+            row.steps_count += 1
+            _apply_run_changes(
+                row,
+                status=new_status,
+                stop_reason=stop_reason,
+                position=step.position_after,
+                error=error,
+                add_input_tokens=step.input_tokens,
+                add_output_tokens=step.output_tokens,
+                now=now,
+            )
+            try:
+                session.flush()
+            except IntegrityError as exc:
+                # Only reachable if another writer bypassed the run lock; report it the same.
+                raise DuplicateStep(run_id, step.seq, step.seq + 1) from exc
+            return _run_record(row, _agent_name(session, row))
+
+    def append_step(self, run_id: str, step: StepRecord) -> RunRecord:
+        """Append a step without messages (same guarantees as `commit_step`)."""
+        return self.commit_step(run_id, step)
+
+    def append_messages(
+        self, run_id: str, messages: Sequence[Mapping[str, Any]]
+    ) -> list[MessageRecord]:
+        """Append conversation messages in order; the store numbers them 0, 1, 2, ..."""
+        with self._write("append messages") as session:
+            row = _lock_run(session, run_id)
+            now = utcnow()
+            rows = _add_messages(session, run_id, messages, step_seq=None, now=now)
+            row.updated_at = now
+            session.flush()
+            return [_message_record(message) for message in rows]
+
+    # --- tool calls ---------------------------------------------------------------------
+
+    def record_call_started(
+        self,
+        run_id: str,
+        call_id: str,
+        *,
+        step_seq: int,
+        batch_index: int,
+        tool: str,
+        arguments_raw: str,
+        arguments: Any = None,
+        status: CallStatus | str = CallStatus.STARTED,
+        side_effects: bool = False,
+        violation: str | None = None,
+    ) -> ToolCallRecord:
+        """Record a call the model made: started, awaiting approval, or a rule violation."""
+        _require_text("call id", call_id)
+        initial = _enum(CallStatus, status, "initial call status")
+        if initial not in _INITIAL_CALL_STATUSES:
+            raise InvalidValue(
+                f"a call starts as one of {', '.join(_INITIAL_CALL_STATUSES)}, not {initial!r}"
+            )
+        if (initial is CallStatus.VIOLATION) != (violation is not None):
+            raise InvalidValue("pass `violation` (the reason) exactly when status is 'violation'")
+        with self._write("record call started") as session:
+            run = _lock_run(session, run_id)
+            if session.get(ToolCallRow, (run_id, call_id)) is not None:
+                raise DuplicateCall(run_id, call_id)
+            now = utcnow()
+            row = ToolCallRow(
+                run_id=run_id,
+                call_id=call_id,
+                step_seq=step_seq,
+                batch_index=batch_index,
+                tool=tool,
+                arguments_raw=arguments_raw,
+                arguments=arguments,
+                status=initial.value,
+                violation=violation,
+                side_effects=side_effects,
+                started_at=now,
+            )
+            session.add(row)
+            run.updated_at = now
+            try:
+                session.flush()
+            except IntegrityError as exc:
+                raise DuplicateCall(run_id, call_id) from exc
+            return _call_record(row)
+
+    def set_call_status(
+        self, run_id: str, call_id: str, status: CallStatus | str
+    ) -> ToolCallRecord:
+        """Move a call along without a result (approve, deny, start, or mark failed)."""
+        new = _enum(CallStatus, status, "call status")
+        with self._write("set call status") as session:
+            row = _lock_call(session, run_id, call_id)
+            _check_call_edge(row, new, _STATUS_EDGES)
+            row.status = new.value
+            session.flush()
+            return _call_record(row)
+
+    def record_call_finished(
+        self,
+        run_id: str,
+        call_id: str,
+        *,
+        status: CallStatus | str,
+        result: Any,
+        is_error: bool,
+        duration_ms: int | None = None,
+        arguments: Any = None,
+    ) -> ToolCallRecord:
+        """Record a call's result (once); `arguments`, when given, replaces the stored ones."""
+        new = _enum(CallStatus, status, "call status")
+        with self._write("record call finished") as session:
+            row = _lock_call(session, run_id, call_id)
+            _check_call_edge(row, new, _RESULT_EDGES)
+            row.status = new.value
+            row.result = result
+            row.is_error = is_error
+            row.duration_ms = duration_ms
+            row.finished_at = utcnow()
+            if arguments is not None:
+                row.arguments = arguments
+            session.flush()
+            return _call_record(row)
+
+    def pending_calls(self, run_id: str) -> list[ToolCallRecord]:
+        """Return the run's calls with no recorded result, in the order the model made them."""
+        with self._read("list pending calls") as session:
+            if session.get(RunRow, run_id) is None:
+                raise RunNotFound(run_id)
+            rows = session.scalars(
+                _calls_query(run_id).where(col(ToolCallRow.finished_at).is_(None))
+            ).all()
+            return [_call_record(row) for row in rows]
+
+    # --- transactions and error translation ---------------------------------------------
+
+    @contextmanager
+    def _write(self, action: str) -> Iterator[Session]:
+        """One write transaction, committed on success; errors become StoreErrors."""
+        with self._translate(action), Session(self._writer, expire_on_commit=False) as session:
+            yield session
+            session.commit()
+
+    @contextmanager
+    def _read(self, action: str) -> Iterator[Session]:
+        """One read transaction (a consistent snapshot); errors become StoreErrors."""
+        with self._translate(action), Session(self._reader, expire_on_commit=False) as session:
+            yield session
+            # End the read transaction now rather than when the connection is reused.
+            session.rollback()
+
+    @contextmanager
+    def _translate(self, action: str) -> Iterator[None]:
+        try:
+            yield
+        except NotJsonSerialisable as exc:
+            raise InvalidValue(f"cannot {action}: {exc}") from exc
+        except StoreError:
+            raise
+        except IntegrityError as exc:
+            raise StoreConflict(f"cannot {action}: {_driver_message(exc)}") from exc
+        except (DBAPIError, PoolTimeoutError) as exc:
+            if isinstance(exc, DBAPIError) and not _is_connectivity_error(exc):
+                raise StoreError(f"cannot {action}: {_driver_message(exc)}") from exc
+            raise _unavailable(self._url, exc) from exc
+        except StatementError as exc:
+            # Raised before reaching the database, while binding values: SQLite's path wraps
+            # the JSON encoder's error this way.
+            if isinstance(exc.orig, NotJsonSerialisable):
+                raise InvalidValue(f"cannot {action}: {exc.orig}") from exc
+            raise StoreError(f"cannot {action}: {exc.orig}") from exc
+        except SQLAlchemyError as exc:
+            raise StoreError(f"cannot {action}: {exc}") from exc
+
+
+# --- helpers ----------------------------------------------------------------------------
+
+
+def _runs_query() -> Any:
+    return select(RunRow, col(AgentRow.name)).join(
+        AgentRow, col(RunRow.agent_id) == col(AgentRow.id)
+    )
+
+
+def _calls_query(run_id: str) -> Any:
+    return (
+        select(ToolCallRow)
+        .where(col(ToolCallRow.run_id) == run_id)
+        .order_by(
+            col(ToolCallRow.step_seq),
+            col(ToolCallRow.batch_index),
+            col(ToolCallRow.started_at),
+        )
+    )
+
+
+def _lock_run(session: Session, run_id: str) -> RunRow:
+    row = session.get(RunRow, run_id, with_for_update=True)
+    if row is None:
+        raise RunNotFound(run_id)
+    return row
+
+
+def _lock_call(session: Session, run_id: str, call_id: str) -> ToolCallRow:
+    # Lock the run first, like every other writer, so lock order is always run -> children.
+    run = _lock_run(session, run_id)
+    row = session.get(ToolCallRow, (run_id, call_id), with_for_update=True)
+    if row is None:
+        raise CallNotFound(run_id, call_id)
+    run.updated_at = utcnow()
+    return row
+
+
+def _check_call_edge(
+    row: ToolCallRow, new: CallStatus, edges: Mapping[CallStatus, frozenset[CallStatus]]
+) -> None:
+    current = CallStatus(row.status)
+    allowed = frozenset[CallStatus]() if row.finished_at is not None else edges.get(current)
+    if not allowed or new not in allowed:
+        raise CallStateConflict(
+            row.run_id, row.call_id, current.value, new.value, sorted(allowed or ())
+        )
+
+
+def _agent_name(session: Session, run: RunRow) -> str:
+    agent = session.get(AgentRow, run.agent_id)
+    assert agent is not None  # the foreign key guarantees it
+    return agent.name
+
+
+def _apply_run_changes(
+    row: RunRow,
+    *,
+    status: RunStatus | _Unset,
+    stop_reason: str | _Unset | None,
+    position: Any,
+    error: str | _Unset | None,
+    add_input_tokens: int,
+    add_output_tokens: int,
+    now: datetime | None = None,
+) -> None:
+    if add_input_tokens < 0 or add_output_tokens < 0:
+        raise InvalidValue("token counts only grow: add_*_tokens must not be negative")
+    now = now or utcnow()
+    if status is not _UNSET:
+        # finished_at marks when the run last reached a terminal status; a run resumed
+        # (e.g. continued after finishing) is open again.
+        if not status.is_terminal:
+            row.finished_at = None
+        elif row.status != status.value or row.finished_at is None:
+            row.finished_at = now
+        row.status = status.value
+    if stop_reason is not _UNSET:
+        row.stop_reason = stop_reason
+    if position is not _UNSET:
+        row.position = position
+    if error is not _UNSET:
+        row.error = error
+    row.input_tokens += add_input_tokens
+    row.output_tokens += add_output_tokens
+    row.updated_at = now
+
+
+def _add_messages(
+    session: Session,
+    run_id: str,
+    messages: Sequence[Mapping[str, Any]],
+    *,
+    step_seq: int | None,
+    now: datetime,
+) -> list[MessageRow]:
+    if not messages:
+        return []
+    last = session.scalar(select(func.max(MessageRow.seq)).where(col(MessageRow.run_id) == run_id))
+    next_seq = 0 if last is None else last + 1
+    rows = []
+    for offset, message in enumerate(messages):
+        role = message.get("role") if isinstance(message, Mapping) else None
+        if not isinstance(role, str) or not role:
+            raise InvalidValue(
+                f"message {offset} for run {run_id} must be a dict with a non-empty 'role'"
+            )
+        rows.append(
+            MessageRow(
+                run_id=run_id,
+                seq=next_seq + offset,
+                role=role,
+                content=dict(message),
+                step_seq=step_seq,
+                created_at=now,
+            )
+        )
+    session.add_all(rows)
+    return rows
+
+
+def _step_row(run_id: str, step: StepRecord, now: datetime) -> StepRow:
+    return StepRow(
+        run_id=run_id,
+        seq=step.seq,
+        position_before=step.position_before,
+        position_after=step.position_after,
+        allowed=list(step.allowed),
+        force=step.force,
+        forced_tool=step.forced_tool,
+        tool_choice=step.tool_choice,
+        reply=step.reply,
+        decision=step.decision,
+        reason=step.reason,
+        started_at=_utc(step.started_at),
+        finished_at=_utc(step.finished_at or now),
+        input_tokens=step.input_tokens,
+        output_tokens=step.output_tokens,
+    )
+
+
+def _utc(value: datetime) -> datetime:
+    """Normalise to aware UTC: SQLite hands back naive values, PostgreSQL the session zone."""
+    if value.tzinfo is None:
+        return value.replace(tzinfo=UTC)
+    return value.astimezone(UTC)
+
+
+def _utc_or_none(value: datetime | None) -> datetime | None:
+    return None if value is None else _utc(value)
+
+
+def _agent_record(row: AgentRow) -> AgentRecord:
+    assert row.id is not None  # flushed rows always have their id
+    return AgentRecord(
+        id=row.id,
+        name=row.name,
+        rules_text=row.rules_text,
+        rules_hash=row.rules_hash,
+        rules_path=row.rules_path,
+        created_at=_utc(row.created_at),
+    )
+
+
+def _run_record(row: RunRow, agent_name: str) -> RunRecord:
+    return RunRecord(
+        id=row.id,
+        agent_id=row.agent_id,
+        agent_name=agent_name,
+        rules_hash=row.rules_hash,
+        model=row.model,
+        input=row.input,
+        options=row.options,
+        status=RunStatus(row.status),
+        stop_reason=row.stop_reason,
+        position=row.position,
+        error=row.error,
+        input_tokens=row.input_tokens,
+        output_tokens=row.output_tokens,
+        steps_count=row.steps_count,
+        created_at=_utc(row.created_at),
+        updated_at=_utc(row.updated_at),
+        finished_at=_utc_or_none(row.finished_at),
+    )
+
+
+def _step_record(row: StepRow) -> StepRecord:
+    decision: Literal["continue", "stop"] | None = row.decision  # type: ignore[assignment]
+    return StepRecord(
+        seq=row.seq,
+        position_before=row.position_before,
+        position_after=row.position_after,
+        allowed=tuple(row.allowed),
+        force=row.force,
+        forced_tool=row.forced_tool,
+        tool_choice=row.tool_choice,
+        reply=row.reply,
+        decision=decision,
+        reason=row.reason,
+        started_at=_utc(row.started_at),
+        finished_at=_utc(row.finished_at),
+        input_tokens=row.input_tokens,
+        output_tokens=row.output_tokens,
+    )
+
+
+def _call_record(row: ToolCallRow) -> ToolCallRecord:
+    return ToolCallRecord(
+        call_id=row.call_id,
+        step_seq=row.step_seq,
+        batch_index=row.batch_index,
+        tool=row.tool,
+        arguments_raw=row.arguments_raw,
+        arguments=row.arguments,
+        status=CallStatus(row.status),
+        result=row.result,
+        is_error=row.is_error,
+        violation=row.violation,
+        side_effects=row.side_effects,
+        started_at=_utc(row.started_at),
+        finished_at=_utc_or_none(row.finished_at),
+        duration_ms=row.duration_ms,
+    )
+
+
+def _message_record(row: MessageRow) -> MessageRecord:
+    return MessageRecord(
+        seq=row.seq,
+        role=row.role,
+        content=row.content,
+        step_seq=row.step_seq,
+        created_at=_utc(row.created_at),
+    )
+
+
+def _require_text(what: str, value: str) -> None:
+    if not isinstance(value, str) or not value.strip():
+        raise InvalidValue(f"{what} must be a non-empty string, got {value!r}")
+
+
+def _enum(kind: type[_E], value: object, what: str) -> _E:
+    try:
+        return kind(value)
+    except ValueError:
+        choices = ", ".join(str(member.value) for member in kind)
+        raise InvalidValue(f"unknown {what} {value!r}; expected one of: {choices}") from None
+
+
+def _unset_or(value: Any, convert: Any) -> Any:
+    return value if value is _UNSET else convert(value)
+
+
+def _expected_statuses(
+    statuses: RunStatus | str | Collection[RunStatus | str] | None,
+) -> frozenset[str]:
+    if statuses is None:
+        return frozenset()
+    if isinstance(statuses, str):
+        statuses = (statuses,)
+    return frozenset(_enum(RunStatus, status, "run status").value for status in statuses)
+
+
+# --- error translation ------------------------------------------------------------------
+
+# Driver errors that mean "cannot talk to / lock the database" rather than "bad statement".
+_CONNECTIVITY_MARKERS = (
+    "unable to open database",
+    "database is locked",
+    "disk i/o error",
+    "readonly database",
+    "connection",
+    "could not connect",
+    "server closed",
+    "timeout",
+    "no such table",
+    "does not exist",
+)
+
+
+def _driver_message(exc: DBAPIError | PoolTimeoutError) -> str:
+    orig = getattr(exc, "orig", None) or exc
+    return " ".join(str(orig).split())
+
+
+def _is_connectivity_error(exc: DBAPIError) -> bool:
+    if exc.connection_invalidated:
+        return True
+    message = _driver_message(exc).lower()
+    return any(marker in message for marker in _CONNECTIVITY_MARKERS)
+
+
+def _unavailable(url: str, exc: SQLAlchemyError) -> StoreUnavailable:
+    reason = _driver_message(exc) if isinstance(exc, DBAPIError | PoolTimeoutError) else str(exc)
+    lowered = reason.lower()
+    if "database is locked" in lowered:
+        hint = (
+            f"another process held the database lock for more than "
+            f"{SQLITE_BUSY_TIMEOUT_MS / 1000:g} s; retry, or stop the other process"
+        )
+    elif "no such table" in lowered or ("relation" in lowered and "does not exist" in lowered):
+        hint = "the schema is missing: open the database with open_store(), which migrates it"
+    elif "unable to open database" in lowered or "readonly" in lowered:
+        hint = f"check that the file and its directory are writable, or set {ENV_VAR}"
+    elif isinstance(exc, PoolTimeoutError):
+        hint = "all pooled connections are busy; too many concurrent store calls"
+    elif url.startswith("postgresql"):
+        hint = (
+            "is PostgreSQL running and reachable? check host, port, user and database in "
+            f"the URL ({ENV_VAR} or --db)"
+        )
+    else:
+        hint = f"check the database URL ({ENV_VAR} or --db) and that the database is reachable"
+    return StoreUnavailable(redact_url(url), reason, hint)

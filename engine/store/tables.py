@@ -1,0 +1,173 @@
+"""SQLModel tables of the run store.
+
+Every column spells out its SQL type and nullability instead of relying on SQLModel's
+inference, because the Alembic migrations are written by hand against these definitions and a
+test compares the two (`compare_metadata`) on SQLite and PostgreSQL.
+
+The tables live in their own `MetaData` (not `SQLModel.metadata`) so that other SQLModel tables
+imported in the same process never leak into the store's migrations or schema comparison.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    Boolean,
+    DateTime,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Text,
+    UniqueConstraint,
+)
+from sqlalchemy.orm import registry
+from sqlmodel import Field, SQLModel
+
+__all__ = [
+    "METADATA",
+    "VERSION_TABLE",
+    "AgentRow",
+    "MessageRow",
+    "RunRow",
+    "StepRow",
+    "ToolCallRow",
+]
+
+# Deterministic constraint names: SQLite can only alter a constraint through Alembic's batch
+# mode if it has a name, and identical names on both backends keep migrations portable.
+NAMING_CONVENTION = {
+    "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+METADATA = MetaData(naming_convention=NAMING_CONVENTION)
+
+# Alembic's default `alembic_version` would collide with a host application's migrations when
+# TOOLFSM_DB points at a shared database; a prefixed name keeps the two histories apart.
+VERSION_TABLE = "toolfsm_alembic_version"
+
+# SQL NULL (not JSON 'null') for absent JSON values, so `IS NULL` filters work.
+_JSON = JSON(none_as_null=True)
+_TIMESTAMP = DateTime(timezone=True)
+
+
+class _Table(SQLModel, registry=registry(metadata=METADATA)):
+    """Base of the store's tables, bound to the store's own metadata."""
+
+
+class AgentRow(_Table, table=True):
+    """An agent's rule file; one row per distinct (name, rules_hash), never updated."""
+
+    __tablename__ = "agent"
+    __table_args__ = (UniqueConstraint("name", "rules_hash"),)
+
+    id: int | None = Field(default=None, sa_type=Integer, primary_key=True)
+    name: str = Field(sa_type=String, nullable=False)
+    rules_text: str = Field(sa_type=Text, nullable=False)
+    rules_hash: str = Field(sa_type=String(64), nullable=False)
+    rules_path: str | None = Field(default=None, sa_type=Text, nullable=True)
+    created_at: datetime = Field(sa_type=_TIMESTAMP, nullable=False)
+
+
+class RunRow(_Table, table=True):
+    """One run: the header the loop updates after each committed step."""
+
+    __tablename__ = "run"
+    __table_args__ = (
+        Index(None, "agent_id"),
+        Index(None, "status"),
+        Index(None, "created_at"),
+    )
+
+    id: str = Field(sa_type=String(64), primary_key=True)
+    agent_id: int = Field(sa_type=Integer, foreign_key="agent.id", nullable=False)
+    # Copied from the agent row (immutable) so a resume can check the rules did not change
+    # without a join.
+    rules_hash: str = Field(sa_type=String(64), nullable=False)
+    model: str = Field(sa_type=String, nullable=False)
+    input: str = Field(sa_type=Text, nullable=False)
+    options: dict[str, Any] = Field(sa_type=_JSON, nullable=False)
+    status: str = Field(sa_type=String(32), nullable=False)
+    stop_reason: str | None = Field(default=None, sa_type=String, nullable=True)
+    position: Any = Field(default=None, sa_type=_JSON, nullable=True)
+    error: str | None = Field(default=None, sa_type=Text, nullable=True)
+    input_tokens: int = Field(default=0, sa_type=Integer, nullable=False)
+    output_tokens: int = Field(default=0, sa_type=Integer, nullable=False)
+    steps_count: int = Field(default=0, sa_type=Integer, nullable=False)
+    created_at: datetime = Field(sa_type=_TIMESTAMP, nullable=False)
+    updated_at: datetime = Field(sa_type=_TIMESTAMP, nullable=False)
+    finished_at: datetime | None = Field(default=None, sa_type=_TIMESTAMP, nullable=True)
+
+
+class StepRow(_Table, table=True):
+    """One loop step; append-only, keyed by (run_id, seq)."""
+
+    __tablename__ = "step"
+
+    run_id: str = Field(
+        sa_type=String(64), foreign_key="run.id", ondelete="CASCADE", primary_key=True
+    )
+    seq: int = Field(sa_type=Integer, primary_key=True, sa_column_kwargs={"autoincrement": False})
+    position_before: Any = Field(default=None, sa_type=_JSON, nullable=True)
+    position_after: Any = Field(default=None, sa_type=_JSON, nullable=True)
+    allowed: list[str] = Field(sa_type=_JSON, nullable=False)
+    force: bool = Field(sa_type=Boolean, nullable=False)
+    forced_tool: str | None = Field(default=None, sa_type=String, nullable=True)
+    tool_choice: Any = Field(default=None, sa_type=_JSON, nullable=True)
+    reply: Any = Field(default=None, sa_type=_JSON, nullable=True)
+    decision: str | None = Field(default=None, sa_type=String(16), nullable=True)
+    reason: str | None = Field(default=None, sa_type=Text, nullable=True)
+    started_at: datetime = Field(sa_type=_TIMESTAMP, nullable=False)
+    finished_at: datetime = Field(sa_type=_TIMESTAMP, nullable=False)
+    input_tokens: int = Field(default=0, sa_type=Integer, nullable=False)
+    output_tokens: int = Field(default=0, sa_type=Integer, nullable=False)
+
+
+class ToolCallRow(_Table, table=True):
+    """One tool call, keyed by the provider's call id within its run.
+
+    No foreign key to `step`: the loop may record a call before or after it commits the step
+    whose reply asked for it, and the store must not dictate that order.
+    """
+
+    __tablename__ = "tool_call"
+
+    run_id: str = Field(
+        sa_type=String(64), foreign_key="run.id", ondelete="CASCADE", primary_key=True
+    )
+    call_id: str = Field(sa_type=String, primary_key=True)
+    step_seq: int = Field(sa_type=Integer, nullable=False)
+    batch_index: int = Field(sa_type=Integer, nullable=False)
+    tool: str = Field(sa_type=String, nullable=False)
+    arguments_raw: str = Field(sa_type=Text, nullable=False)
+    arguments: Any = Field(default=None, sa_type=_JSON, nullable=True)
+    status: str = Field(sa_type=String(32), nullable=False)
+    result: Any = Field(default=None, sa_type=_JSON, nullable=True)
+    is_error: bool = Field(default=False, sa_type=Boolean, nullable=False)
+    violation: str | None = Field(default=None, sa_type=Text, nullable=True)
+    side_effects: bool = Field(default=False, sa_type=Boolean, nullable=False)
+    started_at: datetime = Field(sa_type=_TIMESTAMP, nullable=False)
+    finished_at: datetime | None = Field(default=None, sa_type=_TIMESTAMP, nullable=True)
+    duration_ms: int | None = Field(default=None, sa_type=Integer, nullable=True)
+
+
+class MessageRow(_Table, table=True):
+    """One conversation message, keyed by (run_id, seq); `content` is the loop's dict."""
+
+    __tablename__ = "message"
+
+    run_id: str = Field(
+        sa_type=String(64), foreign_key="run.id", ondelete="CASCADE", primary_key=True
+    )
+    seq: int = Field(sa_type=Integer, primary_key=True, sa_column_kwargs={"autoincrement": False})
+    role: str = Field(sa_type=String, nullable=False)
+    content: dict[str, Any] = Field(sa_type=_JSON, nullable=False)
+    # The step whose commit appended the message (None when appended on its own).
+    step_seq: int | None = Field(default=None, sa_type=Integer, nullable=True)
+    created_at: datetime = Field(sa_type=_TIMESTAMP, nullable=False)

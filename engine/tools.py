@@ -1,0 +1,395 @@
+"""The tool registry: Python functions -> tool specs, argument validation, and execution.
+
+A tool is a plain function, sync or async. Its parameter JSON Schema comes from its type hints
+(through a pydantic model built from the signature), its description from the docstring (the
+first paragraph; `Args:` lines give parameter descriptions). Arguments the model sends are
+parsed from JSON, merged with the rule's prefilled values (prefilled wins, key by key) and
+validated by that same pydantic model before anything runs. A tool that raises gives an error
+result; nothing escapes `execute`.
+
+Tools have side effects unless marked idempotent (`@tool(idempotent=True)` or
+`idempotent: true` in the agent file): after a crash, an interrupted idempotent call is simply
+run again, a side-effect call waits for a human decision.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import importlib
+import importlib.util
+import inspect
+import json
+import re
+import sys
+import time
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import ModuleType
+from typing import Any, get_type_hints
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model
+from pydantic_core import to_jsonable_python
+
+from engine.errors import ToolfsmError
+from engine.providers.base import ToolSpec
+
+__all__ = [
+    "HEARTBEAT_PARAM",
+    "ArgumentError",
+    "Tool",
+    "ToolRegistry",
+    "ToolRegistryError",
+    "ToolResult",
+    "load_tools_module",
+    "tool",
+]
+
+HEARTBEAT_PARAM = "request_heartbeat"
+_HEARTBEAT_SCHEMA = {
+    "type": "boolean",
+    "description": "Request an immediate heartbeat after the call: true to keep going "
+    "(you will be asked again), false to end your turn.",
+}
+_MARK = "__toolfsm_tool__"
+
+
+class ToolRegistryError(ToolfsmError):
+    """Tools could not be loaded or registered (missing function, bad module, bad signature)."""
+
+
+class ArgumentError(ToolfsmError):
+    """The model's arguments for a call are malformed JSON or fail the tool's schema."""
+
+    def __init__(self, tool: str, message: str) -> None:
+        self.tool = tool
+        super().__init__(f"invalid arguments for {tool!r}: {message}")
+
+
+@dataclass(frozen=True)
+class _Marks:
+    name: str | None
+    idempotent: bool
+    description: str | None
+
+
+def tool(
+    fn: Callable[..., Any] | None = None,
+    *,
+    name: str | None = None,
+    idempotent: bool = False,
+    description: str | None = None,
+) -> Any:
+    """Mark a function as a tool (optional: any function named in the agent file is a tool).
+
+    `@tool` or `@tool(idempotent=True, name=..., description=...)`; returns the function itself.
+    """
+
+    def mark(f: Callable[..., Any]) -> Callable[..., Any]:
+        setattr(f, _MARK, _Marks(name, idempotent, description))
+        return f
+
+    return mark(fn) if fn is not None else mark
+
+
+@dataclass(frozen=True)
+class ToolResult:
+    """What a call returned: a JSON-friendly output, or an error text when `is_error`."""
+
+    output: Any
+    is_error: bool
+    duration_ms: int
+
+    def text(self) -> str:
+        """The result as the model sees it: strings as they are, anything else as JSON."""
+        if isinstance(self.output, str):
+            return self.output
+        return json.dumps(self.output, ensure_ascii=False, default=str)
+
+
+def _docstring_parts(fn: Callable[..., Any]) -> tuple[str, dict[str, str]]:
+    """The description (first paragraph) and `Args:` parameter descriptions of a docstring."""
+    doc = inspect.getdoc(fn) or ""
+    paragraphs = re.split(r"\n\s*\n", doc.strip(), maxsplit=1) if doc else [""]
+    description = " ".join(paragraphs[0].split())
+    params: dict[str, str] = {}
+    section = re.search(r"^(?:Args|Arguments|Parameters):\s*\n((?:[ \t]+.*\n?)+)", doc, re.M)
+    if section:
+        current = None
+        for line in section.group(1).splitlines():
+            match = re.match(r"\s+(\w+)(?:\s*\([^)]*\))?:\s*(.*)", line)
+            if match and len(line) - len(line.lstrip()) <= 4:
+                current = match.group(1)
+                params[current] = match.group(2).strip()
+            elif current and line.strip():
+                params[current] = f"{params[current]} {line.strip()}".strip()
+    return description, params
+
+
+def _strip_titles(schema: Any) -> Any:
+    """Drop pydantic's generated `title`s: noise for the model, and they cost tokens."""
+    if isinstance(schema, dict):
+        return {
+            k: _strip_titles(v)
+            for k, v in schema.items()
+            if not (k == "title" and isinstance(v, str))
+        }
+    if isinstance(schema, list):
+        return [_strip_titles(v) for v in schema]
+    return schema
+
+
+@dataclass(frozen=True, eq=False)
+class Tool:
+    """One registered tool: the function, its argument model and schema, and its marks."""
+
+    name: str
+    fn: Callable[..., Any]
+    description: str
+    parameters: dict[str, Any]
+    model: type[BaseModel]
+    idempotent: bool = False
+    is_async: bool = False
+    _param_names: tuple[str, ...] = field(default=(), repr=False)
+
+    @classmethod
+    def from_function(
+        cls,
+        fn: Callable[..., Any],
+        *,
+        name: str | None = None,
+        idempotent: bool | None = None,
+        description: str | None = None,
+    ) -> Tool:
+        """Build a tool from a function's signature, type hints and docstring."""
+        marks: _Marks | None = getattr(fn, _MARK, None)
+        tool_name = name or (marks.name if marks else None) or fn.__name__
+        doc, param_docs = _docstring_parts(fn)
+        try:
+            hints = get_type_hints(fn)
+        except Exception as exc:  # a forward reference that does not resolve
+            raise ToolRegistryError(f"tool {tool_name!r}: cannot read type hints: {exc}") from exc
+        fields: dict[str, Any] = {}
+        for param in inspect.signature(fn).parameters.values():
+            if param.kind in (param.VAR_POSITIONAL, param.VAR_KEYWORD):
+                raise ToolRegistryError(
+                    f"tool {tool_name!r}: *args/**kwargs cannot be described to a model; "
+                    "name every parameter"
+                )
+            if param.name == HEARTBEAT_PARAM:
+                raise ToolRegistryError(
+                    f"tool {tool_name!r}: the parameter name {HEARTBEAT_PARAM!r} is reserved "
+                    "for heartbeat mode"
+                )
+            annotation = hints.get(param.name, Any)
+            default = ... if param.default is param.empty else param.default
+            fields[param.name] = (
+                annotation,
+                Field(default, description=param_docs.get(param.name)),
+            )
+        model = create_model(  # type: ignore[call-overload]
+            f"{tool_name}_arguments",
+            __config__=ConfigDict(extra="forbid"),
+            **fields,
+        )
+        parameters = _strip_titles(model.model_json_schema())
+        parameters.setdefault("properties", {})
+        return cls(
+            name=tool_name,
+            fn=fn,
+            description=description or (marks.description if marks else None) or doc,
+            parameters=parameters,
+            model=model,
+            idempotent=bool(idempotent if idempotent is not None else marks and marks.idempotent),
+            is_async=inspect.iscoroutinefunction(fn),
+            _param_names=tuple(fields),
+        )
+
+    def spec(self, *, heartbeat: bool = False) -> ToolSpec:
+        """The tool as offered to the model; heartbeat mode adds `request_heartbeat`."""
+        parameters = self.parameters
+        if heartbeat:
+            parameters = {
+                **parameters,
+                "properties": {
+                    **parameters.get("properties", {}),
+                    HEARTBEAT_PARAM: _HEARTBEAT_SCHEMA,
+                },
+                "required": [*parameters.get("required", []), HEARTBEAT_PARAM],
+            }
+        return ToolSpec(self.name, self.description, parameters)
+
+    def parse(
+        self,
+        raw: str,
+        *,
+        prefill: Mapping[str, Any] | None = None,
+        heartbeat: bool = False,
+    ) -> tuple[dict[str, Any], bool | None]:
+        """Parse and validate the model's JSON arguments: (arguments, request_heartbeat).
+
+        Prefilled values replace the model's key by key before validation. Raises
+        `ArgumentError` naming every problem (JSON syntax, unknown or missing keys, types).
+        """
+        text = raw.strip() or "{}"
+        try:
+            value = json.loads(text)
+        except ValueError as exc:
+            raise ArgumentError(self.name, f"not valid JSON ({exc})") from None
+        if not isinstance(value, dict):
+            raise ArgumentError(self.name, f"expected a JSON object, got {type(value).__name__}")
+        beat: bool | None = None
+        if heartbeat:
+            flag = value.pop(HEARTBEAT_PARAM, False)
+            if not isinstance(flag, bool):
+                raise ArgumentError(self.name, f"{HEARTBEAT_PARAM} must be true or false")
+            beat = flag
+        if prefill:
+            value = {**value, **prefill}
+        try:
+            validated = self.model.model_validate(value)
+        except ValidationError as exc:
+            problems = "; ".join(
+                f"{'.'.join(str(p) for p in e['loc']) or '(arguments)'}: {e['msg']}"
+                for e in exc.errors()
+            )
+            raise ArgumentError(self.name, problems) from None
+        # Keep the validated Python values (e.g. enums, dates) for the call itself; the
+        # JSON-friendly copy is what gets stored.
+        return {k: getattr(validated, k) for k in self._param_names}, beat
+
+    async def execute(self, arguments: Mapping[str, Any]) -> ToolResult:
+        """Run the tool; an exception becomes an error result (the run goes on)."""
+        started = time.perf_counter()
+        try:
+            if self.is_async:
+                output = await self.fn(**arguments)
+            else:
+                output = self.fn(**arguments)
+                if inspect.isawaitable(output):
+                    output = await output
+            output = to_jsonable_python(output, fallback=str)
+            is_error = False
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            output = f"{type(exc).__name__}: {exc}"
+            is_error = True
+        return ToolResult(output, is_error, int((time.perf_counter() - started) * 1000))
+
+
+class ToolRegistry:
+    """The tools of one agent, by name, in the order they were registered."""
+
+    def __init__(self, tools: Iterable[Tool] = ()) -> None:
+        self._tools: dict[str, Tool] = {}
+        for t in tools:
+            self.add(t)
+
+    def add(self, t: Tool) -> Tool:
+        if t.name in self._tools:
+            raise ToolRegistryError(f"tool {t.name!r} is registered twice")
+        self._tools[t.name] = t
+        return t
+
+    def register(
+        self,
+        fn: Callable[..., Any] | None = None,
+        *,
+        name: str | None = None,
+        idempotent: bool | None = None,
+    ) -> Any:
+        """Register a function (usable as a decorator, with or without options)."""
+
+        def add(f: Callable[..., Any]) -> Callable[..., Any]:
+            self.add(Tool.from_function(f, name=name, idempotent=idempotent))
+            return f
+
+        return add(fn) if fn is not None else add
+
+    def __getitem__(self, name: str) -> Tool:
+        return self._tools[name]
+
+    def get(self, name: str) -> Tool | None:
+        return self._tools.get(name)
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._tools
+
+    def __iter__(self) -> Any:
+        return iter(self._tools.values())
+
+    def __len__(self) -> int:
+        return len(self._tools)
+
+    def names(self) -> tuple[str, ...]:
+        return tuple(self._tools)
+
+    @classmethod
+    def from_module(
+        cls,
+        module: ModuleType,
+        names: Iterable[str],
+        *,
+        idempotent: Mapping[str, bool] | None = None,
+        descriptions: Mapping[str, str] | None = None,
+    ) -> ToolRegistry:
+        """The tools `names` (in that order) taken from a module's functions.
+
+        A function counts when its name matches or when `@tool(name=...)` gave it that name.
+        `idempotent` / `descriptions` (from the agent file) override the function's marks.
+        """
+        by_name: dict[str, Callable[..., Any]] = {}
+        for attr, value in vars(module).items():
+            if not callable(value) or attr.startswith("_"):
+                continue
+            marks: _Marks | None = getattr(value, _MARK, None)
+            by_name.setdefault(marks.name if marks and marks.name else attr, value)
+        wanted = list(names)
+        missing = [n for n in wanted if n not in by_name or not inspect.isfunction(by_name[n])]
+        if missing:
+            where = getattr(module, "__file__", None) or module.__name__
+            raise ToolRegistryError(
+                f"{where}: no function for tool(s) {', '.join(missing)}; define them there "
+                "(a function of the same name, or one decorated with @tool(name=...))"
+            )
+        idem = idempotent or {}
+        desc = descriptions or {}
+        return cls(
+            Tool.from_function(
+                by_name[n], name=n, idempotent=idem.get(n), description=desc.get(n) or None
+            )
+            for n in wanted
+        )
+
+
+def load_tools_module(ref: str, *, base: Path | None = None) -> ModuleType:
+    """Import the tools module named by `ref`: a file path (`tools.py`, relative to `base`)
+    or a dotted module name (`mypkg.tools`)."""
+    looks_like_path = ref.endswith(".py") or "/" in ref or "\\" in ref
+    if looks_like_path:
+        path = Path(ref)
+        if not path.is_absolute() and base is not None:
+            path = base / path
+        path = path.resolve()
+        if not path.is_file():
+            raise ToolRegistryError(f"tools module {ref!r} not found (looked at {path})")
+        # A stable, path-derived module name: importing the same file twice reuses it.
+        mod_name = "toolfsm_tools_" + re.sub(r"\W", "_", str(path))
+        if mod_name in sys.modules:
+            return sys.modules[mod_name]
+        spec = importlib.util.spec_from_file_location(mod_name, path)
+        if spec is None or spec.loader is None:
+            raise ToolRegistryError(f"cannot import tools module {path}")
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[mod_name] = module
+        try:
+            spec.loader.exec_module(module)
+        except Exception as exc:
+            del sys.modules[mod_name]
+            raise ToolRegistryError(f"importing tools module {path} failed: {exc!r}") from exc
+        return module
+    try:
+        return importlib.import_module(ref)
+    except ImportError as exc:
+        raise ToolRegistryError(f"cannot import tools module {ref!r}: {exc}") from exc

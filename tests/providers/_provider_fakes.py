@@ -1,0 +1,260 @@
+"""Fakes for provider tests: a recording mock HTTP API and reply builders for both SDKs."""
+
+from __future__ import annotations
+
+import json
+import types
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import httpx
+
+from engine.providers import Message, ModelRequest, ToolSpec
+
+try:  # anthropic 2.x and openai 3.x run on httpx2; older SDKs on httpx
+    import httpx2 as _httpx2
+except ImportError:  # pragma: no cover
+    _httpx2 = None
+
+
+def anthropic_http_lib() -> types.ModuleType:
+    """The HTTP library the installed anthropic SDK accepts for `http_client`."""
+    import anthropic._base_client as base
+
+    return _httpx2 if _httpx2 is not None and hasattr(base, "httpx2") else httpx
+
+
+@dataclass(frozen=True)
+class Reply:
+    """A canned HTTP response, built with whichever HTTP library the client uses."""
+
+    status: int
+    body: Any
+    headers: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Fail:
+    """A transport failure instead of a response."""
+
+    kind: Literal["timeout", "connect"]
+
+
+Responder = Reply | Fail | Callable[[Any], Reply]
+
+
+class FakeAPI:
+    """A MockTransport handler that answers from a queue and records every request.
+
+    The real SDK clients run over it, so tests see the exact JSON bodies the SDK sends.
+    """
+
+    def __init__(self, *responses: Responder, lib: types.ModuleType = httpx) -> None:
+        self.queue: list[Responder] = list(responses)
+        self.requests: list[Any] = []
+        self.lib = lib
+
+    def add(self, *responses: Responder) -> None:
+        self.queue.extend(responses)
+
+    def handler(self, request: Any) -> Any:
+        self.requests.append(request)
+        if not self.queue:
+            item: Responder = Reply(
+                599, {"error": {"message": "FakeAPI: no response queued", "type": "test"}}
+            )
+        else:
+            item = self.queue.pop(0)
+        if isinstance(item, Fail):
+            if item.kind == "timeout":
+                raise self.lib.ReadTimeout("read timed out", request=request)
+            raise self.lib.ConnectError("connection refused", request=request)
+        if callable(item):
+            item = item(request)
+        return self.lib.Response(item.status, headers=item.headers, json=item.body)
+
+    def client(self) -> Any:
+        return self.lib.AsyncClient(transport=self.lib.MockTransport(self.handler))
+
+    @property
+    def bodies(self) -> list[dict[str, Any]]:
+        return [json.loads(r.content) for r in self.requests]
+
+    @property
+    def last(self) -> dict[str, Any]:
+        return self.bodies[-1]
+
+
+def raw_segment(content: bytes, key: str) -> bytes:
+    """The exact bytes of the JSON value of a top-level key in a request body."""
+    text = content.decode()
+    decoder = json.JSONDecoder()
+    pos = 1  # past the opening brace
+    while True:
+        while text[pos] in " \n\t,":
+            pos += 1
+        name, pos = decoder.raw_decode(text, pos)
+        while text[pos] in " \n\t:":
+            pos += 1
+        _, end = decoder.raw_decode(text, pos)
+        if name == key:
+            return text[pos:end].encode()
+        pos = end
+
+
+# --- OpenAI Chat Completions replies ---------------------------------------------------------
+
+
+def oa_completion(
+    text: str | None = None,
+    calls: list[tuple[str, str, str]] = (),  # type: ignore[assignment]
+    *,
+    prompt_tokens: int = 11,
+    completion_tokens: int = 7,
+) -> Reply:
+    message: dict[str, Any] = {"role": "assistant", "content": text}
+    if calls:
+        message["tool_calls"] = [
+            {"id": cid, "type": "function", "function": {"name": name, "arguments": args}}
+            for cid, name, args in calls
+        ]
+    return Reply(
+        200,
+        {
+            "id": "chatcmpl-1",
+            "object": "chat.completion",
+            "created": 1,
+            "model": "gpt-test",
+            "choices": [
+                {
+                    "index": 0,
+                    "finish_reason": "tool_calls" if calls else "stop",
+                    "message": message,
+                }
+            ],
+            "usage": {
+                "prompt_tokens": prompt_tokens,
+                "completion_tokens": completion_tokens,
+                "total_tokens": prompt_tokens + completion_tokens,
+                "prompt_tokens_details": {"cached_tokens": 3},
+            },
+        },
+    )
+
+
+def oa_error(
+    status: int,
+    message: str,
+    *,
+    headers: dict[str, str] | None = None,
+    param: str | None = None,
+) -> Reply:
+    return Reply(
+        status,
+        {"error": {"message": message, "type": "invalid_request_error", "param": param}},
+        headers or {},
+    )
+
+
+# --- Anthropic Messages replies ----------------------------------------------------------------
+
+
+def an_message(*blocks: dict[str, Any], input_tokens: int = 20, output_tokens: int = 5) -> Reply:
+    has_tool = any(b["type"] == "tool_use" for b in blocks)
+    return Reply(
+        200,
+        {
+            "id": "msg_1",
+            "type": "message",
+            "role": "assistant",
+            "model": "claude-test",
+            "content": list(blocks),
+            "stop_reason": "tool_use" if has_tool else "end_turn",
+            "stop_sequence": None,
+            "usage": {
+                "input_tokens": input_tokens,
+                "output_tokens": output_tokens,
+                "cache_read_input_tokens": 2,
+                "cache_creation_input_tokens": 1,
+            },
+        },
+    )
+
+
+def an_text(text: str) -> dict[str, Any]:
+    return {"type": "text", "text": text}
+
+
+def an_tool(cid: str, name: str, args: dict[str, Any]) -> dict[str, Any]:
+    return {"type": "tool_use", "id": cid, "name": name, "input": args}
+
+
+def an_thinking(text: str, signature: str) -> dict[str, Any]:
+    return {"type": "thinking", "thinking": text, "signature": signature}
+
+
+def an_error(
+    status: int, message: str, *, kind: str = "api_error", headers: dict[str, str] | None = None
+) -> Reply:
+    return Reply(
+        status,
+        {"type": "error", "error": {"type": kind, "message": message}},
+        headers or {},
+    )
+
+
+# --- Requests ----------------------------------------------------------------------------------
+
+SEARCH = ToolSpec(
+    name="search",
+    description="Search the catalogue.",
+    parameters={"type": "object", "properties": {"q": {"type": "string"}}, "required": ["q"]},
+)
+FETCH = ToolSpec(
+    name="fetch",
+    description="Fetch one item.",
+    parameters={"type": "object", "properties": {"id": {"type": "integer"}}, "required": ["id"]},
+)
+FINISH = ToolSpec(
+    name="finish",
+    description="End the task.",
+    parameters={"type": "object", "properties": {}},
+)
+TOOLS = (SEARCH, FETCH, FINISH)
+
+
+def request(
+    allowed: tuple[str, ...] = ("search", "fetch", "finish"),
+    *,
+    force: bool = False,
+    forced_tool: str | None = None,
+    parallel: bool = True,
+    messages: tuple[Message, ...] = (Message("user", "Find item 7."),),
+    system: str = "You are a careful agent.",
+) -> ModelRequest:
+    return ModelRequest(
+        system=system,
+        messages=messages,
+        tools=TOOLS,
+        allowed=allowed,
+        force=force,
+        forced_tool=forced_tool,
+        parallel_tool_calls=parallel,
+    )
+
+
+def oa_tools(*specs: ToolSpec) -> list[dict[str, Any]]:
+    return [
+        {
+            "type": "function",
+            "function": {"name": t.name, "description": t.description, "parameters": t.parameters},
+        }
+        for t in specs
+    ]
+
+
+def an_tools(*specs: ToolSpec) -> list[dict[str, Any]]:
+    return [
+        {"name": t.name, "description": t.description, "input_schema": t.parameters} for t in specs
+    ]
