@@ -13,13 +13,11 @@ from __future__ import annotations
 
 import hashlib
 import os
-import re
 import uuid
 from collections.abc import Collection, Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from datetime import UTC, datetime
-from enum import Enum
-from typing import Any, Final, Literal, TypeVar
+from typing import Any, Final, Literal
 
 from alembic.util import CommandError
 from sqlalchemy import Engine, func, select
@@ -72,48 +70,36 @@ from engine.store.records import (
     utcnow,
 )
 from engine.store.tables import AgentRow, MessageRow, RunRow, StepRow, ToolCallRow
+from engine.store.writes import (
+    INITIAL_CALL_STATUSES,
+    RESULT_EDGES,
+    RUN_ID,
+    STATUS_EDGES,
+    UNSET,
+    CommitStep,
+    CreateRun,
+    FinishCall,
+    Missed,
+    Op,
+    SetCallStatus,
+    StartCall,
+    Statements,
+    Unset,
+    apply,
+)
+from engine.store.writes import enum_value as _enum
+from engine.store.writes import require_text as _require_text
 
 __all__ = ["RunStore", "new_run_id", "open_store", "rules_hash"]
 
 
-class _Unset(Enum):
-    """Marks an argument as "leave unchanged", since None is a meaningful value to store."""
-
-    UNSET = "UNSET"
-
-
-_UNSET: Final = _Unset.UNSET
-
-# Ids the store generates are uuid4 hex; callers may choose their own (tests, replays) within
-# this alphabet. Lower case only, so find_run can fold a typed prefix to lower case.
-_RUN_ID = re.compile(r"[0-9a-z][0-9a-z_.-]{0,63}")
+_UNSET: Final = UNSET
+_Unset = Unset
+_STATUS_EDGES = STATUS_EDGES
+_RESULT_EDGES = RESULT_EDGES
+_INITIAL_CALL_STATUSES = INITIAL_CALL_STATUSES
+_RUN_ID = RUN_ID
 _AMBIGUOUS_SHOWN = 5
-
-# Status changes of a tool call that record no result (`set_call_status`) ...
-_STATUS_EDGES: Final[Mapping[CallStatus, frozenset[CallStatus]]] = {
-    CallStatus.AWAITING_APPROVAL: frozenset(
-        {CallStatus.APPROVED, CallStatus.DENIED, CallStatus.FAILED}
-    ),
-    CallStatus.APPROVED: frozenset({CallStatus.STARTED, CallStatus.FAILED}),
-    CallStatus.STARTED: frozenset({CallStatus.FAILED}),
-}
-# ... and the ones that record the result (`record_call_finished`), once per call. A call set
-# to denied/failed (or started as a violation) keeps its status while the result is recorded.
-_RESULT_EDGES: Final[Mapping[CallStatus, frozenset[CallStatus]]] = {
-    CallStatus.STARTED: frozenset({CallStatus.FINISHED, CallStatus.ERROR, CallStatus.FAILED}),
-    CallStatus.APPROVED: frozenset({CallStatus.FINISHED, CallStatus.ERROR, CallStatus.FAILED}),
-    CallStatus.AWAITING_APPROVAL: frozenset({CallStatus.DENIED, CallStatus.FAILED}),
-    CallStatus.DENIED: frozenset({CallStatus.DENIED}),
-    CallStatus.VIOLATION: frozenset({CallStatus.VIOLATION}),
-    CallStatus.FAILED: frozenset({CallStatus.FAILED}),
-}
-_INITIAL_CALL_STATUSES: Final = (
-    CallStatus.STARTED,
-    CallStatus.AWAITING_APPROVAL,
-    CallStatus.VIOLATION,
-)
-
-_E = TypeVar("_E", bound=Enum)
 
 
 def rules_hash(rules_text: str) -> str:
@@ -159,6 +145,9 @@ class RunStore:
         """Wrap an engine whose database is already migrated (use `open_store`)."""
         self._engine = engine
         self._url = url
+        self._statements: Statements | None = None  # the batched write path, built on first use
+        # Agent rows are never updated or deleted: (name, rules hash) -> record, per store.
+        self._agents: dict[tuple[str, str], AgentRecord] = {}
         # SQLite: writers BEGIN IMMEDIATE (see engine.store.db). Elsewhere the option is inert.
         self._writer = engine.execution_options(**{WRITE_OPTION: True})
         # load_run reads five tables; on PostgreSQL the default READ COMMITTED could show a
@@ -201,6 +190,9 @@ class RunStore:
         """Store an agent's rule file; returns the existing row for the same (name, hash)."""
         _require_text("agent name", name)
         digest = rules_hash(rules_text)
+        cached = self._agents.get((name, digest))
+        if cached is not None:
+            return cached
         path = None if rules_path is None else os.fspath(rules_path)
         # Two processes may insert the same agent at once on PostgreSQL; the loser's unique
         # violation means the row now exists, so a second attempt finds it.
@@ -222,7 +214,8 @@ class RunStore:
                         )
                         session.add(row)
                         session.flush()
-                    return _agent_record(row)
+                    record = self._agents[name, digest] = _agent_record(row)
+                    return record
             except StoreConflict:
                 if attempt:
                     raise
@@ -549,6 +542,101 @@ class RunStore:
             ).all()
             return [_call_record(row) for row in rows]
 
+    # --- batched writes (the run loop's hot path) -----------------------------------------
+
+    def write(self, run_id: str, ops: Sequence[Op]) -> None:
+        """Apply one run's operations (`engine.store.writes`) in one transaction, or none.
+
+        Same checks and errors as the methods they mirror; nothing is returned, so nothing is
+        read back.
+        """
+        (error,) = self.write_many([(run_id, ops)])
+        if error is not None:
+            raise error
+
+    def write_many(self, batches: Sequence[tuple[str, Sequence[Op]]]) -> list[StoreError | None]:
+        """Group commit: many runs' operations in one transaction, each run in a savepoint.
+
+        Returns one entry per batch: None when it is committed, else the error that undid it
+        (the other batches still commit). An error of the transaction itself (the database is
+        unreachable, the commit fails) is raised and nothing is committed.
+        """
+        if not batches:
+            return []
+        statements = self._statements
+        if statements is None:
+            statements = self._statements = Statements(self._engine)
+        errors: list[StoreError | Missed | None] = [None] * len(batches)
+        savepoints = len(batches) > 1
+        dbapi_error = self._engine.dialect.loaded_dbapi.Error
+        with self._translate("write"):
+            connection = self._engine.raw_connection()
+            try:
+                cursor = connection.cursor()
+                try:
+                    if statements.sqlite:
+                        # Take the write lock up front (see engine.store.db).
+                        cursor.execute("BEGIN IMMEDIATE")
+                    now = utcnow()
+                    for index, (run_id, ops) in enumerate(batches):
+                        if not savepoints:
+                            apply(statements, cursor, run_id, ops, now)
+                            continue
+                        cursor.execute("SAVEPOINT toolfsm_write")
+                        try:
+                            apply(statements, cursor, run_id, ops, now)
+                        except (Missed, InvalidValue) as exc:
+                            cursor.execute("ROLLBACK TO SAVEPOINT toolfsm_write")
+                            errors[index] = exc
+                        cursor.execute("RELEASE SAVEPOINT toolfsm_write")
+                    connection.commit()
+                finally:
+                    cursor.close()
+            except (Missed, InvalidValue) as exc:  # the only batch
+                connection.rollback()
+                errors[0] = exc
+            except dbapi_error as exc:
+                _rollback_quietly(connection)
+                raise DBAPIError.instance(None, None, exc, dbapi_error) from exc
+            except BaseException:
+                _rollback_quietly(connection)
+                raise
+            finally:
+                connection.close()
+        return [self._explain(error) if isinstance(error, Missed) else error for error in errors]
+
+    def _explain(self, missed: Missed) -> StoreError:
+        """Why a batched write matched no row or hit a constraint, read after the rollback."""
+        op, run_id, conflict = missed.op, missed.run_id, missed.conflict
+        if isinstance(op, CreateRun):
+            self._agents.clear()  # the cached agent row may be gone
+            self.get_agent(op.agent_id)  # AgentNotFound
+            with self._read("create run") as session:
+                if session.get(RunRow, op.run_id) is not None:
+                    return StoreConflict(f"a run with id {op.run_id!r} already exists")
+            return StoreConflict(f"cannot create run: {_raw_message(conflict)}")
+        run = self.get_run(run_id)  # RunNotFound
+        if isinstance(op, CommitStep):
+            seq = op.step.seq
+            if conflict is not None or seq < run.steps_count:
+                return DuplicateStep(run_id, seq, run.steps_count)
+            return StepOutOfOrder(run_id, seq, run.steps_count)
+        if isinstance(op, StartCall) and conflict is not None:
+            return DuplicateCall(run_id, op.call_id)
+        if isinstance(op, FinishCall | SetCallStatus) and conflict is None:
+            with self._read("read call") as session:
+                row = session.get(ToolCallRow, (run_id, op.call_id))
+                if row is None:
+                    return CallNotFound(run_id, op.call_id)
+                edges = _RESULT_EDGES if isinstance(op, FinishCall) else _STATUS_EDGES
+                try:
+                    _check_call_edge(row, op.status, edges)
+                except CallStateConflict as exc:
+                    return exc
+        if conflict is not None:
+            return StoreConflict(f"cannot write: {_raw_message(conflict)}")
+        return StoreConflict(f"run {run_id}: the write matched no row ({type(op).__name__})")
+
     # --- transactions and error translation ---------------------------------------------
 
     @contextmanager
@@ -626,6 +714,16 @@ def _lock_call(session: Session, run_id: str, call_id: str) -> ToolCallRow:
         raise CallNotFound(run_id, call_id)
     run.updated_at = utcnow()
     return row
+
+
+def _rollback_quietly(connection: Any) -> None:
+    # The connection may be gone; the error being raised says why.
+    with suppress(Exception):
+        connection.rollback()
+
+
+def _raw_message(exc: BaseException | None) -> str:
+    return " ".join(str(exc).split()) if exc is not None else "constraint violated"
 
 
 def _check_call_edge(
@@ -823,19 +921,6 @@ def _message_record(row: MessageRow) -> MessageRecord:
         step_seq=row.step_seq,
         created_at=_utc(row.created_at),
     )
-
-
-def _require_text(what: str, value: str) -> None:
-    if not isinstance(value, str) or not value.strip():
-        raise InvalidValue(f"{what} must be a non-empty string, got {value!r}")
-
-
-def _enum(kind: type[_E], value: object, what: str) -> _E:
-    try:
-        return kind(value)
-    except ValueError:
-        choices = ", ".join(str(member.value) for member in kind)
-        raise InvalidValue(f"unknown {what} {value!r}; expected one of: {choices}") from None
 
 
 def _unset_or(value: Any, convert: Any) -> Any:
