@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import threading
 import uuid
 from collections.abc import Collection, Iterator, Mapping, Sequence
 from contextlib import contextmanager, suppress
@@ -38,6 +39,7 @@ from engine.store.db import (
     SQLITE_BUSY_TIMEOUT_MS,
     WRITE_OPTION,
     NotJsonSerialisable,
+    is_memory_sqlite,
     make_engine,
     redact_url,
     resolve_db_url,
@@ -146,6 +148,9 @@ class RunStore:
         self._engine = engine
         self._url = url
         self._statements: Statements | None = None  # the batched write path, built on first use
+        self._memory = is_memory_sqlite(engine.url)
+        self._write_lock = threading.Lock()
+        self._write_connection: Any = None  # SQLite file: the batched writes' own connection
         # Agent rows are never updated or deleted: (name, rules hash) -> record, per store.
         self._agents: dict[tuple[str, str], AgentRecord] = {}
         # SQLite: writers BEGIN IMMEDIATE (see engine.store.db). Elsewhere the option is inert.
@@ -171,6 +176,10 @@ class RunStore:
 
     def close(self) -> None:
         """Release pooled connections; the store must not be used afterwards."""
+        with self._write_lock:
+            if self._write_connection is not None:
+                self._write_connection.close()
+                self._write_connection = None
         self._engine.dispose()
 
     def __enter__(self) -> RunStore:
@@ -566,11 +575,24 @@ class RunStore:
         statements = self._statements
         if statements is None:
             statements = self._statements = Statements(self._engine)
+        if statements.sqlite:
+            # One writer at a time per SQLite database anyway: keep one connection for it
+            # rather than a pool checkout (and reset) per write.
+            with self._write_lock:
+                return self._write_many(statements, batches)
+        return self._write_many(statements, batches)
+
+    def _write_many(
+        self, statements: Statements, batches: Sequence[tuple[str, Sequence[Op]]]
+    ) -> list[StoreError | None]:
         errors: list[StoreError | Missed | None] = [None] * len(batches)
         savepoints = len(batches) > 1
         dbapi_error = self._engine.dialect.loaded_dbapi.Error
+        keep = statements.sqlite and not self._memory
         with self._translate("write"):
-            connection = self._engine.raw_connection()
+            connection = self._write_connection if keep else None
+            if connection is None:
+                connection = self._engine.raw_connection()
             try:
                 cursor = connection.cursor()
                 try:
@@ -597,12 +619,17 @@ class RunStore:
                 errors[0] = exc
             except dbapi_error as exc:
                 _rollback_quietly(connection)
+                keep = False  # a connection that failed goes back to the pool, to be checked
                 raise DBAPIError.instance(None, None, exc, dbapi_error) from exc
             except BaseException:
                 _rollback_quietly(connection)
                 raise
             finally:
-                connection.close()
+                if keep:
+                    self._write_connection = connection
+                else:
+                    self._write_connection = None
+                    connection.close()
         return [self._explain(error) if isinstance(error, Missed) else error for error in errors]
 
     def _explain(self, missed: Missed) -> StoreError:
