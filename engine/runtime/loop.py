@@ -181,10 +181,10 @@ class Runner:
                     position=machine.dump(position),
                 )
             )
-            journal.add(w.AppendMessages([message_to_dict(first)]))
+            journal.add(w.AppendMessages([message_to_dict(first)], 0))
             # The run exists in the store before its first model call.
             await journal.flush()
-        state = RunState(run_id or "memory", position, [first])
+        state = RunState(run_id or "memory", position, [first], next_message=1)
         yield RunStarted(state.run_id, self.agent.name, self.model)
         async for event in self._drive(state, None, None, journal):
             yield event
@@ -254,7 +254,10 @@ class Runner:
                         call_keys=state.call_keys(state.seq, reply.tool_calls),
                     )
                     if journal is not None:
-                        journal.add(self._w.AppendMessages([reply_to_dict(reply)]))
+                        journal.add(
+                            self._w.AppendMessages([reply_to_dict(reply)], state.next_message)
+                        )
+                        state.next_message += 1
                     if reply.text:
                         state.last_text = reply.text
                         yield TextDelta(state.seq, reply.text)
@@ -466,6 +469,7 @@ class Runner:
                         output_tokens=usage.output_tokens,
                     ),
                     [message_to_dict(m) for m in new_messages],
+                    first_message_seq=state.next_message,
                     **(
                         {"status": status_for(stop), "stop_reason": stop.value}
                         if stop is not None
@@ -473,6 +477,7 @@ class Runner:
                     ),
                 )
             )
+            state.next_message += len(new_messages)
             await journal.flush()
         outcome[:] = [stop, StepCommitted(step.seq, decision_text, reason, dumped)]
 

@@ -586,7 +586,6 @@ class RunStore:
         self, statements: Statements, batches: Sequence[tuple[str, Sequence[Op]]]
     ) -> list[StoreError | None]:
         errors: list[StoreError | Missed | None] = [None] * len(batches)
-        savepoints = len(batches) > 1
         dbapi_error = self._engine.dialect.loaded_dbapi.Error
         keep = statements.sqlite and not self._memory
         with self._translate("write"):
@@ -596,27 +595,16 @@ class RunStore:
             try:
                 cursor = connection.cursor()
                 try:
-                    if statements.sqlite:
-                        # Take the write lock up front (see engine.store.db).
-                        cursor.execute("BEGIN IMMEDIATE")
-                    now = utcnow()
-                    for index, (run_id, ops) in enumerate(batches):
-                        if not savepoints:
-                            apply(statements, cursor, run_id, ops, now)
-                            continue
-                        cursor.execute("SAVEPOINT toolfsm_write")
-                        try:
-                            apply(statements, cursor, run_id, ops, now)
-                        except (Missed, InvalidValue) as exc:
-                            cursor.execute("ROLLBACK TO SAVEPOINT toolfsm_write")
-                            errors[index] = exc
-                        cursor.execute("RELEASE SAVEPOINT toolfsm_write")
+                    # First without savepoints (what nearly always happens); if a batch fails,
+                    # again with one savepoint per batch, so only the failing ones are undone.
+                    if not self._attempt(statements, cursor, batches, errors, savepoints=False):
+                        connection.rollback()
+                        if len(batches) > 1:
+                            errors = [None] * len(batches)
+                            self._attempt(statements, cursor, batches, errors, savepoints=True)
                     connection.commit()
                 finally:
                     cursor.close()
-            except (Missed, InvalidValue) as exc:  # the only batch
-                connection.rollback()
-                errors[0] = exc
             except dbapi_error as exc:
                 _rollback_quietly(connection)
                 keep = False  # a connection that failed goes back to the pool, to be checked
@@ -631,6 +619,36 @@ class RunStore:
                     self._write_connection = None
                     connection.close()
         return [self._explain(error) if isinstance(error, Missed) else error for error in errors]
+
+    @staticmethod
+    def _attempt(
+        statements: Statements,
+        cursor: Any,
+        batches: Sequence[tuple[str, Sequence[Op]]],
+        errors: list[StoreError | Missed | None],
+        *,
+        savepoints: bool,
+    ) -> bool:
+        """Apply the batches in the open transaction; False (errors filled) if one failed."""
+        if statements.sqlite:
+            # Take the write lock up front (see engine.store.db).
+            cursor.execute("BEGIN IMMEDIATE")
+        now = utcnow()
+        ok = True
+        for index, (run_id, ops) in enumerate(batches):
+            if savepoints:
+                cursor.execute("SAVEPOINT toolfsm_write")
+            try:
+                apply(statements, cursor, run_id, ops, now)
+            except (Missed, InvalidValue) as exc:
+                errors[index] = exc
+                if not savepoints:
+                    return False
+                cursor.execute("ROLLBACK TO SAVEPOINT toolfsm_write")
+                ok = False
+            if savepoints:
+                cursor.execute("RELEASE SAVEPOINT toolfsm_write")
+        return ok
 
     def _explain(self, missed: Missed) -> StoreError:
         """Why a batched write matched no row or hit a constraint, read after the rollback."""

@@ -25,6 +25,7 @@ from enum import Enum
 from typing import Any, Final, TypeVar
 
 from sqlalchemy import (
+    DateTime,
     Engine,
     and_,
     bindparam,
@@ -148,9 +149,11 @@ class CreateRun:
 
 @dataclass(frozen=True, slots=True)
 class AppendMessages:
-    """`append_messages`: numbered after the run's last message."""
+    """`append_messages`: numbered after the run's last message, or from `first_seq` when the
+    caller keeps count (then nothing is read; a wrong count fails on the primary key)."""
 
     messages: Sequence[Mapping[str, Any]]
+    first_seq: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -214,6 +217,7 @@ class CommitStep:
     status: RunStatus | Unset = UNSET
     stop_reason: str | Unset | None = UNSET
     error: str | Unset | None = UNSET
+    first_message_seq: int | None = None  # as `AppendMessages.first_seq`
 
     def __post_init__(self) -> None:
         if self.status is not UNSET:
@@ -251,6 +255,23 @@ class Missed(Exception):
 # --- compiled statements --------------------------------------------------------------------
 
 
+def _last_value(convert: Callable[[Any], Any]) -> Callable[[Any], Any]:
+    """`convert`, remembering its last result: a batch stores the same `now` many times, and
+    SQLite's datetime formatting is not cheap. By identity, so for immutable values only."""
+    last: tuple[Any, Any] = (object(), None)
+
+    def converted(value: Any) -> Any:
+        nonlocal last
+        seen, result = last
+        if value is seen:
+            return result
+        result = convert(value)
+        last = (value, result)  # one assignment: threads see a consistent pair
+        return result
+
+    return converted
+
+
 class _Statement:
     """One statement compiled for a dialect: SQL text, parameter order, value converters."""
 
@@ -268,6 +289,8 @@ class _Statement:
         for name, bind in compiled.binds.items():
             processor = bind.type.dialect_impl(dialect).bind_processor(dialect)
             if processor is not None:
+                if isinstance(bind.type, DateTime):
+                    processor = _last_value(processor)
                 converters.append((name, processor))
         self.converters = tuple(converters)
 
@@ -416,9 +439,11 @@ def apply(
     """Execute one run's operations on an open transaction (raises `Missed`, driver errors)."""
     if not ops:
         return
-    if not isinstance(ops[0], CreateRun | CommitStep | UpdateRun):
-        # Existence check and, on PostgreSQL, the run's row lock: every writer of a run takes
-        # it first, so writers of one run are serialised and message numbers are not shared.
+    if not isinstance(ops[0], CreateRun) and any(
+        isinstance(op, AppendMessages) and op.first_seq is None for op in ops
+    ):
+        # The store numbers the messages: take the run's row lock first (PostgreSQL; SQLite's
+        # write lock is the database's), so two writers of a run cannot read the same max.
         touch = statements.touch_run
         cursor.execute(touch.sql, touch.params({"p_run": run_id, "p_now": now}))
         if cursor.rowcount != 1:
@@ -446,6 +471,8 @@ def _apply_one(
     elif isinstance(op, CommitStep):
         _commit_step(statements, cursor, run_id, op, now, next_message)
     elif isinstance(op, AppendMessages):
+        if op.first_seq is not None:
+            next_message[:] = [op.first_seq]
         _add_messages(statements, cursor, run_id, op.messages, None, now, next_message)
     elif isinstance(op, SetCallStatus):
         stmt = statements.set_call_status(op.status)
@@ -600,6 +627,8 @@ def _commit_step(
         "output_tokens": step.output_tokens,
     }
     cursor.execute(insert_step.sql, insert_step.params(row))
+    if op.first_message_seq is not None:
+        next_message[:] = [op.first_message_seq]
     _add_messages(statements, cursor, run_id, op.messages, step.seq, now, next_message)
 
 
@@ -640,5 +669,8 @@ def _add_messages(
                 }
             )
         )
-    cursor.executemany(stmt.sql, rows)
+    if len(rows) == 1:
+        cursor.execute(stmt.sql, rows[0])
+    else:
+        cursor.executemany(stmt.sql, rows)
     next_message[0] = seq + len(rows)
