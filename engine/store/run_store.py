@@ -651,36 +651,46 @@ class RunStore:
         return ok
 
     def _explain(self, missed: Missed) -> StoreError:
-        """Why a batched write matched no row or hit a constraint, read after the rollback."""
+        """Why a batched write matched no row or hit a constraint."""
+        try:
+            return self._diagnose(missed)
+        except StoreError as exc:  # e.g. RunNotFound, AgentNotFound
+            return exc
+
+    def _diagnose(self, missed: Missed) -> StoreError:
         op, run_id, conflict = missed.op, missed.run_id, missed.conflict
+        if conflict is None:
+            # A conditional statement matched no row: the rows were read in its transaction.
+            if missed.steps_count is None:
+                raise RunNotFound(run_id)
+            if isinstance(op, CommitStep):
+                seq, count = op.step.seq, missed.steps_count
+                return (DuplicateStep if seq < count else StepOutOfOrder)(run_id, seq, count)
+            if isinstance(op, FinishCall | SetCallStatus):
+                if missed.call is None:
+                    return CallNotFound(run_id, op.call_id)
+                status, finished = missed.call
+                edges = _RESULT_EDGES if isinstance(op, FinishCall) else _STATUS_EDGES
+                current = CallStatus(status)
+                allowed = frozenset[CallStatus]() if finished else edges.get(current)
+                return CallStateConflict(
+                    run_id, op.call_id, current.value, op.status.value, sorted(allowed or ())
+                )
+            return StoreConflict(f"run {run_id}: the write matched no row ({type(op).__name__})")
+        # A constraint failed; the transaction is undone, so read what is committed.
         if isinstance(op, CreateRun):
             self._agents.clear()  # the cached agent row may be gone
-            self.get_agent(op.agent_id)  # AgentNotFound
+            self.get_agent(op.agent_id)
             with self._read("create run") as session:
                 if session.get(RunRow, op.run_id) is not None:
                     return StoreConflict(f"a run with id {op.run_id!r} already exists")
             return StoreConflict(f"cannot create run: {_raw_message(conflict)}")
-        run = self.get_run(run_id)  # RunNotFound
-        if isinstance(op, CommitStep):
-            seq = op.step.seq
-            if conflict is not None or seq < run.steps_count:
-                return DuplicateStep(run_id, seq, run.steps_count)
-            return StepOutOfOrder(run_id, seq, run.steps_count)
-        if isinstance(op, StartCall) and conflict is not None:
+        self.get_run(run_id)
+        if isinstance(op, StartCall):
             return DuplicateCall(run_id, op.call_id)
-        if isinstance(op, FinishCall | SetCallStatus) and conflict is None:
-            with self._read("read call") as session:
-                row = session.get(ToolCallRow, (run_id, op.call_id))
-                if row is None:
-                    return CallNotFound(run_id, op.call_id)
-                edges = _RESULT_EDGES if isinstance(op, FinishCall) else _STATUS_EDGES
-                try:
-                    _check_call_edge(row, op.status, edges)
-                except CallStateConflict as exc:
-                    return exc
-        if conflict is not None:
-            return StoreConflict(f"cannot write: {_raw_message(conflict)}")
-        return StoreConflict(f"run {run_id}: the write matched no row ({type(op).__name__})")
+        if isinstance(op, CommitStep):
+            return DuplicateStep(run_id, op.step.seq, op.step.seq + 1)
+        return StoreConflict(f"cannot write: {_raw_message(conflict)}")
 
     # --- transactions and error translation ---------------------------------------------
 

@@ -241,15 +241,40 @@ class UpdateRun:
 Op = CreateRun | AppendMessages | StartCall | FinishCall | SetCallStatus | CommitStep | UpdateRun
 
 
+def _missed(statements: Statements, cursor: Any, run_id: str, op: Op) -> Missed:
+    """A `Missed` for `op`, with the rows that explain it read in the same transaction."""
+    stmt = statements.run_steps
+    cursor.execute(stmt.sql, stmt.params({"p_run": run_id}))
+    found = cursor.fetchone()
+    call = None
+    if found is not None and isinstance(op, FinishCall | SetCallStatus):
+        stmt = statements.call_state
+        cursor.execute(stmt.sql, stmt.params({"p_run": run_id, "p_call": op.call_id}))
+        row = cursor.fetchone()
+        call = None if row is None else (row[0], row[1] is not None)
+    return Missed(run_id, op, steps_count=None if found is None else found[0], call=call)
+
+
 class Missed(Exception):
     """Internal: a conditional statement matched no row, or a constraint failed (`conflict`);
     the store reads the rows afterwards to say which error it is."""
 
-    def __init__(self, run_id: str, op: Op, *, conflict: BaseException | None = None) -> None:
+    def __init__(
+        self,
+        run_id: str,
+        op: Op,
+        *,
+        conflict: BaseException | None = None,
+        steps_count: int | None = None,
+        call: tuple[str, bool] | None = None,
+    ) -> None:
         super().__init__(run_id, op)
         self.run_id = run_id
         self.op = op
         self.conflict = conflict
+        # Read in the failing transaction, before it is undone (None: no such run / call).
+        self.steps_count = steps_count
+        self.call = call  # (status, finished)
 
 
 # --- compiled statements --------------------------------------------------------------------
@@ -337,6 +362,16 @@ class Statements:
         self.insert_run = _Statement(insert(_RUN), engine, _RUN_KEYS)
         self.last_message = _Statement(
             select(func.max(_MESSAGE.c.seq)).where(_MESSAGE.c.run_id == _p("p_run", _RUN.c.id)),
+            engine,
+        )
+        self.run_steps = _Statement(
+            select(_RUN.c.steps_count).where(_RUN.c.id == _p("p_run", _RUN.c.id)), engine
+        )
+        self.call_state = _Statement(
+            select(_CALL.c.status, _CALL.c.finished_at).where(
+                _CALL.c.run_id == _p("p_run", _CALL.c.run_id),
+                _CALL.c.call_id == _p("p_call", _CALL.c.call_id),
+            ),
             engine,
         )
         self.touch_run = _Statement(
@@ -447,7 +482,7 @@ def apply(
         touch = statements.touch_run
         cursor.execute(touch.sql, touch.params({"p_run": run_id, "p_now": now}))
         if cursor.rowcount != 1:
-            raise Missed(run_id, ops[0])
+            raise _missed(statements, cursor, run_id, ops[0])
     next_message: list[int] = []  # the run's next message number, read once per batch
     for op in ops:
         try:
@@ -481,7 +516,7 @@ def _apply_one(
             stmt.params({"p_run": run_id, "p_call": op.call_id, "p_status": op.status.value}),
         )
         if cursor.rowcount != 1:
-            raise Missed(run_id, op)
+            raise _missed(statements, cursor, run_id, op)
     elif isinstance(op, UpdateRun):
         _update_run(statements, cursor, run_id, op, now)
     elif isinstance(op, CreateRun):
@@ -555,7 +590,7 @@ def _finish_call(
         values["p_arguments"] = op.arguments
     cursor.execute(stmt.sql, stmt.params(values))
     if cursor.rowcount != 1:
-        raise Missed(run_id, op)
+        raise _missed(statements, cursor, run_id, op)
 
 
 def _run_values(
@@ -587,7 +622,7 @@ def _update_run(
     stmt = statements.update_run(fields, terminal, step=False)
     cursor.execute(stmt.sql, stmt.params(values))
     if cursor.rowcount != 1:
-        raise Missed(run_id, op)
+        raise _missed(statements, cursor, run_id, op)
 
 
 def _commit_step(
@@ -607,7 +642,7 @@ def _commit_step(
     stmt = statements.update_run(fields | {"position"}, terminal, step=True)
     cursor.execute(stmt.sql, stmt.params(values))
     if cursor.rowcount != 1:
-        raise Missed(run_id, op)
+        raise _missed(statements, cursor, run_id, op)
     insert_step = statements.insert_step
     row = {
         "run_id": run_id,
