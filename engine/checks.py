@@ -16,6 +16,7 @@ an author sees every problem in one pass. Codes are stable (tests and docs name 
 from __future__ import annotations
 
 import difflib
+import json
 from collections import defaultdict
 from collections.abc import Iterator
 from typing import Any
@@ -97,6 +98,35 @@ class _Report:
         return self.source.span(at).line
 
 
+# Checking a schema against the draft 2020-12 meta-schema costs milliseconds, and the same
+# parameter schemas recur across tools and files: results are memoised by content (a
+# cache of pure results; JSON-shaped schemas only, so equal text means an equal schema).
+_SCHEMA_PROBLEMS: dict[str, tuple[str, tuple[Any, ...]] | None] = {}
+
+
+def _json_shaped(value: Any) -> bool:
+    if isinstance(value, dict):
+        return all(isinstance(k, str) and _json_shaped(v) for k, v in value.items())
+    if isinstance(value, list):
+        return all(_json_shaped(v) for v in value)
+    return True
+
+
+def _schema_problem(schema: dict[str, Any]) -> tuple[str, tuple[Any, ...]] | None:
+    """Why `schema` is not a valid JSON Schema (message, path inside it), None if it is."""
+    key = json.dumps(schema, sort_keys=True) if _json_shaped(schema) else None
+    if key is not None and key in _SCHEMA_PROBLEMS:
+        return _SCHEMA_PROBLEMS[key]
+    try:
+        jsonschema.validators.validator_for(schema).check_schema(schema)
+        problem = None
+    except jsonschema.SchemaError as exc:
+        problem = exc.message, tuple(exc.absolute_path)
+    if key is not None and len(_SCHEMA_PROBLEMS) < 4096:
+        _SCHEMA_PROBLEMS[key] = problem
+    return problem
+
+
 def _check_tools(agent: spec.AgentSpec, report: _Report) -> None:
     seen: dict[str, int] = {}
     for i, decl in enumerate(agent.tool_decls()):
@@ -110,13 +140,13 @@ def _check_tools(agent: spec.AgentSpec, report: _Report) -> None:
         else:
             seen[decl.name] = i
         if decl.parameters is not None:
-            try:
-                jsonschema.validators.validator_for(decl.parameters).check_schema(decl.parameters)
-            except jsonschema.SchemaError as exc:
+            problem = _schema_problem(decl.parameters)
+            if problem is not None:
+                message, where = problem
                 report.error(
                     "E028",
-                    f"parameters of {decl.name!r} are not a valid JSON Schema: {exc.message}",
-                    ("tools", i, "parameters"),
+                    f"parameters of {decl.name!r} are not a valid JSON Schema: {message}",
+                    ("tools", i, "parameters", *where),  # at the bad part
                 )
             else:
                 if decl.parameters.get("type", "object") != "object":
@@ -322,9 +352,11 @@ def _check_sets(agent: spec.AgentSpec, report: _Report) -> None:
         if isinstance(rule, spec.ParentRule):
             for child in spec.as_tuple(rule.tools):
                 parents_of[child].append((rule.only_after, index))
+    conflicted: set[str] = set()
     for child, parents in parents_of.items():
         distinct = sorted({p for p, _ in parents})
         if len(distinct) > 1:
+            conflicted.add(child)
             index = parents[-1][1]
             report.error(
                 "E025",
@@ -371,6 +403,27 @@ def _check_sets(agent: spec.AgentSpec, report: _Report) -> None:
             )
 
     all_tools = agent.tool_names()
+    # Children of parent rules, each with the last of its parents (for messages); after a
+    # tool, every child with a parent other than that tool is excluded. Computed once, and
+    # adjusted only for the tools that are parents themselves.
+    last_parent = {c: ps[-1][0] for c, ps in parents_of.items()}
+    own_children: dict[str, set[str]] = defaultdict(set)
+    for child, parents in parents_of.items():
+        for parent, _ in parents:
+            own_children[parent].add(child)
+
+    def excluded_after(tool: str) -> dict[str, str]:
+        if tool not in own_children:
+            return last_parent
+        excluded = dict(last_parent)
+        for child in own_children[tool]:
+            others = [p for p, _ in parents_of[child] if p != tool]
+            if others:
+                excluded[child] = others[-1]
+            else:
+                del excluded[child]
+        return excluded
+
     for tool in dict.fromkeys([*by_tool, *conditionals]):
         allowed = set(all_tools)
         blame: list[int] = []
@@ -380,17 +433,27 @@ def _check_sets(agent: spec.AgentSpec, report: _Report) -> None:
             allowed &= set(children)
             blame.append(index)
         # Children of other tools' parent rules may not follow `tool`.
-        excluded = {c: p for c, ps in parents_of.items() for p, _ in ps if p != tool}
+        excluded = excluded_after(tool)
+        permitted = set(allowed)
         allowed -= set(excluded)
         lines = ", ".join(str(report.line(("rules", i))) for i in blame)
+        lines = ("line " if len(blame) == 1 else "lines ") + lines
         if blame and not allowed:
-            report.error(
-                "E024",
-                f"after {tool!r} no tool is allowed: the rules on lines {lines} "
-                "have no tool in common",
-                ("rules", blame[-1]),
-                rule=blame[-1],
-            )
+            if permitted and permitted <= conflicted:
+                continue  # a child of two parents: E025 already says why it can never be called
+            if permitted:
+                why = "; ".join(
+                    f"{c!r} may only be called right after {excluded[c]!r}"
+                    for c in all_tools
+                    if c in permitted
+                )
+                message = (
+                    f"after {tool!r} no tool is allowed: the rules on {lines} allow only "
+                    f"tools that other rules forbid there ({why})"
+                )
+            else:
+                message = f"after {tool!r} no tool is allowed: the rules on {lines} have no tool in common"
+            report.error("E024", message, ("rules", blame[-1]), rule=blame[-1])
             continue
         for index in conditionals.get(tool, []):
             rule = agent.rules[index]
@@ -405,7 +468,7 @@ def _check_sets(agent: spec.AgentSpec, report: _Report) -> None:
                 if name in excluded:
                     why = f"{name!r} may only be called right after {excluded[name]!r}"
                 else:
-                    why = f"the rules on lines {lines} do not allow {name!r} after {tool!r}"
+                    why = f"the rules on {lines} do not allow {name!r} after {tool!r}"
                 report.error(
                     "E026",
                     f"this case leads to {name!r}, but {why}: the run would dead-end",

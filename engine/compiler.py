@@ -12,6 +12,7 @@ computed here once per node instead of once per step:
 
 from __future__ import annotations
 
+from collections import defaultdict
 from types import MappingProxyType
 from typing import Any
 
@@ -59,51 +60,93 @@ def _nodes(
     return nodes, next_node, case_keys, case_nodes
 
 
+class _RuleIndex:
+    """The rules grouped by the tool they react to, so each node reads only its own rules.
+
+    Compiling visits every node; scanning every rule at every node was O(nodes x rules)
+    (seconds for a 1,000-tool file). The semantics are those of the per-rule scan.
+    """
+
+    def __init__(self, agent: spec.AgentSpec) -> None:
+        self.tools = agent.tool_names()
+        self.init: list[str] = []
+        self.init_args: list[tuple[str, dict[str, Any]]] = []
+        self.child_sets: dict[str, list[set[str]]] = defaultdict(list)
+        self.child_args: dict[str, list[dict[str, dict[str, Any]]]] = defaultdict(list)
+        self.parent_sets: dict[str, list[set[str]]] = defaultdict(list)
+        self.conditionals: dict[str, list[spec.ConditionalRule]] = defaultdict(list)
+        parents_of: dict[str, set[str]] = defaultdict(set)
+        for rule in agent.rules:
+            match rule:
+                case spec.InitRule():
+                    self.init += spec.as_tuple(rule.init)
+                    if rule.args:
+                        self.init_args.append((spec.as_tuple(rule.init)[0], rule.args))
+                case spec.ChildRule():
+                    self.child_sets[rule.after].append(set(spec.as_tuple(rule.allow)))
+                    if rule.args:
+                        self.child_args[rule.after].append(rule.args)
+                case spec.ParentRule():
+                    children = set(spec.as_tuple(rule.tools))
+                    self.parent_sets[rule.only_after].append(children)
+                    for child in children:
+                        parents_of[child].add(rule.only_after)
+                case spec.ConditionalRule():
+                    self.conditionals[rule.after].append(rule)
+        # A parent rule's children are excluded wherever the last tool is not that parent:
+        # after X, every child some rule ties to a parent other than X is excluded.
+        self.parented = set(parents_of)
+        self.only_parent = {c: next(iter(p)) for c, p in parents_of.items() if len(p) == 1}
+
+    def allowed(self, node: Node) -> tuple[set[str], bool]:
+        last = node.last_tool
+        if last is None and self.init:
+            return set(self.init), True
+        allowed = set(self.tools)
+        forced = False
+        for children in self.child_sets.get(last, ()) if last is not None else ():
+            allowed &= children
+            forced = True
+        own = self.parent_sets.get(last, ()) if last is not None else ()
+        for children in own:
+            allowed &= children
+            forced = True
+        excluded = self.parented
+        if own:
+            excluded = {c for c in excluded if self.only_parent.get(c) != last}
+        allowed -= excluded
+        for rule in self.conditionals.get(last, ()) if last is not None else ():
+            forced = True
+            if node.case == "default":
+                allowed &= {rule.default}
+            elif node.case == "no match":
+                if rule.strict:
+                    allowed = set()
+            else:
+                target = next(v for k, v in rule.on_output.items() if repr(k) == node.case)
+                allowed &= {target}
+        return allowed, forced
+
+    def prefill(self, node: Node) -> dict[str, dict[str, Any]]:
+        merged: dict[str, dict[str, Any]] = {}
+        if node.last_tool is None:
+            for tool, args in self.init_args:
+                merged.setdefault(tool, {}).update(args)
+            return merged
+        for rule_args in self.child_args.get(node.last_tool, ()):
+            for tool, args in rule_args.items():
+                merged.setdefault(tool, {}).update(args)
+        return merged
+
+
 def node_allowed(agent: spec.AgentSpec, node: Node) -> tuple[set[str], bool]:
     """The allowed set at a node (no max_calls exhausted) and whether a call is forced there."""
-    tools = agent.tool_names()
-    init = [t for r in agent.rules if isinstance(r, spec.InitRule) for t in spec.as_tuple(r.init)]
-    if node.last_tool is None and init:
-        return set(init), True
-    allowed = set(tools)
-    forced = False
-    last = node.last_tool
-    for rule in agent.rules:
-        match rule:
-            case spec.ChildRule() if rule.after == last:
-                allowed &= set(spec.as_tuple(rule.allow))
-                forced = True
-            case spec.ParentRule():
-                children = set(spec.as_tuple(rule.tools))
-                if rule.only_after == last:
-                    allowed &= children
-                    forced = True
-                else:
-                    allowed -= children
-            case spec.ConditionalRule() if rule.after == last:
-                forced = True
-                if node.case == "default":
-                    allowed &= {rule.default}
-                elif node.case == "no match":
-                    if rule.strict:
-                        allowed = set()
-                else:
-                    target = next(v for k, v in rule.on_output.items() if repr(k) == node.case)
-                    allowed &= {target}
-    return allowed, forced
+    return _RuleIndex(agent).allowed(node)
 
 
 def _prefill(agent: spec.AgentSpec, node: Node) -> dict[str, dict[str, Any]]:
     """Prefilled arguments active at a node; a later rule wins key by key."""
-    merged: dict[str, dict[str, Any]] = {}
-    for rule in agent.rules:
-        if isinstance(rule, spec.InitRule) and node.last_tool is None and rule.args:
-            (tool,) = spec.as_tuple(rule.init)
-            merged.setdefault(tool, {}).update(rule.args)
-        elif isinstance(rule, spec.ChildRule) and rule.after == node.last_tool and rule.args:
-            for tool, args in rule.args.items():
-                merged.setdefault(tool, {}).update(args)
-    return merged
+    return _RuleIndex(agent).prefill(node)
 
 
 def _flagged(agent: spec.AgentSpec, kind: type[Any], attribute: str) -> frozenset[str]:
@@ -119,15 +162,19 @@ def compile_rules(rule_file: RuleFile) -> Machine:
     position = {t: i for i, t in enumerate(tools)}
     nodes, next_node, case_keys, case_nodes = _nodes(agent)
 
+    index = _RuleIndex(agent)
+    bit = {t: 1 << i for i, t in enumerate(tools)}
+    ordered_sets: dict[frozenset[str], tuple[tuple[str, ...], int]] = {}  # many nodes share one
     gates = []
     for node in nodes:
-        allowed, forced = node_allowed(agent, node)
-        ordered = tuple(t for t in tools if t in allowed)
-        mask = sum(1 << position[t] for t in ordered)
+        allowed, forced = index.allowed(node)
+        key = frozenset(allowed)
+        if key not in ordered_sets:
+            ordered = tuple(sorted(allowed, key=position.__getitem__))  # declaration order
+            ordered_sets[key] = ordered, sum(map(bit.__getitem__, ordered))
+        ordered, mask = ordered_sets[key]
         forced_tool = ordered[0] if forced and len(ordered) == 1 else None
-        prefill = MappingProxyType(
-            {t: MappingProxyType(a) for t, a in _prefill(agent, node).items()}
-        )
+        prefill = MappingProxyType({t: MappingProxyType(a) for t, a in index.prefill(node).items()})
         gates.append(Gate(ordered, forced, forced_tool, prefill, mask))
 
     limits: dict[str, int] = {}
@@ -136,8 +183,8 @@ def compile_rules(rule_file: RuleFile) -> Machine:
             for tool in spec.as_tuple(rule.tools):
                 # Several limits on one tool: the smallest binds (each rule removes the tool).
                 limits[tool] = min(rule.max_calls, limits.get(tool, rule.max_calls))
-    counted = [t for t in tools if t in limits]
-    count_slot = tuple(counted.index(t) if t in limits else -1 for t in tools)
+    slot_of = {t: i for i, t in enumerate(t for t in tools if t in limits)}
+    count_slot = tuple(slot_of.get(t, -1) for t in tools)
     count_limit = tuple(limits.get(t, 0) for t in tools)
 
     required = _flagged(agent, spec.RequiredBeforeExitRule, "required_before_exit")

@@ -39,6 +39,8 @@ class Diagnostic:
 
     `rule` is the 0-based index of the rule it is about (None when it is about the file or
     the tool list); `code` is stable (tests and silences refer to it), `message` is for people.
+    `trace` is the shortest counterexample of a `toolfsm check` finding: steps `tool` or
+    `tool=OUTPUT` that replay through `toolfsm trace` (None when the finding has none).
     """
 
     severity: Severity
@@ -47,6 +49,7 @@ class Diagnostic:
     span: SourceSpan
     rule: int | None = None
     hint: str | None = None
+    trace: tuple[str, ...] | None = None
 
     @property
     def is_error(self) -> bool:
@@ -56,7 +59,22 @@ class Diagnostic:
         text = f"{self.span}: {self.severity}[{self.code}]: {self.message}"
         if self.hint:
             text += f" (hint: {self.hint})"
+        if self.trace is not None:
+            text += f" (trace: {format_trace(self.trace)})"
         return text
+
+
+def format_trace(trace: Iterable[str]) -> str:
+    """A counterexample as one line: the steps separated by spaces, or `(start)` when empty."""
+    steps = list(trace)
+    return " ".join(_quote_step(s) for s in steps) if steps else "(start)"
+
+
+def _quote_step(step: str) -> str:
+    # Quote steps a shell would split or expand, so the line pastes into `toolfsm trace`.
+    if step and all(c.isalnum() or c in "_-=.+:/,@%" for c in step):
+        return step
+    return "'" + step.replace("'", "'\\''") + "'"
 
 
 class ToolfsmError(Exception):

@@ -76,7 +76,8 @@ def explain(machine: Machine, position: Position, tool: str) -> Explanation:
                         (
                             ref,
                             f"{tool!r} may only be called right after "
-                            f"{rule.only_after!r}, and the last tool was {last!r}",
+                            f"{rule.only_after!r}, and "
+                            + (f"the last tool was {last!r}" if last else "no tool was called yet"),
                         )
                     )
                 elif rule.only_after == last and tool not in children:

@@ -59,6 +59,11 @@ def _walk_loc(data: Any, loc: tuple[Any, ...]) -> tuple[tuple[Any, ...], Any]:
     path: list[Any] = []
     node = data
     for element in loc:
+        if isinstance(node, dict) and isinstance(element, str) and element not in node:
+            # Pydantic writes a non-string mapping key as text in `loc` (None -> 'None').
+            element = next(
+                (k for k in node if not isinstance(k, str) and str(k) == element), element
+            )
         if (isinstance(node, dict) and element in node) or (
             isinstance(node, list) and isinstance(element, int) and 0 <= element < len(node)
         ):
@@ -105,7 +110,14 @@ def _schema_diagnostics(data: Any, errors: list[Any], source: SourceMap) -> list
         kind = item["type"]
         rule = path[1] if len(path) >= 2 and path[0] == "rules" else None
         hint = None
-        if kind == "extra_forbidden":
+        if "[key]" in item["loc"] and path:
+            # A mapping key of the wrong type (output cases): one error at the key itself.
+            code = "E010"
+            shown = "null" if path[-1] is None else str(path[-1])
+            message = f"output case {shown} must be true/false, a number or a string"
+            hint = f'quote it ("{shown}") to match the output text {shown}'
+            span = source.span(path, key=True)
+        elif kind == "extra_forbidden":
             key = path[-1]
             owner = path[:-1]
             choices = _owner_fields(data, owner)
@@ -181,7 +193,7 @@ def _rule_shape_diagnostics(
 def parse_rules(text: str, path: str = "<string>") -> RuleFile:
     """Parse and check rule-file text; never raises for problems in the text."""
     data, source, diagnostics = parse_yaml(text, path)
-    if data is None or diagnostics:
+    if diagnostics:
         return RuleFile(path, text, None, source, tuple(diagnostics))
     if not isinstance(data, dict):
         span = source.span(())
@@ -201,7 +213,9 @@ def parse_rules(text: str, path: str = "<string>") -> RuleFile:
                 _RULE_ADAPTER.validate_python(rule)
             except ValidationError as error:
                 skipped.add(index)
-                errors += [{**e, "loc": ("rules", index, *e["loc"])} for e in error.errors()]
+                # loc[0] is the union tag (the rule kind). Drop it: a tag such as `terminal`
+                # is also a key of the rule, and walking it would blame the wrong key.
+                errors += [{**e, "loc": ("rules", index, *e["loc"][1:])} for e in error.errors()]
     candidate, view, kept = data, source, None
     if skipped:
         # Validate and check the rest without the broken rules (all problems in one pass),
@@ -273,7 +287,9 @@ def read_rule_file(path: str | Path) -> RuleFile:
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as exc:
-        span = SourceSpan(name, 1, 1)
+        # Point at the bad byte: its line, and its column counted in bytes.
+        line = raw.count(b"\n", 0, exc.start) + 1
+        span = SourceSpan(name, line, exc.start - (raw.rfind(b"\n", 0, exc.start) + 1) + 1)
         message = f"file is not UTF-8 text (byte {exc.start})"
         return RuleFile(
             name, "", None, SourceMap(name), (Diagnostic(Severity.ERROR, "E000", message, span),)

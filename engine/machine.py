@@ -18,7 +18,7 @@ from types import MappingProxyType
 from typing import Any, NamedTuple
 
 from engine.errors import PositionError, SourceSpan, ToolfsmError, UnknownToolError
-from engine.outputs import first_match
+from engine.outputs import compile_cases
 
 
 class Reason(StrEnum):
@@ -101,6 +101,9 @@ class Gate:
         return not self.allowed
 
 
+_new_tuple = tuple.__new__
+
+
 class Position(NamedTuple):
     """A run's place in the machine. Small, immutable, and serialisable with `Machine.dump`."""
 
@@ -139,7 +142,10 @@ class Machine:
         "_count_limit",
         "_count_slot",
         "_gates",
+        "_index_of",
         "_masked",
+        "_masks",
+        "_matchers",
         "_next",
         "_node_index",
         "_required_bit",
@@ -183,12 +189,15 @@ class Machine:
         self.spec = spec  # the AgentSpec it was compiled from (for explanations and analysis)
         self.agent = agent
         self.tools = tools
-        self.tool_index = MappingProxyType({name: i for i, name in enumerate(tools)})
+        self._index_of = {name: i for i, name in enumerate(tools)}  # hot path: a plain dict
+        self.tool_index = MappingProxyType(self._index_of)
         self.nodes = nodes
         self._node_index = MappingProxyType({node.name: i for i, node in enumerate(nodes)})
         self._gates = gates
+        self._masks = tuple(gate.mask for gate in gates)
         self._next = next_node
         self._case_keys = MappingProxyType(dict(case_keys))
+        self._matchers = {index: compile_cases(keys) for index, keys in case_keys.items()}
         self._case_nodes = MappingProxyType(dict(case_nodes))
         self._count_slot = count_slot
         self._count_limit = count_limit
@@ -243,25 +252,32 @@ class Machine:
         Raises `UnknownToolError` for a tool the agent does not have and `NotAllowedError`
         for one the rules do not allow here (a violation never enters the history).
         """
-        index = self.tool_index.get(tool)
+        # The per-call hot path: plain dict/tuple look-ups, no intermediate Gate when no
+        # max_calls limit is exhausted, and the Position tuple built without NamedTuple's
+        # Python-level __new__.
+        index = self._index_of.get(tool)
         if index is None:
             raise UnknownToolError(tool, self.tools)
-        gate = self.gate(position)
-        if not gate.mask >> index & 1:
-            raise NotAllowedError(tool, gate)
-        node = self._next[index]
-        if node < 0:  # conditional tool: the output picks the node
-            case = first_match(self._case_keys[index], output)
+        node, counts, exhausted, required = position
+        mask = self._masks[node] if not exhausted else self.gate(position).mask
+        if not mask >> index & 1:
+            raise NotAllowedError(tool, self.gate(position))
+        after = self._next[index]
+        if after < 0:  # conditional tool: the output picks the node
+            case = self._matchers[index](output)
             nodes = self._case_nodes[index]
-            node = nodes[-1] if case is None else nodes[case]
-        counts, exhausted = position.counts, position.exhausted
+            after = nodes[-1] if case is None else nodes[case]
         slot = self._count_slot[index]
         if slot >= 0 and counts[slot] < self._count_limit[index]:
             count = counts[slot] + 1
-            counts = (*counts[:slot], count, *counts[slot + 1 :])
+            updated = list(counts)  # two C-level copies: cheaper than slicing and unpacking
+            updated[slot] = count
+            counts = tuple(updated)
             if count >= self._count_limit[index]:
                 exhausted |= self._count_bit[index]
-        return Position(node, counts, exhausted, position.required | self._required_bit[index])
+        return _new_tuple(
+            Position, (after, counts, exhausted, required | self._required_bit[index])
+        )
 
     # -- after a reply: continue or stop ------------------------------------------------
 

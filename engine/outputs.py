@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Callable
 from typing import Any
 
 
@@ -60,3 +61,40 @@ def first_match(keys: tuple[bool | int | float | str, ...], value: Any) -> int |
         if case_matches(key, text):
             return index
     return None
+
+
+def compile_cases(keys: tuple[bool | int | float | str, ...]) -> Callable[[Any], int | None]:
+    """A matcher equivalent to `first_match(keys, value)`, with one look-up per key type.
+
+    String keys match by exact text, boolean keys by the stripped lower-case text, number
+    keys by the parsed number (a dict finds numeric equality: 1 and 1.0 hash alike); the
+    first matching key of all is the smallest index among those hits.
+    """
+    exact: dict[str, int] = {}
+    bools: dict[str, int] = {}
+    numbers: dict[int | float, int] = {}
+    for index, key in enumerate(keys):
+        if isinstance(key, bool):
+            bools.setdefault("true" if key else "false", index)
+        elif isinstance(key, int | float):
+            if not (isinstance(key, float) and math.isnan(key)):
+                numbers.setdefault(key, index)
+        else:
+            exact.setdefault(key, index)
+
+    def match(value: Any) -> int | None:
+        text = value if type(value) is str else output_text(value)
+        best = exact.get(text)
+        if bools:
+            hit = bools.get(text.strip().lower())
+            if hit is not None and (best is None or hit < best):
+                best = hit
+        if numbers:
+            number = _as_number(text)
+            if number is not None:
+                hit = numbers.get(number)
+                if hit is not None and (best is None or hit < best):
+                    best = hit
+        return best
+
+    return match

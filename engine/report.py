@@ -9,7 +9,7 @@ import json
 from collections.abc import Sequence
 from typing import Any
 
-from engine.errors import Diagnostic
+from engine.errors import Diagnostic, format_trace
 
 FORMATS = ("text", "json", "github", "sarif")
 
@@ -20,6 +20,8 @@ def as_text(diagnostics: Sequence[Diagnostic]) -> str:
         lines.append(f"{d.span}: {d.severity}[{d.code}]: {d.message}")
         if d.hint:
             lines.append(f"  hint: {d.hint}")
+        if d.trace is not None:
+            lines.append(f"  trace: {format_trace(d.trace)}")
     return "\n".join(lines)
 
 
@@ -37,7 +39,15 @@ def _record(d: Diagnostic) -> dict[str, Any]:
         "message": d.message,
         "hint": d.hint,
         "rule": d.rule,
+        **({"trace": list(d.trace)} if d.trace is not None else {}),
     }
+
+
+def _full_message(d: Diagnostic) -> str:
+    text = d.message + (f" (hint: {d.hint})" if d.hint else "")
+    if d.trace is not None:
+        text += f" (trace: {format_trace(d.trace)})"
+    return text
 
 
 def _escape_data(text: str) -> str:
@@ -52,7 +62,7 @@ def as_github(diagnostics: Sequence[Diagnostic]) -> str:
     """GitHub Actions workflow commands: `::error file=…,line=…,col=…,title=…::message`."""
     lines = []
     for d in diagnostics:
-        message = d.message + (f" (hint: {d.hint})" if d.hint else "")
+        message = _full_message(d)
         props = (
             f"file={_escape_property(d.span.path)},line={d.span.line},col={d.span.column},"
             f"title={_escape_property(d.code)}"
@@ -67,7 +77,7 @@ def as_sarif(diagnostics: Sequence[Diagnostic], *, tool_version: str = "0.1.0") 
         {
             "ruleId": d.code,
             "level": "error" if d.is_error else "warning",
-            "message": {"text": d.message + (f" (hint: {d.hint})" if d.hint else "")},
+            "message": {"text": _full_message(d)},
             "locations": [
                 {
                     "physicalLocation": {
@@ -76,6 +86,7 @@ def as_sarif(diagnostics: Sequence[Diagnostic], *, tool_version: str = "0.1.0") 
                     }
                 }
             ],
+            **({"properties": {"trace": list(d.trace)}} if d.trace is not None else {}),
         }
         for d in diagnostics
     ]

@@ -228,6 +228,117 @@ ToolEntry = Annotated[
 ]
 
 
+# -- sequence assertions (`expect:`) and silences (`silence:`), checked by `toolfsm check` --------
+#
+# An assertion is a statement about every possible run of the machine; `toolfsm check` proves
+# it by exhaustive exploration or prints the shortest run that breaks it. A run *ends* when it
+# stops for a terminal tool or for a reply without a tool call (dead ends are findings of their
+# own, C101). "Called" means a call the rules accepted (a violating call never enters a run).
+
+
+class _Expect(_Model):
+    note: str | None = Field(default=None, description="Why the assertion holds; shown on failure.")
+
+
+class NeverExpect(_Expect):
+    """None of these tools is ever called, in any run."""
+
+    never: OneOrMoreTools
+
+
+class NeverAfterExpect(_Expect):
+    """Once `never_after` has been called (anywhere earlier in the run), `tools` are never called."""
+
+    never_after: ToolName
+    tools: OneOrMoreTools
+
+
+class OnlyAfterExpect(_Expect):
+    """`tools` are only called once `only_after` has been called, anywhere earlier in the run.
+
+    Unlike the parent rule of the same key, the earlier call need not be the previous one.
+    """
+
+    only_after: ToolName
+    tools: OneOrMoreTools
+
+
+class AlwaysBeforeExpect(_Expect):
+    """Every run that ends has called each of these tools before its final step.
+
+    The final step is the terminal call (which does not count) or the reply without a tool call.
+    """
+
+    always_before: OneOrMoreTools
+
+
+class AtMostExpect(_Expect):
+    """Each of `tools` is called at most `at_most` times per run."""
+
+    at_most: Annotated[int, Field(ge=0)]
+    tools: OneOrMoreTools
+
+
+class EventuallyExpect(_Expect):
+    """Every run that ends has called each of these tools (the final call counts)."""
+
+    eventually: OneOrMoreTools
+
+
+class EndsWithExpect(_Expect):
+    """Every run that ends has one of these tools as its last call."""
+
+    ends_with: OneOrMoreTools
+
+
+EXPECT_KEYS: dict[str, type[_Expect]] = {
+    "never": NeverExpect,
+    "never_after": NeverAfterExpect,
+    "only_after": OnlyAfterExpect,
+    "always_before": AlwaysBeforeExpect,
+    "at_most": AtMostExpect,
+    "eventually": EventuallyExpect,
+    "ends_with": EndsWithExpect,
+}
+
+
+def expect_kind(value: Any) -> str | None:
+    """The kind of a raw assertion mapping (or model): its one kind key, else None."""
+    if isinstance(value, _Expect):
+        return next(k for k, cls in EXPECT_KEYS.items() if type(value) is cls)
+    if not isinstance(value, dict):
+        return None
+    present = [key for key in EXPECT_KEYS if key in value]
+    return present[0] if len(present) == 1 else None
+
+
+Expect = Annotated[
+    Annotated[NeverExpect, Tag("never")]
+    | Annotated[NeverAfterExpect, Tag("never_after")]
+    | Annotated[OnlyAfterExpect, Tag("only_after")]
+    | Annotated[AlwaysBeforeExpect, Tag("always_before")]
+    | Annotated[AtMostExpect, Tag("at_most")]
+    | Annotated[EventuallyExpect, Tag("eventually")]
+    | Annotated[EndsWithExpect, Tag("ends_with")],
+    Discriminator(
+        expect_kind,
+        custom_error_type="expect_kind",
+        custom_error_message="an assertion needs exactly one kind key: " + ", ".join(EXPECT_KEYS),
+    ),
+]
+
+
+class Silence(_Model):
+    """Silence a warning of `toolfsm check` for this file, with the reason it is acceptable."""
+
+    code: Annotated[str, StringConstraints(pattern=r"^[A-Z][0-9]{3}$")] = Field(
+        description="The warning code, e.g. C120. Errors cannot be silenced."
+    )
+    reason: Annotated[str, StringConstraints(min_length=1)] = Field(
+        description="Why the warning does not apply; shown by `toolfsm check --show-silenced`."
+    )
+
+
 class RunSettings(_Model):
     """How the agent runs: its instructions, step limit, continuation mode and tools module."""
 
@@ -267,6 +378,14 @@ class AgentSpec(_Model):
         description="The tools the agent has, in the order they are offered to the model."
     )
     rules: list[Rule] = Field(default_factory=list)
+    expect: list[Expect] = Field(
+        default_factory=list,
+        description="Assertions about every possible run, proved by `toolfsm check`.",
+    )
+    silence: list[Silence] = Field(
+        default_factory=list,
+        description="Warnings of `toolfsm check` that do not apply to this file, with reasons.",
+    )
     run: RunSettings = Field(
         default_factory=RunSettings, description="How `toolfsm run` runs the agent."
     )

@@ -15,7 +15,7 @@ from __future__ import annotations
 import math
 import re
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar
 
 import yaml
 from yaml.resolver import BaseResolver
@@ -42,13 +42,37 @@ _FLOAT = re.compile(r"^[-+]?(?:\.[0-9]+|[0-9]+(?:\.[0-9]*)?)(?:[eE][-+]?[0-9]+)?
 _INF = re.compile(r"^[-+]?\.(?:inf|Inf|INF)$")
 _NAN = re.compile(r"^\.(?:nan|NaN|NAN)$")
 
-try:  # libyaml composes about ten times faster; the pure-Python parser is the same grammar.
-    from yaml import CParser as _Parser
 
-    class _Loader(_Parser, BaseResolver):  # type: ignore[misc]
+class _PlainResolver(BaseResolver):
+    """Every untagged node gets the default tag of its kind (values are typed by `_plain_scalar`).
+
+    Equivalent to `BaseResolver` with no implicit or path resolvers registered, minus its
+    per-node Python work: the composer calls these three methods for every node.
+    """
+
+    _DEFAULT: ClassVar[dict[Any, str]] = {
+        yaml.ScalarNode: _STR,
+        yaml.SequenceNode: _SEQ,
+        yaml.MappingNode: _MAP,
+    }
+
+    def resolve(self, kind: Any, value: Any, implicit: Any) -> str:
+        return self._DEFAULT[kind]
+
+    def descend_resolver(self, current_node: Any, current_index: Any) -> None:
+        return None
+
+    def ascend_resolver(self) -> None:
+        return None
+
+
+try:  # libyaml composes about ten times faster; the pure-Python parser is the same grammar.
+    from yaml.cyaml import CParser as _Parser  # not re-exported by `yaml` itself
+
+    class _Loader(_Parser, _PlainResolver):  # type: ignore[misc]
         def __init__(self, stream: str) -> None:
             _Parser.__init__(self, stream)
-            BaseResolver.__init__(self)
+            _PlainResolver.__init__(self)
 
 except ImportError:  # pragma: no cover - depends on how PyYAML was built
     from yaml.composer import Composer
@@ -56,13 +80,13 @@ except ImportError:  # pragma: no cover - depends on how PyYAML was built
     from yaml.reader import Reader
     from yaml.scanner import Scanner
 
-    class _Loader(Reader, Scanner, Parser, Composer, BaseResolver):  # type: ignore[no-redef,misc]
+    class _Loader(Reader, Scanner, Parser, Composer, _PlainResolver):  # type: ignore[no-redef,misc]
         def __init__(self, stream: str) -> None:
             Reader.__init__(self, stream)
             Scanner.__init__(self)
             Parser.__init__(self)
             Composer.__init__(self)
-            BaseResolver.__init__(self)
+            _PlainResolver.__init__(self)
 
 
 @dataclass
@@ -92,7 +116,13 @@ class _Refused(Exception):
         self.code, self.message, self.node = code, message, node
 
 
+# First characters a null, bool or number can start with; anything else is a string.
+_TYPED_START = frozenset("~nNtTfF0123456789+-.")
+
+
 def _plain_scalar(text: str) -> Any:
+    if text and text[0] not in _TYPED_START:
+        return text  # most scalars (tool names, descriptions) skip the regular expressions
     if _NULL.match(text):
         return None
     if _BOOL.match(text):
@@ -184,9 +214,33 @@ def parse_yaml(text: str, path: str) -> tuple[Any, SourceMap, list[Diagnostic]]:
         span = SourceSpan(path, 1, 1)
         message = f"file is larger than {MAX_BYTES} bytes; a rule file should be small"
         return None, source, [Diagnostic(Severity.ERROR, "E003", message, span)]
-    loader = _Loader(text)
+    loader = None
     try:
+        loader = _Loader(text)  # the pure-Python reader already checks characters here
         root = loader.get_single_node()
+    except yaml.reader.ReaderError as exc:
+        # A character YAML forbids (control characters): point at its first occurrence
+        # (libyaml counts bytes, the pure-Python reader characters; the text is what we have).
+        character = chr(exc.character) if isinstance(exc.character, int) else ""
+        index = max(text.find(character), 0) if character else 0
+        line = text.count("\n", 0, index) + 1
+        column = index - (text.rfind("\n", 0, index) + 1) + 1
+        message = f"malformed YAML: character {character!r} is not allowed ({exc.reason})"
+        return (
+            None,
+            source,
+            [Diagnostic(Severity.ERROR, "E001", message, SourceSpan(path, line, column))],
+        )
+    except UnicodeEncodeError as exc:
+        index = exc.start
+        line = text.count("\n", 0, index) + 1
+        column = index - (text.rfind("\n", 0, index) + 1) + 1
+        message = f"malformed YAML: {text[index]!r} is not a Unicode character"
+        return (
+            None,
+            source,
+            [Diagnostic(Severity.ERROR, "E001", message, SourceSpan(path, line, column))],
+        )
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         line, column = (mark.line + 1, mark.column + 1) if mark else (1, 1)
@@ -210,7 +264,8 @@ def parse_yaml(text: str, path: str) -> tuple[Any, SourceMap, list[Diagnostic]]:
             [Diagnostic(Severity.ERROR, "E001", f"malformed YAML: {exc}", SourceSpan(path, 1, 1))],
         )
     finally:
-        loader.dispose()
+        if loader is not None:
+            loader.dispose()
     if root is None:
         return (
             None,

@@ -17,6 +17,8 @@ app = typer.Typer(
 )
 
 # Command modules register themselves on `app` when imported.
+from engine.cli import check as _check  # noqa: E402,F401
+from engine.cli import letta as _letta  # noqa: E402,F401
 from engine.cli import rules as _rules  # noqa: E402,F401
 from engine.cli import run as _run  # noqa: E402,F401
 

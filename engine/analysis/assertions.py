@@ -1,0 +1,274 @@
+"""Sequence assertions (`expect:`): proved over every run of the machine, or refuted by the
+shortest run that breaks them.
+
+Each assertion becomes one small monitor per subject tool: an automaton over the tool calls
+of a run with an integer state (a flag or a capped counter). The monitor runs in lockstep
+with the explored graph (a breadth-first search over position x monitor state), so the first
+violation found is a shortest counterexample. A run *ends* when it stops for a terminal tool
+or a reply without a tool call; dead ends are findings of their own (C101).
+
+Codes (errors):
+
+    A100 the assertion names a tool the agent does not have
+    A101 never          A102 never_after     A103 only_after     A104 always_before
+    A105 at_most        A106 eventually      A107 ends_with
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from engine import spec
+from engine.analysis.explore import DEAD, END, Graph
+from engine.analysis.findings import Finding, Locator
+from engine.errors import Diagnostic, Severity
+from engine.yamltree import SourceMap
+
+CODES = {
+    "never": "A101",
+    "never_after": "A102",
+    "only_after": "A103",
+    "always_before": "A104",
+    "at_most": "A105",
+    "eventually": "A106",
+    "ends_with": "A107",
+}
+
+Call = Callable[[int, int], int]  # (state, tool index) -> next state, or -1: violated
+End = Callable[[int, int | None, int | None], bool]  # (state before the final step,
+# terminal tool index or None for a reply, last tool called or None) -> holds
+
+
+@dataclass(frozen=True)
+class Monitor:
+    subject: str
+    call: Call
+    end: End | None = None
+
+
+@dataclass(frozen=True)
+class Violation:
+    """Where a monitor failed: the steps, how the run stopped (if it did) and the position."""
+
+    step_ids: list[int]
+    position_id: int  # the position the last step left from (or the text reply was at)
+    failing_step: int | None  # the step id that broke the assertion, None for a reply end
+    final: str | None  # "call", "terminal" or "reply"
+
+
+def _never(x: int) -> Call:
+    return lambda s, t: -1 if t == x else 0
+
+
+def _never_after(x: int, y: int) -> Call:
+    return lambda s, t: -1 if t == x and s else (1 if s or t == y else 0)
+
+
+def _only_after(x: int, y: int) -> Call:
+    return lambda s, t: -1 if t == x and not s else (1 if s or t == y else 0)
+
+
+def _flag(x: int) -> Call:
+    return lambda s, t: 1 if s or t == x else 0
+
+
+def _at_most(x: int, n: int) -> Call:
+    return lambda s, t: (-1 if s + 1 > n else s + 1) if t == x else s
+
+
+def monitors(expect: Any, tool_index: dict[str, int]) -> list[Monitor]:
+    """One monitor per subject tool of an assertion (an assertion holds when all of them do)."""
+    match expect:
+        case spec.NeverExpect():
+            return [Monitor(t, _never(tool_index[t])) for t in spec.as_tuple(expect.never)]
+        case spec.NeverAfterExpect():
+            y = tool_index[expect.never_after]
+            return [Monitor(t, _never_after(tool_index[t], y)) for t in spec.as_tuple(expect.tools)]
+        case spec.OnlyAfterExpect():
+            y = tool_index[expect.only_after]
+            return [Monitor(t, _only_after(tool_index[t], y)) for t in spec.as_tuple(expect.tools)]
+        case spec.AlwaysBeforeExpect():
+            return [
+                Monitor(t, _flag(tool_index[t]), lambda s, final, last: bool(s))
+                for t in spec.as_tuple(expect.always_before)
+            ]
+        case spec.EventuallyExpect():
+            out = []
+            for t in spec.as_tuple(expect.eventually):
+                x = tool_index[t]
+                out.append(Monitor(t, _flag(x), lambda s, final, last, x=x: bool(s) or final == x))
+            return out
+        case spec.AtMostExpect():
+            n = expect.at_most
+            return [Monitor(t, _at_most(tool_index[t], n)) for t in spec.as_tuple(expect.tools)]
+        case spec.EndsWithExpect():
+            names = spec.as_tuple(expect.ends_with)
+            allowed = {tool_index[t] for t in names}
+            return [
+                Monitor(", ".join(names), lambda s, t: 0, lambda s, final, last: last in allowed)
+            ]
+    raise AssertionError(f"unknown assertion {expect!r}")  # pragma: no cover - closed union
+
+
+def search(graph: Graph, monitor: Monitor) -> Violation | None:
+    """The shortest run that breaks the monitor, or None when every explored run keeps it."""
+    steps = graph.steps
+    nodes = graph.machine.nodes
+    tool_index = graph.machine.tool_index
+    call, end = monitor.call, monitor.end
+    parent: dict[tuple[int, int], tuple[tuple[int, int], int] | None] = {(0, 0): None}
+    queue = [(0, 0)]
+
+    def path(key: tuple[int, int]) -> list[int]:
+        ids = []
+        link = parent[key]
+        while link is not None:
+            key, step = link
+            ids.append(step)
+            link = parent[key]
+        ids.reverse()
+        return ids
+
+    def ends_badly(key: tuple[int, int]) -> bool:
+        pid, state = key
+        if end is None or not graph.text_end[pid]:
+            return False
+        last = nodes[graph.node(pid)].last_tool
+        return not end(state, None, None if last is None else tool_index[last])
+
+    # A reply is judged when its position is discovered, a call when its source is expanded:
+    # both then come out in order of length, so the first violation is a shortest one.
+    if ends_badly((0, 0)):
+        return Violation([], 0, None, "reply")
+    for key in queue:
+        pid, state = key
+        lo, hi = graph.edge_start[pid], graph.edge_start[pid + 1]
+        for j in range(lo, hi):
+            step_id, target = graph.edge_step[j], graph.edge_target[j]
+            tool = steps[step_id].tool_index
+            new_state = call(state, tool)
+            if new_state < 0:
+                return Violation([*path(key), step_id], pid, step_id, "call")
+            if target == END:
+                if end is not None and not end(state, tool, tool):
+                    return Violation([*path(key), step_id], pid, step_id, "terminal")
+                continue
+            if target == DEAD:
+                continue
+            new_key = (target, new_state)
+            if new_key not in parent:
+                parent[new_key] = (key, step_id)
+                if ends_badly(new_key):
+                    return Violation(path(new_key), target, None, "reply")
+                queue.append(new_key)
+    return None
+
+
+def _describe(kind: str, expect: Any, subject: str, graph: Graph, v: Violation) -> str:
+    labels = graph.labels(v.step_ids)
+    run = f"the run {' -> '.join(labels)}" if labels else "a run with no tool call"
+    if v.final == "reply":
+        how = "ends with a reply (no tool call)"
+    elif v.final == "terminal":
+        how = f"ends with the terminal tool {graph.steps[v.step_ids[-1]].tool!r}"
+    else:
+        how = ""
+    match kind:
+        case "never":
+            return f"expected {subject!r} never to be called, but {run} calls it"
+        case "never_after":
+            return (
+                f"expected {subject!r} never to be called after {expect.never_after!r}, "
+                f"but {run} does"
+            )
+        case "only_after":
+            return (
+                f"expected {subject!r} to be called only after {expect.only_after!r}, but "
+                f"{run} calls it before {expect.only_after!r} was called"
+            )
+        case "always_before":
+            return (
+                f"expected every run to call {subject!r} before it ends, but {run} {how} "
+                "without having called it"
+            )
+        case "eventually":
+            return f"expected every run to call {subject!r}, but {run} {how} without calling it"
+        case "at_most":
+            return (
+                f"expected {subject!r} to be called at most {expect.at_most} time(s), but "
+                f"{run} calls it {expect.at_most + 1} times"
+            )
+        case "ends_with":
+            return f"expected every run to end with one of {subject}, but {run} {how}"
+    raise AssertionError(kind)  # pragma: no cover
+
+
+def _unknown_tools(expect: Any, index: int, known: set[str]) -> list[tuple[str, tuple[Any, ...]]]:
+    out = []
+    for field, value in expect.model_dump(by_alias=True, exclude={"note"}).items():
+        if field == "at_most":
+            continue
+        names = [value] if isinstance(value, str) else list(value)
+        for position, name in enumerate(names):
+            if name not in known:
+                path: tuple[Any, ...] = ("expect", index, field)
+                if not isinstance(value, str):
+                    path = (*path, position)
+                out.append((name, path))
+    return out
+
+
+def check_assertions(graph: Graph, source: SourceMap | None = None) -> list[Finding]:
+    """One finding per assertion that fails (or names an unknown tool); none when all hold."""
+    machine = graph.machine
+    locator = Locator(machine, source)
+    known = set(machine.tools)
+    findings: list[Finding] = []
+    for index, expect in enumerate(machine.spec.expect):
+        kind = spec.expect_kind(expect) or ""
+        unknown = _unknown_tools(expect, index, known)
+        if unknown:
+            for name, path in unknown:
+                findings.append(
+                    Finding(
+                        Diagnostic(
+                            Severity.ERROR,
+                            "A100",
+                            f"assertion names tool {name!r}, which the agent does not have",
+                            locator.at(path),
+                        ),
+                        expect=index,
+                    )
+                )
+            continue
+        best: tuple[Violation, str] | None = None
+        for monitor in monitors(expect, dict(machine.tool_index)):
+            violation = search(graph, monitor)
+            if violation and (best is None or len(violation.step_ids) < len(best[0].step_ids)):
+                best = (violation, monitor.subject)
+        if best is None:
+            continue
+        violation, subject = best
+        message = _describe(kind, expect, subject, graph, violation)
+        if expect.note:
+            message += f" ({expect.note})"
+        position = graph.position(violation.position_id)
+        if violation.failing_step is not None:
+            step = graph.steps[violation.failing_step]
+            position = machine.advance(position, step.tool, step.output)
+        findings.append(
+            Finding(
+                Diagnostic(
+                    Severity.ERROR,
+                    CODES[kind],
+                    message,
+                    locator.at(("expect", index)),
+                    trace=graph.labels(violation.step_ids),
+                ),
+                position,
+                expect=index,
+            )
+        )
+    return findings

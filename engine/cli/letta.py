@@ -1,0 +1,197 @@
+"""`toolfsm import | export`: migrate tool rules from Letta and back.
+
+Exit codes: 0 done; 1 the translation is lossy (the output is still written, with the reasons
+as comments or warnings; `--allow-lossy` turns this into 0) or the rule file is invalid;
+2 bad usage or an unreadable input.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from engine.cli import app
+
+AGENT_PLACEHOLDER = "{agent}"
+
+
+def _fail(message: str, code: int = 2) -> None:
+    typer.echo(f"toolfsm: {message}", err=True)
+    raise typer.Exit(code)
+
+
+def slug(name: str) -> str:
+    """A file-name-safe form of an agent name."""
+    text = re.sub(r"[^A-Za-z0-9_.-]+", "-", name).strip("-.")
+    return text or "agent"
+
+
+def _targets(names: list[str], out: str | None) -> list[Path | None]:
+    """Where each agent goes: stdout (None), one file, a folder, or a `{agent}` pattern."""
+    if out is None:
+        if len(names) > 1:
+            _fail(
+                f"the file holds {len(names)} agents ({', '.join(names)}): choose one with "
+                "--agent NAME, or write them all with -o FOLDER/ or -o 'PATTERN{agent}.yaml'"
+            )
+        return [None]
+    text = out
+    folder = Path(out).is_dir() or text.endswith(("/", "\\"))
+    if AGENT_PLACEHOLDER not in text and not folder:
+        if len(names) > 1:
+            _fail(
+                f"the file holds {len(names)} agents: -o must be a folder (existing, or ending "
+                "with '/') or a pattern containing {agent}; or choose one with --agent NAME"
+            )
+        return [Path(out)]
+    paths: list[Path | None] = []
+    used: set[str] = set()
+    for name in names:
+        stem = slug(name)
+        unique, n = stem, 2
+        while unique in used:  # two agents with the same name (or slug) get -2, -3, ...
+            unique, n = f"{stem}-{n}", n + 1
+        used.add(unique)
+        paths.append(
+            Path(out) / f"{unique}.yaml"
+            if folder
+            else Path(text.replace(AGENT_PLACEHOLDER, unique))
+        )
+    return paths
+
+
+@app.command("import")
+def import_(
+    file: Annotated[
+        Path,
+        typer.Argument(help="A Letta agent file (.af), agent JSON, or `tool_rules` JSON list."),
+    ],
+    out: Annotated[
+        str | None,  # a string: a trailing '/' (a folder to create) must survive
+        typer.Option(
+            "--output",
+            "-o",
+            help="Output rule file; with several agents a folder (one NAME.yaml per agent) or a "
+            "pattern containing {agent}. Default: standard output (one agent only).",
+        ),
+    ] = None,
+    agent: Annotated[
+        str | None, typer.Option("--agent", help="Import only the agent with this name or id.")
+    ] = None,
+    allow_lossy: Annotated[
+        bool,
+        typer.Option("--allow-lossy", help="Exit 0 even when some rules could not be translated."),
+    ] = False,
+) -> None:
+    """Translate Letta tool rules into a toolfsm rule file (see README, "Migrating from Letta")."""
+    from engine.letta import LettaFormatError, TranslationError, import_document, read_letta
+
+    if not file.exists():
+        _fail(f"no such file: {file}")
+    try:
+        document = read_letta(file)
+    except LettaFormatError as exc:
+        _fail(str(exc))
+    agents = document.agents
+    if agent is not None:
+        agents = tuple(a for a in agents if agent in (a.name, a.agent_id))
+        if not agents:
+            names = ", ".join(a.name for a in document.agents)
+            _fail(f"no agent named {agent!r} in {file}; agents: {names}")
+    document = type(document)(
+        document.path, document.form, agents, document.encoding_layers, document.notes
+    )
+    targets = _targets([a.name for a in agents], out)
+    try:
+        imported = import_document(document)
+    except TranslationError as exc:
+        _fail(str(exc), 1)
+    lossy = False
+    for item, target in zip(imported, targets, strict=True):
+        if target is None:
+            sys.stdout.write(item.text)
+        else:
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.write_text(item.text, encoding="utf-8")
+        where = "standard output" if target is None else str(target)
+        rules = len(item.translation.spec.rules)
+        typer.echo(f"{item.name}: {rules} rule(s) written to {where}", err=True)
+        for skipped in item.translation.skipped:
+            at = "" if skipped.index is None else f"tool_rules[{skipped.index}]: "
+            typer.echo(f"  lossy: {at}{skipped.reason}", err=True)
+        lossy = lossy or item.lossy
+    if lossy and not allow_lossy:
+        typer.echo(
+            "toolfsm: the import is lossy (see the NOT TRANSLATED comments); "
+            "--allow-lossy accepts it",
+            err=True,
+        )
+        raise typer.Exit(1)
+
+
+@app.command("export")
+def export(
+    file: Annotated[Path, typer.Argument(help="A toolfsm rule file.")],
+    letta: Annotated[
+        bool, typer.Option("--letta", help="Write Letta `tool_rules` JSON (the only format).")
+    ] = False,
+    out: Annotated[
+        Path | None, typer.Option("--output", "-o", help="Output JSON file (default: stdout).")
+    ] = None,
+    agent_json: Annotated[
+        bool,
+        typer.Option(
+            "--agent-json",
+            help="Write a Letta agent object (name, tools with schemas, tool_rules) instead of "
+            "the bare list; `toolfsm import` reads it back with the full tool list.",
+        ),
+    ] = False,
+    allow_lossy: Annotated[
+        bool, typer.Option("--allow-lossy", help="Exit 0 even when the meaning may change.")
+    ] = False,
+) -> None:
+    """Write a rule file's rules as Letta `tool_rules` JSON (see README, "Migrating from Letta")."""
+    from engine.letta import spec_to_letta, spec_to_letta_agent
+    from engine.loader import read_rule_file
+    from engine.report import as_text
+
+    if not letta:
+        _fail("choose the output format: --letta")
+    if not file.exists():
+        _fail(f"no such file: {file}")
+    rule_file = read_rule_file(file)
+    if not rule_file.ok:
+        typer.echo(as_text([d for d in rule_file.diagnostics if d.is_error]), err=True)
+        raise typer.Exit(1)
+    spec = rule_file.require()
+    if agent_json:
+        document, exported = spec_to_letta_agent(spec)
+        payload: object = document
+    else:
+        exported = spec_to_letta(spec)
+        payload = exported.tool_rules
+    text = json.dumps(payload, indent=2, ensure_ascii=False) + "\n"
+    if out is None:
+        sys.stdout.write(text)
+    else:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(text, encoding="utf-8")
+        typer.echo(
+            f"{spec.agent}: {len(exported.tool_rules)} Letta rule(s) written to {out}", err=True
+        )
+    for note in exported.notes:
+        typer.echo(f"  note: {note}", err=True)
+    for problem in exported.problems:
+        typer.echo(f"  lossy: {problem}", err=True)
+    if exported.lossy and not allow_lossy:
+        typer.echo(
+            "toolfsm: the export is lossy (Letta matches output keys as exact strings); "
+            "--allow-lossy accepts it",
+            err=True,
+        )
+        raise typer.Exit(1)

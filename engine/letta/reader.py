@@ -1,0 +1,226 @@
+"""Read Letta's serialised forms: an agent file (`.af`), an agent JSON object, or a bare
+`tool_rules` list, into plain `LettaAgent` records (no translation happens here).
+
+The reader is forgiving about the outer shape (files found in the wild are sometimes a JSON
+string whose content is the document, encoded a second time) and strict about nothing else:
+rules are kept as the raw JSON objects they are, so the translator can quote them verbatim in
+its comments when it cannot translate them.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from engine.errors import ToolfsmError
+
+# A JSON document encoded as a JSON string, possibly more than once; more layers are refused.
+MAX_ENCODING_LAYERS = 4
+
+
+class LettaFormatError(ToolfsmError):
+    """A file is not one of Letta's serialised forms (or not JSON at all)."""
+
+    def __init__(self, path: str, message: str) -> None:
+        self.path = path
+        super().__init__(f"{path}: {message}")
+
+
+@dataclass(frozen=True)
+class LettaTool:
+    """One tool as Letta stores it: name, description, and the JSON Schema of its arguments."""
+
+    name: str
+    description: str = ""
+    parameters: dict[str, Any] | None = None
+    tool_type: str | None = None
+
+
+@dataclass(frozen=True)
+class LettaAgent:
+    """One agent: its tools (None when the source does not say) and its raw `tool_rules`."""
+
+    name: str
+    tools: tuple[LettaTool, ...] | None
+    tool_rules: tuple[Any, ...]
+    description: str = ""
+    agent_id: str | None = None
+    notes: tuple[str, ...] = ()  # what the reader noticed (unknown tool ids, ...)
+
+
+@dataclass(frozen=True)
+class LettaDocument:
+    """What a file held: its form ("agent_file", "agent" or "tool_rules") and the agents."""
+
+    path: str
+    form: str
+    agents: tuple[LettaAgent, ...]
+    encoding_layers: int = 1  # 2 = the JSON document was itself a JSON-encoded string
+    notes: tuple[str, ...] = field(default=())
+
+
+def _text(value: Any) -> str:
+    return value if isinstance(value, str) else ""
+
+
+def _tool(raw: Any) -> LettaTool | None:
+    """A tool from a top-level `tools` entry (or a bare name); None when it has no name."""
+    if isinstance(raw, str):
+        return LettaTool(raw)
+    if not isinstance(raw, dict):
+        return None
+    schema = raw.get("json_schema") if isinstance(raw.get("json_schema"), dict) else {}
+    name = raw.get("name") or schema.get("name")
+    if not isinstance(name, str) or not name:
+        return None
+    parameters = schema.get("parameters")
+    if parameters is None and isinstance(raw.get("parameters"), dict):
+        parameters = raw["parameters"]  # an already-flattened tool object
+    description = _text(raw.get("description")) or _text(schema.get("description"))
+    return LettaTool(
+        name=name,
+        description=description,
+        parameters=parameters if isinstance(parameters, dict) else None,
+        tool_type=raw.get("tool_type") if isinstance(raw.get("tool_type"), str) else None,
+    )
+
+
+def _rules(raw: Any, where: str, path: str) -> tuple[Any, ...]:
+    if raw is None:
+        return ()
+    if not isinstance(raw, list):
+        raise LettaFormatError(
+            path, f"{where}: `tool_rules` must be a list, got {type(raw).__name__}"
+        )
+    return tuple(raw)
+
+
+def _agent(
+    raw: dict[str, Any],
+    where: str,
+    default_name: str,
+    tools_by_id: dict[str, LettaTool] | None,
+    path: str,
+) -> LettaAgent:
+    name = raw.get("name") if isinstance(raw.get("name"), str) and raw.get("name") else None
+    notes: list[str] = []
+    tools: list[LettaTool] | None = None
+    if tools_by_id is not None and isinstance(raw.get("tool_ids"), list):
+        tools = []
+        for tool_id in raw["tool_ids"]:
+            tool = tools_by_id.get(tool_id) if isinstance(tool_id, str) else None
+            if tool is None:
+                notes.append(f"tool id {tool_id!r} is not in the file's `tools` list; skipped")
+            else:
+                tools.append(tool)
+    elif isinstance(raw.get("tools"), list):
+        tools = []
+        for entry in raw["tools"]:
+            tool = _tool(entry)
+            if tool is None:
+                notes.append(f"a tool entry without a name was skipped: {_short(entry)}")
+            else:
+                tools.append(tool)
+    return LettaAgent(
+        name=name or default_name,
+        tools=None if tools is None else tuple(tools),
+        tool_rules=_rules(raw.get("tool_rules"), where, path),
+        description=_text(raw.get("description")),
+        agent_id=raw.get("id") if isinstance(raw.get("id"), str) else None,
+        notes=tuple(notes),
+    )
+
+
+def _short(value: Any, limit: int = 200) -> str:
+    text = json.dumps(value, ensure_ascii=False, sort_keys=False)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def parse_letta(text: str, path: str = "<string>") -> LettaDocument:
+    """Parse Letta JSON text; `LettaFormatError` when it is none of the three forms."""
+    try:
+        data: Any = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise LettaFormatError(
+            path, f"not JSON: {exc.msg} (line {exc.lineno}, column {exc.colno})"
+        ) from exc
+    layers = 1
+    while isinstance(data, str):
+        if layers >= MAX_ENCODING_LAYERS:
+            raise LettaFormatError(
+                path, f"JSON string encoded more than {MAX_ENCODING_LAYERS} times"
+            )
+        try:
+            data = json.loads(data)
+        except json.JSONDecodeError as exc:
+            raise LettaFormatError(
+                path, f"the file is a JSON string, and its content is not JSON: {exc.msg}"
+            ) from exc
+        layers += 1
+    notes = (
+        ("the JSON document was itself JSON-encoded as a string; decoded",) if layers > 1 else ()
+    )
+
+    if isinstance(data, list):
+        if not all(isinstance(rule, dict) for rule in data):
+            raise LettaFormatError(
+                path, "a list must be Letta `tool_rules`: a list of JSON objects"
+            )
+        agent = LettaAgent(name=Path(path).stem or "agent", tools=None, tool_rules=tuple(data))
+        return LettaDocument(path, "tool_rules", (agent,), layers, notes)
+    if not isinstance(data, dict):
+        raise LettaFormatError(path, f"expected a JSON object or list, got {type(data).__name__}")
+
+    if isinstance(data.get("agents"), list):
+        tools_by_id: dict[str, LettaTool] = {}
+        for entry in data.get("tools") or []:
+            tool = _tool(entry)
+            if tool is not None and isinstance(entry, dict) and isinstance(entry.get("id"), str):
+                tools_by_id[entry["id"]] = tool
+        agents = []
+        for index, raw in enumerate(data["agents"]):
+            if not isinstance(raw, dict):
+                raise LettaFormatError(path, f"agent #{index + 1} is not a JSON object")
+            where = f"agent #{index + 1}"
+            agents.append(_agent(raw, where, f"agent-{index + 1}", tools_by_id, path))
+        if not agents:
+            raise LettaFormatError(path, "the agent file lists no agents")
+        return LettaDocument(path, "agent_file", tuple(agents), layers, notes)
+
+    if "tool_rules" in data or "tools" in data or "tool_ids" in data:
+        agent = _agent(data, "the agent", Path(path).stem or "agent", None, path)
+        extra = (
+            ("`tool_ids` ignored: an agent object has no tool list to resolve them",)
+            if ("tool_ids" in data and agent.tools is None)
+            else ()
+        )
+        return LettaDocument(path, "agent", (agent,), layers, notes + extra)
+    raise LettaFormatError(
+        path,
+        "not a Letta agent file (no `agents`), agent object (no `tool_rules`/`tools`) "
+        "or `tool_rules` list",
+    )
+
+
+def read_letta(path: str | Path) -> LettaDocument:
+    """Read a Letta file from disk; unreadable or non-UTF-8 files raise `LettaFormatError`."""
+    name = str(path)
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except OSError as exc:
+        raise LettaFormatError(name, f"cannot read file: {exc.strerror or exc}") from exc
+    except UnicodeDecodeError as exc:
+        raise LettaFormatError(name, f"file is not UTF-8 text (byte {exc.start})") from exc
+    return parse_letta(text, name)
+
+
+__all__ = [
+    "LettaAgent",
+    "LettaDocument",
+    "LettaFormatError",
+    "LettaTool",
+    "parse_letta",
+    "read_letta",
+]
