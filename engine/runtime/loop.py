@@ -1,12 +1,15 @@
 """The step loop: gate -> request -> reply -> judge and execute each call -> advance -> persist.
 
-One step is one model call. Its life in the store (so a killed process loses nothing committed):
+One step is one model call. Its life in the store (so a killed process loses nothing committed;
+the writes go through the run's `Journal`, which commits them at these points only):
 
-1. the reply is appended as an assistant message on its own, before any tool runs;
-2. each call is recorded as started (or as a violation, or awaiting approval) before it runs,
-   and as finished after;
-3. the step itself (gate, reply, positions, decision) is committed in one transaction with the
-   tool-result messages, before the next model call.
+1. before a call with side effects runs, the reply (as an assistant message) and the call's
+   "started" record are committed together; the call's result is committed with the next
+   write, at the latest before another tool runs;
+2. calls of idempotent tools and violations are recorded with the step commit (a crash before
+   it makes a resume ask the model again, and re-run the idempotent calls);
+3. the step itself (gate, reply, positions, decision, call results) is committed in one
+   transaction with the tool-result messages, before the next model call.
 
 A step whose reply is stored but which is not committed is *pending*; resuming a run (after a
 crash, an approval, a denial or a decision) finishes the pending step from its stored reply
@@ -42,6 +45,7 @@ from engine.runtime.events import (
     ToolResultEvent,
     Violation,
 )
+from engine.runtime.journal import GroupCommit, Journal
 from engine.runtime.state import (
     PendingStep,
     RunState,
@@ -102,7 +106,11 @@ class Runner:
         max_steps: int | None = None,
         model: str | None = None,
         options: dict[str, Any] | None = None,
+        group_commit: GroupCommit | None = None,
     ) -> None:
+        """`group_commit` (one per event loop and store, shared by the runners of many
+        concurrent runs) makes their store writes share transactions; without it each run
+        commits on its own."""
         self.agent = agent
         self.provider = provider
         self.store = store
@@ -110,10 +118,19 @@ class Runner:
         self.model = model or getattr(provider, "name", type(provider).__name__)
         # Stored with the run so `toolfsm runs resume` can rebuild tools and provider.
         self.options = dict(options or {})
+        self.group_commit = group_commit
         self._machine = agent.machine
         self._system = agent.system_prompt()
         self._heartbeat = agent.heartbeat
         self._parallel = agent.settings.parallel_tool_calls
+        self._tool_specs = agent.tool_specs
+        # The store's write operations, imported only when there is a store: a run without
+        # one does not load SQLAlchemy.
+        self._w: Any = None
+        if store is not None:
+            from engine.store import writes
+
+            self._w = writes
 
     # -- public entry points ---------------------------------------------------------------
 
@@ -138,7 +155,11 @@ class Runner:
         machine = self._machine
         position = machine.start()
         first = Message(role="user", text=input)
+        journal = None
         if self.store is not None:
+            from engine.store import new_run_id
+
+            w = self._w
             record = self.store.save_agent(
                 self.agent.name, self.agent.rules_text, self.agent.rules_path
             )
@@ -147,19 +168,25 @@ class Runner:
                 "tools": self.agent.tools_ref,
                 "max_steps": self.max_steps,
             }
-            run = self.store.create_run(
-                record.id,
-                model=self.model,
-                input=input,
-                options=options,
-                position=machine.dump(position),
-                run_id=run_id,
+            run_id = run_id or new_run_id()
+            journal = Journal(self.store, run_id, self.group_commit)
+            journal.add(
+                w.CreateRun(
+                    run_id=run_id,
+                    agent_id=record.id,
+                    rules_hash=record.rules_hash,
+                    model=self.model,
+                    input=input,
+                    options=options,
+                    position=machine.dump(position),
+                )
             )
-            run_id = run.id
-            self.store.append_messages(run_id, [message_to_dict(first)])
-        state = RunState(run_id or "memory", position, [first])
+            journal.add(w.AppendMessages([message_to_dict(first)], 0))
+            # The run exists in the store before its first model call.
+            await journal.flush()
+        state = RunState(run_id or "memory", position, [first], next_message=1)
         yield RunStarted(state.run_id, self.agent.name, self.model)
-        async for event in self._drive(state, None, None):
+        async for event in self._drive(state, None, None, journal):
             yield event
 
     async def resume_stream(
@@ -175,31 +202,38 @@ class Runner:
         from engine.runtime.resume import load_state
 
         state, pending = load_state(self.store, run_id, self.agent)
+        journal = Journal(self.store, state.run_id, self.group_commit)
         yield RunStarted(state.run_id, self.agent.name, self.model, resumed=True)
-        async for event in self._drive(state, pending, decision):
+        async for event in self._drive(state, pending, decision, journal):
             yield event
 
     # -- the loop ----------------------------------------------------------------------
 
     async def _drive(
-        self, state: RunState, pending: PendingStep | None, decision: Decision | None
+        self,
+        state: RunState,
+        pending: PendingStep | None,
+        decision: Decision | None,
+        journal: Journal | None,
     ) -> AsyncIterator[Event]:
         machine = self._machine
         try:
             while True:
                 if pending is None:
                     if state.seq >= self.max_steps:
-                        yield self._stop(state, StopReason.STEP_LIMIT)
+                        yield await self._stop(state, journal, StopReason.STEP_LIMIT)
                         return
                     gate = machine.gate(state.position)
                     if gate.dead_end:
-                        yield self._stop(state, StopReason.DEAD_END, "no tool is allowed")
+                        yield await self._stop(
+                            state, journal, StopReason.DEAD_END, "no tool is allowed"
+                        )
                         return
                     yield StepStarted(state.seq, gate.allowed, gate.force, gate.forced_tool)
                     request = ModelRequest(
                         system=self._system,
                         messages=tuple(state.messages),
-                        tools=self.agent.tool_specs,
+                        tools=self._tool_specs,
                         allowed=gate.allowed,
                         force=gate.force,
                         forced_tool=gate.forced_tool,
@@ -209,7 +243,7 @@ class Runner:
                     try:
                         reply = await self.provider.complete(request)
                     except ProviderError as exc:
-                        yield self._stop(state, StopReason.ERROR, str(exc))
+                        yield await self._stop(state, journal, StopReason.ERROR, str(exc))
                         return
                     pending = PendingStep(
                         seq=state.seq,
@@ -219,8 +253,11 @@ class Runner:
                         started_at=started,
                         call_keys=state.call_keys(state.seq, reply.tool_calls),
                     )
-                    if self.store is not None:
-                        self.store.append_messages(state.run_id, [reply_to_dict(reply)])
+                    if journal is not None:
+                        journal.add(
+                            self._w.AppendMessages([reply_to_dict(reply)], state.next_message)
+                        )
+                        state.next_message += 1
                     if reply.text:
                         state.last_text = reply.text
                         yield TextDelta(state.seq, reply.text)
@@ -228,10 +265,10 @@ class Runner:
                 pending = None
                 outcome: list[Any] = []
                 try:
-                    async for event in self._settle(state, step, decision, outcome):
+                    async for event in self._settle(state, step, decision, outcome, journal):
                         yield event
                 except _Pause as pause:
-                    yield self._stop(state, pause.stop, pending_call=pause.call_key)
+                    yield await self._stop(state, journal, pause.stop, pending_call=pause.call_key)
                     return
                 decision = None  # a decision settles one interrupted call only
                 verdict_stop, committed = outcome
@@ -240,10 +277,13 @@ class Runner:
                     yield Stopped(self._result(state, verdict_stop))
                     return
         except asyncio.CancelledError:
-            if self.store is not None:
-                self.store.update_run(
-                    state.run_id, status="cancelled", stop_reason=StopReason.CANCELLED.value
+            if journal is not None:
+                # Whatever the step buffered is committed with the status, on this thread:
+                # the task is going away and must not wait for a group commit.
+                journal.add(
+                    self._w.UpdateRun(status="cancelled", stop_reason=StopReason.CANCELLED.value)
                 )
+                journal.flush_now()
             raise
 
     async def _settle(
@@ -252,10 +292,11 @@ class Runner:
         step: PendingStep,
         decision: Decision | None,
         outcome: list[Any],
+        journal: Journal | None,
     ) -> AsyncIterator[Event]:
         """Judge, execute (or replay) each call of a step in order, then commit the step."""
         machine = self._machine
-        store = self.store
+        w = self._w
         run_id = state.run_id
         reply = step.reply
         position = step.position_before
@@ -268,8 +309,8 @@ class Runner:
             record = step.recorded.get(key)
             if cut is not None:
                 message = f"not executed: the run ended after {cut_tool} ({cut.reason})"
-                if record is None and store is not None:
-                    self._record_violation(run_id, step.seq, index, key, call, message)
+                if record is None and journal is not None:
+                    self._record_violation(journal, step.seq, index, key, call, message)
                 results.append(_tool_message(call, message, True))
                 yield Violation(step.seq, key, call.name, message)
                 continue
@@ -303,76 +344,86 @@ class Runner:
                 except ArgumentError as exc:
                     problem = f"{exc}; the call was not executed"
             if problem is not None:
-                if record is None and store is not None:
-                    self._record_violation(run_id, step.seq, index, key, call, problem)
+                if record is None and journal is not None:
+                    self._record_violation(journal, step.seq, index, key, call, problem)
                 results.append(_tool_message(call, problem, True))
                 yield Violation(step.seq, key, call.name, problem)
                 continue
             assert tool is not None
             stored_args = to_jsonable_python(arguments, fallback=str)
+            side_effects = not tool.idempotent
             if call.name in machine.approval:
                 status = record.status if record is not None else None
                 if status is None:
-                    if store is None:
+                    if journal is None:
                         raise RuntimeError("approval needs a store to pause the run in")
-                    store.record_call_started(
-                        run_id,
-                        key,
-                        step_seq=step.seq,
-                        batch_index=index,
-                        tool=call.name,
-                        arguments_raw=call.arguments,
-                        arguments=stored_args,
-                        status="awaiting_approval",
-                        side_effects=not tool.idempotent,
+                    journal.add(
+                        w.StartCall(
+                            key,
+                            step_seq=step.seq,
+                            batch_index=index,
+                            tool=call.name,
+                            arguments_raw=call.arguments,
+                            arguments=stored_args,
+                            status=w.CallStatus.AWAITING_APPROVAL,
+                            side_effects=side_effects,
+                        )
                     )
+                    # On disk before anyone is told: a reviewer may act on the event at once.
+                    await journal.flush()
                     yield ApprovalRequested(run_id, step.seq, key, call.name, stored_args)
                     raise _Pause(StopReason.AWAITING_APPROVAL, key)
                 if status == "awaiting_approval":
                     raise _Pause(StopReason.AWAITING_APPROVAL, key)
                 # approved (or started after approval, then interrupted): runs below
                 if status == "approved":
-                    assert store is not None
-                    store.set_call_status(run_id, key, "started")
+                    assert journal is not None
+                    journal.add(w.SetCallStatus(key, w.CallStatus.STARTED))
                     record = None
             if record is not None and record.status == "started":
                 # Started before a crash, never finished.
-                if not tool.idempotent and decision is None:
+                if side_effects and decision is None:
                     raise _Pause(StopReason.AWAITING_DECISION, key)
-                if not tool.idempotent and decision == "fail":
+                if side_effects and decision == "fail":
                     message = (
                         "the call was interrupted (the process stopped while it ran) and was "
                         "marked failed; it may or may not have taken effect"
                     )
-                    assert store is not None
-                    store.record_call_finished(
-                        run_id, key, status="failed", result=message, is_error=True
-                    )
+                    assert journal is not None
+                    journal.add(w.FinishCall(key, w.CallStatus.FAILED, message, True))
+                    journal.urgent = True
                     results.append(_tool_message(call, message, True))
                     yield ToolResultEvent(step.seq, key, call.name, message, True, None)
                     continue
-            elif record is None and store is not None and call.name not in machine.approval:
-                store.record_call_started(
-                    run_id,
-                    key,
-                    step_seq=step.seq,
-                    batch_index=index,
-                    tool=call.name,
-                    arguments_raw=call.arguments,
-                    arguments=stored_args,
-                    side_effects=not tool.idempotent,
+            elif record is None and journal is not None and call.name not in machine.approval:
+                journal.add(
+                    w.StartCall(
+                        key,
+                        step_seq=step.seq,
+                        batch_index=index,
+                        tool=call.name,
+                        arguments_raw=call.arguments,
+                        arguments=stored_args,
+                        side_effects=side_effects,
+                    )
                 )
+            if journal is not None and (side_effects or journal.urgent):
+                # A side effect must be on record as started before it happens, and an
+                # earlier side effect's result before anything else runs.
+                await journal.flush()
             yield ToolCallStarted(step.seq, key, call.name, stored_args)
             result = await tool.execute(arguments)
-            if store is not None:
-                store.record_call_finished(
-                    run_id,
-                    key,
-                    status="error" if result.is_error else "finished",
-                    result=result.output,
-                    is_error=result.is_error,
-                    duration_ms=result.duration_ms,
+            if journal is not None:
+                journal.add(
+                    w.FinishCall(
+                        key,
+                        w.CallStatus.ERROR if result.is_error else w.CallStatus.FINISHED,
+                        result.output,
+                        result.is_error,
+                        result.duration_ms,
+                    )
                 )
+                journal.urgent = journal.urgent or side_effects
             results.append(_tool_message(call, result.text(), result.is_error))
             yield ToolResultEvent(
                 step.seq, key, call.name, result.output, result.is_error, result.duration_ms
@@ -397,33 +448,37 @@ class Runner:
         state.seq = step.seq + 1
         state.usage = state.usage + usage
         dumped = machine.dump(position)
-        if store is not None:
-            from engine.store import StepRecord
-
-            store.commit_step(
-                run_id,
-                StepRecord(
-                    seq=step.seq,
-                    position_before=machine.dump(step.position_before),
-                    position_after=dumped,
-                    allowed=step.gate.allowed,
-                    force=step.gate.force,
-                    forced_tool=step.gate.forced_tool,
-                    tool_choice=reply.tool_choice_sent,
-                    reply=reply_to_dict(reply),
-                    decision=decision_text,
-                    reason=reason,
-                    started_at=step.started_at,
-                    input_tokens=usage.input_tokens,
-                    output_tokens=usage.output_tokens,
-                ),
-                messages=[message_to_dict(m) for m in new_messages],
-                **(
-                    {"status": status_for(stop), "stop_reason": stop.value}
-                    if stop is not None
-                    else {}
-                ),
+        if journal is not None:
+            journal.add(
+                w.CommitStep(
+                    # Built from the loop's own values: no validation pass needed.
+                    w.StepRecord.model_construct(
+                        seq=step.seq,
+                        position_before=machine.dump(step.position_before),
+                        position_after=dumped,
+                        allowed=step.gate.allowed,
+                        force=step.gate.force,
+                        forced_tool=step.gate.forced_tool,
+                        tool_choice=reply.tool_choice_sent,
+                        reply=reply_to_dict(reply),
+                        decision=decision_text,
+                        reason=reason,
+                        started_at=step.started_at,
+                        finished_at=None,
+                        input_tokens=usage.input_tokens,
+                        output_tokens=usage.output_tokens,
+                    ),
+                    [message_to_dict(m) for m in new_messages],
+                    first_message_seq=state.next_message,
+                    **(
+                        {"status": status_for(stop), "stop_reason": stop.value}
+                        if stop is not None
+                        else {}
+                    ),
+                )
             )
+            state.next_message += len(new_messages)
+            await journal.flush()
         outcome[:] = [stop, StepCommitted(step.seq, decision_text, reason, dumped)]
 
     def _decide(
@@ -470,39 +525,43 @@ class Runner:
         return isinstance(value, dict) and value.get(HEARTBEAT_PARAM) is True
 
     def _record_violation(
-        self, run_id: str, seq: int, index: int, key: str, call: ToolCall, message: str
+        self, journal: Journal, seq: int, index: int, key: str, call: ToolCall, message: str
     ) -> None:
-        store = self.store
+        w = self._w
         tool = self.agent.tools.get(call.name)
-        store.record_call_started(
-            run_id,
-            key,
-            step_seq=seq,
-            batch_index=index,
-            tool=call.name,
-            arguments_raw=call.arguments,
-            status="violation",
-            violation=message,
-            side_effects=tool is not None and not tool.idempotent,
+        journal.add(
+            w.StartCall(
+                key,
+                step_seq=seq,
+                batch_index=index,
+                tool=call.name,
+                arguments_raw=call.arguments,
+                status=w.CallStatus.VIOLATION,
+                violation=message,
+                side_effects=tool is not None and not tool.idempotent,
+            )
         )
-        store.record_call_finished(run_id, key, status="violation", result=message, is_error=True)
+        journal.add(w.FinishCall(key, w.CallStatus.VIOLATION, message, True))
 
-    def _stop(
+    async def _stop(
         self,
         state: RunState,
+        journal: Journal | None,
         stop: StopReason,
         error: str | None = None,
         *,
         pending_call: str | None = None,
     ) -> Stopped:
         """Record a stop that happens outside a step commit (before a call, or a pause)."""
-        if self.store is not None:
-            self.store.update_run(
-                state.run_id,
-                status=status_for(stop),
-                stop_reason=stop.value,
-                error=error if stop is StopReason.ERROR else None,
+        if journal is not None:
+            journal.add(
+                self._w.UpdateRun(
+                    status=status_for(stop),
+                    stop_reason=stop.value,
+                    error=error if stop is StopReason.ERROR else None,
+                )
             )
+            await journal.flush()
         return Stopped(self._result(state, stop, error, pending_call))
 
     def _result(

@@ -110,6 +110,7 @@ class RunState:
     usage: Usage = field(default_factory=Usage)
     used_call_ids: set[str] = field(default_factory=set)
     last_text: str | None = None
+    next_message: int = 0  # the number the store gives the run's next message
 
     def call_keys(self, seq: int, calls: tuple[ToolCall, ...]) -> tuple[str, ...]:
         """Store ids for a reply's calls: the provider's id unless this run already used it

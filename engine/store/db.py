@@ -9,7 +9,6 @@ failing with "database is locked" when two writers race.
 
 from __future__ import annotations
 
-import functools
 import json
 import os
 from pathlib import Path
@@ -46,7 +45,8 @@ WRITE_OPTION = "toolfsm_write"
 
 # allow_nan=False: PostgreSQL's json type rejects NaN/Infinity, so SQLite must too, or a run
 # saved on one backend could not be copied to the other. ensure_ascii=False keeps text readable.
-_encode = functools.partial(json.dumps, allow_nan=False, ensure_ascii=False)
+# One encoder for every value: json.dumps with options builds a new one per call.
+_encode = json.JSONEncoder(allow_nan=False, ensure_ascii=False).encode
 
 
 class NotJsonSerialisable(InvalidValue):

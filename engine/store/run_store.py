@@ -13,13 +13,12 @@ from __future__ import annotations
 
 import hashlib
 import os
-import re
+import threading
 import uuid
 from collections.abc import Collection, Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from datetime import UTC, datetime
-from enum import Enum
-from typing import Any, Final, Literal, TypeVar
+from typing import Any, Final, Literal
 
 from alembic.util import CommandError
 from sqlalchemy import Engine, func, select
@@ -40,6 +39,7 @@ from engine.store.db import (
     SQLITE_BUSY_TIMEOUT_MS,
     WRITE_OPTION,
     NotJsonSerialisable,
+    is_memory_sqlite,
     make_engine,
     redact_url,
     resolve_db_url,
@@ -72,48 +72,36 @@ from engine.store.records import (
     utcnow,
 )
 from engine.store.tables import AgentRow, MessageRow, RunRow, StepRow, ToolCallRow
+from engine.store.writes import (
+    INITIAL_CALL_STATUSES,
+    RESULT_EDGES,
+    RUN_ID,
+    STATUS_EDGES,
+    UNSET,
+    CommitStep,
+    CreateRun,
+    FinishCall,
+    Missed,
+    Op,
+    SetCallStatus,
+    StartCall,
+    Statements,
+    Unset,
+    apply,
+)
+from engine.store.writes import enum_value as _enum
+from engine.store.writes import require_text as _require_text
 
 __all__ = ["RunStore", "new_run_id", "open_store", "rules_hash"]
 
 
-class _Unset(Enum):
-    """Marks an argument as "leave unchanged", since None is a meaningful value to store."""
-
-    UNSET = "UNSET"
-
-
-_UNSET: Final = _Unset.UNSET
-
-# Ids the store generates are uuid4 hex; callers may choose their own (tests, replays) within
-# this alphabet. Lower case only, so find_run can fold a typed prefix to lower case.
-_RUN_ID = re.compile(r"[0-9a-z][0-9a-z_.-]{0,63}")
+_UNSET: Final = UNSET
+_Unset = Unset
+_STATUS_EDGES = STATUS_EDGES
+_RESULT_EDGES = RESULT_EDGES
+_INITIAL_CALL_STATUSES = INITIAL_CALL_STATUSES
+_RUN_ID = RUN_ID
 _AMBIGUOUS_SHOWN = 5
-
-# Status changes of a tool call that record no result (`set_call_status`) ...
-_STATUS_EDGES: Final[Mapping[CallStatus, frozenset[CallStatus]]] = {
-    CallStatus.AWAITING_APPROVAL: frozenset(
-        {CallStatus.APPROVED, CallStatus.DENIED, CallStatus.FAILED}
-    ),
-    CallStatus.APPROVED: frozenset({CallStatus.STARTED, CallStatus.FAILED}),
-    CallStatus.STARTED: frozenset({CallStatus.FAILED}),
-}
-# ... and the ones that record the result (`record_call_finished`), once per call. A call set
-# to denied/failed (or started as a violation) keeps its status while the result is recorded.
-_RESULT_EDGES: Final[Mapping[CallStatus, frozenset[CallStatus]]] = {
-    CallStatus.STARTED: frozenset({CallStatus.FINISHED, CallStatus.ERROR, CallStatus.FAILED}),
-    CallStatus.APPROVED: frozenset({CallStatus.FINISHED, CallStatus.ERROR, CallStatus.FAILED}),
-    CallStatus.AWAITING_APPROVAL: frozenset({CallStatus.DENIED, CallStatus.FAILED}),
-    CallStatus.DENIED: frozenset({CallStatus.DENIED}),
-    CallStatus.VIOLATION: frozenset({CallStatus.VIOLATION}),
-    CallStatus.FAILED: frozenset({CallStatus.FAILED}),
-}
-_INITIAL_CALL_STATUSES: Final = (
-    CallStatus.STARTED,
-    CallStatus.AWAITING_APPROVAL,
-    CallStatus.VIOLATION,
-)
-
-_E = TypeVar("_E", bound=Enum)
 
 
 def rules_hash(rules_text: str) -> str:
@@ -159,6 +147,12 @@ class RunStore:
         """Wrap an engine whose database is already migrated (use `open_store`)."""
         self._engine = engine
         self._url = url
+        self._statements: Statements | None = None  # the batched write path, built on first use
+        self._memory = is_memory_sqlite(engine.url)
+        self._write_lock = threading.Lock()
+        self._write_connection: Any = None  # SQLite file: the batched writes' own connection
+        # Agent rows are never updated or deleted: (name, rules hash) -> record, per store.
+        self._agents: dict[tuple[str, str], AgentRecord] = {}
         # SQLite: writers BEGIN IMMEDIATE (see engine.store.db). Elsewhere the option is inert.
         self._writer = engine.execution_options(**{WRITE_OPTION: True})
         # load_run reads five tables; on PostgreSQL the default READ COMMITTED could show a
@@ -182,6 +176,10 @@ class RunStore:
 
     def close(self) -> None:
         """Release pooled connections; the store must not be used afterwards."""
+        with self._write_lock:
+            if self._write_connection is not None:
+                self._write_connection.close()
+                self._write_connection = None
         self._engine.dispose()
 
     def __enter__(self) -> RunStore:
@@ -201,6 +199,9 @@ class RunStore:
         """Store an agent's rule file; returns the existing row for the same (name, hash)."""
         _require_text("agent name", name)
         digest = rules_hash(rules_text)
+        cached = self._agents.get((name, digest))
+        if cached is not None:
+            return cached
         path = None if rules_path is None else os.fspath(rules_path)
         # Two processes may insert the same agent at once on PostgreSQL; the loser's unique
         # violation means the row now exists, so a second attempt finds it.
@@ -222,7 +223,8 @@ class RunStore:
                         )
                         session.add(row)
                         session.flush()
-                    return _agent_record(row)
+                    record = self._agents[name, digest] = _agent_record(row)
+                    return record
             except StoreConflict:
                 if attempt:
                     raise
@@ -549,6 +551,147 @@ class RunStore:
             ).all()
             return [_call_record(row) for row in rows]
 
+    # --- batched writes (the run loop's hot path) -----------------------------------------
+
+    def write(self, run_id: str, ops: Sequence[Op]) -> None:
+        """Apply one run's operations (`engine.store.writes`) in one transaction, or none.
+
+        Same checks and errors as the methods they mirror; nothing is returned, so nothing is
+        read back.
+        """
+        (error,) = self.write_many([(run_id, ops)])
+        if error is not None:
+            raise error
+
+    def write_many(self, batches: Sequence[tuple[str, Sequence[Op]]]) -> list[StoreError | None]:
+        """Group commit: many runs' operations in one transaction, each run in a savepoint.
+
+        Returns one entry per batch: None when it is committed, else the error that undid it
+        (the other batches still commit). An error of the transaction itself (the database is
+        unreachable, the commit fails) is raised and nothing is committed.
+        """
+        if not batches:
+            return []
+        statements = self._statements
+        if statements is None:
+            statements = self._statements = Statements(self._engine)
+        if statements.sqlite:
+            # One writer at a time per SQLite database anyway: keep one connection for it
+            # rather than a pool checkout (and reset) per write.
+            with self._write_lock:
+                return self._write_many(statements, batches)
+        return self._write_many(statements, batches)
+
+    def _write_many(
+        self, statements: Statements, batches: Sequence[tuple[str, Sequence[Op]]]
+    ) -> list[StoreError | None]:
+        errors: list[StoreError | Missed | None] = [None] * len(batches)
+        dbapi_error = self._engine.dialect.loaded_dbapi.Error
+        keep = statements.sqlite and not self._memory
+        with self._translate("write"):
+            connection = self._write_connection if keep else None
+            if connection is None:
+                connection = self._engine.raw_connection()
+            try:
+                cursor = connection.cursor()
+                try:
+                    # First without savepoints (what nearly always happens); if a batch fails,
+                    # again with one savepoint per batch, so only the failing ones are undone.
+                    if not self._attempt(statements, cursor, batches, errors, savepoints=False):
+                        connection.rollback()
+                        if len(batches) > 1:
+                            errors = [None] * len(batches)
+                            self._attempt(statements, cursor, batches, errors, savepoints=True)
+                    connection.commit()
+                finally:
+                    cursor.close()
+            except dbapi_error as exc:
+                _rollback_quietly(connection)
+                keep = False  # a connection that failed goes back to the pool, to be checked
+                raise DBAPIError.instance(None, None, exc, dbapi_error) from exc
+            except BaseException:
+                _rollback_quietly(connection)
+                raise
+            finally:
+                if keep:
+                    self._write_connection = connection
+                else:
+                    self._write_connection = None
+                    connection.close()
+        return [self._explain(error) if isinstance(error, Missed) else error for error in errors]
+
+    @staticmethod
+    def _attempt(
+        statements: Statements,
+        cursor: Any,
+        batches: Sequence[tuple[str, Sequence[Op]]],
+        errors: list[StoreError | Missed | None],
+        *,
+        savepoints: bool,
+    ) -> bool:
+        """Apply the batches in the open transaction; False (errors filled) if one failed."""
+        if statements.sqlite:
+            # Take the write lock up front (see engine.store.db).
+            cursor.execute("BEGIN IMMEDIATE")
+        now = utcnow()
+        ok = True
+        for index, (run_id, ops) in enumerate(batches):
+            if savepoints:
+                cursor.execute("SAVEPOINT toolfsm_write")
+            try:
+                apply(statements, cursor, run_id, ops, now)
+            except (Missed, InvalidValue) as exc:
+                errors[index] = exc
+                if not savepoints:
+                    return False
+                cursor.execute("ROLLBACK TO SAVEPOINT toolfsm_write")
+                ok = False
+            if savepoints:
+                cursor.execute("RELEASE SAVEPOINT toolfsm_write")
+        return ok
+
+    def _explain(self, missed: Missed) -> StoreError:
+        """Why a batched write matched no row or hit a constraint."""
+        try:
+            return self._diagnose(missed)
+        except StoreError as exc:  # e.g. RunNotFound, AgentNotFound
+            return exc
+
+    def _diagnose(self, missed: Missed) -> StoreError:
+        op, run_id, conflict = missed.op, missed.run_id, missed.conflict
+        if conflict is None:
+            # A conditional statement matched no row: the rows were read in its transaction.
+            if missed.steps_count is None:
+                raise RunNotFound(run_id)
+            if isinstance(op, CommitStep):
+                seq, count = op.step.seq, missed.steps_count
+                return (DuplicateStep if seq < count else StepOutOfOrder)(run_id, seq, count)
+            if isinstance(op, FinishCall | SetCallStatus):
+                if missed.call is None:
+                    return CallNotFound(run_id, op.call_id)
+                status, finished = missed.call
+                edges = _RESULT_EDGES if isinstance(op, FinishCall) else _STATUS_EDGES
+                current = CallStatus(status)
+                allowed = frozenset[CallStatus]() if finished else edges.get(current)
+                return CallStateConflict(
+                    run_id, op.call_id, current.value, op.status.value, sorted(allowed or ())
+                )
+            return StoreConflict(f"run {run_id}: the write matched no row ({type(op).__name__})")
+        # A constraint failed; the transaction is undone, so read what is committed.
+        if isinstance(op, CreateRun):
+            self._agents.clear()  # the cached agent row may be gone
+            self.get_agent(op.agent_id)
+            with self._read("create run") as session:
+                if session.get(RunRow, op.run_id) is not None:
+                    return StoreConflict(f"a run with id {op.run_id!r} already exists")
+            return StoreConflict(f"cannot create run: {_raw_message(conflict)}")
+        self.get_run(run_id)
+        if isinstance(op, StartCall):
+            return DuplicateCall(run_id, op.call_id)
+        if isinstance(op, CommitStep):
+            return DuplicateStep(run_id, op.step.seq, op.step.seq + 1)
+        return StoreConflict(f"cannot write: {_raw_message(conflict)}")
+
     # --- transactions and error translation ---------------------------------------------
 
     @contextmanager
@@ -626,6 +769,16 @@ def _lock_call(session: Session, run_id: str, call_id: str) -> ToolCallRow:
         raise CallNotFound(run_id, call_id)
     run.updated_at = utcnow()
     return row
+
+
+def _rollback_quietly(connection: Any) -> None:
+    # The connection may be gone; the error being raised says why.
+    with suppress(Exception):
+        connection.rollback()
+
+
+def _raw_message(exc: BaseException | None) -> str:
+    return " ".join(str(exc).split()) if exc is not None else "constraint violated"
 
 
 def _check_call_edge(
@@ -823,19 +976,6 @@ def _message_record(row: MessageRow) -> MessageRecord:
         step_seq=row.step_seq,
         created_at=_utc(row.created_at),
     )
-
-
-def _require_text(what: str, value: str) -> None:
-    if not isinstance(value, str) or not value.strip():
-        raise InvalidValue(f"{what} must be a non-empty string, got {value!r}")
-
-
-def _enum(kind: type[_E], value: object, what: str) -> _E:
-    try:
-        return kind(value)
-    except ValueError:
-        choices = ", ".join(str(member.value) for member in kind)
-        raise InvalidValue(f"unknown {what} {value!r}; expected one of: {choices}") from None
 
 
 def _unset_or(value: Any, convert: Any) -> Any:

@@ -54,6 +54,8 @@ LOOP_API = {
     "load_run",
     "list_runs",
     "pending_calls",
+    "write",
+    "write_many",
     "close",
 }
 

@@ -1,0 +1,711 @@
+"""Batched writes: the run loop's store operations as values, applied many to a transaction.
+
+The run loop does not need a round trip per operation: it buffers what happened in a step
+(`AppendMessages`, `StartCall`, `FinishCall`, `CommitStep`, ...) and hands the buffer to
+`RunStore.write` at the points where durability matters (before a side-effect call runs, at
+the step commit, when the run stops). One buffer is one transaction; `RunStore.write_many`
+commits the buffers of many runs in one transaction (group commit), each in a savepoint of its
+own so one run's conflict does not undo another's step.
+
+The hot path talks to the DB-API connection directly: statements are built once from the
+SQLAlchemy tables and compiled for the engine's dialect, and values are converted by the
+column types' own bind processors, so rows are stored exactly as the ORM stores them. Checks
+the ORM methods make by reading and locking rows first are conditions in the statements here
+(`UPDATE ... WHERE steps_count = :seq`, `... AND status IN (...)`); a statement that matches no
+row is reported as `Missed` and the store reads the rows afterwards to say why.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from enum import Enum
+from typing import Any, Final, TypeVar
+
+from sqlalchemy import (
+    DateTime,
+    Engine,
+    and_,
+    bindparam,
+    case,
+    func,
+    insert,
+    literal_column,
+    null,
+    select,
+    update,
+)
+from sqlalchemy.sql import ClauseElement
+
+from engine.store.errors import InvalidValue
+from engine.store.records import CallStatus, RunStatus, StepRecord
+from engine.store.tables import MessageRow, RunRow, StepRow, ToolCallRow
+
+__all__ = [
+    "UNSET",
+    "AppendMessages",
+    "CommitStep",
+    "CreateRun",
+    "FinishCall",
+    "Missed",
+    "Op",
+    "SetCallStatus",
+    "StartCall",
+    "UpdateRun",
+]
+
+
+# Ids the store generates are uuid4 hex; callers may choose their own (tests, replays) within
+# this alphabet. Lower case only, so find_run can fold a typed prefix to lower case.
+RUN_ID: Final = re.compile(r"[0-9a-z][0-9a-z_.-]{0,63}")
+
+
+class Unset(Enum):
+    """Marks an argument as "leave unchanged", since None is a meaningful value to store."""
+
+    UNSET = "UNSET"
+
+
+UNSET: Final = Unset.UNSET
+
+# Status changes of a tool call that record no result (`set_call_status`) ...
+STATUS_EDGES: Final[Mapping[CallStatus, frozenset[CallStatus]]] = {
+    CallStatus.AWAITING_APPROVAL: frozenset(
+        {CallStatus.APPROVED, CallStatus.DENIED, CallStatus.FAILED}
+    ),
+    CallStatus.APPROVED: frozenset({CallStatus.STARTED, CallStatus.FAILED}),
+    CallStatus.STARTED: frozenset({CallStatus.FAILED}),
+}
+# ... and the ones that record the result (`record_call_finished`), once per call. A call set
+# to denied/failed (or started as a violation) keeps its status while the result is recorded.
+RESULT_EDGES: Final[Mapping[CallStatus, frozenset[CallStatus]]] = {
+    CallStatus.STARTED: frozenset({CallStatus.FINISHED, CallStatus.ERROR, CallStatus.FAILED}),
+    CallStatus.APPROVED: frozenset({CallStatus.FINISHED, CallStatus.ERROR, CallStatus.FAILED}),
+    CallStatus.AWAITING_APPROVAL: frozenset({CallStatus.DENIED, CallStatus.FAILED}),
+    CallStatus.DENIED: frozenset({CallStatus.DENIED}),
+    CallStatus.VIOLATION: frozenset({CallStatus.VIOLATION}),
+    CallStatus.FAILED: frozenset({CallStatus.FAILED}),
+}
+INITIAL_CALL_STATUSES: Final = (
+    CallStatus.STARTED,
+    CallStatus.AWAITING_APPROVAL,
+    CallStatus.VIOLATION,
+)
+
+_E = TypeVar("_E", bound=Enum)
+
+
+def enum_value(kind: type[_E], value: object, what: str) -> _E:
+    """`kind(value)`, or `InvalidValue` listing the choices."""
+    try:
+        return kind(value)
+    except ValueError:
+        choices = ", ".join(str(member.value) for member in kind)
+        raise InvalidValue(f"unknown {what} {value!r}; expected one of: {choices}") from None
+
+
+def require_text(what: str, value: str) -> None:
+    """`InvalidValue` unless `value` is a non-empty string."""
+    if not isinstance(value, str) or not value.strip():
+        raise InvalidValue(f"{what} must be a non-empty string, got {value!r}")
+
+
+def _utc(value: datetime) -> datetime:
+    # SQLite's DATETIME keeps the wall time and drops the zone: store UTC, as the ORM path does.
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+def _previous(edges: Mapping[CallStatus, frozenset[CallStatus]], new: CallStatus) -> list[str]:
+    """The statuses a call may be in for a move to `new`."""
+    return sorted(old.value for old, targets in edges.items() if new in targets)
+
+
+# --- operations ----------------------------------------------------------------------------
+# Each mirrors the RunStore method of the same meaning and validates its values the same way.
+
+
+@dataclass(frozen=True, slots=True)
+class CreateRun:
+    """`create_run` for an agent whose record the caller holds (see `RunStore.cached_agent`)."""
+
+    run_id: str
+    agent_id: int
+    rules_hash: str
+    model: str
+    input: str
+    options: Mapping[str, Any]
+    position: Any = None
+
+    def __post_init__(self) -> None:
+        require_text("model", self.model)
+        if not RUN_ID.fullmatch(self.run_id):
+            raise InvalidValue(
+                f"run id {self.run_id!r} must be 1-64 characters of a-z, 0-9, '_', '.', '-', "
+                "starting with a letter or digit"
+            )
+
+
+@dataclass(frozen=True, slots=True)
+class AppendMessages:
+    """`append_messages`: numbered after the run's last message, or from `first_seq` when the
+    caller keeps count (then nothing is read; a wrong count fails on the primary key)."""
+
+    messages: Sequence[Mapping[str, Any]]
+    first_seq: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class StartCall:
+    """`record_call_started`."""
+
+    call_id: str
+    step_seq: int
+    batch_index: int
+    tool: str
+    arguments_raw: str
+    arguments: Any = None
+    status: CallStatus = CallStatus.STARTED
+    side_effects: bool = False
+    violation: str | None = None
+
+    def __post_init__(self) -> None:
+        require_text("call id", self.call_id)
+        status = enum_value(CallStatus, self.status, "initial call status")
+        if status not in INITIAL_CALL_STATUSES:
+            raise InvalidValue(
+                f"a call starts as one of {', '.join(INITIAL_CALL_STATUSES)}, not {status!r}"
+            )
+        if (status is CallStatus.VIOLATION) != (self.violation is not None):
+            raise InvalidValue("pass `violation` (the reason) exactly when status is 'violation'")
+        object.__setattr__(self, "status", status)
+
+
+@dataclass(frozen=True, slots=True)
+class FinishCall:
+    """`record_call_finished`: the call's result, once."""
+
+    call_id: str
+    status: CallStatus
+    result: Any
+    is_error: bool
+    duration_ms: int | None = None
+    arguments: Any = None
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "status", enum_value(CallStatus, self.status, "call status"))
+
+
+@dataclass(frozen=True, slots=True)
+class SetCallStatus:
+    """`set_call_status`: approve, deny, start or mark failed, without a result."""
+
+    call_id: str
+    status: CallStatus
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "status", enum_value(CallStatus, self.status, "call status"))
+
+
+@dataclass(frozen=True, slots=True)
+class CommitStep:
+    """`commit_step`: the step, its messages, the run moved to `step.position_after`."""
+
+    step: StepRecord
+    messages: Sequence[Mapping[str, Any]] = ()
+    status: RunStatus | Unset = UNSET
+    stop_reason: str | Unset | None = UNSET
+    error: str | Unset | None = UNSET
+    first_message_seq: int | None = None  # as `AppendMessages.first_seq`
+
+    def __post_init__(self) -> None:
+        if self.status is not UNSET:
+            object.__setattr__(self, "status", enum_value(RunStatus, self.status, "run status"))
+
+
+@dataclass(frozen=True, slots=True)
+class UpdateRun:
+    """`update_run` without counters or conditions: status, stop reason, position, error."""
+
+    status: RunStatus | Unset = UNSET
+    stop_reason: str | Unset | None = UNSET
+    position: Any = UNSET
+    error: str | Unset | None = UNSET
+
+    def __post_init__(self) -> None:
+        if self.status is not UNSET:
+            object.__setattr__(self, "status", enum_value(RunStatus, self.status, "run status"))
+
+
+Op = CreateRun | AppendMessages | StartCall | FinishCall | SetCallStatus | CommitStep | UpdateRun
+
+
+def _missed(statements: Statements, cursor: Any, run_id: str, op: Op) -> Missed:
+    """A `Missed` for `op`, with the rows that explain it read in the same transaction."""
+    stmt = statements.run_steps
+    cursor.execute(stmt.sql, stmt.params({"p_run": run_id}))
+    found = cursor.fetchone()
+    call = None
+    if found is not None and isinstance(op, FinishCall | SetCallStatus):
+        stmt = statements.call_state
+        cursor.execute(stmt.sql, stmt.params({"p_run": run_id, "p_call": op.call_id}))
+        row = cursor.fetchone()
+        call = None if row is None else (row[0], row[1] is not None)
+    return Missed(run_id, op, steps_count=None if found is None else found[0], call=call)
+
+
+class Missed(Exception):
+    """Internal: a conditional statement matched no row, or a constraint failed (`conflict`);
+    the store reads the rows afterwards to say which error it is."""
+
+    def __init__(
+        self,
+        run_id: str,
+        op: Op,
+        *,
+        conflict: BaseException | None = None,
+        steps_count: int | None = None,
+        call: tuple[str, bool] | None = None,
+    ) -> None:
+        super().__init__(run_id, op)
+        self.run_id = run_id
+        self.op = op
+        self.conflict = conflict
+        # Read in the failing transaction, before it is undone (None: no such run / call).
+        self.steps_count = steps_count
+        self.call = call  # (status, finished)
+
+
+# --- compiled statements --------------------------------------------------------------------
+
+
+def _last_value(convert: Callable[[Any], Any]) -> Callable[[Any], Any]:
+    """`convert`, remembering its last result: a batch stores the same `now` many times, and
+    SQLite's datetime formatting is not cheap. By identity, so for immutable values only."""
+    last: tuple[Any, Any] = (object(), None)
+
+    def converted(value: Any) -> Any:
+        nonlocal last
+        seen, result = last
+        if value is seen:
+            return result
+        result = convert(value)
+        last = (value, result)  # one assignment: threads see a consistent pair
+        return result
+
+    return converted
+
+
+class _Statement:
+    """One statement compiled for a dialect: SQL text, parameter order, value converters."""
+
+    __slots__ = ("converters", "names", "sql")
+
+    def __init__(self, statement: ClauseElement, engine: Engine, keys: Sequence[str] = ()) -> None:
+        dialect = engine.dialect
+        compiled = statement.compile(dialect=dialect, column_keys=list(keys) or None)
+        self.sql: str = compiled.string
+        # None for named parameter styles (psycopg's pyformat), else the positional order.
+        self.names: tuple[str, ...] | None = (
+            tuple(compiled.positiontup) if compiled.positiontup is not None else None
+        )
+        converters: list[tuple[str, Callable[[Any], Any]]] = []
+        for name, bind in compiled.binds.items():
+            processor = bind.type.dialect_impl(dialect).bind_processor(dialect)
+            if processor is not None:
+                if isinstance(bind.type, DateTime):
+                    processor = _last_value(processor)
+                converters.append((name, processor))
+        self.converters = tuple(converters)
+
+    def params(self, values: dict[str, Any]) -> Any:
+        for name, convert in self.converters:
+            if name in values:
+                values[name] = convert(values[name])
+        names = self.names
+        return values if names is None else tuple([values[n] for n in names])
+
+
+_RUN = RunRow.__table__  # type: ignore[attr-defined]
+_STEP = StepRow.__table__  # type: ignore[attr-defined]
+_CALL = ToolCallRow.__table__  # type: ignore[attr-defined]
+_MESSAGE = MessageRow.__table__  # type: ignore[attr-defined]
+
+_MESSAGE_KEYS = tuple(column.key for column in _MESSAGE.columns)
+_CALL_KEYS = tuple(column.key for column in _CALL.columns)
+_STEP_KEYS = tuple(column.key for column in _STEP.columns)
+_RUN_KEYS = tuple(column.key for column in _RUN.columns)
+
+
+def _p(name: str, column: Any) -> Any:
+    """A bound parameter typed like `column` (so its bind processor applies)."""
+    return bindparam(name, type_=column.type)
+
+
+def _status_in(statuses: Sequence[str]) -> Any:
+    # Our own enum values (letters and underscores), inlined so one statement fits all rows.
+    return _CALL.c.status.in_([literal_column(f"'{status}'") for status in statuses])
+
+
+class Statements:
+    """The write path's statements for one engine, compiled on first use and kept."""
+
+    def __init__(self, engine: Engine) -> None:
+        self._engine = engine
+        self.sqlite = engine.dialect.name == "sqlite"
+        self.integrity_error: type[Exception] = engine.dialect.loaded_dbapi.IntegrityError
+        self._cache: dict[Any, _Statement] = {}
+        self.insert_message = _Statement(insert(_MESSAGE), engine, _MESSAGE_KEYS)
+        self.insert_call = _Statement(insert(_CALL), engine, _CALL_KEYS)
+        self.insert_step = _Statement(insert(_STEP), engine, _STEP_KEYS)
+        self.insert_run = _Statement(insert(_RUN), engine, _RUN_KEYS)
+        self.last_message = _Statement(
+            select(func.max(_MESSAGE.c.seq)).where(_MESSAGE.c.run_id == _p("p_run", _RUN.c.id)),
+            engine,
+        )
+        self.run_steps = _Statement(
+            select(_RUN.c.steps_count).where(_RUN.c.id == _p("p_run", _RUN.c.id)), engine
+        )
+        self.call_state = _Statement(
+            select(_CALL.c.status, _CALL.c.finished_at).where(
+                _CALL.c.run_id == _p("p_run", _CALL.c.run_id),
+                _CALL.c.call_id == _p("p_call", _CALL.c.call_id),
+            ),
+            engine,
+        )
+        self.touch_run = _Statement(
+            update(_RUN)
+            .where(_RUN.c.id == _p("p_run", _RUN.c.id))
+            .values(updated_at=_p("p_now", _RUN.c.updated_at)),
+            engine,
+        )
+
+    def _compiled(self, key: Any, build: Callable[[], ClauseElement]) -> _Statement:
+        statement = self._cache.get(key)
+        if statement is None:
+            statement = self._cache[key] = _Statement(build(), self._engine)
+        return statement
+
+    def finish_call(self, status: CallStatus, with_arguments: bool) -> _Statement:
+        def build() -> ClauseElement:
+            values = {
+                "status": _p("p_status", _CALL.c.status),
+                "result": _p("p_result", _CALL.c.result),
+                "is_error": _p("p_is_error", _CALL.c.is_error),
+                "duration_ms": _p("p_duration", _CALL.c.duration_ms),
+                "finished_at": _p("p_now", _CALL.c.finished_at),
+            }
+            if with_arguments:
+                values["arguments"] = _p("p_arguments", _CALL.c.arguments)
+            return (
+                update(_CALL)
+                .where(
+                    _CALL.c.run_id == _p("p_run", _CALL.c.run_id),
+                    _CALL.c.call_id == _p("p_call", _CALL.c.call_id),
+                    _CALL.c.finished_at.is_(None),
+                    _status_in(_previous(RESULT_EDGES, status)),
+                )
+                .values(**values)
+            )
+
+        return self._compiled(("finish", status, with_arguments), build)
+
+    def set_call_status(self, status: CallStatus) -> _Statement:
+        def build() -> ClauseElement:
+            return (
+                update(_CALL)
+                .where(
+                    _CALL.c.run_id == _p("p_run", _CALL.c.run_id),
+                    _CALL.c.call_id == _p("p_call", _CALL.c.call_id),
+                    _CALL.c.finished_at.is_(None),
+                    _status_in(_previous(STATUS_EDGES, status)),
+                )
+                .values(status=_p("p_status", _CALL.c.status))
+            )
+
+        return self._compiled(("status", status), build)
+
+    def update_run(self, fields: frozenset[str], terminal: bool | None, step: bool) -> _Statement:
+        """UPDATE run for `fields` (status, stop_reason, position, error); with `step`, the
+        step commit's counters and its `steps_count = :seq` condition. `terminal` says whether
+        a new status is terminal (it decides `finished_at`), None when the status is unchanged.
+        """
+
+        def build() -> ClauseElement:
+            values: dict[str, Any] = {"updated_at": _p("p_now", _RUN.c.updated_at)}
+            for name in sorted(fields):
+                values[name] = _p(f"p_{name}", _RUN.c[name])
+            if terminal is not None:
+                # Same rule as the ORM path: finished_at marks when the run last reached a
+                # terminal status; a run set to a non-terminal status is open again. SET
+                # expressions see the row's old values.
+                values["finished_at"] = (
+                    case(
+                        (
+                            and_(
+                                _RUN.c.status == _p("p_status", _RUN.c.status),
+                                _RUN.c.finished_at.is_not(None),
+                            ),
+                            _RUN.c.finished_at,
+                        ),
+                        else_=_p("p_now", _RUN.c.finished_at),
+                    )
+                    if terminal
+                    else null()
+                )
+            conditions = [_RUN.c.id == _p("p_run", _RUN.c.id)]
+            if step:
+                values["steps_count"] = _RUN.c.steps_count + literal_column("1")
+                values["input_tokens"] = _RUN.c.input_tokens + _p("p_in", _RUN.c.input_tokens)
+                values["output_tokens"] = _RUN.c.output_tokens + _p("p_out", _RUN.c.output_tokens)
+                conditions.append(_RUN.c.steps_count == _p("p_seq", _RUN.c.steps_count))
+            return update(_RUN).where(*conditions).values(**values)
+
+        return self._compiled(("run", fields, terminal, step), build)
+
+
+# --- applying operations --------------------------------------------------------------------
+
+
+def apply(
+    statements: Statements, cursor: Any, run_id: str, ops: Sequence[Op], now: datetime
+) -> None:
+    """Execute one run's operations on an open transaction (raises `Missed`, driver errors)."""
+    if not ops:
+        return
+    if not isinstance(ops[0], CreateRun) and any(
+        isinstance(op, AppendMessages) and op.first_seq is None for op in ops
+    ):
+        # The store numbers the messages: take the run's row lock first (PostgreSQL; SQLite's
+        # write lock is the database's), so two writers of a run cannot read the same max.
+        touch = statements.touch_run
+        cursor.execute(touch.sql, touch.params({"p_run": run_id, "p_now": now}))
+        if cursor.rowcount != 1:
+            raise _missed(statements, cursor, run_id, ops[0])
+    next_message: list[int] = []  # the run's next message number, read once per batch
+    for op in ops:
+        try:
+            _apply_one(statements, cursor, run_id, op, now, next_message)
+        except statements.integrity_error as exc:
+            raise Missed(run_id, op, conflict=exc) from exc
+
+
+def _apply_one(
+    statements: Statements,
+    cursor: Any,
+    run_id: str,
+    op: Op,
+    now: datetime,
+    next_message: list[int],
+) -> None:
+    if isinstance(op, FinishCall):
+        _finish_call(statements, cursor, run_id, op, now)
+    elif isinstance(op, StartCall):
+        _start_call(statements, cursor, run_id, op, now)
+    elif isinstance(op, CommitStep):
+        _commit_step(statements, cursor, run_id, op, now, next_message)
+    elif isinstance(op, AppendMessages):
+        if op.first_seq is not None:
+            next_message[:] = [op.first_seq]
+        _add_messages(statements, cursor, run_id, op.messages, None, now, next_message)
+    elif isinstance(op, SetCallStatus):
+        stmt = statements.set_call_status(op.status)
+        cursor.execute(
+            stmt.sql,
+            stmt.params({"p_run": run_id, "p_call": op.call_id, "p_status": op.status.value}),
+        )
+        if cursor.rowcount != 1:
+            raise _missed(statements, cursor, run_id, op)
+    elif isinstance(op, UpdateRun):
+        _update_run(statements, cursor, run_id, op, now)
+    elif isinstance(op, CreateRun):
+        _create_run(statements, cursor, op, now)
+        next_message[:] = [0]
+    else:  # pragma: no cover - the Op union is closed
+        raise TypeError(f"not a store operation: {op!r}")
+
+
+def _create_run(statements: Statements, cursor: Any, op: CreateRun, now: datetime) -> None:
+    stmt = statements.insert_run
+    values = {
+        "id": op.run_id,
+        "agent_id": op.agent_id,
+        "rules_hash": op.rules_hash,
+        "model": op.model,
+        "input": op.input,
+        "options": dict(op.options),
+        "status": RunStatus.RUNNING.value,
+        "stop_reason": None,
+        "position": op.position,
+        "error": None,
+        "input_tokens": 0,
+        "output_tokens": 0,
+        "steps_count": 0,
+        "created_at": now,
+        "updated_at": now,
+        "finished_at": None,
+    }
+    cursor.execute(stmt.sql, stmt.params(values))
+
+
+def _start_call(
+    statements: Statements, cursor: Any, run_id: str, op: StartCall, now: datetime
+) -> None:
+    stmt = statements.insert_call
+    values = {
+        "run_id": run_id,
+        "call_id": op.call_id,
+        "step_seq": op.step_seq,
+        "batch_index": op.batch_index,
+        "tool": op.tool,
+        "arguments_raw": op.arguments_raw,
+        "arguments": op.arguments,
+        "status": op.status.value,
+        "violation": op.violation,
+        "side_effects": op.side_effects,
+        "started_at": now,
+        "result": None,
+        "is_error": False,
+        "finished_at": None,
+        "duration_ms": None,
+    }
+    cursor.execute(stmt.sql, stmt.params(values))
+
+
+def _finish_call(
+    statements: Statements, cursor: Any, run_id: str, op: FinishCall, now: datetime
+) -> None:
+    stmt = statements.finish_call(op.status, op.arguments is not None)
+    values = {
+        "p_run": run_id,
+        "p_call": op.call_id,
+        "p_status": op.status.value,
+        "p_result": op.result,
+        "p_is_error": op.is_error,
+        "p_duration": op.duration_ms,
+        "p_now": now,
+    }
+    if op.arguments is not None:
+        values["p_arguments"] = op.arguments
+    cursor.execute(stmt.sql, stmt.params(values))
+    if cursor.rowcount != 1:
+        raise _missed(statements, cursor, run_id, op)
+
+
+def _run_values(
+    run_id: str, op: CommitStep | UpdateRun, now: datetime
+) -> tuple[frozenset[str], bool | None, dict[str, Any]]:
+    values: dict[str, Any] = {"p_run": run_id, "p_now": now}
+    fields = []
+    terminal: bool | None = None
+    if op.status is not UNSET:
+        fields.append("status")
+        values["p_status"] = op.status.value
+        terminal = op.status.is_terminal
+    if op.stop_reason is not UNSET:
+        fields.append("stop_reason")
+        values["p_stop_reason"] = op.stop_reason
+    if op.error is not UNSET:
+        fields.append("error")
+        values["p_error"] = op.error
+    return frozenset(fields), terminal, values
+
+
+def _update_run(
+    statements: Statements, cursor: Any, run_id: str, op: UpdateRun, now: datetime
+) -> None:
+    fields, terminal, values = _run_values(run_id, op, now)
+    if op.position is not UNSET:
+        fields = fields | {"position"}
+        values["p_position"] = op.position
+    stmt = statements.update_run(fields, terminal, step=False)
+    cursor.execute(stmt.sql, stmt.params(values))
+    if cursor.rowcount != 1:
+        raise _missed(statements, cursor, run_id, op)
+
+
+def _commit_step(
+    statements: Statements,
+    cursor: Any,
+    run_id: str,
+    op: CommitStep,
+    now: datetime,
+    next_message: list[int],
+) -> None:
+    step = op.step
+    fields, terminal, values = _run_values(run_id, op, now)
+    values["p_position"] = step.position_after
+    values["p_seq"] = step.seq
+    values["p_in"] = step.input_tokens
+    values["p_out"] = step.output_tokens
+    stmt = statements.update_run(fields | {"position"}, terminal, step=True)
+    cursor.execute(stmt.sql, stmt.params(values))
+    if cursor.rowcount != 1:
+        raise _missed(statements, cursor, run_id, op)
+    insert_step = statements.insert_step
+    row = {
+        "run_id": run_id,
+        "seq": step.seq,
+        "position_before": step.position_before,
+        "position_after": step.position_after,
+        "allowed": list(step.allowed),
+        "force": step.force,
+        "forced_tool": step.forced_tool,
+        "tool_choice": step.tool_choice,
+        "reply": step.reply,
+        "decision": step.decision,
+        "reason": step.reason,
+        "started_at": _utc(step.started_at),
+        "finished_at": _utc(step.finished_at or now),
+        "input_tokens": step.input_tokens,
+        "output_tokens": step.output_tokens,
+    }
+    cursor.execute(insert_step.sql, insert_step.params(row))
+    if op.first_message_seq is not None:
+        next_message[:] = [op.first_message_seq]
+    _add_messages(statements, cursor, run_id, op.messages, step.seq, now, next_message)
+
+
+def _add_messages(
+    statements: Statements,
+    cursor: Any,
+    run_id: str,
+    messages: Sequence[Mapping[str, Any]],
+    step_seq: int | None,
+    now: datetime,
+    next_message: list[int],
+) -> None:
+    if not messages:
+        return
+    if not next_message:
+        last = statements.last_message
+        cursor.execute(last.sql, last.params({"p_run": run_id}))
+        found = cursor.fetchone()[0]
+        next_message.append(0 if found is None else found + 1)
+    seq = next_message[0]
+    stmt = statements.insert_message
+    rows = []
+    for offset, message in enumerate(messages):
+        role = message.get("role") if isinstance(message, Mapping) else None
+        if not isinstance(role, str) or not role:
+            raise InvalidValue(
+                f"message {offset} for run {run_id} must be a dict with a non-empty 'role'"
+            )
+        rows.append(
+            stmt.params(
+                {
+                    "run_id": run_id,
+                    "seq": seq + offset,
+                    "role": role,
+                    "content": dict(message),
+                    "step_seq": step_seq,
+                    "created_at": now,
+                }
+            )
+        )
+    if len(rows) == 1:
+        cursor.execute(stmt.sql, rows[0])
+    else:
+        cursor.executemany(stmt.sql, rows)
+    next_message[0] = seq + len(rows)
