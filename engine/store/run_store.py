@@ -1,9 +1,13 @@
 """`RunStore`: the synchronous persistence API the run loop calls between steps.
 
 Every method is one short transaction, committed (or rolled back) before it returns, and
-returns frozen records detached from the session. Writes that touch a run first lock its row
-(PostgreSQL: SELECT ... FOR UPDATE; SQLite: the whole database, via BEGIN IMMEDIATE), so two
-writers on the same run are serialised and sequence numbers cannot be handed out twice.
+returns frozen records detached from the session. Every write goes through one path: the
+operations of `engine.store.writes`, applied on the DB-API connection (`write` / `write_many`
+take them directly, the other write methods are one operation each plus a read of what they
+wrote, in the same transaction). Checks are conditions in the statements themselves
+(`UPDATE run ... WHERE steps_count = :seq`), so two writers of one run are serialised by the
+database (PostgreSQL: the row lock the UPDATE takes; SQLite: the whole database, via BEGIN
+IMMEDIATE) and sequence numbers cannot be handed out twice.
 
 Methods block; the async loop may call them directly (each is a few milliseconds) or through
 `asyncio.to_thread` - one store is safe to share between threads and runs.
@@ -15,13 +19,13 @@ import hashlib
 import os
 import threading
 import uuid
-from collections.abc import Collection, Iterator, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from contextlib import contextmanager, suppress
 from datetime import UTC, datetime
-from typing import Any, Final, Literal
+from typing import Any, Literal, TypeVar
 
 from alembic.util import CommandError
-from sqlalchemy import Engine, func, select
+from sqlalchemy import Engine, select
 from sqlalchemy.exc import (
     DBAPIError,
     IntegrityError,
@@ -73,11 +77,10 @@ from engine.store.records import (
 )
 from engine.store.tables import AgentRow, MessageRow, RunRow, StepRow, ToolCallRow
 from engine.store.writes import (
-    INITIAL_CALL_STATUSES,
     RESULT_EDGES,
-    RUN_ID,
     STATUS_EDGES,
     UNSET,
+    AppendMessages,
     CommitStep,
     CreateRun,
     FinishCall,
@@ -87,21 +90,17 @@ from engine.store.writes import (
     StartCall,
     Statements,
     Unset,
+    UpdateRun,
     apply,
+    expected_statuses,
 )
-from engine.store.writes import enum_value as _enum
 from engine.store.writes import require_text as _require_text
 
 __all__ = ["RunStore", "new_run_id", "open_store", "rules_hash"]
 
 
-_UNSET: Final = UNSET
-_Unset = Unset
-_STATUS_EDGES = STATUS_EDGES
-_RESULT_EDGES = RESULT_EDGES
-_INITIAL_CALL_STATUSES = INITIAL_CALL_STATUSES
-_RUN_ID = RUN_ID
 _AMBIGUOUS_SHOWN = 5
+_T = TypeVar("_T")
 
 
 def rules_hash(rules_text: str) -> str:
@@ -153,6 +152,7 @@ class RunStore:
         self._write_connection: Any = None  # SQLite file: the batched writes' own connection
         # Agent rows are never updated or deleted: (name, rules hash) -> record, per store.
         self._agents: dict[tuple[str, str], AgentRecord] = {}
+        self._agents_by_id: dict[int, AgentRecord] = {}
         # SQLite: writers BEGIN IMMEDIATE (see engine.store.db). Elsewhere the option is inert.
         self._writer = engine.execution_options(**{WRITE_OPTION: True})
         # load_run reads five tables; on PostgreSQL the default READ COMMITTED could show a
@@ -224,6 +224,7 @@ class RunStore:
                         session.add(row)
                         session.flush()
                     record = self._agents[name, digest] = _agent_record(row)
+                    self._agents_by_id[record.id] = record
                     return record
             except StoreConflict:
                 if attempt:
@@ -237,6 +238,12 @@ class RunStore:
             if row is None:
                 raise AgentNotFound(agent_id)
             return _agent_record(row)
+
+    def _agent_by_id(self, agent_id: int) -> AgentRecord:
+        record = self._agents_by_id.get(agent_id)
+        if record is None:
+            record = self._agents_by_id[agent_id] = self.get_agent(agent_id)
+        return record
 
     # --- runs ---------------------------------------------------------------------------
 
@@ -252,44 +259,26 @@ class RunStore:
     ) -> RunRecord:
         """Start a run of an agent in status `running`; `run_id` defaults to a new uuid4 hex."""
         _require_text("model", model)
-        if run_id is None:
-            run_id = new_run_id()
-        elif not _RUN_ID.fullmatch(run_id):
-            raise InvalidValue(
-                f"run id {run_id!r} must be 1-64 characters of a-z, 0-9, '_', '.', '-', "
-                "starting with a letter or digit"
-            )
-        with self._write("create run") as session:
-            agent = session.get(AgentRow, agent_id)
-            if agent is None:
-                raise AgentNotFound(agent_id)
-            if session.get(RunRow, run_id) is not None:
-                raise StoreConflict(f"a run with id {run_id!r} already exists")
-            now = utcnow()
-            row = RunRow(
-                id=run_id,
-                agent_id=agent_id,
-                rules_hash=agent.rules_hash,
-                model=model,
-                input=input,
-                options=dict(options or {}),
-                status=RunStatus.RUNNING.value,
-                position=position,
-                created_at=now,
-                updated_at=now,
-            )
-            session.add(row)
-            session.flush()
-            return _run_record(row, agent.name)
+        agent = self._agent_by_id(agent_id)
+        op = CreateRun(
+            run_id=run_id if run_id is not None else new_run_id(),
+            agent_id=agent_id,
+            rules_hash=agent.rules_hash,
+            model=model,
+            input=input,
+            options=dict(options or {}),
+            position=position,
+        )
+        return self._write_one("create run", op.run_id, [op], _read_run)
 
     def update_run(
         self,
         run_id: str,
         *,
-        status: RunStatus | str | _Unset = _UNSET,
-        stop_reason: str | _Unset | None = _UNSET,
-        position: Any = _UNSET,
-        error: str | _Unset | None = _UNSET,
+        status: RunStatus | str | Unset = UNSET,
+        stop_reason: str | Unset | None = UNSET,
+        position: Any = UNSET,
+        error: str | Unset | None = UNSET,
         add_input_tokens: int = 0,
         add_output_tokens: int = 0,
         expect_status: RunStatus | str | Collection[RunStatus | str] | None = None,
@@ -299,23 +288,16 @@ class RunStore:
         `expect_status` makes the update conditional (raises `RunStateConflict` otherwise),
         e.g. so only one process resumes a run that awaits approval.
         """
-        new_status = _unset_or(status, lambda value: _enum(RunStatus, value, "run status"))
-        expected = _expected_statuses(expect_status)
-        with self._write("update run") as session:
-            row = _lock_run(session, run_id)
-            if expected and row.status not in expected:
-                raise RunStateConflict(run_id, row.status, sorted(expected))
-            _apply_run_changes(
-                row,
-                status=new_status,
-                stop_reason=stop_reason,
-                position=position,
-                error=error,
-                add_input_tokens=add_input_tokens,
-                add_output_tokens=add_output_tokens,
-            )
-            session.flush()
-            return _run_record(row, _agent_name(session, row))
+        op = UpdateRun(
+            status=status,  # type: ignore[arg-type]  # converted by the operation
+            stop_reason=stop_reason,
+            position=position,
+            error=error,
+            add_input_tokens=add_input_tokens,
+            add_output_tokens=add_output_tokens,
+            expect_status=expected_statuses(expect_status) or None,
+        )
+        return self._write_one("update run", run_id, [op], _read_run)
 
     def get_run(self, run_id: str) -> RunRecord:
         """Return the run with exactly this id."""
@@ -354,7 +336,7 @@ class RunStore:
         """Return runs newest first, optionally only those in `status` or of agent `agent`."""
         if limit < 1:
             raise InvalidValue(f"limit must be at least 1, got {limit}")
-        statuses = _expected_statuses(status)
+        statuses = expected_statuses(status)
         query = _runs_query()
         if statuses:
             query = query.where(col(RunRow.status).in_(sorted(statuses)))
@@ -400,41 +382,23 @@ class RunStore:
         step: StepRecord,
         *,
         messages: Sequence[Mapping[str, Any]] = (),
-        status: RunStatus | str | _Unset = _UNSET,
-        stop_reason: str | _Unset | None = _UNSET,
-        error: str | _Unset | None = _UNSET,
+        status: RunStatus | str | Unset = UNSET,
+        stop_reason: str | Unset | None = UNSET,
+        error: str | Unset | None = UNSET,
     ) -> RunRecord:
         """Atomically append a step and its messages and move the run to `position_after`.
 
         Also adds the step's tokens to the run and counts the step. Either all of it is
         stored or none of it: a process killed mid-call leaves the previous step as the last.
         """
-        new_status = _unset_or(status, lambda value: _enum(RunStatus, value, "run status"))
-        with self._write("commit step") as session:
-            row = _lock_run(session, run_id)
-            if step.seq != row.steps_count:
-                error_type = DuplicateStep if step.seq < row.steps_count else StepOutOfOrder
-                raise error_type(run_id, step.seq, row.steps_count)
-            now = utcnow()
-            session.add(_step_row(run_id, step, now))
-            _add_messages(session, run_id, messages, step_seq=step.seq, now=now)
-            row.steps_count += 1
-            _apply_run_changes(
-                row,
-                status=new_status,
-                stop_reason=stop_reason,
-                position=step.position_after,
-                error=error,
-                add_input_tokens=step.input_tokens,
-                add_output_tokens=step.output_tokens,
-                now=now,
-            )
-            try:
-                session.flush()
-            except IntegrityError as exc:
-                # Only reachable if another writer bypassed the run lock; report it the same.
-                raise DuplicateStep(run_id, step.seq, step.seq + 1) from exc
-            return _run_record(row, _agent_name(session, row))
+        op = CommitStep(
+            step,
+            messages,
+            status=status,  # type: ignore[arg-type]  # converted by the operation
+            stop_reason=stop_reason,
+            error=error,
+        )
+        return self._write_one("commit step", run_id, [op], _read_run)
 
     def append_step(self, run_id: str, step: StepRecord) -> RunRecord:
         """Append a step without messages (same guarantees as `commit_step`)."""
@@ -444,13 +408,16 @@ class RunStore:
         self, run_id: str, messages: Sequence[Mapping[str, Any]]
     ) -> list[MessageRecord]:
         """Append conversation messages in order; the store numbers them 0, 1, 2, ..."""
-        with self._write("append messages") as session:
-            row = _lock_run(session, run_id)
-            now = utcnow()
-            rows = _add_messages(session, run_id, messages, step_seq=None, now=now)
-            row.updated_at = now
-            session.flush()
-            return [_message_record(message) for message in rows]
+        count = len(messages)
+
+        def read(statements: Statements, cursor: Any, run_id: str) -> list[MessageRecord]:
+            if not count:
+                return []
+            stmt = statements.read_last_messages
+            cursor.execute(stmt.sql, stmt.params({"p_run": run_id}))
+            return [_message_record(_Row(row)) for row in reversed(stmt.rows(cursor, count))]
+
+        return self._write_one("append messages", run_id, [AppendMessages(messages)], read)
 
     # --- tool calls ---------------------------------------------------------------------
 
@@ -469,51 +436,25 @@ class RunStore:
         violation: str | None = None,
     ) -> ToolCallRecord:
         """Record a call the model made: started, awaiting approval, or a rule violation."""
-        _require_text("call id", call_id)
-        initial = _enum(CallStatus, status, "initial call status")
-        if initial not in _INITIAL_CALL_STATUSES:
-            raise InvalidValue(
-                f"a call starts as one of {', '.join(_INITIAL_CALL_STATUSES)}, not {initial!r}"
-            )
-        if (initial is CallStatus.VIOLATION) != (violation is not None):
-            raise InvalidValue("pass `violation` (the reason) exactly when status is 'violation'")
-        with self._write("record call started") as session:
-            run = _lock_run(session, run_id)
-            if session.get(ToolCallRow, (run_id, call_id)) is not None:
-                raise DuplicateCall(run_id, call_id)
-            now = utcnow()
-            row = ToolCallRow(
-                run_id=run_id,
-                call_id=call_id,
-                step_seq=step_seq,
-                batch_index=batch_index,
-                tool=tool,
-                arguments_raw=arguments_raw,
-                arguments=arguments,
-                status=initial.value,
-                violation=violation,
-                side_effects=side_effects,
-                started_at=now,
-            )
-            session.add(row)
-            run.updated_at = now
-            try:
-                session.flush()
-            except IntegrityError as exc:
-                raise DuplicateCall(run_id, call_id) from exc
-            return _call_record(row)
+        op = StartCall(
+            call_id,
+            step_seq=step_seq,
+            batch_index=batch_index,
+            tool=tool,
+            arguments_raw=arguments_raw,
+            arguments=arguments,
+            status=status,  # type: ignore[arg-type]  # converted by the operation
+            side_effects=side_effects,
+            violation=violation,
+        )
+        return self._write_one("record call started", run_id, [op], _read_call(call_id))
 
     def set_call_status(
         self, run_id: str, call_id: str, status: CallStatus | str
     ) -> ToolCallRecord:
         """Move a call along without a result (approve, deny, start, or mark failed)."""
-        new = _enum(CallStatus, status, "call status")
-        with self._write("set call status") as session:
-            row = _lock_call(session, run_id, call_id)
-            _check_call_edge(row, new, _STATUS_EDGES)
-            row.status = new.value
-            session.flush()
-            return _call_record(row)
+        op = SetCallStatus(call_id, status)  # type: ignore[arg-type]
+        return self._write_one("set call status", run_id, [op], _read_call(call_id))
 
     def record_call_finished(
         self,
@@ -527,19 +468,15 @@ class RunStore:
         arguments: Any = None,
     ) -> ToolCallRecord:
         """Record a call's result (once); `arguments`, when given, replaces the stored ones."""
-        new = _enum(CallStatus, status, "call status")
-        with self._write("record call finished") as session:
-            row = _lock_call(session, run_id, call_id)
-            _check_call_edge(row, new, _RESULT_EDGES)
-            row.status = new.value
-            row.result = result
-            row.is_error = is_error
-            row.duration_ms = duration_ms
-            row.finished_at = utcnow()
-            if arguments is not None:
-                row.arguments = arguments
-            session.flush()
-            return _call_record(row)
+        op = FinishCall(
+            call_id,
+            status,  # type: ignore[arg-type]
+            result,
+            is_error,
+            duration_ms,
+            arguments,
+        )
+        return self._write_one("record call finished", run_id, [op], _read_call(call_id))
 
     def pending_calls(self, run_id: str) -> list[ToolCallRecord]:
         """Return the run's calls with no recorded result, in the order the model made them."""
@@ -556,12 +493,10 @@ class RunStore:
     def write(self, run_id: str, ops: Sequence[Op]) -> None:
         """Apply one run's operations (`engine.store.writes`) in one transaction, or none.
 
-        Same checks and errors as the methods they mirror; nothing is returned, so nothing is
-        read back.
+        The methods above are these operations one at a time, with the same checks and
+        errors; this returns nothing, so nothing is read back.
         """
-        (error,) = self.write_many([(run_id, ops)])
-        if error is not None:
-            raise error
+        self._write_one("write", run_id, ops, None)
 
     def write_many(self, batches: Sequence[tuple[str, Sequence[Op]]]) -> list[StoreError | None]:
         """Group commit: many runs' operations in one transaction, each run in a savepoint.
@@ -572,6 +507,25 @@ class RunStore:
         """
         if not batches:
             return []
+        errors, _ = self._transaction("write", batches, None)
+        return errors
+
+    def _write_one(
+        self, action: str, run_id: str, ops: Sequence[Op], read: Callable[..., _T] | None
+    ) -> _T:
+        """One run's operations in one transaction; `read(statements, cursor, run_id)` is
+        what the transaction returns, read after the writes and before the commit."""
+        (error,), value = self._transaction(action, [(run_id, ops)], read)
+        if error is not None:
+            raise error
+        return value  # type: ignore[return-value]
+
+    def _transaction(
+        self,
+        action: str,
+        batches: Sequence[tuple[str, Sequence[Op]]],
+        read: Callable[..., Any] | None,
+    ) -> tuple[list[StoreError | None], Any]:
         statements = self._statements
         if statements is None:
             statements = self._statements = Statements(self._engine)
@@ -579,16 +533,21 @@ class RunStore:
             # One writer at a time per SQLite database anyway: keep one connection for it
             # rather than a pool checkout (and reset) per write.
             with self._write_lock:
-                return self._write_many(statements, batches)
-        return self._write_many(statements, batches)
+                return self._run_transaction(action, statements, batches, read)
+        return self._run_transaction(action, statements, batches, read)
 
-    def _write_many(
-        self, statements: Statements, batches: Sequence[tuple[str, Sequence[Op]]]
-    ) -> list[StoreError | None]:
+    def _run_transaction(
+        self,
+        action: str,
+        statements: Statements,
+        batches: Sequence[tuple[str, Sequence[Op]]],
+        read: Callable[..., Any] | None,
+    ) -> tuple[list[StoreError | None], Any]:
         errors: list[StoreError | Missed | None] = [None] * len(batches)
+        value = None
         dbapi_error = self._engine.dialect.loaded_dbapi.Error
         keep = statements.sqlite and not self._memory
-        with self._translate("write"):
+        with self._translate(action):
             connection = self._write_connection if keep else None
             if connection is None:
                 connection = self._engine.raw_connection()
@@ -602,6 +561,8 @@ class RunStore:
                         if len(batches) > 1:
                             errors = [None] * len(batches)
                             self._attempt(statements, cursor, batches, errors, savepoints=True)
+                    elif read is not None:
+                        value = read(statements, cursor, batches[0][0])
                     connection.commit()
                 finally:
                     cursor.close()
@@ -618,7 +579,8 @@ class RunStore:
                 else:
                     self._write_connection = None
                     connection.close()
-        return [self._explain(error) if isinstance(error, Missed) else error for error in errors]
+        explained = [self._explain(e) if isinstance(e, Missed) else e for e in errors]
+        return explained, value
 
     @staticmethod
     def _attempt(
@@ -666,11 +628,14 @@ class RunStore:
             if isinstance(op, CommitStep):
                 seq, count = op.step.seq, missed.steps_count
                 return (DuplicateStep if seq < count else StepOutOfOrder)(run_id, seq, count)
+            if isinstance(op, UpdateRun) and op.expect_status:
+                assert missed.status is not None  # read with steps_count
+                return RunStateConflict(run_id, missed.status, sorted(op.expect_status))
             if isinstance(op, FinishCall | SetCallStatus):
                 if missed.call is None:
                     return CallNotFound(run_id, op.call_id)
                 status, finished = missed.call
-                edges = _RESULT_EDGES if isinstance(op, FinishCall) else _STATUS_EDGES
+                edges = RESULT_EDGES if isinstance(op, FinishCall) else STATUS_EDGES
                 current = CallStatus(status)
                 allowed = frozenset[CallStatus]() if finished else edges.get(current)
                 return CallStateConflict(
@@ -680,6 +645,7 @@ class RunStore:
         # A constraint failed; the transaction is undone, so read what is committed.
         if isinstance(op, CreateRun):
             self._agents.clear()  # the cached agent row may be gone
+            self._agents_by_id.clear()
             self.get_agent(op.agent_id)
             with self._read("create run") as session:
                 if session.get(RunRow, op.run_id) is not None:
@@ -754,134 +720,38 @@ def _calls_query(run_id: str) -> Any:
     )
 
 
-def _lock_run(session: Session, run_id: str) -> RunRow:
-    row = session.get(RunRow, run_id, with_for_update=True)
-    if row is None:
-        raise RunNotFound(run_id)
-    return row
-
-
-def _lock_call(session: Session, run_id: str, call_id: str) -> ToolCallRow:
-    # Lock the run first, like every other writer, so lock order is always run -> children.
-    run = _lock_run(session, run_id)
-    row = session.get(ToolCallRow, (run_id, call_id), with_for_update=True)
-    if row is None:
-        raise CallNotFound(run_id, call_id)
-    run.updated_at = utcnow()
-    return row
-
-
 def _rollback_quietly(connection: Any) -> None:
     # The connection may be gone; the error being raised says why.
     with suppress(Exception):
         connection.rollback()
 
 
+class _Row:
+    """A row read back by the write path, with the attribute access the ORM rows have."""
+
+    def __init__(self, values: Mapping[str, Any]) -> None:
+        self.__dict__.update(values)
+
+
+def _read_run(statements: Statements, cursor: Any, run_id: str) -> RunRecord:
+    stmt = statements.read_run
+    cursor.execute(stmt.sql, stmt.params({"p_run": run_id}))
+    (row,) = stmt.rows(cursor)
+    return _run_record(_Row(row), row["agent_name"])
+
+
+def _read_call(call_id: str) -> Callable[[Statements, Any, str], ToolCallRecord]:
+    def read(statements: Statements, cursor: Any, run_id: str) -> ToolCallRecord:
+        stmt = statements.read_call
+        cursor.execute(stmt.sql, stmt.params({"p_run": run_id, "p_call": call_id}))
+        (row,) = stmt.rows(cursor)
+        return _call_record(_Row(row))
+
+    return read
+
+
 def _raw_message(exc: BaseException | None) -> str:
     return " ".join(str(exc).split()) if exc is not None else "constraint violated"
-
-
-def _check_call_edge(
-    row: ToolCallRow, new: CallStatus, edges: Mapping[CallStatus, frozenset[CallStatus]]
-) -> None:
-    current = CallStatus(row.status)
-    allowed = frozenset[CallStatus]() if row.finished_at is not None else edges.get(current)
-    if not allowed or new not in allowed:
-        raise CallStateConflict(
-            row.run_id, row.call_id, current.value, new.value, sorted(allowed or ())
-        )
-
-
-def _agent_name(session: Session, run: RunRow) -> str:
-    agent = session.get(AgentRow, run.agent_id)
-    assert agent is not None  # the foreign key guarantees it
-    return agent.name
-
-
-def _apply_run_changes(
-    row: RunRow,
-    *,
-    status: RunStatus | _Unset,
-    stop_reason: str | _Unset | None,
-    position: Any,
-    error: str | _Unset | None,
-    add_input_tokens: int,
-    add_output_tokens: int,
-    now: datetime | None = None,
-) -> None:
-    if add_input_tokens < 0 or add_output_tokens < 0:
-        raise InvalidValue("token counts only grow: add_*_tokens must not be negative")
-    now = now or utcnow()
-    if status is not _UNSET:
-        # finished_at marks when the run last reached a terminal status; a run resumed
-        # (e.g. continued after finishing) is open again.
-        if not status.is_terminal:
-            row.finished_at = None
-        elif row.status != status.value or row.finished_at is None:
-            row.finished_at = now
-        row.status = status.value
-    if stop_reason is not _UNSET:
-        row.stop_reason = stop_reason
-    if position is not _UNSET:
-        row.position = position
-    if error is not _UNSET:
-        row.error = error
-    row.input_tokens += add_input_tokens
-    row.output_tokens += add_output_tokens
-    row.updated_at = now
-
-
-def _add_messages(
-    session: Session,
-    run_id: str,
-    messages: Sequence[Mapping[str, Any]],
-    *,
-    step_seq: int | None,
-    now: datetime,
-) -> list[MessageRow]:
-    if not messages:
-        return []
-    last = session.scalar(select(func.max(MessageRow.seq)).where(col(MessageRow.run_id) == run_id))
-    next_seq = 0 if last is None else last + 1
-    rows = []
-    for offset, message in enumerate(messages):
-        role = message.get("role") if isinstance(message, Mapping) else None
-        if not isinstance(role, str) or not role:
-            raise InvalidValue(
-                f"message {offset} for run {run_id} must be a dict with a non-empty 'role'"
-            )
-        rows.append(
-            MessageRow(
-                run_id=run_id,
-                seq=next_seq + offset,
-                role=role,
-                content=dict(message),
-                step_seq=step_seq,
-                created_at=now,
-            )
-        )
-    session.add_all(rows)
-    return rows
-
-
-def _step_row(run_id: str, step: StepRecord, now: datetime) -> StepRow:
-    return StepRow(
-        run_id=run_id,
-        seq=step.seq,
-        position_before=step.position_before,
-        position_after=step.position_after,
-        allowed=list(step.allowed),
-        force=step.force,
-        forced_tool=step.forced_tool,
-        tool_choice=step.tool_choice,
-        reply=step.reply,
-        decision=step.decision,
-        reason=step.reason,
-        started_at=_utc(step.started_at),
-        finished_at=_utc(step.finished_at or now),
-        input_tokens=step.input_tokens,
-        output_tokens=step.output_tokens,
-    )
 
 
 def _utc(value: datetime) -> datetime:
@@ -976,20 +846,6 @@ def _message_record(row: MessageRow) -> MessageRecord:
         step_seq=row.step_seq,
         created_at=_utc(row.created_at),
     )
-
-
-def _unset_or(value: Any, convert: Any) -> Any:
-    return value if value is _UNSET else convert(value)
-
-
-def _expected_statuses(
-    statuses: RunStatus | str | Collection[RunStatus | str] | None,
-) -> frozenset[str]:
-    if statuses is None:
-        return frozenset()
-    if isinstance(statuses, str):
-        statuses = (statuses,)
-    return frozenset(_enum(RunStatus, status, "run status").value for status in statuses)
 
 
 # --- error translation ------------------------------------------------------------------

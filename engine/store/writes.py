@@ -7,12 +7,14 @@ the step commit, when the run stops). One buffer is one transaction; `RunStore.w
 commits the buffers of many runs in one transaction (group commit), each in a savepoint of its
 own so one run's conflict does not undo another's step.
 
-The hot path talks to the DB-API connection directly: statements are built once from the
-SQLAlchemy tables and compiled for the engine's dialect, and values are converted by the
-column types' own bind processors, so rows are stored exactly as the ORM stores them. Checks
-the ORM methods make by reading and locking rows first are conditions in the statements here
-(`UPDATE ... WHERE steps_count = :seq`, `... AND status IN (...)`); a statement that matches no
-row is reported as `Missed` and the store reads the rows afterwards to say why.
+This is the store's only write path (the `RunStore` methods are one operation each). It
+talks to the DB-API connection directly: statements are built once from the SQLAlchemy tables
+and compiled for the engine's dialect, and values are converted by the column types' own bind
+processors, so rows are stored exactly as the ORM would store them. Checks are conditions in
+the statements (`UPDATE ... WHERE steps_count = :seq`, `... AND status IN (...)`); a statement
+that matches no row is reported as `Missed` and the store reads the rows afterwards to say why.
+Tool-call operations do not touch the run row (its `updated_at` moves with run changes, steps
+and appended messages).
 """
 
 from __future__ import annotations
@@ -41,7 +43,7 @@ from sqlalchemy.sql import ClauseElement
 
 from engine.store.errors import InvalidValue
 from engine.store.records import CallStatus, RunStatus, StepRecord
-from engine.store.tables import MessageRow, RunRow, StepRow, ToolCallRow
+from engine.store.tables import AgentRow, MessageRow, RunRow, StepRow, ToolCallRow
 
 __all__ = [
     "UNSET",
@@ -123,7 +125,7 @@ def _previous(edges: Mapping[CallStatus, frozenset[CallStatus]], new: CallStatus
 
 
 # --- operations ----------------------------------------------------------------------------
-# Each mirrors the RunStore method of the same meaning and validates its values the same way.
+# Each is what the RunStore method of the same meaning does, and validates its values.
 
 
 @dataclass(frozen=True, slots=True)
@@ -226,16 +228,33 @@ class CommitStep:
 
 @dataclass(frozen=True, slots=True)
 class UpdateRun:
-    """`update_run` without counters or conditions: status, stop reason, position, error."""
+    """`update_run`: status, stop reason, position, error; token increments; and, with
+    `expect_status`, only if the run is in one of those statuses (`RunStateConflict`)."""
 
     status: RunStatus | Unset = UNSET
     stop_reason: str | Unset | None = UNSET
     position: Any = UNSET
     error: str | Unset | None = UNSET
+    add_input_tokens: int = 0
+    add_output_tokens: int = 0
+    expect_status: frozenset[str] | None = None
 
     def __post_init__(self) -> None:
         if self.status is not UNSET:
             object.__setattr__(self, "status", enum_value(RunStatus, self.status, "run status"))
+        if self.add_input_tokens < 0 or self.add_output_tokens < 0:
+            raise InvalidValue("token counts only grow: add_*_tokens must not be negative")
+        if self.expect_status is not None:
+            object.__setattr__(self, "expect_status", expected_statuses(self.expect_status))
+
+
+def expected_statuses(statuses: Any) -> frozenset[str]:
+    """Run status values from one status or a collection of them (empty for None)."""
+    if statuses is None:
+        return frozenset()
+    if isinstance(statuses, str):
+        statuses = (statuses,)
+    return frozenset(enum_value(RunStatus, status, "run status").value for status in statuses)
 
 
 Op = CreateRun | AppendMessages | StartCall | FinishCall | SetCallStatus | CommitStep | UpdateRun
@@ -243,7 +262,7 @@ Op = CreateRun | AppendMessages | StartCall | FinishCall | SetCallStatus | Commi
 
 def _missed(statements: Statements, cursor: Any, run_id: str, op: Op) -> Missed:
     """A `Missed` for `op`, with the rows that explain it read in the same transaction."""
-    stmt = statements.run_steps
+    stmt = statements.run_state
     cursor.execute(stmt.sql, stmt.params({"p_run": run_id}))
     found = cursor.fetchone()
     call = None
@@ -252,7 +271,9 @@ def _missed(statements: Statements, cursor: Any, run_id: str, op: Op) -> Missed:
         cursor.execute(stmt.sql, stmt.params({"p_run": run_id, "p_call": op.call_id}))
         row = cursor.fetchone()
         call = None if row is None else (row[0], row[1] is not None)
-    return Missed(run_id, op, steps_count=None if found is None else found[0], call=call)
+    if found is None:
+        return Missed(run_id, op, call=call)
+    return Missed(run_id, op, steps_count=found[0], status=found[1], call=call)
 
 
 class Missed(Exception):
@@ -266,6 +287,7 @@ class Missed(Exception):
         *,
         conflict: BaseException | None = None,
         steps_count: int | None = None,
+        status: str | None = None,
         call: tuple[str, bool] | None = None,
     ) -> None:
         super().__init__(run_id, op)
@@ -274,6 +296,7 @@ class Missed(Exception):
         self.conflict = conflict
         # Read in the failing transaction, before it is undone (None: no such run / call).
         self.steps_count = steps_count
+        self.status = status  # the run's
         self.call = call  # (status, finished)
 
 
@@ -298,9 +321,10 @@ def _last_value(convert: Callable[[Any], Any]) -> Callable[[Any], Any]:
 
 
 class _Statement:
-    """One statement compiled for a dialect: SQL text, parameter order, value converters."""
+    """One statement compiled for a dialect: SQL text, parameter order, value converters,
+    and for a SELECT its column names and result converters."""
 
-    __slots__ = ("converters", "names", "sql")
+    __slots__ = ("converters", "keys", "names", "results", "sql")
 
     def __init__(self, statement: ClauseElement, engine: Engine, keys: Sequence[str] = ()) -> None:
         dialect = engine.dialect
@@ -318,6 +342,22 @@ class _Statement:
                     processor = _last_value(processor)
                 converters.append((name, processor))
         self.converters = tuple(converters)
+        columns = getattr(statement, "selected_columns", ())
+        self.keys: tuple[str, ...] = tuple(column.key for column in columns)
+        self.results = tuple(
+            column.type.dialect_impl(dialect).result_processor(dialect, None) for column in columns
+        )
+
+    def rows(self, cursor: Any, limit: int | None = None) -> list[dict[str, Any]]:
+        """The fetched rows (the first `limit`) as dicts, values converted as the ORM would."""
+        keys, results = self.keys, self.results
+        return [
+            {
+                key: value if convert is None or value is None else convert(value)
+                for key, convert, value in zip(keys, results, row, strict=True)
+            }
+            for row in (cursor.fetchall() if limit is None else cursor.fetchmany(limit))
+        ]
 
     def params(self, values: dict[str, Any]) -> Any:
         for name, convert in self.converters:
@@ -331,6 +371,7 @@ _RUN = RunRow.__table__  # type: ignore[attr-defined]
 _STEP = StepRow.__table__  # type: ignore[attr-defined]
 _CALL = ToolCallRow.__table__  # type: ignore[attr-defined]
 _MESSAGE = MessageRow.__table__  # type: ignore[attr-defined]
+_AGENT = AgentRow.__table__  # type: ignore[attr-defined]
 
 _MESSAGE_KEYS = tuple(column.key for column in _MESSAGE.columns)
 _CALL_KEYS = tuple(column.key for column in _CALL.columns)
@@ -343,9 +384,9 @@ def _p(name: str, column: Any) -> Any:
     return bindparam(name, type_=column.type)
 
 
-def _status_in(statuses: Sequence[str]) -> Any:
+def _in(column: Any, statuses: Sequence[str]) -> Any:
     # Our own enum values (letters and underscores), inlined so one statement fits all rows.
-    return _CALL.c.status.in_([literal_column(f"'{status}'") for status in statuses])
+    return column.in_([literal_column(f"'{status}'") for status in statuses])
 
 
 class Statements:
@@ -364,8 +405,9 @@ class Statements:
             select(func.max(_MESSAGE.c.seq)).where(_MESSAGE.c.run_id == _p("p_run", _RUN.c.id)),
             engine,
         )
-        self.run_steps = _Statement(
-            select(_RUN.c.steps_count).where(_RUN.c.id == _p("p_run", _RUN.c.id)), engine
+        self.run_state = _Statement(
+            select(_RUN.c.steps_count, _RUN.c.status).where(_RUN.c.id == _p("p_run", _RUN.c.id)),
+            engine,
         )
         self.call_state = _Statement(
             select(_CALL.c.status, _CALL.c.finished_at).where(
@@ -404,7 +446,7 @@ class Statements:
                     _CALL.c.run_id == _p("p_run", _CALL.c.run_id),
                     _CALL.c.call_id == _p("p_call", _CALL.c.call_id),
                     _CALL.c.finished_at.is_(None),
-                    _status_in(_previous(RESULT_EDGES, status)),
+                    _in(_CALL.c.status, _previous(RESULT_EDGES, status)),
                 )
                 .values(**values)
             )
@@ -419,17 +461,26 @@ class Statements:
                     _CALL.c.run_id == _p("p_run", _CALL.c.run_id),
                     _CALL.c.call_id == _p("p_call", _CALL.c.call_id),
                     _CALL.c.finished_at.is_(None),
-                    _status_in(_previous(STATUS_EDGES, status)),
+                    _in(_CALL.c.status, _previous(STATUS_EDGES, status)),
                 )
                 .values(status=_p("p_status", _CALL.c.status))
             )
 
         return self._compiled(("status", status), build)
 
-    def update_run(self, fields: frozenset[str], terminal: bool | None, step: bool) -> _Statement:
-        """UPDATE run for `fields` (status, stop_reason, position, error); with `step`, the
-        step commit's counters and its `steps_count = :seq` condition. `terminal` says whether
-        a new status is terminal (it decides `finished_at`), None when the status is unchanged.
+    def update_run(
+        self,
+        fields: frozenset[str],
+        terminal: bool | None,
+        step: bool,
+        tokens: bool = False,
+        expect: frozenset[str] = frozenset(),
+    ) -> _Statement:
+        """UPDATE run for `fields` (status, stop_reason, position, error). `terminal` says
+        whether a new status is terminal (it decides `finished_at`), None when the status is
+        unchanged. With `step`, the step commit's counters and its `steps_count = :seq`
+        condition; with `tokens`, token increments alone; with `expect`, only a run in one of
+        those statuses is updated.
         """
 
         def build() -> ClauseElement:
@@ -437,9 +488,8 @@ class Statements:
             for name in sorted(fields):
                 values[name] = _p(f"p_{name}", _RUN.c[name])
             if terminal is not None:
-                # Same rule as the ORM path: finished_at marks when the run last reached a
-                # terminal status; a run set to a non-terminal status is open again. SET
-                # expressions see the row's old values.
+                # finished_at marks when the run last reached a terminal status; a run set to
+                # a non-terminal status is open again. SET expressions see the old values.
                 values["finished_at"] = (
                     case(
                         (
@@ -455,14 +505,51 @@ class Statements:
                     else null()
                 )
             conditions = [_RUN.c.id == _p("p_run", _RUN.c.id)]
-            if step:
-                values["steps_count"] = _RUN.c.steps_count + literal_column("1")
+            if step or tokens:
                 values["input_tokens"] = _RUN.c.input_tokens + _p("p_in", _RUN.c.input_tokens)
                 values["output_tokens"] = _RUN.c.output_tokens + _p("p_out", _RUN.c.output_tokens)
+            if step:
+                values["steps_count"] = _RUN.c.steps_count + literal_column("1")
                 conditions.append(_RUN.c.steps_count == _p("p_seq", _RUN.c.steps_count))
+            if expect:
+                conditions.append(_in(_RUN.c.status, sorted(expect)))
             return update(_RUN).where(*conditions).values(**values)
 
-        return self._compiled(("run", fields, terminal, step), build)
+        return self._compiled(("run", fields, terminal, step, tokens, expect), build)
+
+    # Reads in the write's own transaction, for the methods that return what they wrote.
+
+    @property
+    def read_run(self) -> _Statement:
+        return self._compiled(
+            "read_run",
+            lambda: (
+                select(*_RUN.columns, _AGENT.c.name.label("agent_name"))
+                .join(_AGENT, _AGENT.c.id == _RUN.c.agent_id)
+                .where(_RUN.c.id == _p("p_run", _RUN.c.id))
+            ),
+        )
+
+    @property
+    def read_call(self) -> _Statement:
+        return self._compiled(
+            "read_call",
+            lambda: select(*_CALL.columns).where(
+                _CALL.c.run_id == _p("p_run", _CALL.c.run_id),
+                _CALL.c.call_id == _p("p_call", _CALL.c.call_id),
+            ),
+        )
+
+    @property
+    def read_last_messages(self) -> _Statement:
+        return self._compiled(
+            "read_last_messages",
+            lambda: (
+                select(*_MESSAGE.columns)
+                .where(_MESSAGE.c.run_id == _p("p_run", _MESSAGE.c.run_id))
+                .order_by(_MESSAGE.c.seq.desc())
+            ),
+        )
 
 
 # --- applying operations --------------------------------------------------------------------
@@ -619,7 +706,13 @@ def _update_run(
     if op.position is not UNSET:
         fields = fields | {"position"}
         values["p_position"] = op.position
-    stmt = statements.update_run(fields, terminal, step=False)
+    tokens = bool(op.add_input_tokens or op.add_output_tokens)
+    if tokens:
+        values["p_in"] = op.add_input_tokens
+        values["p_out"] = op.add_output_tokens
+    stmt = statements.update_run(
+        fields, terminal, step=False, tokens=tokens, expect=op.expect_status or frozenset()
+    )
     cursor.execute(stmt.sql, stmt.params(values))
     if cursor.rowcount != 1:
         raise _missed(statements, cursor, run_id, op)
