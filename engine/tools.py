@@ -23,7 +23,7 @@ import re
 import sys
 import time
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
 from typing import Any, get_type_hints
@@ -52,6 +52,10 @@ _HEARTBEAT_SCHEMA = {
     "(you will be asked again), false to end your turn.",
 }
 _MARK = "__toolfsm_tool__"
+# json.dumps with options builds an encoder per call; results are encoded once per call.
+_to_text = json.JSONEncoder(ensure_ascii=False, default=str).encode
+# What a sync tool returns nearly always: no need to ask whether it is awaitable.
+_PLAIN = frozenset({str, int, float, bool, type(None), dict, list, tuple})
 
 
 class ToolRegistryError(ToolfsmError):
@@ -104,7 +108,7 @@ class ToolResult:
         """The result as the model sees it: strings as they are, anything else as JSON."""
         if isinstance(self.output, str):
             return self.output
-        return json.dumps(self.output, ensure_ascii=False, default=str)
+        return _to_text(self.output)
 
 
 def _docstring_parts(fn: Callable[..., Any]) -> tuple[str, dict[str, str]]:
@@ -150,7 +154,6 @@ class Tool:
     model: type[BaseModel]
     idempotent: bool = False
     is_async: bool = False
-    _param_names: tuple[str, ...] = field(default=(), repr=False)
 
     @classmethod
     def from_function(
@@ -202,7 +205,6 @@ class Tool:
             model=model,
             idempotent=bool(idempotent if idempotent is not None else marks and marks.idempotent),
             is_async=inspect.iscoroutinefunction(fn),
-            _param_names=tuple(fields),
         )
 
     def spec(self, *, heartbeat: bool = False) -> ToolSpec:
@@ -255,8 +257,9 @@ class Tool:
             )
             raise ArgumentError(self.name, problems) from None
         # Keep the validated Python values (e.g. enums, dates) for the call itself; the
-        # JSON-friendly copy is what gets stored.
-        return {k: getattr(validated, k) for k in self._param_names}, beat
+        # JSON-friendly copy is what gets stored. The model forbids extra keys, so its
+        # __dict__ holds exactly the parameters, in signature order.
+        return dict(validated.__dict__), beat
 
     async def execute(self, arguments: Mapping[str, Any]) -> ToolResult:
         """Run the tool; an exception becomes an error result (the run goes on)."""
@@ -266,7 +269,7 @@ class Tool:
                 output = await self.fn(**arguments)
             else:
                 output = self.fn(**arguments)
-                if inspect.isawaitable(output):
+                if type(output) not in _PLAIN and inspect.isawaitable(output):
                     output = await output
             output = to_jsonable_python(output, fallback=str)
             is_error = False

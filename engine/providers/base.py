@@ -76,6 +76,11 @@ class Message:
             )
 
 
+# (id(tools), allowed, force, forced_tool) -> tools, for requests already checked.
+_CHECKED: dict[tuple[int, tuple[str, ...], bool, str | None], tuple[ToolSpec, ...]] = {}
+_CHECKED_MAX = 4096
+
+
 @dataclass(frozen=True)
 class ModelRequest:
     """What the run loop asks of the model for one step.
@@ -93,6 +98,18 @@ class ModelRequest:
     parallel_tool_calls: bool = True
 
     def __post_init__(self) -> None:
+        # The run loop builds one request per step from the same tools and a handful of
+        # gates: a combination that passed once is not checked again (the tools tuple is
+        # kept in the memo, so its id cannot be reused while the entry exists).
+        key = (id(self.tools), self.allowed, self.force, self.forced_tool)
+        if _CHECKED.get(key) is self.tools:
+            return
+        self._check()
+        if len(_CHECKED) >= _CHECKED_MAX:
+            _CHECKED.clear()
+        _CHECKED[key] = self.tools
+
+    def _check(self) -> None:
         names = [t.name for t in self.tools]
 
         def bad(msg: str) -> ProviderConfigError:

@@ -21,8 +21,9 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import UTC, datetime
+from functools import partial
 from typing import Any, Literal
 
 from pydantic_core import to_jsonable_python
@@ -150,8 +151,26 @@ class Runner:
         assert result is not None
         return result
 
-    async def stream(self, input: str, *, run_id: str | None = None) -> AsyncIterator[Event]:
+    def stream(self, input: str, *, run_id: str | None = None) -> AsyncIterator[Event]:
         """Start a new run with the user message `input`."""
+        return self._drive(partial(self._start, input, run_id), None)
+
+    def resume_stream(
+        self, run_id: str, *, decision: Decision | None = None
+    ) -> AsyncIterator[Event]:
+        """Continue a stored run from its last committed step (and its pending step, if any).
+
+        `decision` settles a side-effect call interrupted by a crash: "retry" runs it again,
+        "fail" records it as failed and tells the model so.
+        """
+        return self._drive(partial(self._resume, run_id), decision)
+
+    # The two ways into the loop, run when the stream is first iterated. (stream and
+    # resume_stream hand back the loop's own generator: one generator less per event.)
+
+    async def _start(
+        self, input: str, run_id: str | None
+    ) -> tuple[RunState, PendingStep | None, Journal | None, RunStarted]:
         machine = self._machine
         position = machine.start()
         first = Message(role="user", text=input)
@@ -185,37 +204,31 @@ class Runner:
             # The run exists in the store before its first model call.
             await journal.flush()
         state = RunState(run_id or "memory", position, [first], next_message=1)
-        yield RunStarted(state.run_id, self.agent.name, self.model)
-        async for event in self._drive(state, None, None, journal):
-            yield event
+        return state, None, journal, RunStarted(state.run_id, self.agent.name, self.model)
 
-    async def resume_stream(
-        self, run_id: str, *, decision: Decision | None = None
-    ) -> AsyncIterator[Event]:
-        """Continue a stored run from its last committed step (and its pending step, if any).
-
-        `decision` settles a side-effect call interrupted by a crash: "retry" runs it again,
-        "fail" records it as failed and tells the model so.
-        """
+    async def _resume(
+        self, run_id: str
+    ) -> tuple[RunState, PendingStep | None, Journal | None, RunStarted]:
         if self.store is None:
             raise RuntimeError("resuming needs a store")
         from engine.runtime.resume import load_state
 
         state, pending = load_state(self.store, run_id, self.agent)
         journal = Journal(self.store, state.run_id, self.group_commit)
-        yield RunStarted(state.run_id, self.agent.name, self.model, resumed=True)
-        async for event in self._drive(state, pending, decision, journal):
-            yield event
+        started = RunStarted(state.run_id, self.agent.name, self.model, resumed=True)
+        return state, pending, journal, started
 
     # -- the loop ----------------------------------------------------------------------
 
     async def _drive(
         self,
-        state: RunState,
-        pending: PendingStep | None,
+        setup: Callable[
+            [], Awaitable[tuple[RunState, PendingStep | None, Journal | None, RunStarted]]
+        ],
         decision: Decision | None,
-        journal: Journal | None,
     ) -> AsyncIterator[Event]:
+        state, pending, journal, started = await setup()
+        yield started
         machine = self._machine
         try:
             while True:
@@ -587,8 +600,12 @@ def _cuts(verdict: Verdict) -> bool:
     return not verdict.continues and verdict.reason in (Reason.TERMINAL_TOOL, Reason.DEAD_END)
 
 
+# One encoder (json.dumps with options builds one per call).
+_to_text = json.JSONEncoder(ensure_ascii=False).encode
+
+
 def _as_text(value: Any) -> str:
-    return value if isinstance(value, str) else json.dumps(value, ensure_ascii=False)
+    return value if isinstance(value, str) else _to_text(value)
 
 
 def _tool_message(call: ToolCall, text: str, is_error: bool) -> Message:

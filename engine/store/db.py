@@ -26,6 +26,7 @@ __all__ = [
     "ENV_VAR",
     "SQLITE_BUSY_TIMEOUT_MS",
     "default_db_url",
+    "json_dumps",
     "make_engine",
     "redact_url",
     "resolve_db_url",
@@ -53,7 +54,7 @@ class NotJsonSerialisable(InvalidValue):
     """A JSON column was handed a value json.dumps rejects (raised while writing)."""
 
 
-def _json_dumps(value: Any) -> str:
+def json_dumps(value: Any) -> str:
     # Raise our own error: psycopg lets the encoder's exception escape as is, while SQLite's
     # path wraps it in a StatementError; the store translates this one type either way.
     try:
@@ -117,7 +118,7 @@ def make_engine(url: str) -> Engine:
             return _sqlite_engine(parsed)
         if parsed.get_backend_name() == "postgresql":
             return _postgres_engine(parsed)
-        return create_engine(parsed, json_serializer=_json_dumps, pool_pre_ping=True)
+        return create_engine(parsed, json_serializer=json_dumps, pool_pre_ping=True)
     except (NoSuchModuleError, ImportError) as exc:
         raise StoreUnavailable(
             redact_url(url),
@@ -129,7 +130,7 @@ def make_engine(url: str) -> Engine:
 
 def _sqlite_engine(url: URL) -> Engine:
     memory = is_memory_sqlite(url)
-    kwargs: dict[str, Any] = {"json_serializer": _json_dumps}
+    kwargs: dict[str, Any] = {"json_serializer": json_dumps}
     if memory:
         # One shared connection, or every pooled connection (and thread) sees its own empty
         # database. Handy for the run loop's tests; nothing survives the process.
@@ -184,5 +185,5 @@ def _postgres_engine(url: URL) -> Engine:
         connect_args["connect_timeout"] = PG_CONNECT_TIMEOUT_S
     # pre_ping: a server restart must not surface as an error on the next store call.
     return create_engine(
-        url, json_serializer=_json_dumps, pool_pre_ping=True, connect_args=connect_args
+        url, json_serializer=json_dumps, pool_pre_ping=True, connect_args=connect_args
     )

@@ -149,7 +149,8 @@ class RunStore:
         self._statements: Statements | None = None  # the batched write path, built on first use
         self._memory = is_memory_sqlite(engine.url)
         self._write_lock = threading.Lock()
-        self._write_connection: Any = None  # SQLite file: the batched writes' own connection
+        self._write_connection: Any = None  # SQLite file: the write path's own connection
+        self._write_cursor: Any = None  # ... and its cursor
         # Agent rows are never updated or deleted: (name, rules hash) -> record, per store.
         self._agents: dict[tuple[str, str], AgentRecord] = {}
         self._agents_by_id: dict[int, AgentRecord] = {}
@@ -179,7 +180,7 @@ class RunStore:
         with self._write_lock:
             if self._write_connection is not None:
                 self._write_connection.close()
-                self._write_connection = None
+                self._write_connection = self._write_cursor = None
         self._engine.dispose()
 
     def __enter__(self) -> RunStore:
@@ -543,74 +544,56 @@ class RunStore:
         batches: Sequence[tuple[str, Sequence[Op]]],
         read: Callable[..., Any] | None,
     ) -> tuple[list[StoreError | None], Any]:
-        errors: list[StoreError | Missed | None] = [None] * len(batches)
-        value = None
-        dbapi_error = self._engine.dialect.loaded_dbapi.Error
+        # The hot path: plain try/except rather than context managers, and on SQLite one
+        # connection and cursor kept for every write.
         keep = statements.sqlite and not self._memory
-        with self._translate(action):
-            connection = self._write_connection if keep else None
+        connection = self._write_connection if keep else None
+        value = None
+        try:
             if connection is None:
                 connection = self._engine.raw_connection()
-            try:
                 cursor = connection.cursor()
-                try:
-                    # First without savepoints (what nearly always happens); if a batch fails,
-                    # again with one savepoint per batch, so only the failing ones are undone.
-                    if not self._attempt(statements, cursor, batches, errors, savepoints=False):
-                        connection.rollback()
-                        if len(batches) > 1:
-                            errors = [None] * len(batches)
-                            self._attempt(statements, cursor, batches, errors, savepoints=True)
-                    elif read is not None:
+            else:
+                cursor = self._write_cursor
+            try:
+                if statements.sqlite:
+                    cursor.execute("BEGIN IMMEDIATE")  # take the write lock up front
+                now = utcnow()
+                errors = _attempt(statements, cursor, batches, now, savepoints=False)
+                if errors is None:
+                    if read is not None:
                         value = read(statements, cursor, batches[0][0])
-                    connection.commit()
-                finally:
-                    cursor.close()
-            except dbapi_error as exc:
+                elif len(batches) > 1:
+                    # Again with one savepoint per batch, so only the failing ones are undone.
+                    connection.rollback()
+                    if statements.sqlite:
+                        cursor.execute("BEGIN IMMEDIATE")
+                    errors = _attempt(statements, cursor, batches, now, savepoints=True)
+                else:
+                    connection.rollback()
+                connection.commit()
+            except BaseException as exc:
                 _rollback_quietly(connection)
-                keep = False  # a connection that failed goes back to the pool, to be checked
-                raise DBAPIError.instance(None, None, exc, dbapi_error) from exc
-            except BaseException:
-                _rollback_quietly(connection)
+                if isinstance(exc, statements.dbapi_error):
+                    keep = False  # a failed connection goes back to the pool, to be checked
+                    raise DBAPIError.instance(None, None, exc, statements.dbapi_error) from exc
                 raise
             finally:
                 if keep:
-                    self._write_connection = connection
+                    self._write_connection, self._write_cursor = connection, cursor
                 else:
-                    self._write_connection = None
+                    self._write_connection = self._write_cursor = None
+                    with suppress(Exception):
+                        cursor.close()
                     connection.close()
-        explained = [self._explain(e) if isinstance(e, Missed) else e for e in errors]
-        return explained, value
-
-    @staticmethod
-    def _attempt(
-        statements: Statements,
-        cursor: Any,
-        batches: Sequence[tuple[str, Sequence[Op]]],
-        errors: list[StoreError | Missed | None],
-        *,
-        savepoints: bool,
-    ) -> bool:
-        """Apply the batches in the open transaction; False (errors filled) if one failed."""
-        if statements.sqlite:
-            # Take the write lock up front (see engine.store.db).
-            cursor.execute("BEGIN IMMEDIATE")
-        now = utcnow()
-        ok = True
-        for index, (run_id, ops) in enumerate(batches):
-            if savepoints:
-                cursor.execute("SAVEPOINT toolfsm_write")
-            try:
-                apply(statements, cursor, run_id, ops, now)
-            except (Missed, InvalidValue) as exc:
-                errors[index] = exc
-                if not savepoints:
-                    return False
-                cursor.execute("ROLLBACK TO SAVEPOINT toolfsm_write")
-                ok = False
-            if savepoints:
-                cursor.execute("RELEASE SAVEPOINT toolfsm_write")
-        return ok
+        except Exception as exc:
+            translated = self._translated(action, exc)
+            if translated is exc:
+                raise
+            raise translated from exc
+        if errors is None:
+            return [None] * len(batches), value
+        return [self._explain(e) if isinstance(e, Missed) else e for e in errors], value
 
     def _explain(self, missed: Missed) -> StoreError:
         """Why a batched write matched no row or hit a constraint."""
@@ -679,24 +662,33 @@ class RunStore:
     def _translate(self, action: str) -> Iterator[None]:
         try:
             yield
-        except NotJsonSerialisable as exc:
-            raise InvalidValue(f"cannot {action}: {exc}") from exc
-        except StoreError:
-            raise
-        except IntegrityError as exc:
-            raise StoreConflict(f"cannot {action}: {_driver_message(exc)}") from exc
-        except (DBAPIError, PoolTimeoutError) as exc:
+        except Exception as exc:
+            translated = self._translated(action, exc)
+            if translated is exc:
+                raise
+            raise translated from exc
+
+    def _translated(self, action: str, exc: Exception) -> Exception:
+        """The StoreError to raise for `exc` (itself when it is one, or not a database's)."""
+        if isinstance(exc, NotJsonSerialisable):
+            return InvalidValue(f"cannot {action}: {exc}")
+        if isinstance(exc, StoreError):
+            return exc
+        if isinstance(exc, IntegrityError):
+            return StoreConflict(f"cannot {action}: {_driver_message(exc)}")
+        if isinstance(exc, DBAPIError | PoolTimeoutError):
             if isinstance(exc, DBAPIError) and not _is_connectivity_error(exc):
-                raise StoreError(f"cannot {action}: {_driver_message(exc)}") from exc
-            raise _unavailable(self._url, exc) from exc
-        except StatementError as exc:
+                return StoreError(f"cannot {action}: {_driver_message(exc)}")
+            return _unavailable(self._url, exc)
+        if isinstance(exc, StatementError):
             # Raised before reaching the database, while binding values: SQLite's path wraps
             # the JSON encoder's error this way.
             if isinstance(exc.orig, NotJsonSerialisable):
-                raise InvalidValue(f"cannot {action}: {exc.orig}") from exc
-            raise StoreError(f"cannot {action}: {exc.orig}") from exc
-        except SQLAlchemyError as exc:
-            raise StoreError(f"cannot {action}: {exc}") from exc
+                return InvalidValue(f"cannot {action}: {exc.orig}")
+            return StoreError(f"cannot {action}: {exc.orig}")
+        if isinstance(exc, SQLAlchemyError):
+            return StoreError(f"cannot {action}: {exc}")
+        return exc
 
 
 # --- helpers ----------------------------------------------------------------------------
@@ -718,6 +710,34 @@ def _calls_query(run_id: str) -> Any:
             col(ToolCallRow.started_at),
         )
     )
+
+
+def _attempt(
+    statements: Statements,
+    cursor: Any,
+    batches: Sequence[tuple[str, Sequence[Op]]],
+    now: datetime,
+    *,
+    savepoints: bool,
+) -> list[StoreError | Missed | None] | None:
+    """Apply the batches in the open transaction: None when all applied, else each one's
+    error (without savepoints the first failure ends it, and the caller rolls back)."""
+    errors: list[StoreError | Missed | None] | None = None
+    for index, (run_id, ops) in enumerate(batches):
+        if savepoints:
+            cursor.execute("SAVEPOINT toolfsm_write")
+        try:
+            apply(statements, cursor, run_id, ops, now)
+        except (Missed, InvalidValue) as exc:
+            if errors is None:
+                errors = [None] * len(batches)
+            errors[index] = exc
+            if not savepoints:
+                return errors
+            cursor.execute("ROLLBACK TO SAVEPOINT toolfsm_write")
+        if savepoints:
+            cursor.execute("RELEASE SAVEPOINT toolfsm_write")
+    return errors
 
 
 def _rollback_quietly(connection: Any) -> None:

@@ -27,6 +27,7 @@ from enum import Enum
 from typing import Any, Final, TypeVar
 
 from sqlalchemy import (
+    JSON,
     DateTime,
     Engine,
     and_,
@@ -41,6 +42,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.sql import ClauseElement
 
+from engine.store.db import json_dumps
 from engine.store.errors import InvalidValue
 from engine.store.records import CallStatus, RunStatus, StepRecord
 from engine.store.tables import AgentRow, MessageRow, RunRow, StepRow, ToolCallRow
@@ -115,8 +117,11 @@ def require_text(what: str, value: str) -> None:
 
 
 def _utc(value: datetime) -> datetime:
-    # SQLite's DATETIME keeps the wall time and drops the zone: store UTC, as the ORM path does.
-    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+    # SQLite's DATETIME keeps the wall time and drops the zone: store UTC.
+    zone = value.tzinfo
+    if zone is UTC:
+        return value
+    return value.replace(tzinfo=UTC) if zone is None else value.astimezone(UTC)
 
 
 def _previous(edges: Mapping[CallStatus, frozenset[CallStatus]], new: CallStatus) -> list[str]:
@@ -303,50 +308,110 @@ class Missed(Exception):
 # --- compiled statements --------------------------------------------------------------------
 
 
-def _last_value(convert: Callable[[Any], Any]) -> Callable[[Any], Any]:
-    """`convert`, remembering its last result: a batch stores the same `now` many times, and
-    SQLite's datetime formatting is not cheap. By identity, so for immutable values only."""
+class Encoded:
+    """A JSON value stored in more than one place (a reply is both a message and its step's
+    record; a position is the run's and its step's): encoded once, when first written.
+
+    Pass it wherever a JSON value goes (a message, a column value). `value` must not change.
+    """
+
+    __slots__ = ("text", "value")
+
+    def __init__(self, value: Any) -> None:
+        self.value = value
+        self.text: str | None = None  # the JSON text, once encoded
+
+    def encoded(self) -> str:
+        text = self.text
+        if text is None:
+            text = self.text = json_dumps(self.value)
+        return text
+
+
+def _sqlite_time() -> Callable[[Any], Any]:
+    """SQLAlchemy's SQLite DATETIME format (wall time, microseconds always shown), without its
+    per-call dict and %-formatting; remembers the last value, since a batch stores the same
+    `now` many times (by identity: datetimes are immutable)."""
     last: tuple[Any, Any] = (object(), None)
 
-    def converted(value: Any) -> Any:
+    def convert(value: Any) -> Any:
         nonlocal last
-        seen, result = last
+        seen, text = last
         if value is seen:
-            return result
-        result = convert(value)
-        last = (value, result)  # one assignment: threads see a consistent pair
-        return result
+            return text
+        if value is None:
+            return None
+        text = value.isoformat(" ", "microseconds")[:26]
+        last = (value, text)  # one assignment: threads see a consistent pair
+        return text
 
-    return converted
+    return convert
+
+
+def _sqlite_json(value: Any) -> Any:
+    if value is None:
+        return None  # SQL NULL (the columns are none_as_null)
+    if value.__class__ is Encoded:
+        return None if value.value is None else value.encoded()
+    return json_dumps(value)
+
+
+def _pg_json(processor: Callable[[Any], Any]) -> Callable[[Any], Any]:
+    from psycopg.types.json import Json
+
+    def same(text: str) -> str:
+        return text
+
+    def convert(value: Any) -> Any:
+        if value.__class__ is Encoded:
+            return None if value.value is None else Json(value.encoded(), dumps=same)
+        return processor(value)
+
+    return convert
 
 
 class _Statement:
-    """One statement compiled for a dialect: SQL text, parameter order, value converters,
-    and for a SELECT its column names and result converters."""
+    """One statement compiled for a dialect: SQL text, the order its values are given in,
+    value converters, and for a SELECT its column names and result converters."""
 
-    __slots__ = ("converters", "keys", "names", "results", "sql")
+    __slots__ = ("convert", "keys", "named", "order", "perm", "results", "sql")
 
-    def __init__(self, statement: ClauseElement, engine: Engine, keys: Sequence[str] = ()) -> None:
-        dialect = engine.dialect
+    def __init__(
+        self, statement: ClauseElement, statements: Statements, keys: Sequence[str] = ()
+    ) -> None:
+        dialect = statements.dialect
         compiled = statement.compile(dialect=dialect, column_keys=list(keys) or None)
         self.sql: str = compiled.string
-        # None for named parameter styles (psycopg's pyformat), else the positional order.
-        self.names: tuple[str, ...] | None = (
-            tuple(compiled.positiontup) if compiled.positiontup is not None else None
-        )
-        converters: list[tuple[str, Callable[[Any], Any]]] = []
-        for name, bind in compiled.binds.items():
-            processor = bind.type.dialect_impl(dialect).bind_processor(dialect)
-            if processor is not None:
-                if isinstance(bind.type, DateTime):
-                    processor = _last_value(processor)
-                converters.append((name, processor))
-        self.converters = tuple(converters)
+        # The order callers give values in (`bind`): `keys` for an INSERT, else the names.
+        self.order: tuple[str, ...] = tuple(keys) or tuple(compiled.binds)
+        positions = compiled.positiontup
+        self.named = positions is None  # psycopg's pyformat takes a dict
+        perm = () if positions is None else tuple(self.order.index(n) for n in positions)
+        self.perm = None if perm == tuple(range(len(self.order))) else perm
+        convert = []
+        for index, name in enumerate(self.order):
+            converter = statements.converter(compiled.binds[name].type)
+            if converter is not None:
+                convert.append((index, converter))
+        self.convert = tuple(convert)
         columns = getattr(statement, "selected_columns", ())
         self.keys: tuple[str, ...] = tuple(column.key for column in columns)
         self.results = tuple(
             column.type.dialect_impl(dialect).result_processor(dialect, None) for column in columns
         )
+
+    def bind(self, values: list[Any]) -> Any:
+        """The driver's parameters from values in `order` (the list is converted in place)."""
+        for index, convert in self.convert:
+            values[index] = convert(values[index])
+        if self.named:
+            return dict(zip(self.order, values, strict=True))
+        perm = self.perm
+        return values if perm is None else [values[i] for i in perm]
+
+    def params(self, values: Mapping[str, Any]) -> Any:
+        """The driver's parameters from values by name."""
+        return self.bind([values[name] for name in self.order])
 
     def rows(self, cursor: Any, limit: int | None = None) -> list[dict[str, Any]]:
         """The fetched rows (the first `limit`) as dicts, values converted as the ORM would."""
@@ -359,24 +424,12 @@ class _Statement:
             for row in (cursor.fetchall() if limit is None else cursor.fetchmany(limit))
         ]
 
-    def params(self, values: dict[str, Any]) -> Any:
-        for name, convert in self.converters:
-            if name in values:
-                values[name] = convert(values[name])
-        names = self.names
-        return values if names is None else tuple([values[n] for n in names])
-
 
 _RUN = RunRow.__table__  # type: ignore[attr-defined]
 _STEP = StepRow.__table__  # type: ignore[attr-defined]
 _CALL = ToolCallRow.__table__  # type: ignore[attr-defined]
 _MESSAGE = MessageRow.__table__  # type: ignore[attr-defined]
 _AGENT = AgentRow.__table__  # type: ignore[attr-defined]
-
-_MESSAGE_KEYS = tuple(column.key for column in _MESSAGE.columns)
-_CALL_KEYS = tuple(column.key for column in _CALL.columns)
-_STEP_KEYS = tuple(column.key for column in _STEP.columns)
-_RUN_KEYS = tuple(column.key for column in _RUN.columns)
 
 
 def _p(name: str, column: Any) -> Any:
@@ -389,44 +442,123 @@ def _in(column: Any, statuses: Sequence[str]) -> Any:
     return column.in_([literal_column(f"'{status}'") for status in statuses])
 
 
+# The order the hot path gives each INSERT's values in (checked against the tables below).
+_RUN_ORDER = (
+    "id",
+    "agent_id",
+    "rules_hash",
+    "model",
+    "input",
+    "options",
+    "status",
+    "stop_reason",
+    "position",
+    "error",
+    "input_tokens",
+    "output_tokens",
+    "steps_count",
+    "created_at",
+    "updated_at",
+    "finished_at",
+)
+_CALL_ORDER = (
+    "run_id",
+    "call_id",
+    "step_seq",
+    "batch_index",
+    "tool",
+    "arguments_raw",
+    "arguments",
+    "status",
+    "violation",
+    "side_effects",
+    "started_at",
+    "result",
+    "is_error",
+    "finished_at",
+    "duration_ms",
+)
+_STEP_ORDER = (
+    "run_id",
+    "seq",
+    "position_before",
+    "position_after",
+    "allowed",
+    "force",
+    "forced_tool",
+    "tool_choice",
+    "reply",
+    "decision",
+    "reason",
+    "started_at",
+    "finished_at",
+    "input_tokens",
+    "output_tokens",
+)
+_MESSAGE_ORDER = ("run_id", "seq", "role", "content", "step_seq", "created_at")
+
+
+def _insert(table: Any, order: tuple[str, ...], statements: Statements) -> _Statement:
+    columns = {column.key for column in table.columns}
+    if set(order) != columns:  # a column added to a table and not to the write path
+        raise RuntimeError(f"the write path's {table.name} columns {order} != {columns}")
+    return _Statement(insert(table), statements, order)
+
+
 class Statements:
     """The write path's statements for one engine, compiled on first use and kept."""
 
     def __init__(self, engine: Engine) -> None:
         self._engine = engine
-        self.sqlite = engine.dialect.name == "sqlite"
-        self.integrity_error: type[Exception] = engine.dialect.loaded_dbapi.IntegrityError
+        self.dialect = dialect = engine.dialect
+        self.sqlite = dialect.name == "sqlite"
+        dbapi = dialect.loaded_dbapi
+        self.integrity_error: type[Exception] = dbapi.IntegrityError
+        self.dbapi_error: type[Exception] = dbapi.Error
+        self._time = _sqlite_time() if self.sqlite else None
         self._cache: dict[Any, _Statement] = {}
-        self.insert_message = _Statement(insert(_MESSAGE), engine, _MESSAGE_KEYS)
-        self.insert_call = _Statement(insert(_CALL), engine, _CALL_KEYS)
-        self.insert_step = _Statement(insert(_STEP), engine, _STEP_KEYS)
-        self.insert_run = _Statement(insert(_RUN), engine, _RUN_KEYS)
+        self.insert_message = _insert(_MESSAGE, _MESSAGE_ORDER, self)
+        self.insert_call = _insert(_CALL, _CALL_ORDER, self)
+        self.insert_step = _insert(_STEP, _STEP_ORDER, self)
+        self.insert_run = _insert(_RUN, _RUN_ORDER, self)
         self.last_message = _Statement(
             select(func.max(_MESSAGE.c.seq)).where(_MESSAGE.c.run_id == _p("p_run", _RUN.c.id)),
-            engine,
+            self,
         )
         self.run_state = _Statement(
             select(_RUN.c.steps_count, _RUN.c.status).where(_RUN.c.id == _p("p_run", _RUN.c.id)),
-            engine,
+            self,
         )
         self.call_state = _Statement(
             select(_CALL.c.status, _CALL.c.finished_at).where(
                 _CALL.c.run_id == _p("p_run", _CALL.c.run_id),
                 _CALL.c.call_id == _p("p_call", _CALL.c.call_id),
             ),
-            engine,
+            self,
         )
         self.touch_run = _Statement(
             update(_RUN)
             .where(_RUN.c.id == _p("p_run", _RUN.c.id))
             .values(updated_at=_p("p_now", _RUN.c.updated_at)),
-            engine,
+            self,
         )
+
+    def converter(self, type_: Any) -> Callable[[Any], Any] | None:
+        """How a value bound to a column of `type_` is handed to the driver: as SQLAlchemy's
+        bind processor does, with faster equivalents for JSON (which also takes `Encoded`)
+        and SQLite's datetimes."""
+        dialect = self.dialect
+        processor = type_.dialect_impl(dialect).bind_processor(dialect)
+        if isinstance(type_, JSON):
+            return _sqlite_json if self.sqlite else _pg_json(processor)
+        if isinstance(type_, DateTime) and self._time is not None:
+            return self._time
+        return processor
 
     def _compiled(self, key: Any, build: Callable[[], ClauseElement]) -> _Statement:
         statement = self._cache.get(key)
         if statement is None:
-            statement = self._cache[key] = _Statement(build(), self._engine)
+            statement = self._cache[key] = _Statement(build(), self)
         return statement
 
     def finish_call(self, status: CallStatus, with_arguments: bool) -> _Statement:
@@ -571,93 +703,119 @@ def apply(
         if cursor.rowcount != 1:
             raise _missed(statements, cursor, run_id, ops[0])
     next_message: list[int] = []  # the run's next message number, read once per batch
-    for op in ops:
+    count = len(ops)
+    index = 0
+    while index < count:
+        op = ops[index]
+        index += 1
         try:
-            _apply_one(statements, cursor, run_id, op, now, next_message)
+            if isinstance(op, StartCall):
+                # A call started and finished in one batch (an idempotent tool, a violation)
+                # is inserted finished: one statement, the same row.
+                finish = ops[index] if index < count else None
+                if (
+                    isinstance(finish, FinishCall)
+                    and finish.call_id == op.call_id
+                    and finish.status in RESULT_EDGES[op.status]
+                ):
+                    index += 1
+                else:
+                    finish = None
+                _start_call(statements, cursor, run_id, op, now, finish)
+            elif isinstance(op, AppendMessages):
+                if op.first_seq is not None:
+                    next_message[:] = [op.first_seq]
+                _add_messages(statements, cursor, run_id, op.messages, None, now, next_message)
+            elif isinstance(op, CommitStep):
+                _commit_step(statements, cursor, run_id, op, now, next_message)
+            elif isinstance(op, FinishCall):
+                _finish_call(statements, cursor, run_id, op, now)
+            elif isinstance(op, SetCallStatus):
+                stmt = statements.set_call_status(op.status)
+                values = {"p_run": run_id, "p_call": op.call_id, "p_status": op.status.value}
+                cursor.execute(stmt.sql, stmt.params(values))
+                if cursor.rowcount != 1:
+                    raise _missed(statements, cursor, run_id, op)
+            elif isinstance(op, UpdateRun):
+                _update_run(statements, cursor, run_id, op, now)
+            elif isinstance(op, CreateRun):
+                _create_run(statements, cursor, op, now)
+                next_message[:] = [0]
+            else:  # pragma: no cover - the Op union is closed
+                raise TypeError(f"not a store operation: {op!r}")
         except statements.integrity_error as exc:
             raise Missed(run_id, op, conflict=exc) from exc
 
 
-def _apply_one(
-    statements: Statements,
-    cursor: Any,
-    run_id: str,
-    op: Op,
-    now: datetime,
-    next_message: list[int],
-) -> None:
-    if isinstance(op, FinishCall):
-        _finish_call(statements, cursor, run_id, op, now)
-    elif isinstance(op, StartCall):
-        _start_call(statements, cursor, run_id, op, now)
-    elif isinstance(op, CommitStep):
-        _commit_step(statements, cursor, run_id, op, now, next_message)
-    elif isinstance(op, AppendMessages):
-        if op.first_seq is not None:
-            next_message[:] = [op.first_seq]
-        _add_messages(statements, cursor, run_id, op.messages, None, now, next_message)
-    elif isinstance(op, SetCallStatus):
-        stmt = statements.set_call_status(op.status)
-        cursor.execute(
-            stmt.sql,
-            stmt.params({"p_run": run_id, "p_call": op.call_id, "p_status": op.status.value}),
-        )
-        if cursor.rowcount != 1:
-            raise _missed(statements, cursor, run_id, op)
-    elif isinstance(op, UpdateRun):
-        _update_run(statements, cursor, run_id, op, now)
-    elif isinstance(op, CreateRun):
-        _create_run(statements, cursor, op, now)
-        next_message[:] = [0]
-    else:  # pragma: no cover - the Op union is closed
-        raise TypeError(f"not a store operation: {op!r}")
-
-
 def _create_run(statements: Statements, cursor: Any, op: CreateRun, now: datetime) -> None:
     stmt = statements.insert_run
-    values = {
-        "id": op.run_id,
-        "agent_id": op.agent_id,
-        "rules_hash": op.rules_hash,
-        "model": op.model,
-        "input": op.input,
-        "options": dict(op.options),
-        "status": RunStatus.RUNNING.value,
-        "stop_reason": None,
-        "position": op.position,
-        "error": None,
-        "input_tokens": 0,
-        "output_tokens": 0,
-        "steps_count": 0,
-        "created_at": now,
-        "updated_at": now,
-        "finished_at": None,
-    }
-    cursor.execute(stmt.sql, stmt.params(values))
+    row = [
+        op.run_id,
+        op.agent_id,
+        op.rules_hash,
+        op.model,
+        op.input,
+        dict(op.options),
+        RunStatus.RUNNING.value,
+        None,
+        op.position,
+        None,
+        0,
+        0,
+        0,
+        now,
+        now,
+        None,
+    ]
+    cursor.execute(stmt.sql, stmt.bind(row))
 
 
 def _start_call(
-    statements: Statements, cursor: Any, run_id: str, op: StartCall, now: datetime
+    statements: Statements,
+    cursor: Any,
+    run_id: str,
+    op: StartCall,
+    now: datetime,
+    finish: FinishCall | None,
 ) -> None:
     stmt = statements.insert_call
-    values = {
-        "run_id": run_id,
-        "call_id": op.call_id,
-        "step_seq": op.step_seq,
-        "batch_index": op.batch_index,
-        "tool": op.tool,
-        "arguments_raw": op.arguments_raw,
-        "arguments": op.arguments,
-        "status": op.status.value,
-        "violation": op.violation,
-        "side_effects": op.side_effects,
-        "started_at": now,
-        "result": None,
-        "is_error": False,
-        "finished_at": None,
-        "duration_ms": None,
-    }
-    cursor.execute(stmt.sql, stmt.params(values))
+    if finish is None:
+        row = [
+            run_id,
+            op.call_id,
+            op.step_seq,
+            op.batch_index,
+            op.tool,
+            op.arguments_raw,
+            op.arguments,
+            op.status.value,
+            op.violation,
+            op.side_effects,
+            now,
+            None,
+            False,
+            None,
+            None,
+        ]
+    else:
+        row = [
+            run_id,
+            op.call_id,
+            op.step_seq,
+            op.batch_index,
+            op.tool,
+            op.arguments_raw,
+            op.arguments if finish.arguments is None else finish.arguments,
+            finish.status.value,
+            op.violation,
+            op.side_effects,
+            now,
+            finish.result,
+            finish.is_error,
+            now,
+            finish.duration_ms,
+        ]
+    cursor.execute(stmt.sql, stmt.bind(row))
 
 
 def _finish_call(
@@ -718,6 +876,9 @@ def _update_run(
         raise _missed(statements, cursor, run_id, op)
 
 
+_POSITION = frozenset({"position"})
+
+
 def _commit_step(
     statements: Statements,
     cursor: Any,
@@ -732,29 +893,29 @@ def _commit_step(
     values["p_seq"] = step.seq
     values["p_in"] = step.input_tokens
     values["p_out"] = step.output_tokens
-    stmt = statements.update_run(fields | {"position"}, terminal, step=True)
+    stmt = statements.update_run(fields | _POSITION, terminal, step=True)
     cursor.execute(stmt.sql, stmt.params(values))
     if cursor.rowcount != 1:
         raise _missed(statements, cursor, run_id, op)
     insert_step = statements.insert_step
-    row = {
-        "run_id": run_id,
-        "seq": step.seq,
-        "position_before": step.position_before,
-        "position_after": step.position_after,
-        "allowed": list(step.allowed),
-        "force": step.force,
-        "forced_tool": step.forced_tool,
-        "tool_choice": step.tool_choice,
-        "reply": step.reply,
-        "decision": step.decision,
-        "reason": step.reason,
-        "started_at": _utc(step.started_at),
-        "finished_at": _utc(step.finished_at or now),
-        "input_tokens": step.input_tokens,
-        "output_tokens": step.output_tokens,
-    }
-    cursor.execute(insert_step.sql, insert_step.params(row))
+    row = [
+        run_id,
+        step.seq,
+        step.position_before,
+        step.position_after,
+        step.allowed if step.allowed.__class__ is Encoded else list(step.allowed),
+        step.force,
+        step.forced_tool,
+        step.tool_choice,
+        step.reply,
+        step.decision,
+        step.reason,
+        _utc(step.started_at),
+        _utc(step.finished_at or now),
+        step.input_tokens,
+        step.output_tokens,
+    ]
+    cursor.execute(insert_step.sql, insert_step.bind(row))
     if op.first_message_seq is not None:
         next_message[:] = [op.first_message_seq]
     _add_messages(statements, cursor, run_id, op.messages, step.seq, now, next_message)
@@ -764,7 +925,7 @@ def _add_messages(
     statements: Statements,
     cursor: Any,
     run_id: str,
-    messages: Sequence[Mapping[str, Any]],
+    messages: Sequence[Mapping[str, Any] | Encoded],
     step_seq: int | None,
     now: datetime,
     next_message: list[int],
@@ -780,23 +941,19 @@ def _add_messages(
     stmt = statements.insert_message
     rows = []
     for offset, message in enumerate(messages):
-        role = message.get("role") if isinstance(message, Mapping) else None
+        if message.__class__ is Encoded:
+            content = message
+            role = message.value.get("role")  # type: ignore[union-attr]
+        elif isinstance(message, Mapping):
+            content = dict(message)
+            role = message.get("role")
+        else:
+            role = None
         if not isinstance(role, str) or not role:
             raise InvalidValue(
                 f"message {offset} for run {run_id} must be a dict with a non-empty 'role'"
             )
-        rows.append(
-            stmt.params(
-                {
-                    "run_id": run_id,
-                    "seq": seq + offset,
-                    "role": role,
-                    "content": dict(message),
-                    "step_seq": step_seq,
-                    "created_at": now,
-                }
-            )
-        )
+        rows.append(stmt.bind([run_id, seq + offset, role, content, step_seq, now]))
     if len(rows) == 1:
         cursor.execute(stmt.sql, rows[0])
     else:
