@@ -10,6 +10,13 @@ result; nothing escapes `execute`.
 Tools have side effects unless marked idempotent (`@tool(idempotent=True)` or
 `idempotent: true` in the agent file): after a crash, an interrupted idempotent call is simply
 run again, a side-effect call waits for a human decision.
+
+A sync tool runs in a worker thread (the event loop's default executor, which is bounded), so
+a slow or blocking tool (I/O, `time.sleep`) does not stall the loop: other runs go on, and
+Ctrl-C still reaches the process. `@tool(inline=True)` runs it on the loop's thread instead,
+which saves the thread hand-off (tens of microseconds) and is meant for trivial CPU-only
+functions that return at once. Async tools always run on the loop. A run cancelled while a
+sync tool runs stops waiting for it; the thread finishes the call in the background.
 """
 
 from __future__ import annotations
@@ -75,6 +82,7 @@ class _Marks:
     name: str | None
     idempotent: bool
     description: str | None
+    inline: bool = False
 
 
 def tool(
@@ -83,14 +91,17 @@ def tool(
     name: str | None = None,
     idempotent: bool = False,
     description: str | None = None,
+    inline: bool = False,
 ) -> Any:
     """Mark a function as a tool (optional: any function named in the agent file is a tool).
 
-    `@tool` or `@tool(idempotent=True, name=..., description=...)`; returns the function itself.
+    `@tool` or `@tool(idempotent=True, name=..., description=..., inline=True)`; returns the
+    function itself. `inline=True` runs a sync tool on the event loop's thread rather than in
+    a worker thread: only for trivial CPU-only functions (see the module docstring).
     """
 
     def mark(f: Callable[..., Any]) -> Callable[..., Any]:
-        setattr(f, _MARK, _Marks(name, idempotent, description))
+        setattr(f, _MARK, _Marks(name, idempotent, description, inline))
         return f
 
     return mark(fn) if fn is not None else mark
@@ -154,6 +165,7 @@ class Tool:
     model: type[BaseModel]
     idempotent: bool = False
     is_async: bool = False
+    inline: bool = False  # a sync tool runs on the loop's thread, not in a worker thread
 
     @classmethod
     def from_function(
@@ -163,8 +175,10 @@ class Tool:
         name: str | None = None,
         idempotent: bool | None = None,
         description: str | None = None,
+        inline: bool | None = None,
     ) -> Tool:
-        """Build a tool from a function's signature, type hints and docstring."""
+        """Build a tool from a function's signature, type hints and docstring; `idempotent`
+        and `inline` default to the function's `@tool` marks."""
         marks: _Marks | None = getattr(fn, _MARK, None)
         tool_name = name or (marks.name if marks else None) or fn.__name__
         doc, param_docs = _docstring_parts(fn)
@@ -205,6 +219,7 @@ class Tool:
             model=model,
             idempotent=bool(idempotent if idempotent is not None else marks and marks.idempotent),
             is_async=inspect.iscoroutinefunction(fn),
+            inline=bool(inline if inline is not None else marks and marks.inline),
         )
 
     def spec(self, *, heartbeat: bool = False) -> ToolSpec:
@@ -268,7 +283,10 @@ class Tool:
             if self.is_async:
                 output = await self.fn(**arguments)
             else:
-                output = self.fn(**arguments)
+                if self.inline:
+                    output = self.fn(**arguments)
+                else:
+                    output = await asyncio.to_thread(self.fn, **arguments)
                 if type(output) not in _PLAIN and inspect.isawaitable(output):
                     output = await output
             output = to_jsonable_python(output, fallback=str)
@@ -301,11 +319,12 @@ class ToolRegistry:
         *,
         name: str | None = None,
         idempotent: bool | None = None,
+        inline: bool | None = None,
     ) -> Any:
         """Register a function (usable as a decorator, with or without options)."""
 
         def add(f: Callable[..., Any]) -> Callable[..., Any]:
-            self.add(Tool.from_function(f, name=name, idempotent=idempotent))
+            self.add(Tool.from_function(f, name=name, idempotent=idempotent, inline=inline))
             return f
 
         return add(fn) if fn is not None else add

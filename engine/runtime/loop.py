@@ -128,6 +128,7 @@ class Runner:
         # The store's write operations, imported only when there is a store: a run without
         # one does not load SQLAlchemy.
         self._w: Any = None
+        self._allowed_cache: dict[tuple[str, ...], Any] = {}
         if store is not None:
             from engine.store import writes
 
@@ -189,6 +190,7 @@ class Runner:
             }
             run_id = run_id or new_run_id()
             journal = Journal(self.store, run_id, self.group_commit)
+            position_json = w.Encoded(machine.dump(position))
             journal.add(
                 w.CreateRun(
                     run_id=run_id,
@@ -197,13 +199,15 @@ class Runner:
                     model=self.model,
                     input=input,
                     options=options,
-                    position=machine.dump(position),
+                    position=position_json,
                 )
             )
             journal.add(w.AppendMessages([message_to_dict(first)], 0))
             # The run exists in the store before its first model call.
             await journal.flush()
         state = RunState(run_id or "memory", position, [first], next_message=1)
+        if journal is not None:
+            state.position_json = position_json
         return state, None, journal, RunStarted(state.run_id, self.agent.name, self.model)
 
     async def _resume(
@@ -265,11 +269,15 @@ class Runner:
                         reply=reply,
                         started_at=started,
                         call_keys=state.call_keys(state.seq, reply.tool_calls),
+                        position_before_json=state.position_json,
+                        message=reply.to_message(),
                     )
                     if journal is not None:
-                        journal.add(
-                            self._w.AppendMessages([reply_to_dict(reply)], state.next_message)
+                        # Stored twice (this message, the step's record), encoded once.
+                        reply_json = pending.reply_json = self._w.Encoded(
+                            reply_to_dict(reply, pending.message)
                         )
+                        journal.add(self._w.AppendMessages([reply_json], state.next_message))
                         state.next_message += 1
                     if reply.text:
                         state.last_text = reply.text
@@ -455,25 +463,28 @@ class Runner:
         if stop is None and step.seq + 1 >= self.max_steps:
             decision_text, reason, stop = "stop", StopReason.STEP_LIMIT.value, StopReason.STEP_LIMIT
         usage = reply.usage
-        state.messages.append(reply.to_message())
+        state.messages.append(step.message or reply.to_message())
         state.messages.extend(new_messages)
         state.position = position
         state.seq = step.seq + 1
         state.usage = state.usage + usage
         dumped = machine.dump(position)
         if journal is not None:
+            # The new position is the run's and the step's, and the next step's before.
+            position_json = state.position_json = w.Encoded(dumped)
             journal.add(
                 w.CommitStep(
                     # Built from the loop's own values: no validation pass needed.
-                    w.StepRecord.model_construct(
+                    w.StepValues(
                         seq=step.seq,
-                        position_before=machine.dump(step.position_before),
-                        position_after=dumped,
-                        allowed=step.gate.allowed,
+                        position_before=step.position_before_json
+                        or w.Encoded(machine.dump(step.position_before)),
+                        position_after=position_json,
+                        allowed=self._allowed_json(step.gate.allowed),
                         force=step.gate.force,
                         forced_tool=step.gate.forced_tool,
                         tool_choice=reply.tool_choice_sent,
-                        reply=reply_to_dict(reply),
+                        reply=step.reply_json or reply_to_dict(reply),
                         decision=decision_text,
                         reason=reason,
                         started_at=step.started_at,
@@ -527,6 +538,13 @@ class Runner:
         if verdict.continues:
             return "continue", verdict.reason.value, None, verdict.message
         return "stop", verdict.reason.value, verdict.stop_reason, None
+
+    def _allowed_json(self, allowed: tuple[str, ...]) -> Any:
+        """A gate's allowed tools as stored with each step: encoded once per gate."""
+        encoded = self._allowed_cache.get(allowed)
+        if encoded is None:
+            encoded = self._allowed_cache[allowed] = self._w.Encoded(list(allowed))
+        return encoded
 
     def _beat_of(self, call: ToolCall) -> bool | None:
         if not self._heartbeat:

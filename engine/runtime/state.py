@@ -59,10 +59,11 @@ def _usage_dict(usage: Usage) -> dict[str, int]:
     }
 
 
-def reply_to_dict(reply: ModelReply) -> dict[str, Any]:
-    """A reply as stored on its assistant message and step (usage, tool_choice, retries)."""
+def reply_to_dict(reply: ModelReply, message: Message | None = None) -> dict[str, Any]:
+    """A reply as stored on its assistant message and step (usage, tool_choice, retries);
+    `message` is `reply.to_message()` when the caller has it already."""
     return {
-        **message_to_dict(reply.to_message()),
+        **message_to_dict(message or reply.to_message()),
         "usage": _usage_dict(reply.usage),
         "tool_choice_sent": reply.tool_choice_sent,
         "retries": reply.retries,
@@ -97,6 +98,11 @@ class PendingStep:
     started_at: datetime
     call_keys: tuple[str, ...]  # the store's id of each call, in reply order
     recorded: dict[str, Any] = field(default_factory=dict)  # call key -> ToolCallRecord
+    # Encoded once and stored twice: the reply (its message and the step), the position
+    # before (the previous step's after). None when not known yet.
+    reply_json: Any = None
+    position_before_json: Any = None
+    message: Message | None = None  # reply.to_message(), once built
 
 
 @dataclass
@@ -111,6 +117,7 @@ class RunState:
     used_call_ids: set[str] = field(default_factory=set)
     last_text: str | None = None
     next_message: int = 0  # the number the store gives the run's next message
+    position_json: Any = None  # the store's encoding of `position`, when the loop made one
 
     def call_keys(self, seq: int, calls: tuple[ToolCall, ...]) -> tuple[str, ...]:
         """Store ids for a reply's calls: the provider's id unless this run already used it

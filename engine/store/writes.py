@@ -52,11 +52,13 @@ __all__ = [
     "AppendMessages",
     "CommitStep",
     "CreateRun",
+    "Encoded",
     "FinishCall",
     "Missed",
     "Op",
     "SetCallStatus",
     "StartCall",
+    "StepValues",
     "UpdateRun",
 ]
 
@@ -159,7 +161,7 @@ class AppendMessages:
     """`append_messages`: numbered after the run's last message, or from `first_seq` when the
     caller keeps count (then nothing is read; a wrong count fails on the primary key)."""
 
-    messages: Sequence[Mapping[str, Any]]
+    messages: Sequence[Mapping[str, Any] | Encoded]
     first_seq: int | None = None
 
 
@@ -215,12 +217,33 @@ class SetCallStatus:
         object.__setattr__(self, "status", enum_value(CallStatus, self.status, "call status"))
 
 
+@dataclass(slots=True)
+class StepValues:
+    """A step as the run loop hands it to `CommitStep`: `StepRecord`'s fields, unchecked (the
+    loop builds them itself); JSON fields may be `Encoded`."""
+
+    seq: int
+    position_before: Any
+    position_after: Any
+    allowed: Any
+    force: bool
+    forced_tool: str | None
+    tool_choice: Any
+    reply: Any
+    decision: str | None
+    reason: str | None
+    started_at: datetime
+    finished_at: datetime | None
+    input_tokens: int
+    output_tokens: int
+
+
 @dataclass(frozen=True, slots=True)
 class CommitStep:
     """`commit_step`: the step, its messages, the run moved to `step.position_after`."""
 
-    step: StepRecord
-    messages: Sequence[Mapping[str, Any]] = ()
+    step: StepRecord | StepValues
+    messages: Sequence[Mapping[str, Any] | Encoded] = ()
     status: RunStatus | Unset = UNSET
     stop_reason: str | Unset | None = UNSET
     error: str | Unset | None = UNSET

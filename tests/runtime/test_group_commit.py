@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from dataclasses import replace
 
 from engine.machine import StopReason
 from engine.providers.scripted import ScriptedProvider
@@ -74,7 +75,7 @@ def test_a_failing_run_does_not_undo_the_others(store) -> None:
         async def write(self, run_id, ops):
             if run_id == ids[0]:
                 ops = [
-                    CommitStep(op.step.model_copy(update={"seq": op.step.seq + 5}), op.messages)
+                    CommitStep(replace(op.step, seq=op.step.seq + 5), op.messages)
                     if isinstance(op, CommitStep)
                     else op
                     for op in ops

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import threading
 import types
 from typing import Literal
 
@@ -107,6 +108,45 @@ def test_sync_async_and_raising_tools() -> None:
     assert (ok.output, ok.is_error, ok.text()) == ([2, 2], False, "[2, 2]")
     bad = asyncio.run(Tool.from_function(boom).execute({"x": 3}))
     assert bad.is_error and bad.output == "RuntimeError: no 3"
+
+
+def test_sync_tools_run_in_a_worker_thread_and_do_not_block_the_loop() -> None:
+    release = threading.Event()
+
+    def blocking(x: int) -> dict:
+        # Waits for a coroutine on the event loop: only possible if the loop is not blocked.
+        released = release.wait(timeout=10)
+        return {"x": x, "released": released, "thread": threading.get_ident()}
+
+    async def scenario() -> tuple[dict, int]:
+        async def unblock() -> None:
+            await asyncio.sleep(0)
+            release.set()
+
+        result, _ = await asyncio.gather(Tool.from_function(blocking).execute({"x": 1}), unblock())
+        return result.output, threading.get_ident()
+
+    output, loop_thread = asyncio.run(scenario())
+    assert output["released"] is True and output["x"] == 1
+    assert output["thread"] != loop_thread
+
+
+def test_inline_tools_run_on_the_loop_thread() -> None:
+    @tool(inline=True)
+    def trivial(x: int) -> int:
+        return threading.get_ident()
+
+    async def scenario() -> tuple[int, int]:
+        result = await Tool.from_function(trivial).execute({"x": 1})
+        return result.output, threading.get_ident()
+
+    ran_on, loop_thread = asyncio.run(scenario())
+    assert ran_on == loop_thread
+    assert Tool.from_function(trivial).inline
+    assert not Tool.from_function(trivial, inline=False).inline
+    registry = ToolRegistry()
+    registry.register(lookup, inline=True)
+    assert registry["lookup"].inline and not Tool.from_function(lookup).inline
 
 
 def test_marks_and_registry_from_module() -> None:
