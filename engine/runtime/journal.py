@@ -14,7 +14,7 @@ calls and of violations) is lost with the process; a resume then asks the model 
 re-runs the idempotent calls, which is what it does for an interrupted idempotent call anyway.
 
 `GroupCommit` collects the flushes that all runs of one event loop make during one loop
-iteration and commits them in a single transaction (each run in a savepoint); every run still
+iteration and commits them in a single transaction (`RunStore.write_many`); every run still
 waits for its own flush to be committed before it goes on.
 """
 

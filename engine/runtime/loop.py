@@ -29,7 +29,7 @@ from typing import Any, Literal
 from pydantic_core import to_jsonable_python
 
 from engine.machine import Position, Reason, StopReason, Verdict
-from engine.providers.base import Message, ModelRequest, Provider, ToolCall
+from engine.providers.base import Message, ModelRequest, Provider, ToolCall, Usage
 from engine.providers.errors import ProviderError
 from engine.runtime.agent import Agent
 from engine.runtime.events import (
@@ -289,7 +289,15 @@ class Runner:
                     async for event in self._settle(state, step, decision, outcome, journal):
                         yield event
                 except _Pause as pause:
-                    yield await self._stop(state, journal, pause.stop, pending_call=pause.call_key)
+                    # The paused step is not committed (its tokens reach the run's totals in
+                    # the store when it is), but the model was paid for it: count it here.
+                    yield await self._stop(
+                        state,
+                        journal,
+                        pause.stop,
+                        pending_call=pause.call_key,
+                        pending_usage=step.reply.usage,
+                    )
                     return
                 decision = None  # a decision settles one interrupted call only
                 verdict_stop, committed = outcome
@@ -582,6 +590,7 @@ class Runner:
         error: str | None = None,
         *,
         pending_call: str | None = None,
+        pending_usage: Usage | None = None,
     ) -> Stopped:
         """Record a stop that happens outside a step commit (before a call, or a pause)."""
         if journal is not None:
@@ -593,7 +602,7 @@ class Runner:
                 )
             )
             await journal.flush()
-        return Stopped(self._result(state, stop, error, pending_call))
+        return Stopped(self._result(state, stop, error, pending_call, pending_usage))
 
     def _result(
         self,
@@ -601,12 +610,13 @@ class Runner:
         stop: StopReason,
         error: str | None = None,
         pending_call: str | None = None,
+        pending_usage: Usage | None = None,
     ) -> RunResult:
         return RunResult(
             run_id=state.run_id,
             stop_reason=stop,
             steps=state.seq,
-            usage=state.usage,
+            usage=state.usage if pending_usage is None else state.usage + pending_usage,
             error=error,
             text=state.last_text,
             position=self._machine.dump(state.position),

@@ -92,6 +92,7 @@ from engine.store.writes import (
     Unset,
     UpdateRun,
     apply,
+    apply_many,
     expected_statuses,
 )
 from engine.store.writes import require_text as _require_text
@@ -500,7 +501,7 @@ class RunStore:
         self._write_one("write", run_id, ops, None)
 
     def write_many(self, batches: Sequence[tuple[str, Sequence[Op]]]) -> list[StoreError | None]:
-        """Group commit: many runs' operations in one transaction, each run in a savepoint.
+        """Group commit: many runs' operations in one transaction (see `engine.store.writes`).
 
         Returns one entry per batch: None when it is committed, else the error that undid it
         (the other batches still commit). An error of the transaction itself (the database is
@@ -559,7 +560,16 @@ class RunStore:
                 if statements.sqlite:
                     cursor.execute("BEGIN IMMEDIATE")  # take the write lock up front
                 now = utcnow()
-                errors = _attempt(statements, cursor, batches, now, savepoints=False)
+                # Many runs: their statements side by side, one executemany per statement.
+                together = (
+                    apply_many(statements, cursor, batches, now) if len(batches) > 1 else None
+                )
+                if together is None:
+                    errors = _attempt(statements, cursor, batches, now, savepoints=False)
+                elif together:
+                    errors = None
+                else:
+                    errors = [None] * len(batches)  # one failed: find which (below)
                 if errors is None:
                     if read is not None:
                         value = read(statements, cursor, batches[0][0])

@@ -4,13 +4,15 @@ The run loop does not need a round trip per operation: it buffers what happened 
 (`AppendMessages`, `StartCall`, `FinishCall`, `CommitStep`, ...) and hands the buffer to
 `RunStore.write` at the points where durability matters (before a side-effect call runs, at
 the step commit, when the run stops). One buffer is one transaction; `RunStore.write_many`
-commits the buffers of many runs in one transaction (group commit), each in a savepoint of its
-own so one run's conflict does not undo another's step.
+commits the buffers of many runs in one transaction (group commit): their statements side by
+side, one executemany per statement; if one run's statement fails, again one run at a time, each
+in a savepoint of its own, so one run's conflict does not undo another's step.
 
 This is the store's only write path (the `RunStore` methods are one operation each). It
 talks to the DB-API connection directly: statements are built once from the SQLAlchemy tables
-and compiled for the engine's dialect, and values are converted by the column types' own bind
-processors, so rows are stored exactly as the ORM would store them. Checks are conditions in
+and compiled for the engine's dialect, and values are converted as the column types' bind
+processors would (JSON encoded once per value, `Encoded` for a value stored twice; SQLite
+datetimes formatted once per transaction), so rows are stored exactly as the ORM would. Checks are conditions in
 the statements (`UPDATE ... WHERE steps_count = :seq`, `... AND status IN (...)`); a statement
 that matches no row is reported as `Missed` and the store reads the rows afterwards to say why.
 Tool-call operations do not touch the run row (its `updated_at` moves with run changes, steps
@@ -24,7 +26,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from enum import Enum
-from typing import Any, Final, TypeVar
+from typing import Any, Final, NamedTuple, TypeVar
 
 from sqlalchemy import (
     JSON,
@@ -708,6 +710,43 @@ class Statements:
 
 
 # --- applying operations --------------------------------------------------------------------
+# A run's operations are first turned into a plan (each statement with its driver parameters),
+# then executed: one run at a time (`apply`), or the plans of many runs side by side, each
+# statement once for all of them (`apply_many`, executemany).
+
+
+class _Exec(NamedTuple):
+    """One planned statement: `params` (a list of parameter rows when `many`); `op` is what
+    it does, and with `check` it must match exactly one row (per parameter row)."""
+
+    stmt: _Statement
+    params: Any
+    op: Any
+    check: bool
+    many: bool = False
+
+
+class _NeedsRead(Exception):
+    """Internal: the plan needs a read (store-numbered messages); not for `apply_many`."""
+
+
+def _numbered_by_store(ops: Sequence[Op]) -> bool:
+    """Whether a message must be numbered after the run's last stored one (a read)."""
+    known = False  # the next number is known from an earlier operation of the batch
+    for op in ops:
+        if isinstance(op, CreateRun):
+            known = True
+        elif isinstance(op, AppendMessages):
+            if op.first_seq is not None:
+                known = True
+            elif not known:  # even with no messages: the run must exist
+                return True
+        elif isinstance(op, CommitStep):
+            if op.first_message_seq is not None:
+                known = True
+            elif op.messages and not known:
+                return True
+    return False
 
 
 def apply(
@@ -716,61 +755,132 @@ def apply(
     """Execute one run's operations on an open transaction (raises `Missed`, driver errors)."""
     if not ops:
         return
-    if not isinstance(ops[0], CreateRun) and any(
-        isinstance(op, AppendMessages) and op.first_seq is None for op in ops
-    ):
+    next_message: list[int] = []  # the run's next message number, read once per batch
+    if _numbered_by_store(ops):
         # The store numbers the messages: take the run's row lock first (PostgreSQL; SQLite's
         # write lock is the database's), so two writers of a run cannot read the same max.
         touch = statements.touch_run
         cursor.execute(touch.sql, touch.params({"p_run": run_id, "p_now": now}))
         if cursor.rowcount != 1:
             raise _missed(statements, cursor, run_id, ops[0])
-    next_message: list[int] = []  # the run's next message number, read once per batch
+        last = statements.last_message
+        cursor.execute(last.sql, last.params({"p_run": run_id}))
+        found = cursor.fetchone()[0]
+        next_message.append(0 if found is None else found + 1)
+    integrity_error = statements.integrity_error
+    for stmt, params, op, check, many in _plan(statements, run_id, ops, now, next_message):
+        try:
+            if many:
+                cursor.executemany(stmt.sql, params)
+            else:
+                cursor.execute(stmt.sql, params)
+        except integrity_error as exc:
+            raise Missed(run_id, op, conflict=exc) from exc
+        if check and cursor.rowcount != 1:
+            raise _missed(statements, cursor, run_id, op)
+
+
+def apply_many(
+    statements: Statements,
+    cursor: Any,
+    batches: Sequence[tuple[str, Sequence[Op]]],
+    now: datetime,
+) -> bool | None:
+    """Execute many runs' operations side by side: the k-th statement of every run's plan
+    together, one executemany per statement (each run's own order is kept; runs touch
+    disjoint rows). None: not possible for these batches (nothing was executed); False: a
+    statement failed or matched the wrong number of rows (the caller rolls back and applies
+    the batches one by one, to find which); True: all applied.
+    """
+    if len({run_id for run_id, _ in batches}) != len(batches):
+        return None  # one run twice: its batches must run in order
+    plans = []
+    for run_id, ops in batches:
+        if not ops:
+            continue
+        if _numbered_by_store(ops):
+            return None
+        try:
+            plans.append(_plan(statements, run_id, ops, now, []))
+        except (_NeedsRead, InvalidValue):
+            return None
+    integrity_error = statements.integrity_error
+    for depth in range(max((len(plan) for plan in plans), default=0)):
+        groups: dict[int, tuple[_Exec, list[Any]]] = {}
+        for plan in plans:
+            if depth < len(plan):
+                planned = plan[depth]
+                group = groups.get(id(planned.stmt))
+                if group is None:
+                    group = groups[id(planned.stmt)] = (planned, [])
+                if planned.many:
+                    group[1].extend(planned.params)
+                else:
+                    group[1].append(planned.params)
+        for planned, rows in groups.values():
+            try:
+                if len(rows) == 1:
+                    cursor.execute(planned.stmt.sql, rows[0])
+                else:
+                    cursor.executemany(planned.stmt.sql, rows)
+            except integrity_error:
+                return False
+            if planned.check and cursor.rowcount != len(rows):
+                return False
+    return True
+
+
+def _plan(
+    statements: Statements,
+    run_id: str,
+    ops: Sequence[Op],
+    now: datetime,
+    next_message: list[int],
+) -> list[_Exec]:
+    """The statements for one run's operations, in order (values converted, so a value that
+    is not JSON fails here, before anything runs)."""
+    plan: list[_Exec] = []
     count = len(ops)
     index = 0
     while index < count:
         op = ops[index]
         index += 1
-        try:
-            if isinstance(op, StartCall):
-                # A call started and finished in one batch (an idempotent tool, a violation)
-                # is inserted finished: one statement, the same row.
-                finish = ops[index] if index < count else None
-                if (
-                    isinstance(finish, FinishCall)
-                    and finish.call_id == op.call_id
-                    and finish.status in RESULT_EDGES[op.status]
-                ):
-                    index += 1
-                else:
-                    finish = None
-                _start_call(statements, cursor, run_id, op, now, finish)
-            elif isinstance(op, AppendMessages):
-                if op.first_seq is not None:
-                    next_message[:] = [op.first_seq]
-                _add_messages(statements, cursor, run_id, op.messages, None, now, next_message)
-            elif isinstance(op, CommitStep):
-                _commit_step(statements, cursor, run_id, op, now, next_message)
-            elif isinstance(op, FinishCall):
-                _finish_call(statements, cursor, run_id, op, now)
-            elif isinstance(op, SetCallStatus):
-                stmt = statements.set_call_status(op.status)
-                values = {"p_run": run_id, "p_call": op.call_id, "p_status": op.status.value}
-                cursor.execute(stmt.sql, stmt.params(values))
-                if cursor.rowcount != 1:
-                    raise _missed(statements, cursor, run_id, op)
-            elif isinstance(op, UpdateRun):
-                _update_run(statements, cursor, run_id, op, now)
-            elif isinstance(op, CreateRun):
-                _create_run(statements, cursor, op, now)
-                next_message[:] = [0]
-            else:  # pragma: no cover - the Op union is closed
-                raise TypeError(f"not a store operation: {op!r}")
-        except statements.integrity_error as exc:
-            raise Missed(run_id, op, conflict=exc) from exc
+        if isinstance(op, StartCall):
+            # A call started and finished in one batch (an idempotent tool, a violation) is
+            # inserted finished: one statement, the same row.
+            finish = ops[index] if index < count else None
+            if (
+                isinstance(finish, FinishCall)
+                and finish.call_id == op.call_id
+                and finish.status in RESULT_EDGES[op.status]
+            ):
+                index += 1
+            else:
+                finish = None
+            plan.append(_start_call(statements, run_id, op, now, finish))
+        elif isinstance(op, AppendMessages):
+            if op.first_seq is not None:
+                next_message[:] = [op.first_seq]
+            _add_messages(plan, statements, run_id, op, op.messages, None, now, next_message)
+        elif isinstance(op, CommitStep):
+            _commit_step(plan, statements, run_id, op, now, next_message)
+        elif isinstance(op, FinishCall):
+            plan.append(_finish_call(statements, run_id, op, now))
+        elif isinstance(op, SetCallStatus):
+            stmt = statements.set_call_status(op.status)
+            values = {"p_run": run_id, "p_call": op.call_id, "p_status": op.status.value}
+            plan.append(_Exec(stmt, stmt.params(values), op, True))
+        elif isinstance(op, UpdateRun):
+            plan.append(_update_run(statements, run_id, op, now))
+        elif isinstance(op, CreateRun):
+            plan.append(_create_run(statements, op, now))
+            next_message[:] = [0]
+        else:  # pragma: no cover - the Op union is closed
+            raise TypeError(f"not a store operation: {op!r}")
+    return plan
 
 
-def _create_run(statements: Statements, cursor: Any, op: CreateRun, now: datetime) -> None:
+def _create_run(statements: Statements, op: CreateRun, now: datetime) -> _Exec:
     stmt = statements.insert_run
     row = [
         op.run_id,
@@ -790,17 +900,16 @@ def _create_run(statements: Statements, cursor: Any, op: CreateRun, now: datetim
         now,
         None,
     ]
-    cursor.execute(stmt.sql, stmt.bind(row))
+    return _Exec(stmt, stmt.bind(row), op, False)
 
 
 def _start_call(
     statements: Statements,
-    cursor: Any,
     run_id: str,
     op: StartCall,
     now: datetime,
     finish: FinishCall | None,
-) -> None:
+) -> _Exec:
     stmt = statements.insert_call
     if finish is None:
         row = [
@@ -838,12 +947,10 @@ def _start_call(
             now,
             finish.duration_ms,
         ]
-    cursor.execute(stmt.sql, stmt.bind(row))
+    return _Exec(stmt, stmt.bind(row), op, False)
 
 
-def _finish_call(
-    statements: Statements, cursor: Any, run_id: str, op: FinishCall, now: datetime
-) -> None:
+def _finish_call(statements: Statements, run_id: str, op: FinishCall, now: datetime) -> _Exec:
     stmt = statements.finish_call(op.status, op.arguments is not None)
     values = {
         "p_run": run_id,
@@ -856,9 +963,7 @@ def _finish_call(
     }
     if op.arguments is not None:
         values["p_arguments"] = op.arguments
-    cursor.execute(stmt.sql, stmt.params(values))
-    if cursor.rowcount != 1:
-        raise _missed(statements, cursor, run_id, op)
+    return _Exec(stmt, stmt.params(values), op, True)
 
 
 def _run_values(
@@ -880,12 +985,10 @@ def _run_values(
     return frozenset(fields), terminal, values
 
 
-def _update_run(
-    statements: Statements, cursor: Any, run_id: str, op: UpdateRun, now: datetime
-) -> None:
+def _update_run(statements: Statements, run_id: str, op: UpdateRun, now: datetime) -> _Exec:
     fields, terminal, values = _run_values(run_id, op, now)
     if op.position is not UNSET:
-        fields = fields | {"position"}
+        fields = fields | _POSITION
         values["p_position"] = op.position
     tokens = bool(op.add_input_tokens or op.add_output_tokens)
     if tokens:
@@ -894,17 +997,15 @@ def _update_run(
     stmt = statements.update_run(
         fields, terminal, step=False, tokens=tokens, expect=op.expect_status or frozenset()
     )
-    cursor.execute(stmt.sql, stmt.params(values))
-    if cursor.rowcount != 1:
-        raise _missed(statements, cursor, run_id, op)
+    return _Exec(stmt, stmt.params(values), op, True)
 
 
 _POSITION = frozenset({"position"})
 
 
 def _commit_step(
+    plan: list[_Exec],
     statements: Statements,
-    cursor: Any,
     run_id: str,
     op: CommitStep,
     now: datetime,
@@ -917,9 +1018,7 @@ def _commit_step(
     values["p_in"] = step.input_tokens
     values["p_out"] = step.output_tokens
     stmt = statements.update_run(fields | _POSITION, terminal, step=True)
-    cursor.execute(stmt.sql, stmt.params(values))
-    if cursor.rowcount != 1:
-        raise _missed(statements, cursor, run_id, op)
+    plan.append(_Exec(stmt, stmt.params(values), op, True))
     insert_step = statements.insert_step
     row = [
         run_id,
@@ -938,16 +1037,17 @@ def _commit_step(
         step.input_tokens,
         step.output_tokens,
     ]
-    cursor.execute(insert_step.sql, insert_step.bind(row))
+    plan.append(_Exec(insert_step, insert_step.bind(row), op, False))
     if op.first_message_seq is not None:
         next_message[:] = [op.first_message_seq]
-    _add_messages(statements, cursor, run_id, op.messages, step.seq, now, next_message)
+    _add_messages(plan, statements, run_id, op, op.messages, step.seq, now, next_message)
 
 
 def _add_messages(
+    plan: list[_Exec],
     statements: Statements,
-    cursor: Any,
     run_id: str,
+    op: Op,
     messages: Sequence[Mapping[str, Any] | Encoded],
     step_seq: int | None,
     now: datetime,
@@ -956,10 +1056,7 @@ def _add_messages(
     if not messages:
         return
     if not next_message:
-        last = statements.last_message
-        cursor.execute(last.sql, last.params({"p_run": run_id}))
-        found = cursor.fetchone()[0]
-        next_message.append(0 if found is None else found + 1)
+        raise _NeedsRead
     seq = next_message[0]
     stmt = statements.insert_message
     rows = []
@@ -978,7 +1075,7 @@ def _add_messages(
             )
         rows.append(stmt.bind([run_id, seq + offset, role, content, step_seq, now]))
     if len(rows) == 1:
-        cursor.execute(stmt.sql, rows[0])
+        plan.append(_Exec(stmt, rows[0], op, False))
     else:
-        cursor.executemany(stmt.sql, rows)
+        plan.append(_Exec(stmt, rows, op, False, many=True))
     next_message[0] = seq + len(rows)

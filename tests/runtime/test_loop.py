@@ -362,3 +362,17 @@ def test_every_step_is_persisted(store) -> None:
         "tool",
     ]
     assert snap.pending_calls == ()
+
+
+def test_a_paused_steps_tokens_are_counted_in_the_result(store) -> None:
+    gated = PIPELINE.replace("  - terminal:", "  - requires_approval: fetch\n  - terminal:")
+    agent = make_agent(gated, *PIPELINE_TOOLS)
+    result, _ = run_script(
+        agent,
+        [{**c("fetch", item="x"), "usage": {"input_tokens": 10, "output_tokens": 2}}],
+        store=store,
+    )
+    assert result.stop_reason is StopReason.AWAITING_APPROVAL and result.steps == 0
+    assert (result.usage.input_tokens, result.usage.output_tokens) == (10, 2)
+    # The store counts them when the step is committed (after the approval), not twice.
+    assert store.get_run(result.run_id).input_tokens == 0

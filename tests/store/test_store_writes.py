@@ -293,3 +293,46 @@ def test_group_commit_undoes_only_the_failing_batches(store: RunStore) -> None:
     assert store.load_run("g1").messages == ()
     assert [m.content for m in store.load_run("g3").messages] == [{"role": "user", "text": "x"}]
     assert store.write_many([]) == []
+
+
+def test_group_commit_of_planned_batches_finds_the_failing_ones(store: RunStore) -> None:
+    # Every batch numbers its own messages, so the runs' statements run side by side
+    # (executemany); a duplicate call and a wrong step number send it back one run at a time.
+    agent = store.save_agent("ops", RULES)
+    ids = [f"p{i}" for i in range(4)]
+    store.write_many([(i, [CreateRun(i, agent.id, "h", "m", "go", {})]) for i in ids])
+    store.write("p1", [StartCall("dup", 0, 0, "lookup", "{}")])
+
+    def batch(run_id: str, step: StepRecord, call_id: str = "c") -> list[Any]:
+        return [
+            AppendMessages([{"role": "assistant", "text": run_id}], first_seq=0),
+            StartCall(call_id, 0, 0, "lookup", "{}"),
+            FinishCall(call_id, "finished", {"ok": run_id}, False, 1),
+            CommitStep(step, [{"role": "tool", "text": "ok"}], first_message_seq=1),
+        ]
+
+    errors = store.write_many(
+        [
+            ("p0", batch("p0", _step(0))),
+            ("p1", batch("p1", _step(0), call_id="dup")),
+            ("p2", batch("p2", _step(4))),
+            ("p3", batch("p3", _step(0))),
+        ]
+    )
+    assert [type(error).__name__ if error else None for error in errors] == [
+        None,
+        "DuplicateCall",
+        "StepOutOfOrder",
+        None,
+    ]
+    for run_id, committed in (("p0", True), ("p1", False), ("p2", False), ("p3", True)):
+        snapshot = store.load_run(run_id)
+        assert snapshot.run.steps_count == int(committed)
+        assert len(snapshot.messages) == (2 if committed else 0)
+    (call,) = store.load_run("p3").calls
+    assert (call.status, call.result, call.finished_at is not None) == (
+        "finished",
+        {"ok": "p3"},
+        True,
+    )
+    assert store.write_many([(i, [UpdateRun(error="x")]) for i in ids]) == [None] * 4
