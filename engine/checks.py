@@ -202,20 +202,7 @@ def _flag_rules(agent: spec.AgentSpec) -> dict[str, dict[str, list[int]]]:
     """kind -> tool -> indices of the rules that set that flag on the tool."""
     flags: dict[str, dict[str, list[int]]] = defaultdict(lambda: defaultdict(list))
     for index, rule in enumerate(agent.rules):
-        match rule:
-            case spec.TerminalRule():
-                names = spec.as_tuple(rule.terminal)
-            case spec.ContinueRule():
-                names = spec.as_tuple(rule.continue_)
-            case spec.RequiredBeforeExitRule():
-                names = spec.as_tuple(rule.required_before_exit)
-            case spec.RequiresApprovalRule():
-                names = spec.as_tuple(rule.requires_approval)
-            case spec.InitRule():
-                names = spec.as_tuple(rule.init)
-            case _:
-                continue
-        for name in names:
+        for name in spec.flag_tools(rule):
             flags[spec.rule_kind(rule) or ""][name].append(index)
     return flags
 
