@@ -290,7 +290,7 @@ def read_rule_file(path: str | Path) -> RuleFile:
         # Point at the bad byte: its line, and its column counted in bytes.
         line = raw.count(b"\n", 0, exc.start) + 1
         span = SourceSpan(name, line, exc.start - (raw.rfind(b"\n", 0, exc.start) + 1) + 1)
-        message = f"file is not UTF-8 text (byte {exc.start})"
+        message = f"file is not UTF-8 text: byte 0x{raw[exc.start]:02X} at offset {exc.start}"
         return RuleFile(
             name, "", None, SourceMap(name), (Diagnostic(Severity.ERROR, "E000", message, span),)
         )

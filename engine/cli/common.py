@@ -58,10 +58,10 @@ def require_paths(paths: Iterable[Path]) -> None:
             fail(f"no such file or folder: {path}")
 
 
-def require_file(path: Path, what: str = "rule file") -> None:
+def require_file(path: Path, what: str = "a rule file") -> None:
     """Exit 2 unless `path` is an existing file (not a folder)."""
     if path.is_dir():
-        fail(f"{path} is a folder, not a {what}")
+        fail(f"{path} is a folder, not {what}")
     if not path.exists():
         fail(f"no such file: {path}")
 

@@ -91,7 +91,7 @@ def import_(
     """
     from engine.letta import LettaFormatError, TranslationError, import_document, read_letta
 
-    require_file(file, "Letta JSON file")
+    require_file(file, "a Letta JSON file")
     try:
         document = read_letta(file)
     except LettaFormatError as exc:

@@ -206,7 +206,7 @@ def run_command(
     from engine.runtime import Runner, load_agent
     from engine.store import open_store
 
-    require_file(file, "agent file")
+    require_file(file, "an agent file")
     try:
         agent = load_agent(file, tools=tools)
     except RuleFileError as exc:

@@ -208,11 +208,13 @@ def read_letta(path: str | Path) -> LettaDocument:
     """Read a Letta file from disk; unreadable or non-UTF-8 files raise `LettaFormatError`."""
     name = str(path)
     try:
-        text = Path(path).read_text(encoding="utf-8")
+        raw = Path(path).read_bytes()
+        text = raw.decode("utf-8")
     except OSError as exc:
         raise LettaFormatError(name, f"cannot read file: {exc.strerror or exc}") from exc
     except UnicodeDecodeError as exc:
-        raise LettaFormatError(name, f"file is not UTF-8 text (byte {exc.start})") from exc
+        bad = f"byte 0x{raw[exc.start]:02X} at offset {exc.start}"
+        raise LettaFormatError(name, f"file is not UTF-8 text: {bad}") from exc
     return parse_letta(text, name)
 
 
