@@ -67,9 +67,9 @@ class _PlainResolver(BaseResolver):
 
 
 try:  # libyaml composes about ten times faster; the pure-Python parser is the same grammar.
-    from yaml.cyaml import CParser as _Parser  # not re-exported by `yaml` itself
+    from yaml.cyaml import CParser as _Parser  # type: ignore[attr-defined]  # (the stubs omit it)
 
-    class _Loader(_Parser, _PlainResolver):  # type: ignore[misc]
+    class _Loader(_Parser, _PlainResolver):
         def __init__(self, stream: str) -> None:
             _Parser.__init__(self, stream)
             _PlainResolver.__init__(self)
@@ -80,7 +80,7 @@ except ImportError:  # pragma: no cover - depends on how PyYAML was built
     from yaml.reader import Reader
     from yaml.scanner import Scanner
 
-    class _Loader(Reader, Scanner, Parser, Composer, _PlainResolver):  # type: ignore[no-redef,misc]
+    class _Loader(Reader, Scanner, Parser, Composer, _PlainResolver):  # type: ignore[no-redef]
         def __init__(self, stream: str) -> None:
             Reader.__init__(self, stream)
             Scanner.__init__(self)

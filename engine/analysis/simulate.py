@@ -101,6 +101,7 @@ def _rule_fires(machine: Machine) -> tuple[dict[str, list[int]], dict[str, list[
     on_call: dict[str, list[int]] = {}
     on_limit: dict[str, list[int]] = {}
     for index, rule in enumerate(machine.spec.rules):
+        names: tuple[str, ...]
         match rule:
             case spec.ChildRule() | spec.ConditionalRule():
                 names = (rule.after,)

@@ -20,6 +20,7 @@ from engine.cli.common import (
     require_tool,
     rule_files_from_args,
 )
+from engine.errors import Diagnostic
 
 # Kept importable from here (benchmarks use them).
 __all__ = ["DiagnosticFormat", "collect_rule_files", "explain", "graph", "trace", "validate"]
@@ -48,7 +49,7 @@ def validate(
     from engine.loader import read_rule_file
 
     files = rule_files_from_args(paths, only_rule_files=only_rule_files)
-    diagnostics = []
+    diagnostics: list[Diagnostic] = []
     for path in files:
         rule_file = read_rule_file(path)
         diagnostics.extend(rule_file.diagnostics)

@@ -157,7 +157,9 @@ async def _consume(stream: Any, view: LiveView) -> Any:
     return result
 
 
-def _provider(model: str | None, agent_path: Path, base_url: str | None) -> tuple[Any, str, dict]:
+def _provider(
+    model: str | None, agent_path: Path, base_url: str | None
+) -> tuple[Any, str, dict[str, Any]]:
     """The provider to use, its name for the store, and the options resume needs."""
     from engine.providers import make_provider
 

@@ -71,7 +71,8 @@ def _tool(raw: Any) -> LettaTool | None:
         return LettaTool(raw)
     if not isinstance(raw, dict):
         return None
-    schema = raw.get("json_schema") if isinstance(raw.get("json_schema"), dict) else {}
+    given = raw.get("json_schema")
+    schema: dict[str, Any] = given if isinstance(given, dict) else {}
     name = raw.get("name") or schema.get("name")
     if not isinstance(name, str) or not name:
         return None
