@@ -12,6 +12,7 @@ from engine.cli import app
 from engine.cli.common import (
     DiagnosticFormat,
     FormatOption,
+    PathsArgument,
     fail,
     load_machine,
     report,
@@ -21,7 +22,7 @@ from engine.cli.common import (
 
 @app.command()
 def check(
-    paths: Annotated[list[Path], typer.Argument(help="Rule files or folders of rule files.")],
+    paths: Annotated[list[Path], PathsArgument],
     fmt: Annotated[DiagnosticFormat, FormatOption] = DiagnosticFormat.text,
     max_states: Annotated[
         int,

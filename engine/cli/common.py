@@ -38,6 +38,7 @@ class DiagnosticFormat(StrEnum):
     sarif = "sarif"
 
 
+PathsArgument = typer.Argument(help="Rule files, or folders: the rule files in them.")
 FormatOption = typer.Option(
     "--format",
     "-f",

@@ -13,6 +13,7 @@ from engine.cli import app
 from engine.cli.common import (
     DiagnosticFormat,
     FormatOption,
+    PathsArgument,
     collect_rule_files,
     load_machine,
     parse_steps,
@@ -33,7 +34,7 @@ class GraphFormat(StrEnum):
 
 @app.command()
 def validate(
-    paths: Annotated[list[Path], typer.Argument(help="Rule files or folders of rule files.")],
+    paths: Annotated[list[Path], PathsArgument],
     fmt: Annotated[DiagnosticFormat, FormatOption] = DiagnosticFormat.text,
     only_rule_files: Annotated[
         bool,
