@@ -27,7 +27,9 @@ _err = Console(stderr=True, highlight=False)
 DbOption = Annotated[
     str | None,
     typer.Option(
-        "--db", help="Database URL (default: $TOOLFSM_DB, else the per-user SQLite file)."
+        "--db",
+        help="Run store: a database URL (sqlite:///PATH, postgresql://...) or a SQLite file "
+        "path (default: $TOOLFSM_DB, else the per-user SQLite file).",
     ),
 ]
 ToolsOption = Annotated[
@@ -405,6 +407,9 @@ def _resume(db: str | None, run_id: str, tools: str | None, decision: Any = None
         try:
             agent, run = open_agent(store, run.id, tools=tools)
             provider = provider_for_run(run, store.load_run(run.id))
+        except RuleFileError as exc:  # the stored rule text no longer validates (toolfsm changed)
+            print_errors(exc.diagnostics)
+            raise typer.Exit(EXIT_ERRORS) from None
         except ToolfsmError as exc:
             fail(str(exc))
         runner = Runner(
