@@ -178,8 +178,8 @@ def _check_references(agent: spec.AgentSpec, report: _Report) -> bool:
     return ok
 
 
-def _signature(rule: Any) -> str:
-    return rule.model_dump_json(exclude={"note"})
+def _signature(rule: spec.Rule) -> str:
+    return str(rule.model_dump_json(exclude={"note"}))
 
 
 def _check_duplicates(agent: spec.AgentSpec, report: _Report) -> None:
@@ -202,20 +202,7 @@ def _flag_rules(agent: spec.AgentSpec) -> dict[str, dict[str, list[int]]]:
     """kind -> tool -> indices of the rules that set that flag on the tool."""
     flags: dict[str, dict[str, list[int]]] = defaultdict(lambda: defaultdict(list))
     for index, rule in enumerate(agent.rules):
-        match rule:
-            case spec.TerminalRule():
-                names = spec.as_tuple(rule.terminal)
-            case spec.ContinueRule():
-                names = spec.as_tuple(rule.continue_)
-            case spec.RequiredBeforeExitRule():
-                names = spec.as_tuple(rule.required_before_exit)
-            case spec.RequiresApprovalRule():
-                names = spec.as_tuple(rule.requires_approval)
-            case spec.InitRule():
-                names = spec.as_tuple(rule.init)
-            case _:
-                continue
-        for name in names:
+        for name in spec.flag_tools(rule):
             flags[spec.rule_kind(rule) or ""][name].append(index)
     return flags
 
@@ -256,7 +243,7 @@ def _check_flags(agent: spec.AgentSpec, report: _Report) -> None:
                 ("rules", cont),
                 rule=cont,
             )
-    continuing = {}
+    continuing: dict[str, int] = {}
     for index, rule in enumerate(agent.rules):
         if isinstance(rule, spec.ChildRule | spec.ConditionalRule):
             continuing.setdefault(rule.after, index)
@@ -428,8 +415,9 @@ def _check_sets(agent: spec.AgentSpec, report: _Report) -> None:
         allowed = set(all_tools)
         blame: list[int] = []
         for index in by_tool.get(tool, []):
-            rule = agent.rules[index]
-            children = spec.as_tuple(rule.allow if isinstance(rule, spec.ChildRule) else rule.tools)
+            gate = agent.rules[index]
+            assert isinstance(gate, spec.ChildRule | spec.ParentRule)  # by_tool holds only these
+            children = spec.as_tuple(gate.allow if isinstance(gate, spec.ChildRule) else gate.tools)
             allowed &= set(children)
             blame.append(index)
         # Children of other tools' parent rules may not follow `tool`.
@@ -457,7 +445,8 @@ def _check_sets(agent: spec.AgentSpec, report: _Report) -> None:
             continue
         for index in conditionals.get(tool, []):
             rule = agent.rules[index]
-            targets = [
+            assert isinstance(rule, spec.ConditionalRule)  # conditionals holds only these
+            targets: list[tuple[str, Path]] = [
                 (name, ("rules", index, "on_output", key)) for key, name in rule.on_output.items()
             ]
             if rule.default is not None:

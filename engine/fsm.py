@@ -70,7 +70,7 @@ def to_transitions(machine: Machine, *, only_reachable: bool = True) -> MarkupMa
 
 def markup(machine: Machine, *, only_reachable: bool = True) -> dict[str, Any]:
     """The machine's markup: {'initial', 'states': [{'name'}], 'transitions': [...]}, plus tags."""
-    data = to_transitions(machine, only_reachable=only_reachable).markup
+    data: dict[str, Any] = dict(to_transitions(machine, only_reachable=only_reachable).markup)
     terminal_nodes = {
         n.name for n in machine.nodes if n.last_tool is not None and n.last_tool in machine.terminal
     }

@@ -14,11 +14,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from pydantic import TypeAdapter, ValidationError
+from pydantic import BaseModel, TypeAdapter, ValidationError
 
 from engine import spec
 from engine.checks import check_spec
 from engine.errors import Diagnostic, RuleFileError, Severity, SourceSpan
+from engine.spec import AgentSpec
 from engine.yamltree import SourceMap, parse_yaml
 
 
@@ -28,7 +29,7 @@ class RuleFile:
 
     path: str
     text: str
-    spec: spec.AgentSpec | None
+    spec: AgentSpec | None  # (the field shadows the module in the class body)
     source: SourceMap
     diagnostics: tuple[Diagnostic, ...] = field(default=())
 
@@ -43,7 +44,7 @@ class RuleFile:
     def rule_span(self, index: int) -> SourceSpan:
         return self.source.span(("rules", index))
 
-    def require(self) -> spec.AgentSpec:
+    def require(self) -> AgentSpec:
         """The spec, or `RuleFileError` with every diagnostic when the file has errors."""
         if self.spec is None or not self.ok:
             raise RuleFileError(self.path, list(self.diagnostics))
@@ -72,11 +73,11 @@ def _walk_loc(data: Any, loc: tuple[Any, ...]) -> tuple[tuple[Any, ...], Any]:
     return tuple(path), node
 
 
-def _field_names(model: type[spec.BaseModel]) -> list[str]:
+def _field_names(model: type[BaseModel]) -> list[str]:
     return [f.alias or name for name, f in model.model_fields.items()]
 
 
-_RULE_MODELS: dict[str, type[spec.BaseModel]] = {
+_RULE_MODELS: dict[str, type[BaseModel]] = {
     "init": spec.InitRule,
     "child": spec.ChildRule,
     "conditional": spec.ConditionalRule,
@@ -217,16 +218,16 @@ def parse_rules(text: str, path: str = "<string>") -> RuleFile:
                 # is also a key of the rule, and walking it would blame the wrong key.
                 errors += [{**e, "loc": ("rules", index, *e["loc"][1:])} for e in error.errors()]
     candidate, view, kept = data, source, None
-    if skipped:
+    if skipped and isinstance(rules, list):  # (rules is a list whenever a rule was skipped)
         # Validate and check the rest without the broken rules (all problems in one pass),
         # then map rule indices of the filtered list back to the document's.
         kept = [i for i in range(len(rules)) if i not in skipped]
         candidate = {**data, "rules": [rules[i] for i in kept]}
         view = _ReindexedSource(source, kept)
     found = _schema_diagnostics(data, errors, source)
-    agent: spec.AgentSpec | None = None
+    agent: AgentSpec | None = None
     try:
-        agent = spec.AgentSpec.model_validate(candidate)
+        agent = AgentSpec.model_validate(candidate)
     except ValidationError as error:
         found += _schema_diagnostics(candidate, error.errors(), view)
     else:
@@ -290,7 +291,7 @@ def read_rule_file(path: str | Path) -> RuleFile:
         # Point at the bad byte: its line, and its column counted in bytes.
         line = raw.count(b"\n", 0, exc.start) + 1
         span = SourceSpan(name, line, exc.start - (raw.rfind(b"\n", 0, exc.start) + 1) + 1)
-        message = f"file is not UTF-8 text (byte {exc.start})"
+        message = f"file is not UTF-8 text: byte 0x{raw[exc.start]:02X} at offset {exc.start}"
         return RuleFile(
             name, "", None, SourceMap(name), (Diagnostic(Severity.ERROR, "E000", message, span),)
         )

@@ -143,6 +143,23 @@ class RequiresApprovalRule(_Rule):
     requires_approval: OneOrMoreTools
 
 
+def flag_tools(rule: object) -> tuple[str, ...]:
+    """The tools a rule of a flag kind (init, terminal, continue, required_before_exit,
+    requires_approval) names; () for the kinds that relate tools to each other."""
+    match rule:
+        case InitRule():
+            return as_tuple(rule.init)
+        case TerminalRule():
+            return as_tuple(rule.terminal)
+        case ContinueRule():
+            return as_tuple(rule.continue_)
+        case RequiredBeforeExitRule():
+            return as_tuple(rule.required_before_exit)
+        case RequiresApprovalRule():
+            return as_tuple(rule.requires_approval)
+    return ()
+
+
 # Kind key -> rule kind. `after` is shared by child and conditional rules.
 KIND_KEYS: dict[str, str] = {
     "init": "init",

@@ -67,9 +67,9 @@ class _PlainResolver(BaseResolver):
 
 
 try:  # libyaml composes about ten times faster; the pure-Python parser is the same grammar.
-    from yaml.cyaml import CParser as _Parser  # not re-exported by `yaml` itself
+    from yaml.cyaml import CParser as _Parser  # type: ignore[attr-defined]  # (the stubs omit it)
 
-    class _Loader(_Parser, _PlainResolver):  # type: ignore[misc]
+    class _Loader(_Parser, _PlainResolver):
         def __init__(self, stream: str) -> None:
             _Parser.__init__(self, stream)
             _PlainResolver.__init__(self)
@@ -80,7 +80,7 @@ except ImportError:  # pragma: no cover - depends on how PyYAML was built
     from yaml.reader import Reader
     from yaml.scanner import Scanner
 
-    class _Loader(Reader, Scanner, Parser, Composer, _PlainResolver):  # type: ignore[no-redef,misc]
+    class _Loader(Reader, Scanner, Parser, Composer, _PlainResolver):  # type: ignore[no-redef]
         def __init__(self, stream: str) -> None:
             Reader.__init__(self, stream)
             Scanner.__init__(self)
@@ -204,6 +204,15 @@ class _Builder:
         raise _Refused("E001", f"unsupported YAML node {type(node).__name__}", node)
 
 
+def _malformed(path: str, text: str, index: int, message: str) -> Diagnostic:
+    """E001 at character `index` of `text`."""
+    line = text.count("\n", 0, index) + 1
+    column = index - (text.rfind("\n", 0, index) + 1) + 1
+    return Diagnostic(
+        Severity.ERROR, "E001", f"malformed YAML: {message}", SourceSpan(path, line, column)
+    )
+
+
 def parse_yaml(text: str, path: str) -> tuple[Any, SourceMap, list[Diagnostic]]:
     """Parse one YAML document into plain values, its source map, and any problems found.
 
@@ -223,46 +232,24 @@ def parse_yaml(text: str, path: str) -> tuple[Any, SourceMap, list[Diagnostic]]:
         # (libyaml counts bytes, the pure-Python reader characters; the text is what we have).
         character = chr(exc.character) if isinstance(exc.character, int) else ""
         index = max(text.find(character), 0) if character else 0
-        line = text.count("\n", 0, index) + 1
-        column = index - (text.rfind("\n", 0, index) + 1) + 1
-        message = f"malformed YAML: character {character!r} is not allowed ({exc.reason})"
-        return (
-            None,
-            source,
-            [Diagnostic(Severity.ERROR, "E001", message, SourceSpan(path, line, column))],
-        )
+        message = f"character {character!r} is not allowed ({exc.reason})"
+        return None, source, [_malformed(path, text, index, message)]
     except UnicodeEncodeError as exc:
-        index = exc.start
-        line = text.count("\n", 0, index) + 1
-        column = index - (text.rfind("\n", 0, index) + 1) + 1
-        message = f"malformed YAML: {text[index]!r} is not a Unicode character"
-        return (
-            None,
-            source,
-            [Diagnostic(Severity.ERROR, "E001", message, SourceSpan(path, line, column))],
-        )
+        message = f"{text[exc.start]!r} is not a Unicode character"
+        return None, source, [_malformed(path, text, exc.start, message)]
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         line, column = (mark.line + 1, mark.column + 1) if mark else (1, 1)
         message = " ".join(p for p in (exc.context, exc.problem) if p) or "malformed YAML"
+        span = SourceSpan(path, line, column)
         return (
             None,
             source,
-            [
-                Diagnostic(
-                    Severity.ERROR,
-                    "E001",
-                    f"malformed YAML: {message}",
-                    SourceSpan(path, line, column),
-                )
-            ],
+            [Diagnostic(Severity.ERROR, "E001", f"malformed YAML: {message}", span)],
         )
     except yaml.YAMLError as exc:
-        return (
-            None,
-            source,
-            [Diagnostic(Severity.ERROR, "E001", f"malformed YAML: {exc}", SourceSpan(path, 1, 1))],
-        )
+        span = SourceSpan(path, 1, 1)
+        return None, source, [Diagnostic(Severity.ERROR, "E001", f"malformed YAML: {exc}", span)]
     finally:
         if loader is not None:
             loader.dispose()

@@ -74,6 +74,10 @@ def _flag(x: int) -> Call:
     return lambda s, t: 1 if s or t == x else 0
 
 
+def _called_or_final(x: int) -> End:
+    return lambda s, final, last: bool(s) or final == x
+
+
 def _at_most(x: int, n: int) -> Call:
     return lambda s, t: (-1 if s + 1 > n else s + 1) if t == x else s
 
@@ -98,7 +102,7 @@ def monitors(expect: Any, tool_index: dict[str, int]) -> list[Monitor]:
             out = []
             for t in spec.as_tuple(expect.eventually):
                 x = tool_index[t]
-                out.append(Monitor(t, _flag(x), lambda s, final, last, x=x: bool(s) or final == x))
+                out.append(Monitor(t, _flag(x), _called_or_final(x)))
             return out
         case spec.AtMostExpect():
             n = expect.at_most

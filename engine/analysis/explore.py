@@ -137,7 +137,8 @@ class _Kernel:
                 shift += limit.bit_length()
             successors = machine.successors(0, tool)
             cases = tuple(
-                (s, successors[-1][1] if steps[s].case is None else successors[steps[s].case][1])
+                # No case (or no match) takes the last successor, the default's.
+                (s, successors[-1 if (case := steps[s].case) is None else case][1])
                 for s in steps_of[index]
             )
             bit = 1 << index

@@ -63,7 +63,7 @@ class Locator:
     def at(self, path: tuple[Any, ...], *, key: bool = False) -> SourceSpan:
         if self.source is None:
             if len(path) >= 2 and path[0] == "rules":
-                return self.machine.rules[path[1]].span
+                return self.rule(path[1])
             return SourceSpan(self.machine.source_path, 1, 1)
         return self.source.span(path, key=key)
 

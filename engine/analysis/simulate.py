@@ -101,17 +101,14 @@ def _rule_fires(machine: Machine) -> tuple[dict[str, list[int]], dict[str, list[
     on_call: dict[str, list[int]] = {}
     on_limit: dict[str, list[int]] = {}
     for index, rule in enumerate(machine.spec.rules):
+        names: tuple[str, ...]
         match rule:
             case spec.ChildRule() | spec.ConditionalRule():
                 names = (rule.after,)
             case spec.ParentRule():
                 names = spec.as_tuple(rule.tools)
-            case spec.TerminalRule():
-                names = spec.as_tuple(rule.terminal)
-            case spec.ContinueRule():
-                names = spec.as_tuple(rule.continue_)
-            case spec.RequiresApprovalRule():
-                names = spec.as_tuple(rule.requires_approval)
+            case spec.TerminalRule() | spec.ContinueRule() | spec.RequiresApprovalRule():
+                names = spec.flag_tools(rule)
             case spec.MaxCallsRule():
                 for name in spec.as_tuple(rule.tools):
                     on_limit.setdefault(name, []).append(index)

@@ -9,33 +9,41 @@ from typing import Annotated
 import typer
 
 from engine.cli import app
-from engine.cli.rules import DiagnosticFormat, _fail_usage, _machine, collect_rule_files
+from engine.cli.common import (
+    DiagnosticFormat,
+    FormatOption,
+    PathsArgument,
+    fail,
+    load_machine,
+    report,
+    rule_files_from_args,
+)
 
 
 @app.command()
 def check(
-    paths: Annotated[list[Path], typer.Argument(help="Rule files or folders of rule files.")],
-    fmt: Annotated[
-        DiagnosticFormat, typer.Option("--format", "-f", help="Output format.")
-    ] = DiagnosticFormat.text,
+    paths: Annotated[list[Path], PathsArgument],
+    fmt: Annotated[DiagnosticFormat, FormatOption] = DiagnosticFormat.text,
     max_states: Annotated[
-        int, typer.Option("--max-states", min=1, help="Bound on explored positions per file.")
+        int,
+        typer.Option(
+            "--max-states",
+            min=1,
+            help="Bound on explored positions per file; hitting it is error C190 (incomplete).",
+        ),
     ] = 200_000,
     show_silenced: Annotated[
         bool, typer.Option("--show-silenced", help="Also list silenced warnings (text format).")
     ] = False,
 ) -> None:
-    """Validate and check rule files: dead ends, traps, unreachable tools, `expect:` assertions.
+    """Prove rule files cannot trap an agent: dead ends, traps, `expect:` assertions.
 
-    Exit 0 when no file has an error, 1 when any has, 2 on bad usage.
+    Validates each file, then explores every reachable position of its machine; each finding
+    (also unreachable tools and rules that never fire) comes with its shortest trace.
     """
     from engine.analysis.check import check_path
-    from engine.report import render
 
-    for path in paths:
-        if not path.exists():
-            _fail_usage(f"no such file or folder: {path}")
-    files = collect_rule_files(paths)
+    files = rule_files_from_args(paths)
     diagnostics = []
     silenced = []
     states = 0
@@ -44,21 +52,13 @@ def check(
         diagnostics.extend(result.diagnostics)
         silenced.extend(result.silenced)
         states += result.states
-    errors = sum(1 for d in diagnostics if d.is_error)
-    warnings = len(diagnostics) - errors
-    output = render(diagnostics, fmt.value)
-    if output:
-        typer.echo(output)
-    if fmt is DiagnosticFormat.text:
-        if show_silenced:
-            for diagnostic, reason in silenced:
-                typer.echo(f"{diagnostic.span}: silenced[{diagnostic.code}]: {reason}")
-        summary = (
-            f"{len(files)} file(s) checked, {states} position(s) explored: {errors} error(s), "
-            f"{warnings} warning(s), {len(silenced)} silenced"
-        )
-        typer.echo(summary, err=True)
-    raise typer.Exit(1 if errors else 0)
+    notes = (
+        [f"{d.span}: silenced[{d.code}]: {reason}" for d, reason in silenced]
+        if show_silenced
+        else []
+    )
+    summary = f"{len(files)} file(s) checked, {states} position(s) explored"
+    report(diagnostics, fmt, summary, notes=notes, tail=f", {len(silenced)} silenced")
 
 
 @app.command()
@@ -70,7 +70,10 @@ def simulate(
         int, typer.Option("--max-steps", min=1, help="Step limit of each run.")
     ] = 50,
     as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
-    progress: Annotated[bool, typer.Option("--progress/--no-progress")] = True,
+    progress: Annotated[
+        bool,
+        typer.Option("--progress/--no-progress", help="Show a progress bar (not with --json)."),
+    ] = True,
     tools: Annotated[
         str | None,
         typer.Option(
@@ -80,11 +83,14 @@ def simulate(
         ),
     ] = None,
 ) -> None:
-    """Random-policy runs through the machine (no LLM; no tools run unless --tools), then a
-    coverage report."""
+    """Sample seeded random runs through the machine and report coverage.
+
+    No LLM is called and no tool runs unless --tools. The report lists tools, transitions and
+    rules reached and never reached, stop reasons and run lengths.
+    """
     from engine.analysis.simulate import render_report, simulate_runs
 
-    machine = _machine(file)
+    machine = load_machine(file)
     registry = None
     if tools is not None:
         from engine.errors import ToolfsmError
@@ -93,8 +99,7 @@ def simulate(
         try:
             agent = load_agent(file, tools=tools)
         except ToolfsmError as exc:
-            typer.echo(f"toolfsm: {exc}", err=True)
-            raise typer.Exit(1) from None
+            fail(str(exc))  # the rule file is valid (above): the tools module is the problem
         machine, registry = agent.machine, agent.tools
     report = simulate_runs(
         machine,

@@ -1,8 +1,8 @@
 """`toolfsm import | export`: migrate tool rules from Letta and back.
 
-Exit codes: 0 done; 1 the translation is lossy (the output is still written, with the reasons
-as comments or warnings; `--allow-lossy` turns this into 0) or the rule file is invalid;
-2 bad usage or an unreadable input.
+Exit codes (those of every command, `engine.cli.common`): 1 when the translation is lossy
+(the output is still written, with the reasons as comments or warnings; `--allow-lossy` turns
+this into 0) or the rule file is invalid; 2 on bad usage or an input that is not Letta JSON.
 """
 
 from __future__ import annotations
@@ -16,13 +16,9 @@ from typing import Annotated
 import typer
 
 from engine.cli import app
+from engine.cli.common import EXIT_ERRORS, fail, load_rule_file, require_file
 
 AGENT_PLACEHOLDER = "{agent}"
-
-
-def _fail(message: str, code: int = 2) -> None:
-    typer.echo(f"toolfsm: {message}", err=True)
-    raise typer.Exit(code)
 
 
 def slug(name: str) -> str:
@@ -35,7 +31,7 @@ def _targets(names: list[str], out: str | None) -> list[Path | None]:
     """Where each agent goes: stdout (None), one file, a folder, or a `{agent}` pattern."""
     if out is None:
         if len(names) > 1:
-            _fail(
+            fail(
                 f"the file holds {len(names)} agents ({', '.join(names)}): choose one with "
                 "--agent NAME, or write them all with -o FOLDER/ or -o 'PATTERN{agent}.yaml'"
             )
@@ -44,7 +40,7 @@ def _targets(names: list[str], out: str | None) -> list[Path | None]:
     folder = Path(out).is_dir() or text.endswith(("/", "\\"))
     if AGENT_PLACEHOLDER not in text and not folder:
         if len(names) > 1:
-            _fail(
+            fail(
                 f"the file holds {len(names)} agents: -o must be a folder (existing, or ending "
                 "with '/') or a pattern containing {agent}; or choose one with --agent NAME"
             )
@@ -88,21 +84,24 @@ def import_(
         typer.Option("--allow-lossy", help="Exit 0 even when some rules could not be translated."),
     ] = False,
 ) -> None:
-    """Translate Letta tool rules into a toolfsm rule file (see README, "Migrating from Letta")."""
+    """Translate Letta tool rules into a commented toolfsm rule file.
+
+    Reads an agent file (.af), an agent JSON object or a bare `tool_rules` list. What cannot be
+    translated is written as a NOT TRANSLATED comment and makes the import lossy (exit 1).
+    """
     from engine.letta import LettaFormatError, TranslationError, import_document, read_letta
 
-    if not file.exists():
-        _fail(f"no such file: {file}")
+    require_file(file, "a Letta JSON file")
     try:
         document = read_letta(file)
     except LettaFormatError as exc:
-        _fail(str(exc))
+        fail(str(exc))
     agents = document.agents
     if agent is not None:
         agents = tuple(a for a in agents if agent in (a.name, a.agent_id))
         if not agents:
             names = ", ".join(a.name for a in document.agents)
-            _fail(f"no agent named {agent!r} in {file}; agents: {names}")
+            fail(f"no agent named {agent!r} in {file}; agents: {names}")
     document = type(document)(
         document.path, document.form, agents, document.encoding_layers, document.notes
     )
@@ -110,7 +109,7 @@ def import_(
     try:
         imported = import_document(document)
     except TranslationError as exc:
-        _fail(str(exc), 1)
+        fail(str(exc), EXIT_ERRORS)
     lossy = False
     for item, target in zip(imported, targets, strict=True):
         if target is None:
@@ -126,12 +125,10 @@ def import_(
             typer.echo(f"  lossy: {at}{skipped.reason}", err=True)
         lossy = lossy or item.lossy
     if lossy and not allow_lossy:
-        typer.echo(
-            "toolfsm: the import is lossy (see the NOT TRANSLATED comments); "
-            "--allow-lossy accepts it",
-            err=True,
+        fail(
+            "the import is lossy (see the NOT TRANSLATED comments); --allow-lossy accepts it",
+            EXIT_ERRORS,
         )
-        raise typer.Exit(1)
 
 
 @app.command("export")
@@ -155,20 +152,16 @@ def export(
         bool, typer.Option("--allow-lossy", help="Exit 0 even when the meaning may change.")
     ] = False,
 ) -> None:
-    """Write a rule file's rules as Letta `tool_rules` JSON (see README, "Migrating from Letta")."""
+    """Write a rule file's rules as Letta `tool_rules` JSON.
+
+    A rule Letta would read with another meaning (loose output keys) makes the export lossy
+    (exit 1).
+    """
     from engine.letta import spec_to_letta, spec_to_letta_agent
-    from engine.loader import read_rule_file
-    from engine.report import as_text
 
     if not letta:
-        _fail("choose the output format: --letta")
-    if not file.exists():
-        _fail(f"no such file: {file}")
-    rule_file = read_rule_file(file)
-    if not rule_file.ok:
-        typer.echo(as_text([d for d in rule_file.diagnostics if d.is_error]), err=True)
-        raise typer.Exit(1)
-    spec = rule_file.require()
+        fail("choose the output format: --letta")
+    spec = load_rule_file(file).require()
     if agent_json:
         document, exported = spec_to_letta_agent(spec)
         payload: object = document
@@ -189,9 +182,8 @@ def export(
     for problem in exported.problems:
         typer.echo(f"  lossy: {problem}", err=True)
     if exported.lossy and not allow_lossy:
-        typer.echo(
-            "toolfsm: the export is lossy (Letta matches output keys as exact strings); "
+        fail(
+            "the export is lossy (Letta matches output keys as exact strings); "
             "--allow-lossy accepts it",
-            err=True,
+            EXIT_ERRORS,
         )
-        raise typer.Exit(1)

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import json
-import re
-import sys
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated
@@ -12,15 +10,21 @@ from typing import Annotated
 import typer
 
 from engine.cli import app
+from engine.cli.common import (
+    DiagnosticFormat,
+    FormatOption,
+    PathsArgument,
+    collect_rule_files,
+    load_machine,
+    parse_steps,
+    report,
+    require_tool,
+    rule_files_from_args,
+)
+from engine.errors import Diagnostic
 
-_RULE_FILE_HINT = re.compile(r"^(?:version|agent|tools|rules)\s*:", re.MULTILINE)
-
-
-class DiagnosticFormat(StrEnum):
-    text = "text"
-    json = "json"
-    github = "github"
-    sarif = "sarif"
+# Kept importable from here (benchmarks use them).
+__all__ = ["DiagnosticFormat", "collect_rule_files", "explain", "graph", "trace", "validate"]
 
 
 class GraphFormat(StrEnum):
@@ -28,132 +32,78 @@ class GraphFormat(StrEnum):
     dot = "dot"
 
 
-def _looks_like_rule_file(path: Path) -> bool:
-    try:
-        text = path.read_text(encoding="utf-8", errors="replace")
-    except OSError:
-        return True  # unreadable: let validation report it
-    return bool(_RULE_FILE_HINT.search(text))
-
-
-def collect_rule_files(paths: list[Path], *, only_rule_files: bool = False) -> list[Path]:
-    """Files named on the command line, plus the rule files found in named folders.
-
-    In a folder, a `.yaml`/`.yml` file counts as a rule file when it has one of the top-level
-    keys version/agent/tools/rules: scripts and other YAML beside rule files are skipped.
-    With `only_rule_files`, files named explicitly are filtered the same way.
-    """
-    found: list[Path] = []
-    for path in paths:
-        if path.is_dir():
-            candidates = sorted([*path.rglob("*.yaml"), *path.rglob("*.yml")])
-            found.extend(c for c in candidates if _looks_like_rule_file(c))
-        elif not only_rule_files or _looks_like_rule_file(path):
-            found.append(path)
-    return found
-
-
-def _fail_usage(message: str) -> None:
-    typer.echo(f"toolfsm: {message}", err=True)
-    raise typer.Exit(2)
-
-
 @app.command()
 def validate(
-    paths: Annotated[list[Path], typer.Argument(help="Rule files or folders of rule files.")],
-    fmt: Annotated[
-        DiagnosticFormat, typer.Option("--format", "-f", help="Output format.")
-    ] = DiagnosticFormat.text,
+    paths: Annotated[list[Path], PathsArgument],
+    fmt: Annotated[DiagnosticFormat, FormatOption] = DiagnosticFormat.text,
     only_rule_files: Annotated[
         bool,
         typer.Option(
             "--only-rule-files",
-            help="Skip named files without a top-level version/agent/tools/rules key.",
+            help="Skip named files without a top-level version/agent/tools/rules key "
+            "(for hooks that pass every changed YAML file).",
         ),
     ] = False,
 ) -> None:
-    """Validate rule files: exit 0 when all are valid, 1 when any has an error, 2 on bad usage."""
+    """Validate rule files: every error with FILE:LINE:COL, in one pass."""
     from engine.compiler import compile_rules
     from engine.loader import read_rule_file
-    from engine.report import render
 
-    for path in paths:
-        if not path.exists():
-            _fail_usage(f"no such file or folder: {path}")
-    files = collect_rule_files(paths, only_rule_files=only_rule_files)
-    diagnostics = []
+    files = rule_files_from_args(paths, only_rule_files=only_rule_files)
+    diagnostics: list[Diagnostic] = []
     for path in files:
         rule_file = read_rule_file(path)
         diagnostics.extend(rule_file.diagnostics)
         if rule_file.ok:
             compile_rules(rule_file)  # compiling is part of validity (and cheap)
-    errors = sum(1 for d in diagnostics if d.is_error)
-    warnings = len(diagnostics) - errors
-    output = render(diagnostics, fmt.value)
-    if output:
-        typer.echo(output)
-    if fmt is DiagnosticFormat.text:
-        summary = f"{len(files)} file(s) checked: {errors} error(s), {warnings} warning(s)"
-        typer.echo(summary, err=True)
-    raise typer.Exit(1 if errors else 0)
-
-
-def _machine(path: Path):
-    from engine.compiler import compile_rules
-    from engine.loader import read_rule_file
-    from engine.report import as_text
-
-    if not path.exists():
-        _fail_usage(f"no such file: {path}")
-    rule_file = read_rule_file(path)
-    if not rule_file.ok:
-        typer.echo(as_text([d for d in rule_file.diagnostics if d.is_error]), err=True)
-        raise typer.Exit(1)
-    return compile_rules(rule_file)
+    report(diagnostics, fmt, f"{len(files)} file(s) checked")
 
 
 @app.command()
 def graph(
     file: Annotated[Path, typer.Argument(help="A rule file.")],
-    fmt: Annotated[GraphFormat, typer.Option("--format", "-f")] = GraphFormat.mermaid,
+    fmt: Annotated[
+        GraphFormat,
+        typer.Option("--format", "-f", help="mermaid (stateDiagram-v2) or dot (Graphviz)."),
+    ] = GraphFormat.mermaid,
     all_nodes: Annotated[
         bool, typer.Option("--all", help="Include nodes that cannot be reached from the start.")
     ] = False,
 ) -> None:
-    """Draw the compiled machine (Mermaid stateDiagram or Graphviz DOT)."""
+    """Draw the compiled machine as a Mermaid or Graphviz DOT state diagram."""
     from engine.fsm import markup
     from engine.render import RENDERERS
 
-    machine = _machine(file)
+    machine = load_machine(file)
     typer.echo(RENDERERS[fmt.value](markup(machine, only_reachable=not all_nodes)), nl=False)
 
 
-def _steps(steps: list[str]):
-    from engine.trace import TraceStep
-
-    parsed = [TraceStep.parse(s) for s in steps]
-    for step in parsed:
-        if not step.tool:
-            _fail_usage("a STEP is `tool` or `tool=OUTPUT`; got an empty tool name")
-    return parsed
+StepsArgument = typer.Argument(
+    help="Tool calls in order: `tool`, or `tool=OUTPUT` for the output a conditional rule reads."
+)
 
 
 @app.command()
 def trace(
     file: Annotated[Path, typer.Argument(help="A rule file.")],
-    steps: Annotated[
-        list[str] | None, typer.Argument(help="Steps: `tool` or `tool=OUTPUT`.")
-    ] = None,
-    as_json: Annotated[bool, typer.Option("--json", help="Print a JSON array.")] = False,
+    steps: Annotated[list[str] | None, StepsArgument] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print a JSON array of rows.")] = False,
     heartbeat: Annotated[
         bool, typer.Option("--heartbeat", help="Heartbeat mode: calls do not continue by default.")
     ] = False,
 ) -> None:
-    """Simulate a run without an LLM: allowed tools, forcing and decisions after each step."""
+    """Replay tool calls through the machine, without an LLM.
+
+    After each call: the decision (continue or stop, and why), the allowed tools and the
+    forcing. A forbidden call is reported as a VIOLATION naming the rule, and the trace goes on
+    from where it was (exit 0: the trace is the output).
+    """
     from engine.trace import trace as run_trace
 
-    machine = _machine(file)
-    rows = run_trace(machine, _steps(steps or []), heartbeat=False if heartbeat else None)
+    machine = load_machine(file)
+    rows = run_trace(
+        machine, parse_steps(machine, steps or []), heartbeat=False if heartbeat else None
+    )
     if as_json:
         typer.echo(json.dumps([row.as_json() for row in rows], indent=2))
         return
@@ -179,21 +129,16 @@ def trace(
 def explain(
     file: Annotated[Path, typer.Argument(help="A rule file.")],
     tool: Annotated[str, typer.Argument(help="The tool to explain.")],
-    steps: Annotated[
-        list[str] | None, typer.Argument(help="Steps before: `tool` or `tool=OUTPUT`.")
-    ] = None,
+    steps: Annotated[list[str] | None, StepsArgument] = None,
 ) -> None:
-    """Why TOOL is or is not allowed after the given steps."""
+    """Why TOOL is or is not allowed after the given calls, with the rules responsible."""
     from engine.explain import explain as run_explain
     from engine.trace import trace as run_trace
 
-    machine = _machine(file)
-    rows = run_trace(machine, _steps(steps or []))
+    machine = load_machine(file)
+    require_tool(machine, tool, "TOOL")
+    rows = run_trace(machine, parse_steps(machine, steps or []))
     for row in rows[1:]:
         if row.violation:
             typer.echo(f"note: step {row.after!r} was not allowed and is ignored: {row.violation}")
     typer.echo(str(run_explain(machine, rows[-1].position, tool)))
-
-
-if __name__ == "__main__":  # pragma: no cover
-    sys.exit(app())

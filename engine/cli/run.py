@@ -13,6 +13,8 @@ from rich.markup import escape
 from rich.table import Table
 
 from engine.cli import app
+from engine.cli.common import EXIT_ERRORS, EXIT_INTERRUPTED, fail, print_errors, require_file
+from engine.errors import RuleFileError, ToolfsmError
 
 runs_app = typer.Typer(
     name="runs", help="Inspect, resume, approve or deny stored runs.", no_args_is_help=True
@@ -25,7 +27,9 @@ _err = Console(stderr=True, highlight=False)
 DbOption = Annotated[
     str | None,
     typer.Option(
-        "--db", help="Database URL (default: $TOOLFSM_DB, else the per-user SQLite file)."
+        "--db",
+        help="Run store: a database URL (sqlite:///PATH, postgresql://...) or a SQLite file "
+        "path (default: $TOOLFSM_DB, else the per-user SQLite file).",
     ),
 ]
 ToolsOption = Annotated[
@@ -36,20 +40,6 @@ ToolsOption = Annotated[
         "the agent file, else tools.py beside it).",
     ),
 ]
-
-
-def _known_errors() -> tuple[type[Exception], ...]:
-    """The errors toolfsm raises on purpose: shown as one line, not a traceback."""
-    from engine.errors import ToolfsmError
-    from engine.providers.errors import ProviderError
-    from engine.store.errors import StoreError
-
-    return (ToolfsmError, ProviderError, StoreError)
-
-
-def _fail(message: str, code: int = 2) -> typer.Exit:
-    _err.print(f"[red]error:[/red] {escape(message)}")
-    return typer.Exit(code)
 
 
 def _short(value: Any, limit: int = 160) -> str:
@@ -157,7 +147,7 @@ class LiveView:
 
 
 def _exit_code(result: Any) -> int:
-    return {"error": 1, "cancelled": 130}.get(result.stop_reason.value, 0)
+    return {"error": EXIT_ERRORS, "cancelled": EXIT_INTERRUPTED}.get(result.stop_reason.value, 0)
 
 
 async def _consume(stream: Any, view: LiveView) -> Any:
@@ -169,14 +159,16 @@ async def _consume(stream: Any, view: LiveView) -> Any:
     return result
 
 
-def _provider(model: str | None, agent_path: Path, base_url: str | None) -> tuple[Any, str, dict]:
+def _provider(
+    model: str | None, agent_path: Path, base_url: str | None
+) -> tuple[Any, str, dict[str, Any]]:
     """The provider to use, its name for the store, and the options resume needs."""
     from engine.providers import make_provider
 
     if model is None:
         script = agent_path.resolve().parent / "script.yaml"
         if not script.is_file():
-            raise _fail(
+            fail(
                 f"no --model given and no script.yaml beside {agent_path}; pass e.g. "
                 "--model openai:gpt-4.1-mini (OPENAI_API_KEY) or --model "
                 "anthropic:claude-sonnet-4-0 (ANTHROPIC_API_KEY)"
@@ -218,18 +210,22 @@ def run_command(
     from engine.runtime import Runner, load_agent
     from engine.store import open_store
 
+    require_file(file, "an agent file")
     try:
         agent = load_agent(file, tools=tools)
-    except _known_errors() as exc:
-        raise _fail(str(exc)) from None
+    except RuleFileError as exc:
+        print_errors(exc.diagnostics)
+        raise typer.Exit(EXIT_ERRORS) from None
+    except ToolfsmError as exc:
+        fail(str(exc))
     text = input if input is not None else agent.settings.input
     if not text:
-        raise _fail(f"{file}: no --input given and no run.input in the agent file")
+        fail(f"{file}: no --input given and no run.input in the agent file")
     try:
         provider, name, options = _provider(model, file, base_url)
         store = open_store(db)
-    except _known_errors() as exc:
-        raise _fail(str(exc)) from None
+    except ToolfsmError as exc:
+        fail(str(exc))
     runner = Runner(agent, provider, store=store, max_steps=max_steps, model=name, options=options)
     view = LiveView(_out)
     _out.print(f"[dim]store: {store.url}[/dim]")
@@ -243,7 +239,7 @@ def run_command(
         _err.print("[yellow]cancelled[/yellow]")
         if view.run_id is not None:
             _err.print(f"resume:  toolfsm runs resume {view.run_id[:12]}")
-        raise typer.Exit(130) from None
+        raise typer.Exit(EXIT_INTERRUPTED) from None
     finally:
         store.close()
     raise typer.Exit(_exit_code(result))
@@ -254,25 +250,30 @@ def _open(db: str | None) -> Any:
 
     try:
         return open_store(db)
-    except _known_errors() as exc:
-        raise _fail(str(exc)) from None
+    except ToolfsmError as exc:
+        fail(str(exc))
 
 
 def _find(store: Any, run_id: str) -> Any:
     try:
         return store.find_run(run_id)
-    except _known_errors() as exc:
-        raise _fail(str(exc)) from None
+    except ToolfsmError as exc:
+        fail(str(exc))
 
 
 @runs_app.command("list")
 def runs_list(
     db: DbOption = None,
     status: Annotated[
-        str | None, typer.Option("--status", help="Only runs in this status.")
+        str | None,
+        typer.Option(
+            "--status",
+            help="Only runs in this status: running, finished, failed, cancelled, "
+            "awaiting_approval or awaiting_decision.",
+        ),
     ] = None,
     agent: Annotated[str | None, typer.Option("--agent", help="Only runs of this agent.")] = None,
-    limit: Annotated[int, typer.Option("--limit", min=1)] = 20,
+    limit: Annotated[int, typer.Option("--limit", min=1, help="At most this many runs.")] = 20,
     as_json: Annotated[bool, typer.Option("--json", help="One JSON list.")] = False,
 ) -> None:
     """List runs, newest first."""
@@ -317,7 +318,7 @@ def runs_show(
         if run_id is None:
             newest = store.list_runs(limit=1)
             if not newest:
-                raise _fail(f"no runs in {store.url}")
+                fail(f"no runs in {store.url}")
             run_id = newest[0].id
         snap = store.load_run(_find(store, run_id).id)
     finally:
@@ -406,8 +407,11 @@ def _resume(db: str | None, run_id: str, tools: str | None, decision: Any = None
         try:
             agent, run = open_agent(store, run.id, tools=tools)
             provider = provider_for_run(run, store.load_run(run.id))
-        except _known_errors() as exc:
-            raise _fail(str(exc)) from None
+        except RuleFileError as exc:  # the stored rule text no longer validates (toolfsm changed)
+            print_errors(exc.diagnostics)
+            raise typer.Exit(EXIT_ERRORS) from None
+        except ToolfsmError as exc:
+            fail(str(exc))
         runner = Runner(
             agent,
             provider,
@@ -420,8 +424,8 @@ def _resume(db: str | None, run_id: str, tools: str | None, decision: Any = None
             result = asyncio.run(
                 _consume(runner.resume_stream(run.id, decision=decision), LiveView(_out))
             )
-        except _known_errors() as exc:
-            raise _fail(str(exc)) from None
+        except ToolfsmError as exc:
+            fail(str(exc))
     finally:
         store.close()
     raise typer.Exit(_exit_code(result))
@@ -429,7 +433,7 @@ def _resume(db: str | None, run_id: str, tools: str | None, decision: Any = None
 
 @runs_app.command("resume")
 def runs_resume(
-    run_id: Annotated[str, typer.Argument(help="A run id or a unique prefix of one.")],
+    run_id: Annotated[str, RunIdArgument],
     retry: Annotated[
         bool, typer.Option("--retry", help="Run an interrupted side-effect call again.")
     ] = False,
@@ -442,52 +446,54 @@ def runs_resume(
 ) -> None:
     """Resume a run from its last committed step (after a crash, a cancel or a decision)."""
     if retry and mark_failed:
-        raise _fail("give --retry or --mark-failed, not both")
+        fail("give --retry or --mark-failed, not both")
     _resume(db, run_id, tools, "retry" if retry else "fail" if mark_failed else None)
+
+
+RunIdArgument = typer.Argument(help="A run id or a unique prefix of one.")
+CallOption = typer.Option(
+    "--call", help="The id of the waiting call, e.g. call_3 (default: the only waiting call)."
+)
+
+
+def _decide(db: str | None, run_id: str, tools: str | None, decide: Any, verb: str) -> None:
+    """Record a decision on the call a run is waiting on (`decide(store, run_id)` returns the
+    call's record), then resume the run."""
+    store = _open(db)
+    try:
+        run = _find(store, run_id)
+        try:
+            record = decide(store, run.id)
+        except ToolfsmError as exc:
+            fail(str(exc))
+        _out.print(f"{verb} {record.call_id} ({record.tool})")
+    finally:
+        store.close()
+    _resume(db, run.id, tools)
 
 
 @runs_app.command("approve")
 def runs_approve(
-    run_id: Annotated[str, typer.Argument(help="A run id or a unique prefix of one.")],
-    call: Annotated[str | None, typer.Option("--call", help="The call to approve.")] = None,
+    run_id: Annotated[str, RunIdArgument],
+    call: Annotated[str | None, CallOption] = None,
     tools: ToolsOption = None,
     db: DbOption = None,
 ) -> None:
     """Approve the call a run is waiting on, then resume the run."""
     from engine.runtime import approve
 
-    store = _open(db)
-    try:
-        run = _find(store, run_id)
-        try:
-            record = approve(store, run.id, call_id=call)
-        except _known_errors() as exc:
-            raise _fail(str(exc)) from None
-        _out.print(f"approved {record.call_id} ({record.tool})")
-    finally:
-        store.close()
-    _resume(db, run.id, tools)
+    _decide(db, run_id, tools, lambda store, rid: approve(store, rid, call_id=call), "approved")
 
 
 @runs_app.command("deny")
 def runs_deny(
-    run_id: Annotated[str, typer.Argument(help="A run id or a unique prefix of one.")],
+    run_id: Annotated[str, RunIdArgument],
     reason: Annotated[str, typer.Option("--reason", help="Why; the model reads it.")],
-    call: Annotated[str | None, typer.Option("--call", help="The call to deny.")] = None,
+    call: Annotated[str | None, CallOption] = None,
     tools: ToolsOption = None,
     db: DbOption = None,
 ) -> None:
     """Deny the call a run is waiting on (the model gets the reason), then resume the run."""
     from engine.runtime import deny
 
-    store = _open(db)
-    try:
-        run = _find(store, run_id)
-        try:
-            record = deny(store, run.id, reason, call_id=call)
-        except _known_errors() as exc:
-            raise _fail(str(exc)) from None
-        _out.print(f"denied {record.call_id} ({record.tool})")
-    finally:
-        store.close()
-    _resume(db, run.id, tools)
+    _decide(db, run_id, tools, lambda store, rid: deny(store, rid, reason, call_id=call), "denied")

@@ -71,7 +71,8 @@ def _tool(raw: Any) -> LettaTool | None:
         return LettaTool(raw)
     if not isinstance(raw, dict):
         return None
-    schema = raw.get("json_schema") if isinstance(raw.get("json_schema"), dict) else {}
+    given = raw.get("json_schema")
+    schema: dict[str, Any] = given if isinstance(given, dict) else {}
     name = raw.get("name") or schema.get("name")
     if not isinstance(name, str) or not name:
         return None
@@ -208,11 +209,13 @@ def read_letta(path: str | Path) -> LettaDocument:
     """Read a Letta file from disk; unreadable or non-UTF-8 files raise `LettaFormatError`."""
     name = str(path)
     try:
-        text = Path(path).read_text(encoding="utf-8")
+        raw = Path(path).read_bytes()
+        text = raw.decode("utf-8")
     except OSError as exc:
         raise LettaFormatError(name, f"cannot read file: {exc.strerror or exc}") from exc
     except UnicodeDecodeError as exc:
-        raise LettaFormatError(name, f"file is not UTF-8 text (byte {exc.start})") from exc
+        bad = f"byte 0x{raw[exc.start]:02X} at offset {exc.start}"
+        raise LettaFormatError(name, f"file is not UTF-8 text: {bad}") from exc
     return parse_letta(text, name)
 
 

@@ -395,12 +395,12 @@ def _group(
             continue
         seen[key] = len(out)
         if rule.type == "constrain_child_tools":
-            args: dict[str, dict[str, Any]] = {}
+            per_child: dict[str, dict[str, Any]] = {}
             for name, values in rule.child_args:
-                args.setdefault(name, {}).update(values)
+                per_child.setdefault(name, {}).update(values)
             body: dict[str, Any] = {"after": rule.tool, "allow": _one_or_list(rule.children)}
-            if args:
-                body["args"] = args
+            if per_child:
+                body["args"] = per_child
             add(body, [rule.index])
         elif rule.type == "parent_last_tool":
             add({"only_after": rule.tool, "tools": _one_or_list(rule.children)}, [rule.index])
@@ -454,7 +454,7 @@ def _group(
             f"tool_rules{indices}: continue_loop on {tool} dropped: it is also exit_loop, and "
             "Letta checks exit_loop first, so the continue rule never acts"
         )
-    for kind, key in (
+    for kind, kind_key in (
         ("exit_loop", "terminal"),
         ("continue_loop", "continue"),
         ("required_before_exit", "required_before_exit"),
@@ -462,7 +462,7 @@ def _group(
     ):
         by_tool = flagged.get(kind, {})
         if by_tool:
-            add({key: _one_or_list(by_tool)}, (i for v in by_tool.values() for i in v))
+            add({kind_key: _one_or_list(by_tool)}, (i for v in by_tool.values() for i in v))
     return out, origins
 
 
@@ -491,7 +491,7 @@ def _key_text(key: Any) -> str:
         return "true" if key else "false"
     if isinstance(key, int | float):
         return json.dumps(key)
-    return key
+    return str(key)
 
 
 def spec_to_letta(agent: spec.AgentSpec) -> Export:
@@ -503,13 +503,13 @@ def spec_to_letta(agent: spec.AgentSpec) -> Export:
         where = f"rule #{index + 1} ({spec.rule_kind(rule)})"
         if rule.note:
             notes.append(f"{where}: `note` dropped (Letta rules have no such field)")
+        extra: dict[str, Any] = {}
         match rule:
             case spec.InitRule():
                 for tool in spec.as_tuple(rule.init):
                     extra = {"args": dict(rule.args)} if rule.args else {}
                     out.append(_letta_rule(tool, "run_first", **extra))
             case spec.ChildRule():
-                extra = {}
                 if rule.args:
                     extra["child_arg_nodes"] = [
                         {"name": name, "args": dict(args)} for name, args in rule.args.items()

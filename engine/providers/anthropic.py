@@ -21,7 +21,7 @@ from engine.providers.errors import (
     ProviderAPIError,
     ProviderConfigError,
     ProviderError,
-    kind_for_status,
+    wrap_sdk_error,
 )
 
 __all__ = ["AnthropicProvider", "to_anthropic_messages"]
@@ -120,6 +120,16 @@ class AnthropicProvider:
             raise ProviderConfigError(
                 f"cannot create the Anthropic client: {exc}", provider=self.name
             ) from exc
+        c = self._client
+        if base_url is None and c.api_key is None and c.auth_token is None and not c.credentials:
+            # Fail before a run is stored, as the OpenAI provider does; a base_url may be a
+            # proxy that adds credentials itself.
+            raise ProviderAPIError(
+                "no credentials: set the ANTHROPIC_API_KEY environment variable (or give "
+                "base_url for a server that needs none)",
+                provider=self.name,
+                kind="auth",
+            )
 
     @property
     def thinking_enabled(self) -> bool:
@@ -371,26 +381,6 @@ def _parse(response: Any, choice: Any) -> ModelReply:
 
 def _wrap(exc: sdk.AnthropicError, provider: str) -> ProviderAPIError:
     """Turn an SDK exception (raised after the SDK's retries) into a ProviderAPIError."""
-    if isinstance(exc, sdk.APITimeoutError):
-        return ProviderAPIError(
-            f"request timed out (after retries): {exc}", provider=provider, kind="timeout"
-        )
-    if isinstance(exc, sdk.APIConnectionError):
-        return ProviderAPIError(
-            f"connection failed (after retries): {exc}", provider=provider, kind="connection"
-        )
-    if isinstance(exc, sdk.APIStatusError):
-        return ProviderAPIError(
-            exc.api_message or exc.message,
-            provider=provider,
-            kind=kind_for_status(exc.status_code),
-            status_code=exc.status_code,
-            request_id=exc.request_id,
-        )
-    if isinstance(exc, sdk.APIResponseValidationError):
-        return ProviderAPIError(
-            f"unexpected response: {exc}", provider=provider, kind="server_error"
-        )
     if isinstance(exc, sdk.CredentialsError):
         return ProviderAPIError(str(exc), provider=provider, kind="auth")
-    return ProviderAPIError(str(exc), provider=provider, kind="bad_request")
+    return wrap_sdk_error(exc, provider, sdk, lambda e: e.api_message or e.message)

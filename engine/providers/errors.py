@@ -14,7 +14,9 @@ SDK exceptions never escape `complete()`: they are wrapped here, with the SDK ex
 
 from __future__ import annotations
 
-from typing import Literal, get_args
+from collections.abc import Callable
+from types import ModuleType
+from typing import Any, Literal, get_args
 
 from engine.errors import ToolfsmError
 
@@ -25,6 +27,7 @@ __all__ = [
     "ProviderError",
     "ScriptError",
     "kind_for_status",
+    "wrap_sdk_error",
 ]
 
 ErrorKind = Literal[
@@ -131,3 +134,36 @@ def kind_for_status(status: int) -> ErrorKind:
     if status >= 500 or status == 409:
         return "server_error"
     return "bad_request"
+
+
+def wrap_sdk_error(
+    exc: Exception, provider: str, sdk: ModuleType, status_message: Callable[[Any], str]
+) -> ProviderAPIError:
+    """Turn an exception of an official SDK (`openai` or `anthropic`, which share their error
+    class names), raised after the SDK's own retries, into a ProviderAPIError.
+
+    `status_message(exc)` gives the text of an HTTP status error (each SDK keeps the server's
+    words in its own place).
+    """
+    # APITimeoutError subclasses APIConnectionError in both SDKs: test it first.
+    if isinstance(exc, sdk.APITimeoutError):
+        return ProviderAPIError(
+            f"request timed out (after retries): {exc}", provider=provider, kind="timeout"
+        )
+    if isinstance(exc, sdk.APIConnectionError):
+        return ProviderAPIError(
+            f"connection failed (after retries): {exc}", provider=provider, kind="connection"
+        )
+    if isinstance(exc, sdk.APIStatusError):
+        return ProviderAPIError(
+            status_message(exc),
+            provider=provider,
+            kind=kind_for_status(exc.status_code),
+            status_code=exc.status_code,
+            request_id=exc.request_id,
+        )
+    if isinstance(exc, sdk.APIResponseValidationError):
+        return ProviderAPIError(
+            f"unexpected response: {exc}", provider=provider, kind="server_error"
+        )
+    return ProviderAPIError(str(exc), provider=provider, kind="bad_request")

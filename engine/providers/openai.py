@@ -14,7 +14,7 @@ from engine.providers.errors import (
     ProviderAPIError,
     ProviderConfigError,
     ProviderError,
-    kind_for_status,
+    wrap_sdk_error,
 )
 
 __all__ = ["GatingMode", "OpenAIProvider"]
@@ -268,32 +268,14 @@ def _parse(completion: Any, tool_choice: Any, provider: str) -> ModelReply:
 
 def _wrap(exc: sdk.OpenAIError, provider: str) -> ProviderAPIError:
     """Turn an SDK exception (raised after the SDK's retries) into a ProviderAPIError."""
-    if isinstance(exc, sdk.APITimeoutError):
-        return ProviderAPIError(
-            f"request timed out (after retries): {exc}", provider=provider, kind="timeout"
-        )
-    if isinstance(exc, sdk.APIConnectionError):
-        return ProviderAPIError(
-            f"connection failed (after retries): {exc}", provider=provider, kind="connection"
-        )
-    if isinstance(exc, sdk.APIStatusError):
-        # Prefer the server's own words over the SDK's "Error code: N - {...}" dump.
-        said = exc.body.get("message") if isinstance(exc.body, dict) else None
-        message: str = said if isinstance(said, str) else exc.message
-        if exc.param:
-            message = f"{message} (param: {exc.param})"
-        return ProviderAPIError(
-            message,
-            provider=provider,
-            kind=kind_for_status(exc.status_code),
-            status_code=exc.status_code,
-            request_id=exc.request_id,
-        )
-    if isinstance(exc, sdk.APIResponseValidationError):
-        return ProviderAPIError(
-            f"unexpected response: {exc}", provider=provider, kind="server_error"
-        )
-    return ProviderAPIError(str(exc), provider=provider, kind="bad_request")
+    return wrap_sdk_error(exc, provider, sdk, _status_message)
+
+
+def _status_message(exc: sdk.APIStatusError) -> str:
+    # Prefer the server's own words over the SDK's "Error code: N - {...}" dump.
+    said = exc.body.get("message") if isinstance(exc.body, dict) else None
+    message: str = said if isinstance(said, str) else exc.message
+    return f"{message} (param: {exc.param})" if exc.param else message
 
 
 def _rejects_tool_choice(err: ProviderAPIError) -> bool:

@@ -76,7 +76,7 @@ def load_script(path: str | Path) -> list[Any]:
     try:
         data = yaml.safe_load(text)
     except yaml.YAMLError as exc:
-        raise ProviderConfigError(f"{p}: not valid YAML/JSON: {exc}", provider=where) from exc
+        raise ProviderConfigError(_yaml_problem(p, exc), provider=where) from exc
     if isinstance(data, Mapping):
         extra = set(data) - {"replies"}
         if extra or "replies" not in data:
@@ -90,6 +90,15 @@ def load_script(path: str | Path) -> list[Any]:
             f"{p}: expected a list of replies (or a mapping with 'replies')", provider=where
         )
     return data
+
+
+def _yaml_problem(path: Path, exc: yaml.YAMLError) -> str:
+    """One line, `PATH:LINE:COL: not valid YAML: problem`, instead of PyYAML's multi-line dump."""
+    mark = getattr(exc, "problem_mark", None)
+    where = f"{path}:{mark.line + 1}:{mark.column + 1}" if mark is not None else str(path)
+    problem = getattr(exc, "problem", None) or str(exc)
+    context = getattr(exc, "context", None)
+    return f"{where}: not valid YAML/JSON: {problem}" + (f" ({context})" if context else "")
 
 
 class ScriptedProvider:

@@ -114,4 +114,4 @@ def test_simulate_with_tools_runs_them(tmp_path) -> None:
     offline = json.loads(runner.invoke(app, args).stdout)
     assert offline["stop_reasons"].get("dead_end", 0) > 0
     bad = runner.invoke(app, [*args, "--tools", str(tmp_path / "missing.py")])
-    assert bad.exit_code == 1
+    assert bad.exit_code == 2  # a tools module that cannot be loaded: usage, as for `run`

@@ -111,7 +111,7 @@ def test_show_unknown_run_is_a_one_line_error(two_runs: tuple[Cli, str, str]) ->
     cli, _, _ = two_runs
     proc = cli("runs", "show", "ffffffffffff", check=None)
     assert proc.returncode != 0
-    assert proc.stderr.startswith("error:") and "Traceback" not in proc.stderr
+    assert proc.stderr.startswith("toolfsm: error:") and "Traceback" not in proc.stderr
     assert "ffffffffffff" in proc.stderr
 
 
@@ -123,4 +123,4 @@ def test_show_without_an_id_shows_the_newest_run(two_runs: tuple[Cli, str, str])
 def test_show_on_an_empty_store_says_so(tmp_path: Path) -> None:
     cli = Cli(tmp_path / "empty.db")
     proc = cli("runs", "show", check=2)
-    assert proc.stderr.strip() == f"error: no runs in sqlite:///{cli.db}"
+    assert proc.stderr.strip() == f"toolfsm: error: no runs in sqlite:///{cli.db}"

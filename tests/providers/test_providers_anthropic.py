@@ -345,9 +345,11 @@ async def test_bad_request_is_not_retryable() -> None:
 
 
 async def test_missing_credentials_is_an_auth_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Raised when the provider is made, before any run is stored (as for OpenAI).
     monkeypatch.delenv("ANTHROPIC_API_KEY")
     api = FakeAPI(an_message(an_text("never")))
     with pytest.raises(ProviderError) as info:
         await provider(api).complete(request())
     assert info.value.kind == "auth"
+    assert "ANTHROPIC_API_KEY" in str(info.value)
     assert api.requests == []
