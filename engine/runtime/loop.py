@@ -116,7 +116,8 @@ class Runner:
         self.provider = provider
         self.store = store
         self.max_steps = max_steps or agent.settings.max_steps
-        self.model = model or getattr(provider, "name", type(provider).__name__)
+        provider_name: str = getattr(provider, "name", type(provider).__name__)
+        self.model = model or provider_name
         # Stored with the run so `toolfsm runs resume` can rebuild tools and provider.
         self.options = dict(options or {})
         self.group_commit = group_commit
@@ -231,8 +232,8 @@ class Runner:
         ],
         decision: Decision | None,
     ) -> AsyncIterator[Event]:
-        state, pending, journal, started = await setup()
-        yield started
+        state, pending, journal, opening = await setup()
+        yield opening
         machine = self._machine
         try:
             while True:

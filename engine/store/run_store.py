@@ -22,7 +22,7 @@ import uuid
 from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from contextlib import contextmanager, suppress
 from datetime import UTC, datetime
-from typing import Any, Literal, TypeVar
+from typing import Any, Literal, TypeVar, cast
 
 from alembic.util import CommandError
 from sqlalchemy import Engine, select
@@ -520,7 +520,7 @@ class RunStore:
         (error,), value = self._transaction(action, [(run_id, ops)], read)
         if error is not None:
             raise error
-        return value  # type: ignore[return-value]
+        return cast(_T, value)
 
     def _transaction(
         self,
@@ -762,6 +762,9 @@ class _Row:
     def __init__(self, values: Mapping[str, Any]) -> None:
         self.__dict__.update(values)
 
+    def __getattr__(self, name: str) -> Any:  # for the type checker: any column
+        raise AttributeError(name)
+
 
 def _read_run(statements: Statements, cursor: Any, run_id: str) -> RunRecord:
     stmt = statements.read_run
@@ -807,7 +810,7 @@ def _agent_record(row: AgentRow) -> AgentRecord:
     )
 
 
-def _run_record(row: RunRow, agent_name: str) -> RunRecord:
+def _run_record(row: RunRow | _Row, agent_name: str) -> RunRecord:
     return RunRecord(
         id=row.id,
         agent_id=row.agent_id,
@@ -849,7 +852,7 @@ def _step_record(row: StepRow) -> StepRecord:
     )
 
 
-def _call_record(row: ToolCallRow) -> ToolCallRecord:
+def _call_record(row: ToolCallRow | _Row) -> ToolCallRecord:
     return ToolCallRecord(
         call_id=row.call_id,
         step_seq=row.step_seq,
@@ -868,7 +871,7 @@ def _call_record(row: ToolCallRow) -> ToolCallRecord:
     )
 
 
-def _message_record(row: MessageRow) -> MessageRecord:
+def _message_record(row: MessageRow | _Row) -> MessageRecord:
     return MessageRecord(
         seq=row.seq,
         role=row.role,

@@ -381,7 +381,7 @@ def _sqlite_json(value: Any) -> Any:
     return json_dumps(value)
 
 
-def _pg_json(processor: Callable[[Any], Any]) -> Callable[[Any], Any]:
+def _pg_json(processor: Callable[[Any], Any] | None) -> Callable[[Any], Any]:
     from psycopg.types.json import Json
 
     def same(text: str) -> str:
@@ -390,7 +390,7 @@ def _pg_json(processor: Callable[[Any], Any]) -> Callable[[Any], Any]:
     def convert(value: Any) -> Any:
         if value.__class__ is Encoded:
             return None if value.value is None else Json(value.encoded(), dumps=same)
-        return processor(value)
+        return value if processor is None else processor(value)
 
     return convert
 
@@ -405,7 +405,7 @@ class _Statement:
         self, statement: ClauseElement, statements: Statements, keys: Sequence[str] = ()
     ) -> None:
         dialect = statements.dialect
-        compiled = statement.compile(dialect=dialect, column_keys=list(keys) or None)
+        compiled: Any = statement.compile(dialect=dialect, column_keys=list(keys) or None)
         self.sql: str = compiled.string
         # The order callers give values in (`bind`): `keys` for an INSERT, else the names.
         self.order: tuple[str, ...] = tuple(keys) or tuple(compiled.binds)
@@ -573,7 +573,7 @@ class Statements:
         bind processor does, with faster equivalents for JSON (which also takes `Encoded`)
         and SQLite's datetimes."""
         dialect = self.dialect
-        processor = type_.dialect_impl(dialect).bind_processor(dialect)
+        processor: Callable[[Any], Any] | None = type_.dialect_impl(dialect).bind_processor(dialect)
         if isinstance(type_, JSON):
             return _sqlite_json if self.sqlite else _pg_json(processor)
         if isinstance(type_, DateTime) and self._time is not None:
@@ -1060,10 +1060,11 @@ def _add_messages(
     seq = next_message[0]
     stmt = statements.insert_message
     rows = []
+    content: Any
     for offset, message in enumerate(messages):
-        if message.__class__ is Encoded:
+        if isinstance(message, Encoded):
             content = message
-            role = message.value.get("role")  # type: ignore[union-attr]
+            role = message.value.get("role") if isinstance(message.value, Mapping) else None
         elif isinstance(message, Mapping):
             content = dict(message)
             role = message.get("role")
