@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import json
 import os
+import sqlite3
+import time
 from pathlib import Path
 from typing import Any
 
@@ -160,7 +162,7 @@ def _sqlite_engine(url: URL) -> Engine:
                 # WAL lets readers and one writer work at once across processes; NORMAL sync
                 # is durable at every checkpoint and never corrupts, at a fraction of FULL's
                 # fsync cost (a power cut may lose only the last commits, not a process kill).
-                cursor.execute("PRAGMA journal_mode = WAL")
+                _enable_wal(cursor)
                 cursor.execute("PRAGMA synchronous = NORMAL")
         finally:
             cursor.close()
@@ -176,6 +178,27 @@ def _sqlite_engine(url: URL) -> Engine:
             connection.exec_driver_sql("BEGIN")
 
     return engine
+
+
+def _enable_wal(cursor: Any) -> None:
+    """Switch a SQLite file to WAL, waiting out a concurrent opener.
+
+    Turning a fresh file into WAL needs an exclusive lock, and SQLite may answer "database is
+    locked" at once instead of calling the busy handler while another process holds the file
+    (e.g. two processes opening a brand-new database together). Retry for as long as the busy
+    timeout would have waited.
+    """
+    deadline = time.monotonic() + SQLITE_BUSY_TIMEOUT_MS / 1000
+    delay = 0.005
+    while True:
+        try:
+            cursor.execute("PRAGMA journal_mode = WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or time.monotonic() >= deadline:
+                raise
+            time.sleep(delay)
+            delay = min(delay * 2, 0.1)
 
 
 def _postgres_engine(url: URL) -> Engine:
