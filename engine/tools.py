@@ -117,9 +117,12 @@ class ToolResult:
 
     def text(self) -> str:
         """The result as the model sees it: strings as they are, anything else as JSON."""
-        if isinstance(self.output, str):
-            return self.output
-        return _to_text(self.output)
+        output = self.output
+        if isinstance(output, str):
+            return output
+        if type(output) is int:  # JSON's form of a plain int is its repr; skip the encoder
+            return int.__repr__(output)
+        return _to_text(output)
 
 
 def _docstring_parts(fn: Callable[..., Any]) -> tuple[str, dict[str, str]]:
@@ -249,6 +252,15 @@ class Tool:
         `ArgumentError` naming every problem (JSON syntax, unknown or missing keys, types).
         """
         text = raw.strip() or "{}"
+        if not heartbeat and not prefill:
+            # The common case: parse and validate in one pass (pydantic's JSON mode). Any
+            # failure goes the long way below, which names the problems as it always has.
+            try:
+                validated = self.model.__pydantic_validator__.validate_json(text)
+            except ValidationError:
+                pass
+            else:
+                return dict(validated.__dict__), None
         try:
             value = json.loads(text)
         except ValueError as exc:

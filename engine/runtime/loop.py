@@ -21,9 +21,10 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Generator
 from datetime import UTC, datetime
 from functools import partial
+from types import CoroutineType
 from typing import Any, Literal
 
 from pydantic_core import to_jsonable_python
@@ -139,7 +140,7 @@ class Runner:
 
     async def run(self, input: str, *, run_id: str | None = None) -> RunResult:
         result = None
-        async for event in self.stream(input, run_id=run_id):
+        async for event in self._drive(partial(self._start, input, run_id), None, quiet=True):
             if isinstance(event, Stopped):
                 result = event.result
         assert result is not None
@@ -147,7 +148,7 @@ class Runner:
 
     async def resume(self, run_id: str, *, decision: Decision | None = None) -> RunResult:
         result = None
-        async for event in self.resume_stream(run_id, decision=decision):
+        async for event in self._drive(partial(self._resume, run_id), decision, quiet=True):
             if isinstance(event, Stopped):
                 result = event.result
         assert result is not None
@@ -231,9 +232,15 @@ class Runner:
             [], Awaitable[tuple[RunState, PendingStep | None, Journal | None, RunStarted]]
         ],
         decision: Decision | None,
+        *,
+        quiet: bool = False,
     ) -> AsyncIterator[Event]:
+        """The loop. `quiet` (for `run`/`resume`, which look at the `Stopped` event only)
+        skips building and yielding the other events: the run is the same, its store records
+        the same, and no one pays for events no one reads."""
         state, pending, journal, opening = await setup()
-        yield opening
+        if not quiet:
+            yield opening
         machine = self._machine
         try:
             while True:
@@ -247,7 +254,8 @@ class Runner:
                             state, journal, StopReason.DEAD_END, "no tool is allowed"
                         )
                         return
-                    yield StepStarted(state.seq, gate.allowed, gate.force, gate.forced_tool)
+                    if not quiet:
+                        yield StepStarted(state.seq, gate.allowed, gate.force, gate.forced_tool)
                     request = ModelRequest(
                         system=self._system,
                         messages=tuple(state.messages),
@@ -257,7 +265,7 @@ class Runner:
                         forced_tool=gate.forced_tool,
                         parallel_tool_calls=self._parallel,
                     )
-                    started = _now()
+                    started = _now() if journal is not None else None  # for the store only
                     try:
                         reply = await self.provider.complete(request)
                     except ProviderError as exc:
@@ -282,13 +290,26 @@ class Runner:
                         state.next_message += 1
                     if reply.text:
                         state.last_text = reply.text
-                        yield TextDelta(state.seq, reply.text)
+                        if not quiet:
+                            yield TextDelta(state.seq, reply.text)
                 step = pending
                 pending = None
                 outcome: list[Any] = []
+                # _settle is a plain generator (cheaper than an async one, per step) that
+                # yields events, and coroutines for this loop to await and send back the
+                # result of; _settle catches nothing around them, so their exceptions may
+                # surface here as well as there.
+                settle = self._settle(state, step, decision, outcome, journal, quiet)
                 try:
-                    async for event in self._settle(state, step, decision, outcome, journal):
-                        yield event
+                    item = next(settle)
+                    while True:
+                        if type(item) is CoroutineType:
+                            item = settle.send(await item)
+                        else:
+                            yield item
+                            item = next(settle)
+                except StopIteration:
+                    pass
                 except _Pause as pause:
                     # The paused step is not committed (its tokens reach the run's totals in
                     # the store when it is), but the model was paid for it: count it here.
@@ -302,7 +323,8 @@ class Runner:
                     return
                 decision = None  # a decision settles one interrupted call only
                 verdict_stop, committed = outcome
-                yield committed
+                if not quiet:
+                    yield committed
                 if verdict_stop is not None:
                     yield Stopped(self._result(state, verdict_stop))
                     return
@@ -316,15 +338,20 @@ class Runner:
                 journal.flush_now()
             raise
 
-    async def _settle(
+    def _settle(
         self,
         state: RunState,
         step: PendingStep,
         decision: Decision | None,
         outcome: list[Any],
         journal: Journal | None,
-    ) -> AsyncIterator[Event]:
-        """Judge, execute (or replay) each call of a step in order, then commit the step."""
+        quiet: bool,
+    ) -> Generator[Any, Any, None]:
+        """Judge, execute (or replay) each call of a step in order, then commit the step.
+
+        Yields the step's events (none when `quiet`, but `ApprovalRequested`) and the
+        coroutines to await (`yield coroutine` stands for `await coroutine`, see `_drive`).
+        """
         machine = self._machine
         w = self._w
         run_id = state.run_id
@@ -342,15 +369,17 @@ class Runner:
                 if record is None and journal is not None:
                     self._record_violation(journal, step.seq, index, key, call, message)
                 results.append(_tool_message(call, message, True))
-                yield Violation(step.seq, key, call.name, message)
+                if not quiet:
+                    yield Violation(step.seq, key, call.name, message)
                 continue
             if record is not None and record.finished_at is not None:
                 # Settled before a crash or a pause: replay it from the store.
                 results.append(_tool_message(call, _as_text(record.result), record.is_error))
-                yield ToolCallStarted(step.seq, key, call.name, record.arguments or {}, True)
-                yield ToolResultEvent(
-                    step.seq, key, call.name, record.result, record.is_error, record.duration_ms
-                )
+                if not quiet:
+                    yield ToolCallStarted(step.seq, key, call.name, record.arguments or {}, True)
+                    yield ToolResultEvent(
+                        step.seq, key, call.name, record.result, record.is_error, record.duration_ms
+                    )
                 if record.status in ("finished", "error"):
                     position = machine.advance(position, call.name, record.result)
                     verdict = machine.after_call(position, call.name, heartbeat=self._beat_of(call))
@@ -377,10 +406,16 @@ class Runner:
                 if record is None and journal is not None:
                     self._record_violation(journal, step.seq, index, key, call, problem)
                 results.append(_tool_message(call, problem, True))
-                yield Violation(step.seq, key, call.name, problem)
+                if not quiet:
+                    yield Violation(step.seq, key, call.name, problem)
                 continue
             assert tool is not None
-            stored_args = to_jsonable_python(arguments, fallback=str)
+            # The arguments as stored and streamed: not needed by a quiet run without a store.
+            stored_args = (
+                to_jsonable_python(arguments, fallback=str)
+                if journal is not None or not quiet
+                else None
+            )
             side_effects = not tool.idempotent
             if call.name in machine.approval:
                 status = record.status if record is not None else None
@@ -400,7 +435,7 @@ class Runner:
                         )
                     )
                     # On disk before anyone is told: a reviewer may act on the event at once.
-                    await journal.flush()
+                    yield journal.flush()
                     yield ApprovalRequested(run_id, step.seq, key, call.name, stored_args)
                     raise _Pause(StopReason.AWAITING_APPROVAL, key)
                 if status == "awaiting_approval":
@@ -423,7 +458,8 @@ class Runner:
                     journal.add(w.FinishCall(key, w.CallStatus.FAILED, message, True))
                     journal.urgent = True
                     results.append(_tool_message(call, message, True))
-                    yield ToolResultEvent(step.seq, key, call.name, message, True, None)
+                    if not quiet:
+                        yield ToolResultEvent(step.seq, key, call.name, message, True, None)
                     continue
             elif record is None and journal is not None and call.name not in machine.approval:
                 journal.add(
@@ -440,9 +476,10 @@ class Runner:
             if journal is not None and (side_effects or journal.urgent):
                 # A side effect must be on record as started before it happens, and an
                 # earlier side effect's result before anything else runs.
-                await journal.flush()
-            yield ToolCallStarted(step.seq, key, call.name, stored_args)
-            result = await tool.execute(arguments)
+                yield journal.flush()
+            if not quiet:
+                yield ToolCallStarted(step.seq, key, call.name, stored_args)
+            result = yield tool.execute(arguments)
             if journal is not None:
                 journal.add(
                     w.FinishCall(
@@ -455,9 +492,10 @@ class Runner:
                 )
                 journal.urgent = journal.urgent or side_effects
             results.append(_tool_message(call, result.text(), result.is_error))
-            yield ToolResultEvent(
-                step.seq, key, call.name, result.output, result.is_error, result.duration_ms
-            )
+            if not quiet:
+                yield ToolResultEvent(
+                    step.seq, key, call.name, result.output, result.is_error, result.duration_ms
+                )
             position = machine.advance(position, call.name, result.output)
             verdict = machine.after_call(position, call.name, heartbeat=beat)
             verdicts.append(verdict)
@@ -468,7 +506,8 @@ class Runner:
         new_messages = [*results]
         if nag:
             new_messages.append(Message(role="user", text=nag))
-            yield Notice(step.seq, nag)
+            if not quiet:
+                yield Notice(step.seq, nag)
         if stop is None and step.seq + 1 >= self.max_steps:
             decision_text, reason, stop = "stop", StopReason.STEP_LIMIT.value, StopReason.STEP_LIMIT
         usage = reply.usage
@@ -477,7 +516,7 @@ class Runner:
         state.position = position
         state.seq = step.seq + 1
         state.usage = state.usage + usage
-        dumped = machine.dump(position)
+        dumped = machine.dump(position) if journal is not None or not quiet else None
         if journal is not None:
             # The new position is the run's and the step's, and the next step's before.
             position_json = state.position_json = w.Encoded(dumped)
@@ -511,8 +550,11 @@ class Runner:
                 )
             )
             state.next_message += len(new_messages)
-            await journal.flush()
-        outcome[:] = [stop, StepCommitted(step.seq, decision_text, reason, dumped)]
+            yield journal.flush()
+        outcome[:] = [
+            stop,
+            None if dumped is None else StepCommitted(step.seq, decision_text, reason, dumped),
+        ]
 
     def _decide(
         self,

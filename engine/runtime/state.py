@@ -95,7 +95,7 @@ class PendingStep:
     position_before: Position
     gate: Gate
     reply: ModelReply
-    started_at: datetime
+    started_at: datetime | None  # for the store only: None in a run without one
     call_keys: tuple[str, ...]  # the store's id of each call, in reply order
     recorded: dict[str, Any] = field(default_factory=dict)  # call key -> ToolCallRecord
     # Encoded once and stored twice: the reply (its message and the step), the position
