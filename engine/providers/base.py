@@ -16,7 +16,11 @@ __all__ = [
     "ToolSpec",
     "Usage",
     "reply_violation",
+    "tool_message",
 ]
+
+# Builds a frozen dataclass instance without its __init__ (see tool_message, to_message).
+_new = object.__new__
 
 Role = Literal["user", "assistant", "tool"]
 
@@ -74,6 +78,26 @@ class Message:
                 "messages only",
                 provider="message",
             )
+
+
+def tool_message(call_id: str, text: str, is_error: bool = False) -> Message:
+    """The tool message answering call `call_id`: `Message(role="tool", ...)`.
+
+    The run loop builds one per call; a tool message with a call id passes Message's checks
+    by construction, so it is built without them (the same value, a third of the cost).
+    """
+    if not call_id:
+        return Message(role="tool", text=text, tool_call_id=call_id, is_error=is_error)  # raises
+    message = _new(Message)
+    message.__dict__.update(
+        role="tool",
+        text=text,
+        tool_calls=(),
+        tool_call_id=call_id,
+        is_error=is_error,
+        provider_state=None,
+    )
+    return message
 
 
 # (id(tools), allowed, force, forced_tool) -> tools, for requests already checked.
@@ -151,6 +175,15 @@ class ModelRequest:
     def tool(self, name: str) -> ToolSpec | None:
         return next((t for t in self.tools if t.name == name), None)
 
+    def with_messages(self, messages: tuple[Message, ...]) -> ModelRequest:
+        """This request with other messages: `replace(self, messages=...)`, without checking
+        again what was checked when this one was built (messages are not checked)."""
+        request = _new(ModelRequest)
+        fields = request.__dict__
+        fields.update(self.__dict__)
+        fields["messages"] = messages
+        return request
+
 
 @dataclass(frozen=True)
 class Usage:
@@ -185,12 +218,17 @@ class ModelReply:
 
     def to_message(self) -> Message:
         """The assistant Message to append to the history for this reply."""
-        return Message(
+        # An assistant message passes Message's checks whatever its fields: skip them.
+        message = _new(Message)
+        message.__dict__.update(
             role="assistant",
             text=self.text,
             tool_calls=self.tool_calls,
+            tool_call_id=None,
+            is_error=False,
             provider_state=self.provider_state,
         )
+        return message
 
 
 @runtime_checkable

@@ -29,8 +29,8 @@ from typing import Any, Literal
 
 from pydantic_core import to_jsonable_python
 
-from engine.machine import Position, Reason, StopReason, Verdict
-from engine.providers.base import Message, ModelRequest, Provider, ToolCall, Usage
+from engine.machine import Gate, Position, Reason, StopReason, Verdict
+from engine.providers.base import Message, ModelRequest, Provider, ToolCall, Usage, tool_message
 from engine.providers.errors import ProviderError
 from engine.runtime.agent import Agent
 from engine.runtime.events import (
@@ -131,6 +131,7 @@ class Runner:
         # one does not load SQLAlchemy.
         self._w: Any = None
         self._allowed_cache: dict[tuple[str, ...], Any] = {}
+        self._requests: dict[int, tuple[Gate, ModelRequest]] = {}
         if store is not None:
             from engine.store import writes
 
@@ -256,15 +257,7 @@ class Runner:
                         return
                     if not quiet:
                         yield StepStarted(state.seq, gate.allowed, gate.force, gate.forced_tool)
-                    request = ModelRequest(
-                        system=self._system,
-                        messages=tuple(state.messages),
-                        tools=self._tool_specs,
-                        allowed=gate.allowed,
-                        force=gate.force,
-                        forced_tool=gate.forced_tool,
-                        parallel_tool_calls=self._parallel,
-                    )
+                    request = self._request(gate, tuple(state.messages))
                     started = _now() if journal is not None else None  # for the store only
                     try:
                         reply = await self.provider.complete(request)
@@ -590,6 +583,25 @@ class Runner:
             return "continue", verdict.reason.value, None, verdict.message
         return "stop", verdict.reason.value, verdict.stop_reason, None
 
+    def _request(self, gate: Gate, messages: tuple[Message, ...]) -> ModelRequest:
+        """The step's request: the first at a gate is built (and checked) in full, the
+        others copy it with their messages (gates are shared and immutable; kept here so
+        their ids stay theirs)."""
+        cached = self._requests.get(id(gate))
+        if cached is not None:
+            return cached[1].with_messages(messages)
+        request = ModelRequest(
+            system=self._system,
+            messages=messages,
+            tools=self._tool_specs,
+            allowed=gate.allowed,
+            force=gate.force,
+            forced_tool=gate.forced_tool,
+            parallel_tool_calls=self._parallel,
+        )
+        self._requests[id(gate)] = (gate, request)
+        return request
+
     def _allowed_json(self, allowed: tuple[str, ...]) -> Any:
         """A gate's allowed tools as stored with each step: encoded once per gate."""
         encoded = self._allowed_cache.get(allowed)
@@ -680,4 +692,4 @@ def _as_text(value: Any) -> str:
 
 
 def _tool_message(call: ToolCall, text: str, is_error: bool) -> Message:
-    return Message(role="tool", text=text, tool_call_id=call.id, is_error=is_error)
+    return tool_message(call.id, text, is_error)

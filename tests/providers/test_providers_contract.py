@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pickle
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -24,6 +25,7 @@ from engine.providers import (
     make_provider,
     reply_violation,
 )
+from engine.providers.base import tool_message
 from engine.providers.errors import kind_for_status
 
 
@@ -211,3 +213,20 @@ def test_make_scripted_and_random(tmp_path: Path) -> None:
 def test_make_provider_errors(spec: str, kwargs: dict[str, object], message: str) -> None:
     with pytest.raises(ProviderConfigError, match=message):
         make_provider(spec, **kwargs)  # type: ignore[arg-type]
+
+
+def test_tool_message_is_the_checked_message() -> None:
+    built = tool_message("c1", "out", True)
+    checked = Message("tool", "out", tool_call_id="c1", is_error=True)
+    assert built == checked and hash(built) == hash(checked) and repr(built) == repr(checked)
+    assert tool_message("c2", "fine") == Message("tool", "fine", tool_call_id="c2")
+    with pytest.raises(ProviderConfigError, match="tool_call_id"):
+        tool_message("", "out")
+
+
+def test_with_messages_is_replace_without_a_second_check() -> None:
+    first = request(("fetch",), force=True)
+    history = (Message("user", "hi"), Message("assistant", "hello"))
+    again = first.with_messages(history)
+    assert again == replace(first, messages=history) and again.messages == history
+    assert again.allowed == ("fetch",) and first.messages != history

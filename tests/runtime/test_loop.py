@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
+from typing import Any
 
 import pytest
 
 from engine.machine import StopReason
 from engine.providers.errors import ProviderAPIError
+from engine.providers.scripted import ScriptedProvider
 from engine.runtime import Notice, Runner, StepStarted, ToolCallStarted, Violation
 from tests.runtime._helpers import make_agent, of, run_script
 
@@ -376,3 +379,54 @@ def test_a_paused_steps_tokens_are_counted_in_the_result(store) -> None:
     assert (result.usage.input_tokens, result.usage.output_tokens) == (10, 2)
     # The store counts them when the step is committed (after the approval), not twice.
     assert store.get_run(result.run_id).input_tokens == 0
+
+
+def test_run_without_events_records_what_the_stream_records(store) -> None:
+    # run() skips the events no one reads: the result, the calls made and every stored
+    # record must be those of the same run streamed.
+    script = [
+        {**c("fetch", item="x"), "usage": {"input_tokens": 10, "output_tokens": 2}},
+        {"text": "thinking", **c("teleport")},
+        c("check", item="x"),
+        c("approve_item", item="x"),
+    ]
+    agent = make_agent(PIPELINE, *PIPELINE_TOOLS)
+    streamed, _ = run_script(agent, script, store=store)
+    streamed_calls = list(CALLS)
+    CALLS.clear()
+    ran = asyncio.run(Runner(agent, ScriptedProvider(script), store=store).run("go"))
+    assert CALLS == streamed_calls == ["fetch", "check", "approve_item"]
+    assert ran.run_id != streamed.run_id
+    assert ran == dataclasses.replace(streamed, run_id=ran.run_id)
+
+    def records(run_id: str) -> tuple[Any, ...]:
+        snap = store.load_run(run_id)
+        steps = [
+            (s.seq, s.position_before, s.position_after, s.allowed, s.decision, s.reason, s.reply)
+            for s in snap.steps
+        ]
+        calls = [(k.tool, k.status, k.arguments, k.result, k.violation) for k in snap.calls]
+        messages = [(m.seq, m.role, m.content, m.step_seq) for m in snap.messages]
+        return snap.run.status, snap.run.stop_reason, steps, calls, messages
+
+    assert records(ran.run_id) == records(streamed.run_id)
+
+
+def test_run_without_events_nags_like_the_stream() -> None:
+    agent = make_agent(
+        """
+        version: 1
+        agent: a
+        tools: [note, finish]
+        rules:
+          - terminal: finish
+          - required_before_exit: note
+        """,
+        note,
+        finish,
+    )
+    script = [{"text": "I am done."}, c("finish"), c("note", text="log"), c("finish")]
+    streamed, _ = run_script(agent, script)
+    ran = asyncio.run(Runner(agent, ScriptedProvider(script)).run("go"))
+    assert ran == dataclasses.replace(streamed, run_id=ran.run_id)
+    assert ran.stop_reason is StopReason.TERMINAL_TOOL and ran.steps == 4
