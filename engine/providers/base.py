@@ -19,8 +19,30 @@ __all__ = [
     "tool_message",
 ]
 
-# Builds a frozen dataclass instance without its __init__ (see tool_message, to_message).
+# Build a frozen dataclass instance without its __init__ (see tool_message, to_message).
+# Attributes are set one by one, as __init__ does: going through __dict__ would give every
+# instance a dict object of its own (more memory, more for the garbage collector to scan).
 _new = object.__new__
+_set = object.__setattr__
+
+
+def _message(
+    role: Role,
+    text: str | None,
+    tool_calls: tuple[ToolCall, ...],
+    tool_call_id: str | None,
+    is_error: bool,
+    provider_state: Any,
+) -> Message:
+    message = _new(Message)
+    _set(message, "role", role)
+    _set(message, "text", text)
+    _set(message, "tool_calls", tool_calls)
+    _set(message, "tool_call_id", tool_call_id)
+    _set(message, "is_error", is_error)
+    _set(message, "provider_state", provider_state)
+    return message
+
 
 Role = Literal["user", "assistant", "tool"]
 
@@ -88,16 +110,7 @@ def tool_message(call_id: str, text: str, is_error: bool = False) -> Message:
     """
     if not call_id:
         return Message(role="tool", text=text, tool_call_id=call_id, is_error=is_error)  # raises
-    message = _new(Message)
-    message.__dict__.update(
-        role="tool",
-        text=text,
-        tool_calls=(),
-        tool_call_id=call_id,
-        is_error=is_error,
-        provider_state=None,
-    )
-    return message
+    return _message("tool", text, (), call_id, is_error, None)
 
 
 # (id(tools), allowed, force, forced_tool) -> tools, for requests already checked.
@@ -179,9 +192,13 @@ class ModelRequest:
         """This request with other messages: `replace(self, messages=...)`, without checking
         again what was checked when this one was built (messages are not checked)."""
         request = _new(ModelRequest)
-        fields = request.__dict__
-        fields.update(self.__dict__)
-        fields["messages"] = messages
+        _set(request, "system", self.system)
+        _set(request, "messages", messages)
+        _set(request, "tools", self.tools)
+        _set(request, "allowed", self.allowed)
+        _set(request, "force", self.force)
+        _set(request, "forced_tool", self.forced_tool)
+        _set(request, "parallel_tool_calls", self.parallel_tool_calls)
         return request
 
 
@@ -219,16 +236,7 @@ class ModelReply:
     def to_message(self) -> Message:
         """The assistant Message to append to the history for this reply."""
         # An assistant message passes Message's checks whatever its fields: skip them.
-        message = _new(Message)
-        message.__dict__.update(
-            role="assistant",
-            text=self.text,
-            tool_calls=self.tool_calls,
-            tool_call_id=None,
-            is_error=False,
-            provider_state=self.provider_state,
-        )
-        return message
+        return _message("assistant", self.text, self.tool_calls, None, False, self.provider_state)
 
 
 @runtime_checkable

@@ -8,8 +8,8 @@ from typing import Any
 
 from engine.compiler import compile_rules
 from engine.loader import parse_rules, read_rule_file
-from engine.machine import Machine
-from engine.providers.base import ToolSpec
+from engine.machine import Gate, Machine
+from engine.providers.base import Message, ModelRequest, ToolSpec
 from engine.spec import RunSettings
 from engine.tools import ToolRegistry, ToolRegistryError, load_tools_module
 
@@ -30,6 +30,12 @@ class Agent:
     tools_ref: str | None = None  # where the tools came from (stored so resume finds them)
     _specs: tuple[ToolSpec, ...] = field(default=(), repr=False)
     _system: str = field(default="", repr=False)
+    # id(gate) -> (gate, its checked request without messages). Gates are the machine's,
+    # shared and immutable (and kept here, so their ids stay theirs); not copied by
+    # `replace`, as other settings make other requests.
+    _requests: dict[int, tuple[Gate, ModelRequest]] = field(
+        init=False, default_factory=dict, repr=False, compare=False
+    )
 
     def __post_init__(self) -> None:
         missing = [t for t in self.machine.tools if t not in self.tools]
@@ -55,6 +61,23 @@ class Agent:
     @property
     def tool_specs(self) -> tuple[ToolSpec, ...]:
         return self._specs
+
+    def request(self, gate: Gate, messages: tuple[Message, ...]) -> ModelRequest:
+        """The model request of a step at `gate`: built and checked once per gate, then
+        copied with each step's messages."""
+        cached = self._requests.get(id(gate))
+        if cached is None:
+            template = ModelRequest(
+                system=self._system,
+                messages=(),
+                tools=self._specs,
+                allowed=gate.allowed,
+                force=gate.force,
+                forced_tool=gate.forced_tool,
+                parallel_tool_calls=self.settings.parallel_tool_calls,
+            )
+            cached = self._requests[id(gate)] = (gate, template)
+        return cached[1].with_messages(messages)
 
     def system_prompt(self) -> str:
         """The instructions, then one plain line per rule."""

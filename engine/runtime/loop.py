@@ -29,8 +29,8 @@ from typing import Any, Literal
 
 from pydantic_core import to_jsonable_python
 
-from engine.machine import Gate, Position, Reason, StopReason, Verdict
-from engine.providers.base import Message, ModelRequest, Provider, ToolCall, Usage, tool_message
+from engine.machine import Position, Reason, StopReason, Verdict
+from engine.providers.base import Message, Provider, ToolCall, Usage, tool_message
 from engine.providers.errors import ProviderError
 from engine.runtime.agent import Agent
 from engine.runtime.events import (
@@ -123,15 +123,11 @@ class Runner:
         self.options = dict(options or {})
         self.group_commit = group_commit
         self._machine = agent.machine
-        self._system = agent.system_prompt()
         self._heartbeat = agent.heartbeat
-        self._parallel = agent.settings.parallel_tool_calls
-        self._tool_specs = agent.tool_specs
         # The store's write operations, imported only when there is a store: a run without
         # one does not load SQLAlchemy.
         self._w: Any = None
         self._allowed_cache: dict[tuple[str, ...], Any] = {}
-        self._requests: dict[int, tuple[Gate, ModelRequest]] = {}
         if store is not None:
             from engine.store import writes
 
@@ -257,7 +253,7 @@ class Runner:
                         return
                     if not quiet:
                         yield StepStarted(state.seq, gate.allowed, gate.force, gate.forced_tool)
-                    request = self._request(gate, tuple(state.messages))
+                    request = self.agent.request(gate, tuple(state.messages))
                     started = _now() if journal is not None else None  # for the store only
                     try:
                         reply = await self.provider.complete(request)
@@ -582,25 +578,6 @@ class Runner:
         if verdict.continues:
             return "continue", verdict.reason.value, None, verdict.message
         return "stop", verdict.reason.value, verdict.stop_reason, None
-
-    def _request(self, gate: Gate, messages: tuple[Message, ...]) -> ModelRequest:
-        """The step's request: the first at a gate is built (and checked) in full, the
-        others copy it with their messages (gates are shared and immutable; kept here so
-        their ids stay theirs)."""
-        cached = self._requests.get(id(gate))
-        if cached is not None:
-            return cached[1].with_messages(messages)
-        request = ModelRequest(
-            system=self._system,
-            messages=messages,
-            tools=self._tool_specs,
-            allowed=gate.allowed,
-            force=gate.force,
-            forced_tool=gate.forced_tool,
-            parallel_tool_calls=self._parallel,
-        )
-        self._requests[id(gate)] = (gate, request)
-        return request
 
     def _allowed_json(self, allowed: tuple[str, ...]) -> Any:
         """A gate's allowed tools as stored with each step: encoded once per gate."""
