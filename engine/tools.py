@@ -406,6 +406,8 @@ def load_tools_module(ref: str, *, base: Path | None = None) -> ModuleType:
         if not path.is_absolute() and base is not None:
             path = base / path
         path = path.resolve()
+        if path.is_dir():
+            raise _folder_error(ref, path)
         if not path.is_file():
             raise ToolRegistryError(f"tools module {ref!r} not found (looked at {path})")
         # A stable, path-derived module name: importing the same file twice reuses it.
@@ -421,9 +423,39 @@ def load_tools_module(ref: str, *, base: Path | None = None) -> ModuleType:
             spec.loader.exec_module(module)
         except Exception as exc:
             del sys.modules[mod_name]
-            raise ToolRegistryError(f"importing tools module {path} failed: {exc!r}") from exc
+            raise _import_error(str(path), exc) from exc
         return module
+    # A folder of the working directory (or of `base`) imports as an empty namespace
+    # package, which would then seem to define no tools at all.
+    folder = (base or Path.cwd()) / ref
+    if folder.is_dir() and not (folder / "__init__.py").is_file():
+        raise _folder_error(ref, folder.resolve())
     try:
         return importlib.import_module(ref)
     except ImportError as exc:
-        raise ToolRegistryError(f"cannot import tools module {ref!r}: {exc}") from exc
+        raise ToolRegistryError(f"cannot import tools module {ref!r}: {_one_line(exc)}") from exc
+    except Exception as exc:
+        raise _import_error(ref, exc) from exc
+
+
+def _folder_error(ref: str, path: Path) -> ToolRegistryError:
+    return ToolRegistryError(
+        f"tools module {ref!r} is a folder ({path}); expected a .py file (e.g. "
+        f"{Path(ref) / 'tools.py'}) or a dotted module name (e.g. mypkg.tools)"
+    )
+
+
+def _import_error(module: str, exc: Exception) -> ToolRegistryError:
+    """One line naming the module and what went wrong importing it."""
+    if isinstance(exc, SyntaxError):
+        where = ":".join(
+            str(part) for part in (exc.filename or module, exc.lineno, exc.offset) if part
+        )
+        return ToolRegistryError(f"{where}: syntax error: {exc.msg}")
+    return ToolRegistryError(
+        f"importing tools module {module} failed: {type(exc).__name__}: {_one_line(exc)}"
+    )
+
+
+def _one_line(exc: BaseException) -> str:
+    return " ".join(str(exc).split()) or "(no message)"

@@ -3,8 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import os
+import re
+import subprocess
+import sys
 import threading
 import types
+from pathlib import Path
 from typing import Literal
 
 import pytest
@@ -18,6 +23,8 @@ from engine.tools import (
     load_tools_module,
     tool,
 )
+
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def lookup(order_id: str, limit: int = 5, mode: Literal["fast", "full"] = "fast") -> dict:
@@ -193,3 +200,70 @@ def test_load_tools_module_from_a_path(tmp_path) -> None:
     (tmp_path / "broken.py").write_text("raise ImportError('bad')\n")
     with pytest.raises(ToolRegistryError, match="failed"):
         load_tools_module(str(tmp_path / "broken.py"))
+
+
+def test_a_folder_is_not_a_tools_module(tmp_path, monkeypatch) -> None:
+    (tmp_path / "some_folder").mkdir()
+    for ref in ("some_folder", "some_folder/", str(tmp_path / "some_folder")):
+        with pytest.raises(ToolRegistryError) as caught:
+            load_tools_module(ref, base=tmp_path)
+        assert "is a folder" in str(caught.value)
+        assert "expected a .py file" in str(caught.value) and "dotted module name" in str(
+            caught.value
+        )
+    # Relative to the working directory when no base is given (as the command line does).
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(ToolRegistryError, match="'some_folder' is a folder"):
+        load_tools_module("some_folder")
+
+
+def test_broken_tools_modules_are_reported_in_one_line(tmp_path, monkeypatch) -> None:
+    (tmp_path / "syntax.py").write_text("def ping() -> str:\n    return 'pong'\n\ndef bad(:\n")
+    with pytest.raises(ToolRegistryError) as caught:
+        load_tools_module("syntax.py", base=tmp_path)
+    # FILE:LINE:COL (the column and wording are the interpreter's).
+    assert re.fullmatch(
+        rf"{re.escape(str(tmp_path / 'syntax.py'))}:4:\d+: syntax error: \w.*", str(caught.value)
+    ), caught.value
+    (tmp_path / "raises.py").write_text("raise ValueError('no config\\nfor ping')\n")
+    with pytest.raises(ToolRegistryError) as caught:
+        load_tools_module("raises.py", base=tmp_path)
+    assert str(caught.value) == (
+        f"importing tools module {tmp_path / 'raises.py'} failed: ValueError: no config for ping"
+    )
+    # The same through a dotted module name.
+    (tmp_path / "dotted_syntax_tools.py").write_text("x = (\n")
+    (tmp_path / "dotted_missing_dep.py").write_text("import toolfsm_no_such_module\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    with pytest.raises(ToolRegistryError, match=r"dotted_syntax_tools\.py:1:\d+: syntax error: "):
+        load_tools_module("dotted_syntax_tools")
+    with pytest.raises(ToolRegistryError) as caught:
+        load_tools_module("dotted_missing_dep")
+    assert str(caught.value) == (
+        "cannot import tools module 'dotted_missing_dep': No module named 'toolfsm_no_such_module'"
+    )
+
+
+def test_run_command_reports_bad_tools_and_exits_2(tmp_path) -> None:
+    (tmp_path / "agent.yaml").write_text(
+        "version: 1\nagent: a\ntools: [ping]\nrules:\n  - terminal: ping\n"
+    )
+    (tmp_path / "some_folder").mkdir()
+    (tmp_path / "broken.py").write_text("def ping(:\n    pass\n")
+    db = f"sqlite:///{tmp_path / 'runs.db'}"
+    command = (sys.executable, "-m", "engine", "run", "agent.yaml")
+    for ref, message in (
+        ("some_folder", "toolfsm: error: tools module 'some_folder' is a folder"),
+        ("broken.py", f"toolfsm: error: {tmp_path / 'broken.py'}:1:"),
+    ):
+        done = subprocess.run(
+            [*command, "--tools", ref, "--model", "random:1", "--db", db],
+            cwd=tmp_path,
+            env={**os.environ, "PYTHONPATH": str(ROOT)},
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert done.returncode == 2, done.stderr
+        assert message in done.stderr, done.stderr
+        assert "Traceback" not in done.stderr
