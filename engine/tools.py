@@ -63,6 +63,8 @@ _MARK = "__toolfsm_tool__"
 _to_text = json.JSONEncoder(ensure_ascii=False, default=str).encode
 # What a sync tool returns nearly always: no need to ask whether it is awaitable.
 _PLAIN = frozenset({str, int, float, bool, type(None), dict, list, tuple})
+# Outputs that are their own JSON-friendly form (not float: pydantic turns inf/nan into None).
+_JSON_SCALARS = frozenset({str, int, bool, type(None)})
 
 
 class ToolRegistryError(ToolfsmError):
@@ -301,7 +303,8 @@ class Tool:
                     output = await asyncio.to_thread(self.fn, **arguments)
                 if type(output) not in _PLAIN and inspect.isawaitable(output):
                     output = await output
-            output = to_jsonable_python(output, fallback=str)
+            if type(output) not in _JSON_SCALARS:
+                output = to_jsonable_python(output, fallback=str)
             is_error = False
         except asyncio.CancelledError:
             raise

@@ -211,6 +211,13 @@ class Usage:
     cache_write_tokens: int = 0
 
     def __add__(self, other: Usage) -> Usage:
+        if not (
+            other.input_tokens
+            or other.output_tokens
+            or other.cache_read_tokens
+            or other.cache_write_tokens
+        ):
+            return self  # frozen: the sum is this very value
         return Usage(
             self.input_tokens + other.input_tokens,
             self.output_tokens + other.output_tokens,

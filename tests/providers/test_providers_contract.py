@@ -130,6 +130,9 @@ def test_reply_violation() -> None:
 
 def test_usage_adds_up() -> None:
     assert Usage(1, 2, 3, 4) + Usage(10, 20, 30, 40) == Usage(11, 22, 33, 44)
+    assert Usage(1, 2, 3, 4) + Usage() == Usage(1, 2, 3, 4)
+    assert Usage() + Usage(0, 0, 0, 5) == Usage(0, 0, 0, 5)
+    assert Usage(1, 2) + Usage(0, 0, 7) == Usage(1, 2, 7, 0)
 
 
 # --- errors -----------------------------------------------------------------------------------
