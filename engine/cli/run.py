@@ -360,6 +360,11 @@ def runs_show(
     pending = [c for c in snap.calls if c.step_seq >= r.steps_count]
     if pending:
         _out.print(f"[bold]step {r.steps_count}[/bold]  (not committed yet)")
+        # The paused step's reply is stored (before any tool ran) but not tied to a step yet.
+        replies = [m for m in snap.messages if m.role == "assistant" and m.step_seq is None]
+        paused_text = replies[-1].content.get("text") if replies else None
+        if paused_text:
+            _out.print(f"  [green]model:[/green] {escape(_short(str(paused_text), 400))}")
         for call in pending:
             _print_call(call)
     for line in _next_steps(r.id, r.status):

@@ -77,7 +77,11 @@ class ProviderError(ToolfsmError):
 
     def __str__(self) -> str:
         status = f" HTTP {self.status_code}" if self.status_code is not None else ""
-        return f"[{self.provider}] {self.kind}{status}: {self.message}"
+        label = self.provider
+        kind, _, detail = label.partition(":")
+        if detail and self.message.startswith(detail):
+            label = kind  # the message names the script/model already: say it once
+        return f"[{label}] {self.kind}{status}: {self.message}"
 
     def __reduce__(self) -> tuple[object, ...]:
         # Keep keyword-only construction picklable (errors may cross process boundaries).

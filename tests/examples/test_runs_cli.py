@@ -89,7 +89,9 @@ def test_show_of_a_paused_run_names_the_waiting_call_and_the_commands(
     assert "examples/support/agent.yaml:" in lines[violation + 1]
     # The refund of the uncommitted step waits.
     pending = lines.index("step 2  (not committed yet)")
-    assert lines[pending + 1].endswith("[awaiting_approval]") and "refund(" in lines[pending + 1]
+    # The paused step's reply was stored before the tool was held back, and is shown.
+    assert lines[pending + 1].startswith("  model: The order was delivered")
+    assert lines[pending + 2].endswith("[awaiting_approval]") and "refund(" in lines[pending + 2]
     assert lines[-2:] == [
         f"approve: toolfsm runs approve {support[:12]}",
         f"deny:    toolfsm runs deny {support[:12]} --reason TEXT",

@@ -168,8 +168,9 @@ def test_bad_files_are_config_errors(tmp_path: Path) -> None:
         ScriptedProvider.from_file(tmp_path / "missing.yaml")
     bad = tmp_path / "bad.yaml"
     bad.write_text("replies: [", encoding="utf-8")
-    with pytest.raises(ProviderConfigError, match="not valid YAML"):
+    with pytest.raises(ProviderConfigError, match="not valid YAML") as info:
         ScriptedProvider.from_file(bad)
+    assert str(info.value).count(str(bad)) == 1  # the path is said once, not twice
     other = tmp_path / "other.yaml"
     other.write_text("steps: []", encoding="utf-8")
     with pytest.raises(ProviderConfigError, match="'replies'"):
