@@ -238,6 +238,7 @@ class Runner:
         state, pending, journal, opening = await setup()
         if not quiet:
             yield opening
+        del opening
         machine = self._machine
         try:
             while True:
@@ -289,6 +290,7 @@ class Runner:
                 # result of; _settle catches nothing around them, so their exceptions may
                 # surface here as well as there.
                 settle = self._settle(state, step, decision, outcome, journal, quiet)
+                item: Any = None
                 try:
                     item = next(settle)
                     while True:
@@ -312,6 +314,9 @@ class Runner:
                     return
                 decision = None  # a decision settles one interrupted call only
                 verdict_stop, committed = outcome
+                # Not kept through the next model call (a long wait, when many runs share
+                # the loop): what dies young costs the garbage collector next to nothing.
+                del step, settle, outcome, item
                 if not quiet:
                     yield committed
                 if verdict_stop is not None:
