@@ -178,8 +178,24 @@ def _check_references(agent: spec.AgentSpec, report: _Report) -> bool:
     return ok
 
 
+def _sorted_value(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _sorted_value(value[k]) for k in sorted(value, key=repr)}
+    if isinstance(value, list):
+        return [_sorted_value(v) for v in value]
+    return value
+
+
 def _signature(rule: spec.Rule) -> str:
-    return str(rule.model_dump_json(exclude={"note"}))
+    """What makes two rules the same rule: everything but the note.
+
+    Prefilled `args` are compared whatever their key order; `on_output` keeps its order (the
+    first matching case wins), and repr keeps `true` and `"true"` keys apart.
+    """
+    data = rule.model_dump(exclude={"note"})
+    if data.get("args") is not None:
+        data["args"] = _sorted_value(data["args"])
+    return repr(data)
 
 
 def _check_duplicates(agent: spec.AgentSpec, report: _Report) -> None:

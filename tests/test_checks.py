@@ -45,3 +45,20 @@ def test_redundant_rules_are_warnings_only() -> None:
         HEAD + "  - after: a\n    on_output: {1: b}\n    default: c\n    strict: true\n"
     )
     assert strict.ok and [d.code for d in strict.diagnostics] == ["W203"]
+
+
+def test_duplicate_rules_are_found_whatever_the_order_of_their_prefilled_args() -> None:
+    found = diagnostics(
+        "  - after: a\n    allow: b\n    args: {b: {p: 0, q: 1}}\n"
+        "  - after: a\n    allow: b\n    args: {b: {q: 1, p: 0}}\n"
+    )
+    assert found == ["E022 8:5 duplicate rule: the same child rule stands on line 5"]
+
+
+def test_a_boolean_case_and_a_string_case_are_different_rules() -> None:
+    found = diagnostics(
+        '  - after: a\n    on_output: {true: b}\n  - after: a\n    on_output: {"true": b}\n'
+    )
+    codes = [line.split()[0] for line in found]
+    assert "E022" not in codes  # `true` matches any case of "true", "true" only itself
+    assert "E032" in codes  # still two conditional rules on one tool

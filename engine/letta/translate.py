@@ -366,11 +366,16 @@ def _group(
     for rule in rules:
         if rule.type not in ("constrain_child_tools", "parent_last_tool", "conditional"):
             continue
+        # Arg nodes for one child merge key by key (a later node wins), so two rules repeat
+        # each other when their merged arguments are equal, whatever the nodes' order.
+        per_child: dict[str, dict[str, Any]] = {}
+        for name, values in rule.child_args:
+            per_child.setdefault(name, {}).update(values)
         key = (
             rule.type,
             rule.tool,
             rule.children,
-            json.dumps(rule.child_args, sort_keys=True),
+            json.dumps(per_child, sort_keys=True),
             rule.mapping,
             rule.default,
             rule.require,
@@ -395,9 +400,6 @@ def _group(
             continue
         seen[key] = len(out)
         if rule.type == "constrain_child_tools":
-            per_child: dict[str, dict[str, Any]] = {}
-            for name, values in rule.child_args:
-                per_child.setdefault(name, {}).update(values)
             body: dict[str, Any] = {"after": rule.tool, "allow": _one_or_list(rule.children)}
             if per_child:
                 body["args"] = per_child

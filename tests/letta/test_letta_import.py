@@ -157,6 +157,30 @@ def test_duplicates_fold_and_terminal_beats_continue_without_loss() -> None:
     assert imported.translation.origins[1] == (0, 1)
 
 
+def test_child_rules_whose_merged_args_are_equal_fold_whatever_the_node_order() -> None:
+    # Found by the import -> export -> import property: arg nodes for one child merge key by
+    # key, so these two rules prefill the same values and are one rule.
+    rules = [
+        {
+            "tool_name": "a",
+            "type": "constrain_child_tools",
+            "children": ["b"],
+            "child_arg_nodes": [{"name": "b", "args": {"p": 0, "q": 1}}],
+        },
+        {
+            "tool_name": "a",
+            "type": "constrain_child_tools",
+            "children": ["b"],
+            "child_arg_nodes": [{"name": "b", "args": {"q": 1}}, {"name": "b", "args": {"p": 0}}],
+        },
+    ]
+    imported = _one(json.dumps(rules))
+    assert not imported.lossy
+    (child,) = imported.translation.spec.rules
+    assert child.args == {"b": {"p": 0, "q": 1}}
+    assert imported.translation.origins[0] == (0, 1)
+
+
 def test_deprecated_type_names_are_read() -> None:
     rules = [
         {"tool_name": "a", "type": "InitToolRule"},
