@@ -133,6 +133,28 @@ class Runner:
 
             self._w = writes
 
+    def _start_call(
+        self,
+        key: str,
+        step_seq: int,
+        index: int,
+        call: ToolCall,
+        arguments: Any,
+        side_effects: bool,
+        status: Any,
+    ) -> Any:
+        """The store record of a call about to run (or held for approval), as sent."""
+        return self._w.StartCall(
+            key,
+            step_seq=step_seq,
+            batch_index=index,
+            tool=call.name,
+            arguments_raw=call.arguments,
+            arguments=arguments,
+            status=status,
+            side_effects=side_effects,
+        )
+
     # -- public entry points ---------------------------------------------------------------
 
     async def run(self, input: str, *, run_id: str | None = None) -> RunResult:
@@ -417,15 +439,14 @@ class Runner:
                     if journal is None:
                         raise RuntimeError("approval needs a store to pause the run in")
                     journal.add(
-                        w.StartCall(
+                        self._start_call(
                             key,
-                            step_seq=step.seq,
-                            batch_index=index,
-                            tool=call.name,
-                            arguments_raw=call.arguments,
-                            arguments=stored_args,
-                            status=w.CallStatus.AWAITING_APPROVAL,
-                            side_effects=side_effects,
+                            step.seq,
+                            index,
+                            call,
+                            stored_args,
+                            side_effects,
+                            w.CallStatus.AWAITING_APPROVAL,
                         )
                     )
                     # On disk before anyone is told: a reviewer may act on the event at once.
@@ -457,14 +478,14 @@ class Runner:
                     continue
             elif record is None and journal is not None and call.name not in machine.approval:
                 journal.add(
-                    w.StartCall(
+                    self._start_call(
                         key,
-                        step_seq=step.seq,
-                        batch_index=index,
-                        tool=call.name,
-                        arguments_raw=call.arguments,
-                        arguments=stored_args,
-                        side_effects=side_effects,
+                        step.seq,
+                        index,
+                        call,
+                        stored_args,
+                        side_effects,
+                        w.CallStatus.STARTED,
                     )
                 )
             if journal is not None and (side_effects or journal.urgent):
