@@ -107,6 +107,8 @@ _E = TypeVar("_E", bound=Enum)
 
 def enum_value(kind: type[_E], value: object, what: str) -> _E:
     """`kind(value)`, or `InvalidValue` listing the choices."""
+    if value.__class__ is kind:  # already a member (what the run loop passes): nothing to look up
+        return value
     try:
         return kind(value)
     except ValueError:
@@ -377,8 +379,14 @@ def _sqlite_json(value: Any) -> Any:
     if value is None:
         return None  # SQL NULL (the columns are none_as_null)
     if value.__class__ is Encoded:
-        return None if value.value is None else value.encoded()
+        if value.value is None:
+            return None
+        return value.text or value.encoded()
     return json_dumps(value)
+
+
+def _same(value: Any) -> Any:
+    return value
 
 
 def _pg_json(processor: Callable[[Any], Any] | None) -> Callable[[Any], Any]:
@@ -402,13 +410,20 @@ class _Statement:
     __slots__ = ("convert", "keys", "named", "order", "perm", "results", "sql")
 
     def __init__(
-        self, statement: ClauseElement, statements: Statements, keys: Sequence[str] = ()
+        self,
+        statement: ClauseElement,
+        statements: Statements,
+        keys: Sequence[str] = (),
+        order: Sequence[str] = (),
     ) -> None:
         dialect = statements.dialect
         compiled: Any = statement.compile(dialect=dialect, column_keys=list(keys) or None)
         self.sql: str = compiled.string
-        # The order callers give values in (`bind`): `keys` for an INSERT, else the names.
-        self.order: tuple[str, ...] = tuple(keys) or tuple(compiled.binds)
+        # The order callers give values in (`bind`, `ready`): `keys` for an INSERT, else
+        # `order` when given (the hot path's row builders), else the names as compiled.
+        self.order: tuple[str, ...] = tuple(keys) or tuple(order) or tuple(compiled.binds)
+        if set(self.order) != set(compiled.binds):
+            raise RuntimeError(f"values {self.order} for a statement of {set(compiled.binds)}")
         positions = compiled.positiontup
         self.named = positions is None  # psycopg's pyformat takes a dict
         perm = () if positions is None else tuple(self.order.index(n) for n in positions)
@@ -437,6 +452,14 @@ class _Statement:
     def params(self, values: Mapping[str, Any]) -> Any:
         """The driver's parameters from values by name."""
         return self.bind([values[name] for name in self.order])
+
+    def ready(self, values: list[Any]) -> Any:
+        """The driver's parameters from values in `order` that are converted already (the
+        hot path's row builders convert each value themselves: `Statements.json`, ...)."""
+        if self.named:
+            return dict(zip(self.order, values, strict=True))
+        perm = self.perm
+        return values if perm is None else [values[i] for i in perm]
 
     def rows(self, cursor: Any, limit: int | None = None) -> list[dict[str, Any]]:
         """The fetched rows (the first `limit`) as dicts, values converted as the ORM would."""
@@ -495,11 +518,11 @@ _CALL_ORDER = (
     "arguments_raw",
     "arguments",
     "status",
+    "result",
+    "is_error",
     "violation",
     "side_effects",
     "started_at",
-    "result",
-    "is_error",
     "finished_at",
     "duration_ms",
 )
@@ -530,6 +553,10 @@ def _insert(table: Any, order: tuple[str, ...], statements: Statements) -> _Stat
     return _Statement(insert(table), statements, order)
 
 
+# The order the hot path's row builders give an UPDATE's values in.
+_FINISH_ORDER = ("p_run", "p_call", "p_status", "p_result", "p_is_error", "p_duration", "p_now")
+
+
 class Statements:
     """The write path's statements for one engine, compiled on first use and kept."""
 
@@ -541,6 +568,12 @@ class Statements:
         self.integrity_error: type[Exception] = dbapi.IntegrityError
         self.dbapi_error: type[Exception] = dbapi.Error
         self._time = _sqlite_time() if self.sqlite else None
+        # Value converters of the hot path's row builders (as `converter` gives per type).
+        json_converter = self.converter(_RUN.c.options.type)
+        assert json_converter is not None
+        self.json: Callable[[Any], Any] = json_converter
+        self.time: Callable[[datetime], Any] = self._time or _same
+        self.boolean: Callable[[Any], Any] = self.converter(_CALL.c.is_error.type) or _same
         self._cache: dict[Any, _Statement] = {}
         self.insert_message = _insert(_MESSAGE, _MESSAGE_ORDER, self)
         self.insert_call = _insert(_CALL, _CALL_ORDER, self)
@@ -580,10 +613,16 @@ class Statements:
             return self._time
         return processor
 
-    def _compiled(self, key: Any, build: Callable[[], ClauseElement]) -> _Statement:
+    def _compiled(
+        self,
+        key: Any,
+        build: Callable[[], ClauseElement],
+        order: Callable[[], Sequence[str]] | None = None,
+    ) -> _Statement:
         statement = self._cache.get(key)
         if statement is None:
-            statement = self._cache[key] = _Statement(build(), self)
+            given = () if order is None else order()
+            statement = self._cache[key] = _Statement(build(), self, order=given)
         return statement
 
     def finish_call(self, status: CallStatus, with_arguments: bool) -> _Statement:
@@ -608,7 +647,10 @@ class Statements:
                 .values(**values)
             )
 
-        return self._compiled(("finish", status, with_arguments), build)
+        def order() -> Sequence[str]:
+            return (*_FINISH_ORDER, "p_arguments") if with_arguments else _FINISH_ORDER
+
+        return self._compiled(("finish", status, with_arguments), build, order)
 
     def set_call_status(self, status: CallStatus) -> _Statement:
         def build() -> ClauseElement:
@@ -637,7 +679,8 @@ class Statements:
         whether a new status is terminal (it decides `finished_at`), None when the status is
         unchanged. With `step`, the step commit's counters and its `steps_count = :seq`
         condition; with `tokens`, token increments alone; with `expect`, only a run in one of
-        those statuses is updated.
+        those statuses is updated. Its `order`: run, now, the fields' values (by field name),
+        then the token increments and the step's seq where they apply.
         """
 
         def build() -> ClauseElement:
@@ -672,7 +715,15 @@ class Statements:
                 conditions.append(_in(_RUN.c.status, sorted(expect)))
             return update(_RUN).where(*conditions).values(**values)
 
-        return self._compiled(("run", fields, terminal, step, tokens, expect), build)
+        def order() -> Sequence[str]:
+            names = ["p_run", "p_now", *(f"p_{name}" for name in sorted(fields))]
+            if step or tokens:
+                names += ("p_in", "p_out")
+            if step:
+                names.append("p_seq")
+            return names
+
+        return self._compiled(("run", fields, terminal, step, tokens, expect), build, order)
 
     # Reads in the write's own transaction, for the methods that return what they wrote.
 
@@ -768,7 +819,8 @@ def apply(
         found = cursor.fetchone()[0]
         next_message.append(0 if found is None else found + 1)
     integrity_error = statements.integrity_error
-    for stmt, params, op, check, many in _plan(statements, run_id, ops, now, next_message):
+    stamp = statements.time(now)  # the transaction's time as stored, converted once
+    for stmt, params, op, check, many in _plan(statements, run_id, ops, now, stamp, next_message):
         try:
             if many:
                 cursor.executemany(stmt.sql, params)
@@ -795,13 +847,14 @@ def apply_many(
     if len({run_id for run_id, _ in batches}) != len(batches):
         return None  # one run twice: its batches must run in order
     plans = []
+    stamp = statements.time(now)  # the transaction's time as stored, converted once
     for run_id, ops in batches:
         if not ops:
             continue
         if _numbered_by_store(ops):
             return None
         try:
-            plans.append(_plan(statements, run_id, ops, now, []))
+            plans.append(_plan(statements, run_id, ops, now, stamp, []))
         except (_NeedsRead, InvalidValue):
             return None
     integrity_error = statements.integrity_error
@@ -835,17 +888,28 @@ def _plan(
     run_id: str,
     ops: Sequence[Op],
     now: datetime,
+    stamp: Any,
     next_message: list[int],
 ) -> list[_Exec]:
     """The statements for one run's operations, in order (values converted, so a value that
-    is not JSON fails here, before anything runs)."""
+    is not JSON fails here, before anything runs). `stamp` is `now` as the driver takes it.
+
+    The loop's operations (messages, calls, steps) have row builders of their own that
+    convert each value as its column's converter would (`Statements.json`, `.time`,
+    `.boolean`), rather than a generic pass over every value; the others go through
+    `_Statement.params`.
+    """
     plan: list[_Exec] = []
     count = len(ops)
     index = 0
     while index < count:
         op = ops[index]
         index += 1
-        if isinstance(op, StartCall):
+        if isinstance(op, AppendMessages):
+            if op.first_seq is not None:
+                next_message[:] = [op.first_seq]
+            _add_messages(plan, statements, run_id, op, op.messages, None, stamp, next_message)
+        elif isinstance(op, StartCall):
             # A call started and finished in one batch (an idempotent tool, a violation) is
             # inserted finished: one statement, the same row.
             finish = ops[index] if index < count else None
@@ -857,15 +921,11 @@ def _plan(
                 index += 1
             else:
                 finish = None
-            plan.append(_start_call(statements, run_id, op, now, finish))
-        elif isinstance(op, AppendMessages):
-            if op.first_seq is not None:
-                next_message[:] = [op.first_seq]
-            _add_messages(plan, statements, run_id, op, op.messages, None, now, next_message)
-        elif isinstance(op, CommitStep):
-            _commit_step(plan, statements, run_id, op, now, next_message)
+            plan.append(_start_call(statements, run_id, op, stamp, finish))
         elif isinstance(op, FinishCall):
-            plan.append(_finish_call(statements, run_id, op, now))
+            plan.append(_finish_call(statements, run_id, op, stamp))
+        elif isinstance(op, CommitStep):
+            _commit_step(plan, statements, run_id, op, now, stamp, next_message)
         elif isinstance(op, SetCallStatus):
             stmt = statements.set_call_status(op.status)
             values = {"p_run": run_id, "p_call": op.call_id, "p_status": op.status.value}
@@ -907,10 +967,15 @@ def _start_call(
     statements: Statements,
     run_id: str,
     op: StartCall,
-    now: datetime,
+    stamp: Any,
     finish: FinishCall | None,
 ) -> _Exec:
     stmt = statements.insert_call
+    json, boolean = statements.json, statements.boolean
+    side_effects = op.side_effects
+    if side_effects.__class__ is not bool:
+        side_effects = boolean(side_effects)
+    # In `_CALL_ORDER`, values converted.
     if finish is None:
         row = [
             run_id,
@@ -919,17 +984,18 @@ def _start_call(
             op.batch_index,
             op.tool,
             op.arguments_raw,
-            op.arguments,
+            json(op.arguments),
             op.status.value,
-            op.violation,
-            op.side_effects,
-            now,
             None,
             False,
+            op.violation,
+            side_effects,
+            stamp,
             None,
             None,
         ]
     else:
+        is_error = finish.is_error
         row = [
             run_id,
             op.call_id,
@@ -937,33 +1003,37 @@ def _start_call(
             op.batch_index,
             op.tool,
             op.arguments_raw,
-            op.arguments if finish.arguments is None else finish.arguments,
+            json(op.arguments if finish.arguments is None else finish.arguments),
             finish.status.value,
+            json(finish.result),
+            is_error if is_error.__class__ is bool else boolean(is_error),
             op.violation,
-            op.side_effects,
-            now,
-            finish.result,
-            finish.is_error,
-            now,
+            side_effects,
+            stamp,
+            stamp,
             finish.duration_ms,
         ]
-    return _Exec(stmt, stmt.bind(row), op, False)
+    return _Exec(stmt, stmt.ready(row), op, False)
 
 
-def _finish_call(statements: Statements, run_id: str, op: FinishCall, now: datetime) -> _Exec:
-    stmt = statements.finish_call(op.status, op.arguments is not None)
-    values = {
-        "p_run": run_id,
-        "p_call": op.call_id,
-        "p_status": op.status.value,
-        "p_result": op.result,
-        "p_is_error": op.is_error,
-        "p_duration": op.duration_ms,
-        "p_now": now,
-    }
-    if op.arguments is not None:
-        values["p_arguments"] = op.arguments
-    return _Exec(stmt, stmt.params(values), op, True)
+def _finish_call(statements: Statements, run_id: str, op: FinishCall, stamp: Any) -> _Exec:
+    with_arguments = op.arguments is not None
+    stmt = statements.finish_call(op.status, with_arguments)
+    json = statements.json
+    is_error = op.is_error
+    # In `_FINISH_ORDER`, values converted.
+    row = [
+        run_id,
+        op.call_id,
+        op.status.value,
+        json(op.result),
+        is_error if is_error.__class__ is bool else statements.boolean(is_error),
+        op.duration_ms,
+        stamp,
+    ]
+    if with_arguments:
+        row.append(json(op.arguments))
+    return _Exec(stmt, stmt.ready(row), op, True)
 
 
 def _run_values(
@@ -1009,38 +1079,60 @@ def _commit_step(
     run_id: str,
     op: CommitStep,
     now: datetime,
+    stamp: Any,
     next_message: list[int],
 ) -> None:
     step = op.step
-    fields, terminal, values = _run_values(run_id, op, now)
-    values["p_position"] = step.position_after
-    values["p_seq"] = step.seq
-    values["p_in"] = step.input_tokens
-    values["p_out"] = step.output_tokens
-    stmt = statements.update_run(fields | _POSITION, terminal, step=True)
-    plan.append(_Exec(stmt, stmt.params(values), op, True))
+    json, time = statements.json, statements.time
+    if op.status is UNSET and op.stop_reason is UNSET and op.error is UNSET:
+        # Every step but a run's last: the position and counters alone, in the statement's
+        # `order` (run, now, position, tokens, seq), converted.
+        stmt = statements.update_run(_POSITION, None, step=True)
+        params = stmt.ready(
+            [
+                run_id,
+                stamp,
+                json(step.position_after),
+                step.input_tokens,
+                step.output_tokens,
+                step.seq,
+            ]
+        )
+    else:
+        fields, terminal, values = _run_values(run_id, op, now)
+        values["p_position"] = step.position_after
+        values["p_seq"] = step.seq
+        values["p_in"] = step.input_tokens
+        values["p_out"] = step.output_tokens
+        stmt = statements.update_run(fields | _POSITION, terminal, step=True)
+        params = stmt.params(values)
+    plan.append(_Exec(stmt, params, op, True))
     insert_step = statements.insert_step
+    allowed = step.allowed
+    force = step.force
+    finished_at = step.finished_at
+    # In `_STEP_ORDER`, values converted.
     row = [
         run_id,
         step.seq,
-        step.position_before,
-        step.position_after,
-        step.allowed if step.allowed.__class__ is Encoded else list(step.allowed),
-        step.force,
+        json(step.position_before),
+        json(step.position_after),
+        json(allowed if allowed.__class__ is Encoded else list(allowed)),
+        force if force.__class__ is bool else statements.boolean(force),
         step.forced_tool,
-        step.tool_choice,
-        step.reply,
+        json(step.tool_choice),
+        json(step.reply),
         step.decision,
         step.reason,
-        _utc(step.started_at),
-        _utc(step.finished_at or now),
+        time(_utc(step.started_at)),
+        stamp if finished_at is None else time(_utc(finished_at)),
         step.input_tokens,
         step.output_tokens,
     ]
-    plan.append(_Exec(insert_step, insert_step.bind(row), op, False))
+    plan.append(_Exec(insert_step, insert_step.ready(row), op, False))
     if op.first_message_seq is not None:
         next_message[:] = [op.first_message_seq]
-    _add_messages(plan, statements, run_id, op, op.messages, step.seq, now, next_message)
+    _add_messages(plan, statements, run_id, op, op.messages, step.seq, stamp, next_message)
 
 
 def _add_messages(
@@ -1050,7 +1142,7 @@ def _add_messages(
     op: Op,
     messages: Sequence[Mapping[str, Any] | Encoded],
     step_seq: int | None,
-    now: datetime,
+    stamp: Any,
     next_message: list[int],
 ) -> None:
     if not messages:
@@ -1059,22 +1151,27 @@ def _add_messages(
         raise _NeedsRead
     seq = next_message[0]
     stmt = statements.insert_message
+    json = statements.json
     rows = []
     content: Any
     for offset, message in enumerate(messages):
-        if isinstance(message, Encoded):
+        cls = message.__class__
+        if cls is Encoded:
             content = message
-            role = message.value.get("role") if isinstance(message.value, Mapping) else None
-        elif isinstance(message, Mapping):
-            content = dict(message)
-            role = message.get("role")
+            value = message.value  # type: ignore[union-attr]
+            role = value.get("role") if isinstance(value, Mapping) else None
+        elif cls is dict or isinstance(message, Mapping):
+            # A dict is encoded as it is; another mapping as a dict (the encoder's type).
+            content = message if cls is dict else dict(message)  # type: ignore[arg-type]
+            role = message.get("role")  # type: ignore[union-attr]
         else:
             role = None
         if not isinstance(role, str) or not role:
             raise InvalidValue(
                 f"message {offset} for run {run_id} must be a dict with a non-empty 'role'"
             )
-        rows.append(stmt.bind([run_id, seq + offset, role, content, step_seq, now]))
+        # In `_MESSAGE_ORDER`, values converted.
+        rows.append(stmt.ready([run_id, seq + offset, role, json(content), step_seq, stamp]))
     if len(rows) == 1:
         plan.append(_Exec(stmt, rows[0], op, False))
     else:

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import json
 import math
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta, timezone
+from types import MappingProxyType
 from typing import Any
 
 import pytest
+from sqlalchemy import text
+from sqlalchemy.orm import Session
 
 from engine.store import (
     AgentNotFound,
@@ -21,13 +25,17 @@ from engine.store import (
     StepRecord,
     StoreConflict,
 )
+from engine.store.db import NotJsonSerialisable, json_dumps
+from engine.store.tables import MessageRow, RunRow, StepRow, ToolCallRow
 from engine.store.writes import (
     AppendMessages,
     CommitStep,
     CreateRun,
+    Encoded,
     FinishCall,
     SetCallStatus,
     StartCall,
+    StepValues,
     UpdateRun,
 )
 
@@ -336,3 +344,140 @@ def test_group_commit_of_planned_batches_finds_the_failing_ones(store: RunStore)
         True,
     )
     assert store.write_many([(i, [UpdateRun(error="x")]) for i in ids]) == [None] * 4
+
+
+def _raw_rows(store: RunStore, table: str, run_id: str) -> list[dict[str, Any]]:
+    """The rows as the driver returns them (SQLite: JSON and timestamps as stored text)."""
+    with store.engine.connect() as connection:
+        rows = connection.execute(
+            text(f"SELECT * FROM {table} WHERE run_id = :run ORDER BY 2"), {"run": run_id}
+        )
+        return [{**row._mapping, "run_id": None} for row in rows]
+
+
+def test_the_write_path_stores_what_the_orm_stores(store: RunStore) -> None:
+    # The hot path's row builders convert each value themselves (JSON once, timestamps once
+    # per transaction, booleans); the stored rows must be the ORM's, byte for byte.
+    agent = store.save_agent("ops", RULES)
+    local = timezone(timedelta(hours=2))
+    started = datetime(2030, 1, 2, 5, 4, 5, 678901, tzinfo=local)
+    finished = datetime(2030, 1, 2, 3, 4, 6, tzinfo=UTC)
+    reply = {"role": "assistant", "text": 'é ☃ "q"', "n": [1, 2.5, None, True]}
+    position = {"node": "a", "counts": {"x": 1}}
+    step = StepValues(
+        seq=0,
+        position_before=Encoded(position),
+        position_after=Encoded({"node": "b"}),
+        allowed=("lookup", "delete_user"),
+        force=True,
+        forced_tool="lookup",
+        tool_choice=Encoded(None),
+        reply=Encoded(reply),
+        decision="continue",
+        reason="why",
+        started_at=started,
+        finished_at=finished,
+        input_tokens=3,
+        output_tokens=4,
+    )
+    store.write("hot", [CreateRun("hot", agent.id, "h", "m", "go", {}, position=position)])
+    store.write(
+        "hot",
+        [
+            AppendMessages([reply, MappingProxyType({"role": "user", "k": "v"})], first_seq=0),
+            StartCall("c1", 0, 0, "delete_user", "{}", {"id": 1}, side_effects=True),
+            StartCall("c2", 0, 1, "lookup", "{}", {"q": "é"}),
+            FinishCall("c2", "finished", [1, {"a": None}], False, 2, arguments={"q": "e"}),
+        ],
+    )
+    store.write(
+        "hot",
+        [
+            FinishCall("c1", "error", "boom", True, 5, arguments={"id": 2}),
+            CommitStep(step, [{"role": "tool", "text": "ok"}], first_message_seq=2),
+        ],
+    )
+    calls = {call.call_id: call for call in store.load_run("hot").calls}
+    messages = store.load_run("hot").messages
+    with Session(store.engine) as session:
+        session.add(
+            RunRow(
+                id="orm",
+                agent_id=agent.id,
+                rules_hash="h",
+                model="m",
+                input="go",
+                options={},
+                status="running",
+                created_at=finished,
+                updated_at=finished,
+            )
+        )
+        session.flush()  # the parent row first (the rows have no ORM relationships)
+        session.add(
+            StepRow(
+                run_id="orm",
+                seq=0,
+                position_before=position,
+                position_after={"node": "b"},
+                allowed=["lookup", "delete_user"],
+                force=True,
+                forced_tool="lookup",
+                tool_choice=None,
+                reply=reply,
+                decision="continue",
+                reason="why",
+                started_at=started.astimezone(UTC),
+                finished_at=finished,
+                input_tokens=3,
+                output_tokens=4,
+            )
+        )
+        for call_id, arguments, status, result, is_error, duration, side_effects in (
+            ("c1", {"id": 2}, "error", "boom", True, 5, True),
+            ("c2", {"q": "e"}, "finished", [1, {"a": None}], False, 2, False),
+        ):
+            call = calls[call_id]
+            session.add(
+                ToolCallRow(
+                    run_id="orm",
+                    call_id=call_id,
+                    step_seq=0,
+                    batch_index=call.batch_index,
+                    tool=call.tool,
+                    arguments_raw="{}",
+                    arguments=arguments,
+                    status=status,
+                    result=result,
+                    is_error=is_error,
+                    side_effects=side_effects,
+                    started_at=call.started_at,
+                    finished_at=call.finished_at,
+                    duration_ms=duration,
+                )
+            )
+        for message in messages:
+            session.add(
+                MessageRow(
+                    run_id="orm",
+                    seq=message.seq,
+                    role=message.role,
+                    content=message.content,
+                    step_seq=message.step_seq,
+                    created_at=message.created_at,
+                )
+            )
+        session.commit()
+    for table in ("step", "tool_call", "message"):
+        assert _raw_rows(store, table, "hot") == _raw_rows(store, table, "orm"), table
+
+
+def test_json_text_is_the_standard_encoders() -> None:
+    encoder = json.JSONEncoder(allow_nan=False, ensure_ascii=False)
+    for value in (1, 2.5, 'é ☃ "q"\n', None, True, [1, {"a": [None]}], {"b": 1, 3: "x"}, (1,)):
+        assert json_dumps(value) == encoder.encode(value)
+    circular: list[Any] = []
+    circular.append(circular)
+    for bad in (math.inf, {"x": math.nan}, object(), {(1,): 2}, circular):
+        with pytest.raises(NotJsonSerialisable):
+            json_dumps(bad)
