@@ -1159,7 +1159,8 @@ def _add_messages(
         if cls is Encoded:
             content = message
             value = message.value  # type: ignore[union-attr]
-            role = value.get("role") if isinstance(value, Mapping) else None
+            mapping = value.__class__ is dict or isinstance(value, Mapping)
+            role = value.get("role") if mapping else None
         elif cls is dict or isinstance(message, Mapping):
             # A dict is encoded as it is; another mapping as a dict (the encoder's type).
             content = message if cls is dict else dict(message)  # type: ignore[arg-type]
