@@ -626,6 +626,11 @@ class Statements:
         return statement
 
     def finish_call(self, status: CallStatus, with_arguments: bool) -> _Statement:
+        key = ("finish", status, with_arguments)
+        found = self._cache.get(key)
+        if found is not None:  # the usual case: no closures to build
+            return found
+
         def build() -> ClauseElement:
             values = {
                 "status": _p("p_status", _CALL.c.status),
@@ -650,7 +655,7 @@ class Statements:
         def order() -> Sequence[str]:
             return (*_FINISH_ORDER, "p_arguments") if with_arguments else _FINISH_ORDER
 
-        return self._compiled(("finish", status, with_arguments), build, order)
+        return self._compiled(key, build, order)
 
     def set_call_status(self, status: CallStatus) -> _Statement:
         def build() -> ClauseElement:
@@ -682,6 +687,10 @@ class Statements:
         those statuses is updated. Its `order`: run, now, the fields' values (by field name),
         then the token increments and the step's seq where they apply.
         """
+        key = ("run", fields, terminal, step, tokens, expect)
+        found = self._cache.get(key)
+        if found is not None:  # the usual case: no closures to build
+            return found
 
         def build() -> ClauseElement:
             values: dict[str, Any] = {"updated_at": _p("p_now", _RUN.c.updated_at)}
@@ -723,7 +732,7 @@ class Statements:
                 names.append("p_seq")
             return names
 
-        return self._compiled(("run", fields, terminal, step, tokens, expect), build, order)
+        return self._compiled(key, build, order)
 
     # Reads in the write's own transaction, for the methods that return what they wrote.
 
