@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import json
 import statistics
 import sys
@@ -129,6 +130,50 @@ async def _concurrent(
     return (steps * delay) / elapsed, group
 
 
+class GcPauses:
+    """Counts the collector's runs and their pauses, by generation, while active (a
+    `gc.callbacks` hook: it observes the collector and changes none of its settings)."""
+
+    def __init__(self) -> None:
+        self.count = [0, 0, 0]
+        self.seconds = [0.0, 0.0, 0.0]
+        self._started = 0.0
+
+    def __enter__(self) -> GcPauses:
+        gc.callbacks.append(self._hook)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        gc.callbacks.remove(self._hook)
+
+    def _hook(self, phase: str, info: dict[str, Any]) -> None:
+        if phase == "start":
+            self._started = time.perf_counter()
+        else:
+            generation = info["generation"]
+            self.count[generation] += 1
+            self.seconds[generation] += time.perf_counter() - self._started
+
+    def figures(self, prefix: str) -> dict[str, Any]:
+        return {
+            f"{prefix}_gc_collections": self.count,
+            f"{prefix}_gc_pause_ms": [round(s * 1000, 1) for s in self.seconds],
+        }
+
+
+async def _saturated(agent: Any, runs: int, steps: int, store: Any = None) -> float:
+    """Steps per second with replies that come at once: the loop's CPU ceiling (one core)."""
+    group = GroupCommit(store) if store is not None else None
+
+    async def one() -> None:
+        runner = Runner(agent, Instant(steps), store=store, max_steps=steps + 1, group_commit=group)
+        await runner.run("go")
+
+    started = time.perf_counter()
+    await asyncio.gather(*(one() for _ in range(runs)))
+    return runs * steps / (time.perf_counter() - started)
+
+
 def _us(seconds: float) -> float:
     return round(seconds * 1e6, 1)
 
@@ -158,13 +203,19 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         persisted = _persisted(agent, tmp, "side_effects.db", args.runs, args.steps)
         idempotent = _persisted(idempotent_agent, tmp, "idempotent.db", args.runs, args.steps)
-        bare, _ = asyncio.run(
-            _concurrent(agent, args.concurrent, args.concurrent_steps, REPLY_DELAY)
-        )
+        with GcPauses() as bare_gc:
+            bare, _ = asyncio.run(
+                _concurrent(agent, args.concurrent, args.concurrent_steps, REPLY_DELAY)
+            )
+        saturated_bare = asyncio.run(_saturated(agent, args.concurrent, args.concurrent_steps))
         store = open_store(f"sqlite:///{Path(tmp) / 'concurrent.db'}")
         try:
-            stored, group = asyncio.run(
-                _concurrent(agent, args.concurrent, args.concurrent_steps, REPLY_DELAY, store)
+            with GcPauses() as stored_gc:
+                stored, group = asyncio.run(
+                    _concurrent(agent, args.concurrent, args.concurrent_steps, REPLY_DELAY, store)
+                )
+            saturated = asyncio.run(
+                _saturated(agent, args.concurrent, args.concurrent_steps, store)
             )
         finally:
             store.close()
@@ -187,6 +238,12 @@ def main() -> None:
         "ideal_steps_per_s": round(args.concurrent / REPLY_DELAY),
         "group_commit_transactions": group.transactions,
         "group_commit_batches": group.batches,
+        # The loop's ceiling: steps per second when replies come at once (all CPU, one core).
+        # The 50 ms runs need runs / 50 ms of it, with room to spare for queueing.
+        "saturated_steps_per_s": round(saturated),
+        "saturated_steps_per_s_no_store": round(saturated_bare),
+        **stored_gc.figures("concurrency"),
+        **bare_gc.figures("concurrency_no_store"),
         "tools": "inline",
     }
     if args.json:
@@ -213,6 +270,13 @@ def main() -> None:
         f"{stored:.1%} of the ideal rate with the SQLite store (group commit: "
         f"{group.batches} flushes in {group.transactions} transactions), "
         f"{bare:.1%} without a store (target >= 90%)"
+    )
+    print(
+        f"ceiling (replies at once, one core): {figures['saturated_steps_per_s']} steps/s with "
+        f"the store, {figures['saturated_steps_per_s_no_store']} without; garbage collection "
+        f"during the concurrent runs: {stored_gc.count} collections by generation, "
+        f"{figures['concurrency_gc_pause_ms']} ms of pauses (store), "
+        f"{figures['concurrency_no_store_gc_pause_ms']} ms (no store)"
     )
 
 
