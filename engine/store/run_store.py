@@ -38,6 +38,7 @@ from sqlalchemy.exc import (
 from sqlalchemy.orm import Session
 from sqlmodel import col
 
+from engine.store.checkpoint import BACKSTOP_PAGES, Checkpointer
 from engine.store.db import (
     ENV_VAR,
     SQLITE_BUSY_TIMEOUT_MS,
@@ -152,6 +153,8 @@ class RunStore:
         self._write_lock = threading.Lock()
         self._write_connection: Any = None  # SQLite file: the write path's own connection
         self._write_cursor: Any = None  # ... and its cursor
+        # ... whose WAL pages a thread of its own copies back (started on the first write).
+        self._checkpointer = Checkpointer(engine.raw_connection)
         # Agent rows are never updated or deleted: (name, rules hash) -> record, per store.
         self._agents: dict[tuple[str, str], AgentRecord] = {}
         self._agents_by_id: dict[int, AgentRecord] = {}
@@ -178,6 +181,7 @@ class RunStore:
 
     def close(self) -> None:
         """Release pooled connections; the store must not be used afterwards."""
+        self._checkpointer.close()
         with self._write_lock:
             if self._write_connection is not None:
                 self._write_connection.close()
@@ -554,6 +558,10 @@ class RunStore:
             if connection is None:
                 connection = self._engine.raw_connection()
                 cursor = connection.cursor()
+                if keep:
+                    # Checkpoints are the checkpoint thread's job (engine.store.checkpoint);
+                    # this connection runs one itself only past the backstop.
+                    cursor.execute(f"PRAGMA wal_autocheckpoint = {BACKSTOP_PAGES}")
             else:
                 cursor = self._write_cursor
             try:
@@ -582,6 +590,8 @@ class RunStore:
                 else:
                     connection.rollback()
                 connection.commit()
+                if keep:
+                    self._checkpointer.written()
             except BaseException as exc:
                 _rollback_quietly(connection)
                 if isinstance(exc, statements.dbapi_error):
