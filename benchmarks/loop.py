@@ -2,8 +2,8 @@
 
 1. Step overhead: one run at a time, a scripted provider that answers at once and a no-op
    tool (marked `inline=True`: a trivial sync function run on the loop's thread, not handed
-   to a worker thread as sync tools are by default), so all the time is the engine's (gating, argument validation, execution
-   bookkeeping, events) plus the store's. The store is a SQLite file in WAL mode
+   to a worker thread as sync tools are by default), so all the time is the engine's (gating,
+   argument validation, execution bookkeeping, events) plus the store's. The store is a SQLite file in WAL mode
    (synchronous=NORMAL: a commit survives a killed process; a power cut may lose the last
    ones). A step with a call of a tool with side effects (the default for a tool) costs two
    transactions: the reply with the call's "started" record before the tool runs, then the
@@ -15,6 +15,11 @@
    setup included). Measured without a store, and with the SQLite store through a
    `GroupCommit` (the runs' flushes of one event-loop iteration share one transaction; each
    run still waits for its own step's commit before its next model call).
+3. What explains a miss: the loop's ceiling (steps per second when replies come at once: all
+   CPU, one core; the 50 ms runs need `runs / 50 ms` of it, with room for queueing), the
+   garbage collector's pauses by generation during the concurrent runs, and this machine's
+   floors: the smallest durable SQLite commit (a side-effect step needs two) and the
+   efficiency that runs doing nothing but sleeping reach.
 
     python benchmarks/loop.py [--json] [--runs N] [--steps N] [--concurrent N]
 """
@@ -174,6 +179,41 @@ async def _saturated(agent: Any, runs: int, steps: int, store: Any = None) -> fl
     return runs * steps / (time.perf_counter() - started)
 
 
+async def _timers_only(runs: int, steps: int, delay: float) -> float:
+    """The concurrency figure of runs that only sleep: what asyncio's timers alone reach here."""
+
+    async def one() -> None:
+        for _ in range(steps):
+            await asyncio.sleep(delay)
+
+    started = time.perf_counter()
+    await asyncio.gather(*(one() for _ in range(runs)))
+    return (steps * delay) / (time.perf_counter() - started)
+
+
+def _commit_floor(tmp: str, commits: int = 2000) -> float:
+    """Median seconds of the smallest durable write: one short row inserted and committed with
+    the stdlib sqlite3 module, WAL and synchronous=NORMAL as the store uses (this machine's
+    floor for each of a step's commits)."""
+    import sqlite3
+
+    connection = sqlite3.connect(Path(tmp) / "floor.db", isolation_level=None)
+    try:
+        connection.execute("PRAGMA journal_mode = WAL")
+        connection.execute("PRAGMA synchronous = NORMAL")
+        connection.execute("CREATE TABLE t (run TEXT, seq INTEGER, body TEXT)")
+        times = []
+        for seq in range(commits):
+            started = time.perf_counter()
+            connection.execute("BEGIN IMMEDIATE")
+            connection.execute("INSERT INTO t VALUES (?, ?, ?)", ("run", seq, "{}"))
+            connection.execute("COMMIT")
+            times.append(time.perf_counter() - started)
+        return statistics.median(times)
+    finally:
+        connection.close()
+
+
 def _us(seconds: float) -> float:
     return round(seconds * 1e6, 1)
 
@@ -208,6 +248,8 @@ def main() -> None:
                 _concurrent(agent, args.concurrent, args.concurrent_steps, REPLY_DELAY)
             )
         saturated_bare = asyncio.run(_saturated(agent, args.concurrent, args.concurrent_steps))
+        timers_only = asyncio.run(_timers_only(args.concurrent, args.concurrent_steps, REPLY_DELAY))
+        commit_floor = _commit_floor(tmp)
         store = open_store(f"sqlite:///{Path(tmp) / 'concurrent.db'}")
         try:
             with GcPauses() as stored_gc:
@@ -244,6 +286,11 @@ def main() -> None:
         "saturated_steps_per_s_no_store": round(saturated_bare),
         **stored_gc.figures("concurrency"),
         **bare_gc.figures("concurrency_no_store"),
+        # This machine's floors, for reading the figures above: the smallest durable commit
+        # (a step with a side-effect call needs two), and the concurrency figure of runs that
+        # do nothing but sleep.
+        "sqlite_commit_floor_us": _us(commit_floor),
+        "concurrency_efficiency_timers_only": round(timers_only, 4),
         "tools": "inline",
     }
     if args.json:
@@ -277,6 +324,10 @@ def main() -> None:
         f"during the concurrent runs: {stored_gc.count} collections by generation, "
         f"{figures['concurrency_gc_pause_ms']} ms of pauses (store), "
         f"{figures['concurrency_no_store_gc_pause_ms']} ms (no store)"
+    )
+    print(
+        f"this machine's floors: one one-row SQLite WAL commit {figures['sqlite_commit_floor_us']}"
+        f" µs (median); runs that only sleep reach {timers_only:.1%} of the ideal rate"
     )
 
 
