@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Literal, Protocol, runtime_checkable
 
 from engine.providers.errors import ProviderConfigError
@@ -226,13 +226,17 @@ class Usage:
         )
 
 
+# Frozen, so one zero value serves every reply that reports no usage (one object less each).
+_NO_USAGE = Usage()
+
+
 @dataclass(frozen=True)
 class ModelReply:
     """The model's answer for one step."""
 
     text: str | None
     tool_calls: tuple[ToolCall, ...]
-    usage: Usage = field(default_factory=Usage)
+    usage: Usage = _NO_USAGE
     # tool_choice exactly as put on the wire, for the audit log; None for offline providers.
     tool_choice_sent: Any = None
     # Store on the assistant Message built from this reply (Message.provider_state).

@@ -21,11 +21,11 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator, Awaitable, Callable, Generator
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Generator
 from datetime import UTC, datetime
 from functools import partial
 from types import CoroutineType
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 from pydantic_core import to_jsonable_python
 
@@ -60,6 +60,13 @@ from engine.trace import violation_message
 __all__ = ["Decision", "Runner", "status_for"]
 
 Decision = Literal["retry", "fail"]
+
+# What a way into the loop hands it, and the loop itself (see `Runner._steps`).
+_Setup = tuple[RunState, PendingStep | None, Journal | None, RunStarted]
+_Steps = Generator[Any, Any, None]
+
+# Everything the loop yields that is not an awaitable.
+_EVENTS: tuple[type, ...] = get_args(Event)
 
 # How each stop reason is filed in the store's run status.
 _STATUS = {
@@ -157,25 +164,20 @@ class Runner:
 
     # -- public entry points ---------------------------------------------------------------
 
-    async def run(self, input: str, *, run_id: str | None = None) -> RunResult:
-        result = None
-        async for event in self._drive(partial(self._start, input, run_id), None, quiet=True):
-            if isinstance(event, Stopped):
-                result = event.result
-        assert result is not None
-        return result
+    def run(self, input: str, *, run_id: str | None = None) -> Coroutine[Any, Any, RunResult]:
+        """Start a new run with the user message `input` and return how it ended (a coroutine:
+        `await runner.run(...)`)."""
+        return self._quietly(self._start, (input, run_id), None)
 
-    async def resume(self, run_id: str, *, decision: Decision | None = None) -> RunResult:
-        result = None
-        async for event in self._drive(partial(self._resume, run_id), decision, quiet=True):
-            if isinstance(event, Stopped):
-                result = event.result
-        assert result is not None
-        return result
+    def resume(
+        self, run_id: str, *, decision: Decision | None = None
+    ) -> Coroutine[Any, Any, RunResult]:
+        """`resume_stream` without the events: how the run (or this stretch of it) ended."""
+        return self._quietly(self._resume, (run_id,), decision)
 
     def stream(self, input: str, *, run_id: str | None = None) -> AsyncIterator[Event]:
         """Start a new run with the user message `input`."""
-        return self._drive(partial(self._start, input, run_id), None)
+        return self._stream(partial(self._start, input, run_id), None)
 
     def resume_stream(
         self, run_id: str, *, decision: Decision | None = None
@@ -185,14 +187,73 @@ class Runner:
         `decision` settles a side-effect call interrupted by a crash: "retry" runs it again,
         "fail" records it as failed and tells the model so.
         """
-        return self._drive(partial(self._resume, run_id), decision)
+        return self._stream(partial(self._resume, run_id), decision)
 
-    # The two ways into the loop, run when the stream is first iterated. (stream and
-    # resume_stream hand back the loop's own generator: one generator less per event.)
+    # The loop itself (`_steps`) is a plain generator: it yields events, and awaitables for
+    # its driver to await and send back the result of (an exception is thrown back in). Two
+    # drivers: `_quietly` (run/resume: a coroutine, which keeps the Stopped event's result)
+    # and `_stream` (an async generator, which hands every event on). A plain generator
+    # costs less per step than an async one, and a quiet run owns no async generator (nor
+    # the objects the event loop keeps to finalise one). run/resume hand back `_quietly`'s
+    # coroutine itself: one coroutine less per run.
 
-    async def _start(
-        self, input: str, run_id: str | None
-    ) -> tuple[RunState, PendingStep | None, Journal | None, RunStarted]:
+    async def _quietly(
+        self,
+        setup: Callable[..., Awaitable[_Setup]],
+        args: tuple[Any, ...],
+        decision: Decision | None,
+    ) -> RunResult:
+        steps = self._steps(setup(*args), decision, quiet=True)
+        del setup, args  # (a bound method: not kept for the run's whole life)
+        result = None
+        try:
+            item = next(steps)
+            while True:
+                if type(item) is CoroutineType or not isinstance(item, _EVENTS):
+                    try:
+                        value = await item
+                    except BaseException as exc:
+                        item = steps.throw(exc)
+                    else:
+                        item = steps.send(value)
+                        value = None  # not kept through the next await
+                else:
+                    if type(item) is Stopped:
+                        result = item.result
+                    item = next(steps)
+        except StopIteration:
+            pass
+        assert result is not None
+        return result
+
+    async def _stream(
+        self, setup: Callable[[], Awaitable[_Setup]], decision: Decision | None
+    ) -> AsyncIterator[Event]:
+        # The setup coroutine is made when the stream is first iterated: a stream never
+        # iterated leaves no coroutine behind that was never awaited.
+        steps = self._steps(setup(), decision, quiet=False)
+        try:
+            item = next(steps)
+            while True:
+                if type(item) is CoroutineType or not isinstance(item, _EVENTS):
+                    try:
+                        value = await item
+                    except BaseException as exc:
+                        item = steps.throw(exc)
+                    else:
+                        item = steps.send(value)
+                        value = None  # not kept through the next await
+                else:
+                    yield item
+                    item = next(steps)
+        except StopIteration:
+            return
+        finally:
+            steps.close()
+
+    # The two ways into the loop.
+
+    async def _start(self, input: str, run_id: str | None) -> _Setup:
         machine = self._machine
         position = machine.start()
         first = Message(role="user", text=input)
@@ -231,9 +292,7 @@ class Runner:
             state.position_json = position_json
         return state, None, journal, RunStarted(state.run_id, self.agent.name, self.model)
 
-    async def _resume(
-        self, run_id: str
-    ) -> tuple[RunState, PendingStep | None, Journal | None, RunStarted]:
+    async def _resume(self, run_id: str) -> _Setup:
         if self.store is None:
             raise RuntimeError("resuming needs a store")
         from engine.runtime.resume import load_state
@@ -245,19 +304,13 @@ class Runner:
 
     # -- the loop ----------------------------------------------------------------------
 
-    async def _drive(
-        self,
-        setup: Callable[
-            [], Awaitable[tuple[RunState, PendingStep | None, Journal | None, RunStarted]]
-        ],
-        decision: Decision | None,
-        *,
-        quiet: bool = False,
-    ) -> AsyncIterator[Event]:
-        """The loop. `quiet` (for `run`/`resume`, which look at the `Stopped` event only)
-        skips building and yielding the other events: the run is the same, its store records
-        the same, and no one pays for events no one reads."""
-        state, pending, journal, opening = await setup()
+    def _steps(self, setup: Awaitable[_Setup], decision: Decision | None, *, quiet: bool) -> _Steps:
+        """The loop (`yield awaitable` stands for `await awaitable`, see `_quietly`). `quiet`
+        (for `run`/`resume`, which look at the `Stopped` event only) skips building and
+        yielding the other events: the run is the same, its store records the same, and no
+        one pays for events no one reads."""
+        state, pending, journal, opening = yield setup
+        del setup
         if not quiet:
             yield opening
         del opening
@@ -266,12 +319,14 @@ class Runner:
             while True:
                 if pending is None:
                     if state.seq >= self.max_steps:
-                        yield await self._stop(state, journal, StopReason.STEP_LIMIT)
+                        yield (yield self._stop(state, journal, StopReason.STEP_LIMIT))
                         return
                     gate = machine.gate(state.position)
                     if gate.dead_end:
-                        yield await self._stop(
-                            state, journal, StopReason.DEAD_END, "no tool is allowed"
+                        yield (
+                            yield self._stop(
+                                state, journal, StopReason.DEAD_END, "no tool is allowed"
+                            )
                         )
                         return
                     if not quiet:
@@ -279,17 +334,18 @@ class Runner:
                     request = self.agent.request(gate, tuple(state.messages))
                     started = _now() if journal is not None else None  # for the store only
                     try:
-                        reply = await self.provider.complete(request)
+                        reply = yield self.provider.complete(request)
                     except ProviderError as exc:
-                        yield await self._stop(state, journal, StopReason.ERROR, str(exc))
+                        yield (yield self._stop(state, journal, StopReason.ERROR, str(exc)))
                         return
+                    del request  # the provider is done with it; so is the loop
                     pending = PendingStep(
-                        seq=state.seq,
-                        position_before=state.position,
-                        gate=gate,
-                        reply=reply,
-                        started_at=started,
-                        call_keys=state.call_keys(state.seq, reply.tool_calls),
+                        state.seq,
+                        state.position,
+                        gate,
+                        reply,
+                        started,
+                        state.call_keys(state.seq, reply.tool_calls),
                         position_before_json=state.position_json,
                         message=reply.to_message(),
                     )
@@ -304,41 +360,30 @@ class Runner:
                         state.last_text = reply.text
                         if not quiet:
                             yield TextDelta(state.seq, reply.text)
+                    del reply, gate
                 step = pending
                 pending = None
-                outcome: list[Any] = []
-                # _settle is a plain generator (cheaper than an async one, per step) that
-                # yields events, and coroutines for this loop to await and send back the
-                # result of; _settle catches nothing around them, so their exceptions may
-                # surface here as well as there.
-                settle = self._settle(state, step, decision, outcome, journal, quiet)
-                item: Any = None
                 try:
-                    item = next(settle)
-                    while True:
-                        if type(item) is CoroutineType:
-                            item = settle.send(await item)
-                        else:
-                            yield item
-                            item = next(settle)
-                except StopIteration:
-                    pass
+                    verdict_stop, committed = yield from self._settle(
+                        state, step, decision, journal, quiet
+                    )
                 except _Pause as pause:
                     # The paused step is not committed (its tokens reach the run's totals in
                     # the store when it is), but the model was paid for it: count it here.
-                    yield await self._stop(
-                        state,
-                        journal,
-                        pause.stop,
-                        pending_call=pause.call_key,
-                        pending_usage=step.reply.usage,
+                    yield (
+                        yield self._stop(
+                            state,
+                            journal,
+                            pause.stop,
+                            pending_call=pause.call_key,
+                            pending_usage=step.reply.usage,
+                        )
                     )
                     return
                 decision = None  # a decision settles one interrupted call only
-                verdict_stop, committed = outcome
                 # Not kept through the next model call (a long wait, when many runs share
                 # the loop): what dies young costs the garbage collector next to nothing.
-                del step, settle, outcome, item
+                del step
                 if not quiet:
                     yield committed
                 if verdict_stop is not None:
@@ -359,14 +404,15 @@ class Runner:
         state: RunState,
         step: PendingStep,
         decision: Decision | None,
-        outcome: list[Any],
         journal: Journal | None,
         quiet: bool,
-    ) -> Generator[Any, Any, None]:
+    ) -> Generator[Any, Any, tuple[StopReason | None, StepCommitted | None]]:
         """Judge, execute (or replay) each call of a step in order, then commit the step.
 
         Yields the step's events (none when `quiet`, but `ApprovalRequested`) and the
-        coroutines to await (`yield coroutine` stands for `await coroutine`, see `_drive`).
+        awaitables to await (`yield awaitable` stands for `await awaitable`, see `_steps`);
+        returns the stop reason (None: the run goes on) and the `StepCommitted` event (None
+        when quiet without a store).
         """
         machine = self._machine
         w = self._w
@@ -566,10 +612,9 @@ class Runner:
             )
             state.next_message += len(new_messages)
             yield journal.flush()
-        outcome[:] = [
-            stop,
-            None if dumped is None else StepCommitted(step.seq, decision_text, reason, dumped),
-        ]
+        return stop, (
+            None if dumped is None else StepCommitted(step.seq, decision_text, reason, dumped)
+        )
 
     def _decide(
         self,

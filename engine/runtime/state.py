@@ -87,7 +87,11 @@ _MESSAGE_KEYS = frozenset(
 )
 
 
-@dataclass
+# Frozen: one zero value is every new run's usage so far.
+_NO_USAGE = Usage()
+
+
+@dataclass(slots=True)
 class PendingStep:
     """A step whose reply has arrived (and is stored) but whose calls are not all settled."""
 
@@ -105,7 +109,7 @@ class PendingStep:
     message: Message | None = None  # reply.to_message(), once built
 
 
-@dataclass
+@dataclass(slots=True)
 class RunState:
     """Where one run stands: position, conversation, next step number, token usage."""
 
@@ -113,8 +117,10 @@ class RunState:
     position: Position
     messages: list[Message]
     seq: int = 0
-    usage: Usage = field(default_factory=Usage)
-    used_call_ids: set[str] = field(default_factory=set)
+    usage: Usage = _NO_USAGE
+    # The call ids used so far, as dict keys (a dict of strings is not tracked by the garbage
+    # collector; a set always is).
+    used_call_ids: dict[str, None] = field(default_factory=dict)
     last_text: str | None = None
     next_message: int = 0  # the number the store gives the run's next message
     position_json: Any = None  # the store's encoding of `position`, when the loop made one
@@ -127,6 +133,6 @@ class RunState:
             key = call.id or f"call@{seq}.{index}"
             if key in self.used_call_ids:
                 key = f"{key}@{seq}.{index}"
-            self.used_call_ids.add(key)
+            self.used_call_ids[key] = None
             keys.append(key)
         return tuple(keys)
