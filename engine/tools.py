@@ -29,7 +29,7 @@ import json
 import re
 import sys
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Coroutine, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
@@ -292,26 +292,53 @@ class Tool:
 
     async def execute(self, arguments: Mapping[str, Any]) -> ToolResult:
         """Run the tool; an exception becomes an error result (the run goes on)."""
+        now = self.execute_now(arguments)
+        return now if type(now) is ToolResult else await now
+
+    def execute_now(
+        self, arguments: Mapping[str, Any]
+    ) -> ToolResult | Coroutine[Any, Any, ToolResult]:
+        """`execute` without a coroutine where none is needed: an inline sync tool runs at
+        once and its result comes back; any other tool (or an inline one whose function
+        returned an awaitable) gives the coroutine to await for it."""
         started = time.perf_counter()
+        if self.is_async or not self.inline:
+            return self._run(arguments, started, None)
         try:
-            if self.is_async:
+            output = self.fn(**arguments)
+            if type(output) not in _PLAIN and inspect.isawaitable(output):
+                return self._run(arguments, started, output)
+            if type(output) not in _JSON_SCALARS:
+                output = to_jsonable_python(output, fallback=str)
+        except Exception as exc:  # (not CancelledError, a BaseException: it propagates)
+            return ToolResult(_error_text(exc), True, _ms_since(started))
+        return ToolResult(output, False, _ms_since(started))
+
+    async def _run(self, arguments: Mapping[str, Any], started: float, awaiting: Any) -> ToolResult:
+        try:
+            if awaiting is not None:  # what an inline function returned
+                output = await awaiting
+            elif self.is_async:
                 output = await self.fn(**arguments)
             else:
-                if self.inline:
-                    output = self.fn(**arguments)
-                else:
-                    output = await asyncio.to_thread(self.fn, **arguments)
+                output = await asyncio.to_thread(self.fn, **arguments)
                 if type(output) not in _PLAIN and inspect.isawaitable(output):
                     output = await output
             if type(output) not in _JSON_SCALARS:
                 output = to_jsonable_python(output, fallback=str)
-            is_error = False
         except asyncio.CancelledError:
             raise
         except Exception as exc:
-            output = f"{type(exc).__name__}: {exc}"
-            is_error = True
-        return ToolResult(output, is_error, int((time.perf_counter() - started) * 1000))
+            return ToolResult(_error_text(exc), True, _ms_since(started))
+        return ToolResult(output, False, _ms_since(started))
+
+
+def _error_text(exc: Exception) -> str:
+    return f"{type(exc).__name__}: {exc}"
+
+
+def _ms_since(started: float) -> int:
+    return int((time.perf_counter() - started) * 1000)
 
 
 class ToolRegistry:
