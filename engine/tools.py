@@ -63,6 +63,7 @@ _MARK = "__toolfsm_tool__"
 _to_text = json.JSONEncoder(ensure_ascii=False, default=str).encode
 # What a sync tool returns nearly always: no need to ask whether it is awaitable.
 _PLAIN = frozenset({str, int, float, bool, type(None), dict, list, tuple})
+_clock = time.perf_counter
 # Outputs that are their own JSON-friendly form (not float: pydantic turns inf/nan into None).
 _JSON_SCALARS = frozenset({str, int, bool, type(None)})
 
@@ -209,7 +210,7 @@ class Tool:
                 annotation,
                 Field(default, description=param_docs.get(param.name)),
             )
-        model = create_model(  # type: ignore[call-overload]
+        model = create_model(  # type: ignore[call-overload, unused-ignore]
             f"{tool_name}_arguments",
             __config__=ConfigDict(extra="forbid"),
             **fields,
@@ -293,7 +294,7 @@ class Tool:
     async def execute(self, arguments: Mapping[str, Any]) -> ToolResult:
         """Run the tool; an exception becomes an error result (the run goes on)."""
         now = self.execute_now(arguments)
-        return now if type(now) is ToolResult else await now
+        return now if isinstance(now, ToolResult) else await now
 
     def execute_now(
         self, arguments: Mapping[str, Any]
@@ -301,7 +302,7 @@ class Tool:
         """`execute` without a coroutine where none is needed: an inline sync tool runs at
         once and its result comes back; any other tool (or an inline one whose function
         returned an awaitable) gives the coroutine to await for it."""
-        started = time.perf_counter()
+        started = _clock()
         if self.is_async or not self.inline:
             return self._run(arguments, started, None)
         try:
@@ -312,7 +313,7 @@ class Tool:
                 output = to_jsonable_python(output, fallback=str)
         except Exception as exc:  # (not CancelledError, a BaseException: it propagates)
             return ToolResult(_error_text(exc), True, _ms_since(started))
-        return ToolResult(output, False, _ms_since(started))
+        return ToolResult(output, False, int((_clock() - started) * 1000))
 
     async def _run(self, arguments: Mapping[str, Any], started: float, awaiting: Any) -> ToolResult:
         try:
@@ -338,7 +339,7 @@ def _error_text(exc: Exception) -> str:
 
 
 def _ms_since(started: float) -> int:
-    return int((time.perf_counter() - started) * 1000)
+    return int((_clock() - started) * 1000)
 
 
 class ToolRegistry:

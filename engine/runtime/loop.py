@@ -345,8 +345,10 @@ class Runner:
                         reply,
                         started,
                         state.call_keys(state.seq, reply.tool_calls),
-                        position_before_json=state.position_json,
-                        message=reply.to_message(),
+                        None,  # nothing recorded: a fresh step
+                        None,
+                        state.position_json,
+                        reply.to_message(),
                     )
                     if journal is not None:
                         # Stored twice (this message, the step's record), encoded once.
@@ -417,6 +419,7 @@ class Runner:
         w = self._w
         run_id = state.run_id
         reply = step.reply
+        recorded = step.recorded
         position = step.position_before
         results: list[Message] = []
         verdicts: list[Verdict] = []
@@ -424,7 +427,7 @@ class Runner:
         cut_tool = ""
         for index, call in enumerate(reply.tool_calls):
             key = step.call_keys[index]
-            record = step.recorded.get(key)
+            record = recorded.get(key) if recorded is not None else None
             if cut is not None:
                 message = f"not executed: the run ended after {cut_tool} ({cut.reason})"
                 if record is None and journal is not None:
@@ -453,10 +456,12 @@ class Runner:
             problem: str | None = None
             arguments: dict[str, Any] = {}
             beat: bool | None = None
-            if tool is None or not machine.is_allowed(position, call.name):
+            gate = machine.gate(position)
+            # (`allowed` is the gate's mask as names: the machine's is_allowed, one call less)
+            if tool is None or call.name not in gate.allowed:
                 problem = violation_message(machine, position, call.name)
             else:
-                prefill = machine.gate(position).prefill.get(call.name)
+                prefill = gate.prefill.get(call.name) if gate.prefill else None
                 try:
                     arguments, beat = tool.parse(
                         call.arguments, prefill=prefill, heartbeat=self._heartbeat
@@ -472,7 +477,7 @@ class Runner:
                 continue
             assert tool is not None
             # The arguments as stored and streamed: not needed by a quiet run without a store.
-            stored_args = (
+            stored_args: Any = (
                 to_jsonable_python(arguments, fallback=str)
                 if journal is not None or not quiet
                 else None
@@ -566,7 +571,7 @@ class Runner:
                 cut, cut_tool = verdict, call.name
 
         decision_text, reason, stop, nag = self._decide(step, position, verdicts, cut)
-        new_messages = [*results]
+        new_messages = results
         if nag:
             new_messages.append(Message(role="user", text=nag))
             if not quiet:
@@ -642,8 +647,9 @@ class Runner:
                 )
             verdict = machine.after_text(position)
         elif verdicts:
-            going = [v for v in verdicts if v.continues]
-            verdict = going[-1] if going else verdicts[-1]
+            # The last verdict that goes on, else the last one.
+            last = verdicts[-1]
+            verdict = last if last.continues else next((v for v in verdicts if v.continues), last)
         else:
             # Every call was rejected (violation, denial, failure): the model gets the errors
             # and another turn; the position did not move, so its gate is not empty.

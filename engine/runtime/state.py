@@ -101,7 +101,8 @@ class PendingStep:
     reply: ModelReply
     started_at: datetime | None  # for the store only: None in a run without one
     call_keys: tuple[str, ...]  # the store's id of each call, in reply order
-    recorded: dict[str, Any] = field(default_factory=dict)  # call key -> ToolCallRecord
+    # call key -> ToolCallRecord, for a step resumed from the store (None: a fresh step)
+    recorded: dict[str, Any] | None = None
     # Encoded once and stored twice: the reply (its message and the step), the position
     # before (the previous step's after). None when not known yet.
     reply_json: Any = None
