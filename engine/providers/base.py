@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from typing import Any, Literal, Protocol, runtime_checkable
 
 from engine.providers.errors import ProviderConfigError
@@ -19,11 +19,11 @@ __all__ = [
     "tool_message",
 ]
 
-# Build a frozen dataclass instance without its __init__ (see tool_message, to_message).
-# Attributes are set one by one, as __init__ does: going through __dict__ would give every
-# instance a dict object of its own (more memory, more for the garbage collector to scan).
+# The run loop builds messages and requests without their __init__ (see tool_message,
+# to_message, with_messages): a frozen dataclass's __init__ goes through object.__setattr__
+# for every field, while a slot's own descriptor sets it at half the cost (the values are
+# the same). The setters are bound once the classes exist (below).
 _new = object.__new__
-_set = object.__setattr__
 
 
 def _message(
@@ -35,12 +35,12 @@ def _message(
     provider_state: Any,
 ) -> Message:
     message = _new(Message)
-    _set(message, "role", role)
-    _set(message, "text", text)
-    _set(message, "tool_calls", tool_calls)
-    _set(message, "tool_call_id", tool_call_id)
-    _set(message, "is_error", is_error)
-    _set(message, "provider_state", provider_state)
+    _message_role(message, role)
+    _message_text(message, text)
+    _message_tool_calls(message, tool_calls)
+    _message_tool_call_id(message, tool_call_id)
+    _message_is_error(message, is_error)
+    _message_provider_state(message, provider_state)
     return message
 
 
@@ -69,7 +69,7 @@ class ToolCall:
     arguments: str
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Message:
     """One conversation turn, provider-neutral."""
 
@@ -102,6 +102,16 @@ class Message:
             )
 
 
+(
+    _message_role,
+    _message_text,
+    _message_tool_calls,
+    _message_tool_call_id,
+    _message_is_error,
+    _message_provider_state,
+) = (getattr(Message, f.name).__set__ for f in fields(Message))
+
+
 def tool_message(call_id: str, text: str, is_error: bool = False) -> Message:
     """The tool message answering call `call_id`: `Message(role="tool", ...)`.
 
@@ -118,7 +128,7 @@ _CHECKED: dict[tuple[int, tuple[str, ...], bool, str | None], tuple[ToolSpec, ..
 _CHECKED_MAX = 4096
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class ModelRequest:
     """What the run loop asks of the model for one step.
 
@@ -192,14 +202,25 @@ class ModelRequest:
         """This request with other messages: `replace(self, messages=...)`, without checking
         again what was checked when this one was built (messages are not checked)."""
         request = _new(ModelRequest)
-        _set(request, "system", self.system)
-        _set(request, "messages", messages)
-        _set(request, "tools", self.tools)
-        _set(request, "allowed", self.allowed)
-        _set(request, "force", self.force)
-        _set(request, "forced_tool", self.forced_tool)
-        _set(request, "parallel_tool_calls", self.parallel_tool_calls)
+        _request_system(request, self.system)
+        _request_messages(request, messages)
+        _request_tools(request, self.tools)
+        _request_allowed(request, self.allowed)
+        _request_force(request, self.force)
+        _request_forced_tool(request, self.forced_tool)
+        _request_parallel_tool_calls(request, self.parallel_tool_calls)
         return request
+
+
+(
+    _request_system,
+    _request_messages,
+    _request_tools,
+    _request_allowed,
+    _request_force,
+    _request_forced_tool,
+    _request_parallel_tool_calls,
+) = (getattr(ModelRequest, f.name).__set__ for f in fields(ModelRequest))
 
 
 @dataclass(frozen=True)
