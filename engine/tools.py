@@ -30,7 +30,7 @@ import re
 import sys
 import time
 from collections.abc import Callable, Coroutine, Iterable, Mapping
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
 from typing import Any, get_type_hints
@@ -39,7 +39,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model
 from pydantic_core import to_jsonable_python
 
 from engine.errors import ToolfsmError
-from engine.providers.base import ToolSpec
+from engine.providers.base import ToolSpec, frozen_builder
 
 __all__ = [
     "HEARTBEAT_PARAM",
@@ -128,20 +128,8 @@ class ToolResult:
         return _to_text(output)
 
 
-_new_result = object.__new__
-_result_output, _result_is_error, _result_duration_ms = (
-    getattr(ToolResult, f.name).__set__ for f in fields(ToolResult)
-)
-
-
-def _result(output: Any, is_error: bool, duration_ms: int) -> ToolResult:
-    """`ToolResult(output, is_error, duration_ms)`, one per call: set through the slots'
-    own descriptors, at half the cost of a frozen dataclass's __init__ (the same value)."""
-    result = _new_result(ToolResult)
-    _result_output(result, output)
-    _result_is_error(result, is_error)
-    _result_duration_ms(result, duration_ms)
-    return result
+# ToolResult(output, is_error, duration_ms), one per call (see frozen_builder).
+_result = frozen_builder(ToolResult)
 
 
 def _docstring_parts(fn: Callable[..., Any]) -> tuple[str, dict[str, str]]:

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, fields
-from typing import Any, Literal, Protocol, runtime_checkable
+from typing import Any, Literal, Protocol, TypeVar, runtime_checkable
 
 from engine.providers.errors import ProviderConfigError
 
@@ -19,29 +20,31 @@ __all__ = [
     "tool_message",
 ]
 
-# The run loop builds messages and requests without their __init__ (see tool_message,
-# to_message, with_messages): a frozen dataclass's __init__ goes through object.__setattr__
-# for every field, while a slot's own descriptor sets it at half the cost (the values are
-# the same). The setters are bound once the classes exist (below).
-_new = object.__new__
+
+T = TypeVar("T")
 
 
-def _message(
-    role: Role,
-    text: str | None,
-    tool_calls: tuple[ToolCall, ...],
-    tool_call_id: str | None,
-    is_error: bool,
-    provider_state: Any,
-) -> Message:
-    message = _new(Message)
-    _message_role(message, role)
-    _message_text(message, text)
-    _message_tool_calls(message, tool_calls)
-    _message_tool_call_id(message, tool_call_id)
-    _message_is_error(message, is_error)
-    _message_provider_state(message, provider_state)
-    return message
+def frozen_builder(cls: type[T]) -> Callable[..., T]:
+    """A function `build(*values)` making an instance of the frozen slots dataclass `cls` from
+    all its field values, in order: what `cls(*values)` makes, without `__init__` (nor
+    `__post_init__`: only for values known to pass its checks).
+
+    The run loop builds messages, requests, tool results and events this way, several per
+    step: a frozen dataclass's `__init__` sets each field through `object.__setattr__`, the
+    slot's own descriptor does it at half the cost. Made once per class, with `exec`, as
+    dataclasses makes `__init__` itself.
+    """
+    names = [f.name for f in fields(cls)]  # type: ignore[arg-type]
+    namespace: dict[str, Any] = {"_new": object.__new__, "_cls": cls}
+    lines = [f"def build({', '.join(names)}):", "    obj = _new(_cls)"]
+    for name in names:
+        namespace[f"_set_{name}"] = getattr(cls, name).__set__
+        lines.append(f"    _set_{name}(obj, {name})")
+    lines.append("    return obj")
+    exec("\n".join(lines), namespace)
+    build: Callable[..., T] = namespace["build"]
+    build.__qualname__ = f"frozen_builder({cls.__name__})"
+    return build
 
 
 Role = Literal["user", "assistant", "tool"]
@@ -102,14 +105,8 @@ class Message:
             )
 
 
-(
-    _message_role,
-    _message_text,
-    _message_tool_calls,
-    _message_tool_call_id,
-    _message_is_error,
-    _message_provider_state,
-) = (getattr(Message, f.name).__set__ for f in fields(Message))
+# Message(role, text, tool_calls, tool_call_id, is_error, provider_state), unchecked.
+_message = frozen_builder(Message)
 
 
 def tool_message(call_id: str, text: str, is_error: bool = False) -> Message:
@@ -201,26 +198,18 @@ class ModelRequest:
     def with_messages(self, messages: tuple[Message, ...]) -> ModelRequest:
         """This request with other messages: `replace(self, messages=...)`, without checking
         again what was checked when this one was built (messages are not checked)."""
-        request = _new(ModelRequest)
-        _request_system(request, self.system)
-        _request_messages(request, messages)
-        _request_tools(request, self.tools)
-        _request_allowed(request, self.allowed)
-        _request_force(request, self.force)
-        _request_forced_tool(request, self.forced_tool)
-        _request_parallel_tool_calls(request, self.parallel_tool_calls)
-        return request
+        return _build_request(
+            self.system,
+            messages,
+            self.tools,
+            self.allowed,
+            self.force,
+            self.forced_tool,
+            self.parallel_tool_calls,
+        )
 
 
-(
-    _request_system,
-    _request_messages,
-    _request_tools,
-    _request_allowed,
-    _request_force,
-    _request_forced_tool,
-    _request_parallel_tool_calls,
-) = (getattr(ModelRequest, f.name).__set__ for f in fields(ModelRequest))
+_build_request = frozen_builder(ModelRequest)
 
 
 @dataclass(frozen=True)

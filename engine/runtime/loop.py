@@ -29,7 +29,7 @@ from typing import Any, Literal, get_args
 from pydantic_core import to_jsonable_python
 
 from engine.machine import Position, Reason, StopReason, Verdict
-from engine.providers.base import Message, Provider, ToolCall, Usage, tool_message
+from engine.providers.base import Message, Provider, ToolCall, Usage, frozen_builder, tool_message
 from engine.providers.errors import ProviderError
 from engine.runtime.agent import Agent
 from engine.runtime.events import (
@@ -66,6 +66,12 @@ _Steps = Generator[Any, Any, None]
 
 # Everything the loop yields that is not an awaitable (no event type has subclasses).
 _EVENT_TYPES: frozenset[type] = frozenset(get_args(Event))
+
+# The events of every step (stream), built without their __init__ (see frozen_builder).
+_step_started = frozen_builder(StepStarted)
+_call_started = frozen_builder(ToolCallStarted)
+_call_result = frozen_builder(ToolResultEvent)
+_step_committed = frozen_builder(StepCommitted)
 
 # How each stop reason is filed in the store's run status.
 _STATUS = {
@@ -329,7 +335,7 @@ class Runner:
                         )
                         return
                     if not quiet:
-                        yield StepStarted(state.seq, gate.allowed, gate.force, gate.forced_tool)
+                        yield _step_started(state.seq, gate.allowed, gate.force, gate.forced_tool)
                     request = self.agent.request(gate, tuple(state.messages))
                     started = _now() if journal is not None else None  # for the store only
                     try:
@@ -543,7 +549,7 @@ class Runner:
                 # earlier side effect's result before anything else runs.
                 yield journal.flush()
             if not quiet:
-                yield ToolCallStarted(step.seq, key, call.name, stored_args)
+                yield _call_started(step.seq, key, call.name, stored_args, False)
             # An inline tool runs here and now; any other is awaited (see `_steps`).
             result = tool.execute_now(arguments)
             if type(result) is not ToolResult:
@@ -561,7 +567,7 @@ class Runner:
                 journal.urgent = journal.urgent or side_effects
             results.append(tool_message(call.id, result.text(), result.is_error))
             if not quiet:
-                yield ToolResultEvent(
+                yield _call_result(
                     step.seq, key, call.name, result.output, result.is_error, result.duration_ms
                 )
             position = machine.advance(position, call.name, result.output)
@@ -620,7 +626,7 @@ class Runner:
             state.next_message += len(new_messages)
             yield journal.flush()
         return stop, (
-            None if dumped is None else StepCommitted(step.seq, decision_text, reason, dumped)
+            None if dumped is None else _step_committed(step.seq, decision_text, reason, dumped)
         )
 
     def _decide(
