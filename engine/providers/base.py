@@ -50,7 +50,7 @@ def frozen_builder(cls: type[T]) -> Callable[..., T]:
 Role = Literal["user", "assistant", "tool"]
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class ToolSpec:
     """A tool as offered to the model."""
 
@@ -59,7 +59,7 @@ class ToolSpec:
     parameters: dict[str, Any]  # JSON Schema object for the arguments
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class ToolCall:
     """One tool call as the model sent it.
 
@@ -212,7 +212,7 @@ class ModelRequest:
 _build_request = frozen_builder(ModelRequest)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Usage:
     input_tokens: int = 0
     output_tokens: int = 0
@@ -240,7 +240,7 @@ class Usage:
 _NO_USAGE = Usage()
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class ModelReply:
     """The model's answer for one step."""
 
