@@ -103,6 +103,12 @@ class Gate:
 
 _new_tuple = tuple.__new__
 
+# The verdicts without a message, one value each: frozen, so every call and run shares them
+# (after_call gives one per executed call).
+_GOES_ON = {reason: Verdict(True, reason) for reason in Reason}
+_STOPS = {reason: Verdict(False, reason) for reason in Reason}
+_DEAD_END = Verdict(False, Reason.DEAD_END, "No tool is allowed next: dead end.")
+
 
 class Position(NamedTuple):
     """A run's place in the machine. Small, immutable, and serialisable with `Machine.dump`."""
@@ -141,6 +147,7 @@ class Machine:
         "_count_bit",
         "_count_limit",
         "_count_slot",
+        "_counted",
         "_gates",
         "_index_of",
         "_masked",
@@ -149,6 +156,7 @@ class Machine:
         "_next",
         "_node_index",
         "_required_bit",
+        "_required_bits",
         "agent",
         "approval",
         "continue_tools",
@@ -208,6 +216,12 @@ class Machine:
         self.rule_continues = rule_continues
         self.approval = approval
         self.required_tools = tuple(t for t in tools if required_bit[self.tool_index[t]])
+        # For `dump`: (tool, count slot) of max-called tools and (tool, bit) of required
+        # ones, in declaration order.
+        self._counted = tuple((t, count_slot[i]) for i, t in enumerate(tools) if count_slot[i] >= 0)
+        self._required_bits = tuple(
+            (t, required_bit[self._index_of[t]]) for t in self.required_tools
+        )
         self.rules = rules
         self.source_path = source_path
         self.sha256 = sha256
@@ -296,11 +310,11 @@ class Machine:
             return self._unless_dead_end(
                 position, Verdict(True, Reason.REQUIRED_BEFORE_EXIT, message)
             )
-        return Verdict(False, reason)
+        return _STOPS[reason]
 
     def _unless_dead_end(self, position: Position, verdict: Verdict) -> Verdict:
         if verdict.continues and not self.gate(position).allowed:
-            return Verdict(False, Reason.DEAD_END, "No tool is allowed next: dead end.")
+            return _DEAD_END
         return verdict
 
     def after_call(
@@ -314,13 +328,13 @@ class Machine:
         if tool in self.terminal:
             return self._may_stop(position, Reason.TERMINAL_TOOL)
         if tool in self.rule_continues:
-            verdict = Verdict(True, Reason.RULE_CONTINUES)
+            verdict = _GOES_ON[Reason.RULE_CONTINUES]
         elif tool in self.continue_tools:
-            verdict = Verdict(True, Reason.CONTINUE_RULE)
+            verdict = _GOES_ON[Reason.CONTINUE_RULE]
         elif heartbeat is None:
-            verdict = Verdict(True, Reason.TOOL_CALL)
+            verdict = _GOES_ON[Reason.TOOL_CALL]
         elif heartbeat:
-            verdict = Verdict(True, Reason.HEARTBEAT)
+            verdict = _GOES_ON[Reason.HEARTBEAT]
         else:
             return self._may_stop(position, Reason.NO_HEARTBEAT)
         return self._unless_dead_end(position, verdict)
@@ -363,13 +377,16 @@ class Machine:
 
     def dump(self, position: Position) -> dict[str, Any]:
         """A JSON-friendly form of a position, by names, so it survives rule-file edits."""
-        counted = [t for t in self.tools if self._count_slot[self.tool_index[t]] >= 0]
+        # Built once per step: straight from the position's numbers (zero counts and an
+        # empty required mask, the common case, skip the loops).
+        counts = position.counts
+        required = position.required
         return {
             "node": self.nodes[position.node].name,
-            "counts": {t: self.count(position, t) for t in counted if self.count(position, t)},
-            "required_called": [
-                t for t in self.required_tools if t not in self.pending_required(position)
-            ],
+            "counts": {t: counts[s] for t, s in self._counted if counts[s]} if any(counts) else {},
+            "required_called": (
+                [t for t, bit in self._required_bits if required & bit] if required else []
+            ),
         }
 
     def load(self, data: Mapping[str, Any]) -> Position:

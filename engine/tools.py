@@ -29,7 +29,7 @@ import json
 import re
 import sys
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Coroutine, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
@@ -39,7 +39,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model
 from pydantic_core import to_jsonable_python
 
 from engine.errors import ToolfsmError
-from engine.providers.base import ToolSpec
+from engine.providers.base import ToolSpec, frozen_builder
 
 __all__ = [
     "HEARTBEAT_PARAM",
@@ -63,6 +63,7 @@ _MARK = "__toolfsm_tool__"
 _to_text = json.JSONEncoder(ensure_ascii=False, default=str).encode
 # What a sync tool returns nearly always: no need to ask whether it is awaitable.
 _PLAIN = frozenset({str, int, float, bool, type(None), dict, list, tuple})
+_clock = time.perf_counter
 # Outputs that are their own JSON-friendly form (not float: pydantic turns inf/nan into None).
 _JSON_SCALARS = frozenset({str, int, bool, type(None)})
 
@@ -109,7 +110,7 @@ def tool(
     return mark(fn) if fn is not None else mark
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class ToolResult:
     """What a call returned: a JSON-friendly output, or an error text when `is_error`."""
 
@@ -125,6 +126,10 @@ class ToolResult:
         if type(output) is int:  # JSON's form of a plain int is its repr; skip the encoder
             return int.__repr__(output)
         return _to_text(output)
+
+
+# ToolResult(output, is_error, duration_ms), one per call (see frozen_builder).
+_result = frozen_builder(ToolResult)
 
 
 def _docstring_parts(fn: Callable[..., Any]) -> tuple[str, dict[str, str]]:
@@ -209,7 +214,7 @@ class Tool:
                 annotation,
                 Field(default, description=param_docs.get(param.name)),
             )
-        model = create_model(  # type: ignore[call-overload]
+        model = create_model(  # type: ignore[call-overload, unused-ignore]
             f"{tool_name}_arguments",
             __config__=ConfigDict(extra="forbid"),
             **fields,
@@ -292,26 +297,53 @@ class Tool:
 
     async def execute(self, arguments: Mapping[str, Any]) -> ToolResult:
         """Run the tool; an exception becomes an error result (the run goes on)."""
-        started = time.perf_counter()
+        now = self.execute_now(arguments)
+        return now if isinstance(now, ToolResult) else await now
+
+    def execute_now(
+        self, arguments: Mapping[str, Any]
+    ) -> ToolResult | Coroutine[Any, Any, ToolResult]:
+        """`execute` without a coroutine where none is needed: an inline sync tool runs at
+        once and its result comes back; any other tool (or an inline one whose function
+        returned an awaitable) gives the coroutine to await for it."""
+        started = _clock()
+        if self.is_async or not self.inline:
+            return self._run(arguments, started, None)
         try:
-            if self.is_async:
+            output = self.fn(**arguments)
+            if type(output) not in _PLAIN and inspect.isawaitable(output):
+                return self._run(arguments, started, output)
+            if type(output) not in _JSON_SCALARS:
+                output = to_jsonable_python(output, fallback=str)
+        except Exception as exc:  # (not CancelledError, a BaseException: it propagates)
+            return _result(_error_text(exc), True, _ms_since(started))
+        return _result(output, False, int((_clock() - started) * 1000))
+
+    async def _run(self, arguments: Mapping[str, Any], started: float, awaiting: Any) -> ToolResult:
+        try:
+            if awaiting is not None:  # what an inline function returned
+                output = await awaiting
+            elif self.is_async:
                 output = await self.fn(**arguments)
             else:
-                if self.inline:
-                    output = self.fn(**arguments)
-                else:
-                    output = await asyncio.to_thread(self.fn, **arguments)
+                output = await asyncio.to_thread(self.fn, **arguments)
                 if type(output) not in _PLAIN and inspect.isawaitable(output):
                     output = await output
             if type(output) not in _JSON_SCALARS:
                 output = to_jsonable_python(output, fallback=str)
-            is_error = False
         except asyncio.CancelledError:
             raise
         except Exception as exc:
-            output = f"{type(exc).__name__}: {exc}"
-            is_error = True
-        return ToolResult(output, is_error, int((time.perf_counter() - started) * 1000))
+            return _result(_error_text(exc), True, _ms_since(started))
+        return _result(output, False, _ms_since(started))
+
+
+def _error_text(exc: Exception) -> str:
+    return f"{type(exc).__name__}: {exc}"
+
+
+def _ms_since(started: float) -> int:
+    return int((_clock() - started) * 1000)
 
 
 class ToolRegistry:

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import Any, Literal, Protocol, runtime_checkable
+from collections.abc import Callable
+from dataclasses import dataclass, fields
+from typing import Any, Literal, Protocol, TypeVar, runtime_checkable
 
 from engine.providers.errors import ProviderConfigError
 
@@ -19,35 +20,37 @@ __all__ = [
     "tool_message",
 ]
 
-# Build a frozen dataclass instance without its __init__ (see tool_message, to_message).
-# Attributes are set one by one, as __init__ does: going through __dict__ would give every
-# instance a dict object of its own (more memory, more for the garbage collector to scan).
-_new = object.__new__
-_set = object.__setattr__
+
+T = TypeVar("T")
 
 
-def _message(
-    role: Role,
-    text: str | None,
-    tool_calls: tuple[ToolCall, ...],
-    tool_call_id: str | None,
-    is_error: bool,
-    provider_state: Any,
-) -> Message:
-    message = _new(Message)
-    _set(message, "role", role)
-    _set(message, "text", text)
-    _set(message, "tool_calls", tool_calls)
-    _set(message, "tool_call_id", tool_call_id)
-    _set(message, "is_error", is_error)
-    _set(message, "provider_state", provider_state)
-    return message
+def frozen_builder(cls: type[T]) -> Callable[..., T]:
+    """A function `build(*values)` making an instance of the frozen slots dataclass `cls` from
+    all its field values, in order: what `cls(*values)` makes, without `__init__` (nor
+    `__post_init__`: only for values known to pass its checks).
+
+    The run loop builds messages, requests, tool results and events this way, several per
+    step: a frozen dataclass's `__init__` sets each field through `object.__setattr__`, the
+    slot's own descriptor does it at half the cost. Made once per class, with `exec`, as
+    dataclasses makes `__init__` itself.
+    """
+    names = [f.name for f in fields(cls)]  # type: ignore[arg-type]
+    namespace: dict[str, Any] = {"_new": object.__new__, "_cls": cls}
+    lines = [f"def build({', '.join(names)}):", "    obj = _new(_cls)"]
+    for name in names:
+        namespace[f"_set_{name}"] = getattr(cls, name).__set__
+        lines.append(f"    _set_{name}(obj, {name})")
+    lines.append("    return obj")
+    exec("\n".join(lines), namespace)
+    build: Callable[..., T] = namespace["build"]
+    build.__qualname__ = f"frozen_builder({cls.__name__})"
+    return build
 
 
 Role = Literal["user", "assistant", "tool"]
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class ToolSpec:
     """A tool as offered to the model."""
 
@@ -56,7 +59,7 @@ class ToolSpec:
     parameters: dict[str, Any]  # JSON Schema object for the arguments
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class ToolCall:
     """One tool call as the model sent it.
 
@@ -69,7 +72,7 @@ class ToolCall:
     arguments: str
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Message:
     """One conversation turn, provider-neutral."""
 
@@ -102,6 +105,10 @@ class Message:
             )
 
 
+# Message(role, text, tool_calls, tool_call_id, is_error, provider_state), unchecked.
+_message = frozen_builder(Message)
+
+
 def tool_message(call_id: str, text: str, is_error: bool = False) -> Message:
     """The tool message answering call `call_id`: `Message(role="tool", ...)`.
 
@@ -118,7 +125,7 @@ _CHECKED: dict[tuple[int, tuple[str, ...], bool, str | None], tuple[ToolSpec, ..
 _CHECKED_MAX = 4096
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class ModelRequest:
     """What the run loop asks of the model for one step.
 
@@ -191,18 +198,21 @@ class ModelRequest:
     def with_messages(self, messages: tuple[Message, ...]) -> ModelRequest:
         """This request with other messages: `replace(self, messages=...)`, without checking
         again what was checked when this one was built (messages are not checked)."""
-        request = _new(ModelRequest)
-        _set(request, "system", self.system)
-        _set(request, "messages", messages)
-        _set(request, "tools", self.tools)
-        _set(request, "allowed", self.allowed)
-        _set(request, "force", self.force)
-        _set(request, "forced_tool", self.forced_tool)
-        _set(request, "parallel_tool_calls", self.parallel_tool_calls)
-        return request
+        return _build_request(
+            self.system,
+            messages,
+            self.tools,
+            self.allowed,
+            self.force,
+            self.forced_tool,
+            self.parallel_tool_calls,
+        )
 
 
-@dataclass(frozen=True)
+_build_request = frozen_builder(ModelRequest)
+
+
+@dataclass(frozen=True, slots=True)
 class Usage:
     input_tokens: int = 0
     output_tokens: int = 0
@@ -226,13 +236,17 @@ class Usage:
         )
 
 
-@dataclass(frozen=True)
+# Frozen, so one zero value serves every reply that reports no usage (one object less each).
+_NO_USAGE = Usage()
+
+
+@dataclass(frozen=True, slots=True)
 class ModelReply:
     """The model's answer for one step."""
 
     text: str | None
     tool_calls: tuple[ToolCall, ...]
-    usage: Usage = field(default_factory=Usage)
+    usage: Usage = _NO_USAGE
     # tool_choice exactly as put on the wire, for the audit log; None for offline providers.
     tool_choice_sent: Any = None
     # Store on the assistant Message built from this reply (Message.provider_state).

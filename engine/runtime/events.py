@@ -24,7 +24,7 @@ __all__ = [
 ]
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class RunStarted:
     run_id: str
     agent: str
@@ -32,7 +32,7 @@ class RunStarted:
     resumed: bool = False
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class StepStarted:
     seq: int
     allowed: tuple[str, ...]
@@ -40,7 +40,7 @@ class StepStarted:
     forced_tool: str | None
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class TextDelta:
     """Text from the model (providers answer whole replies, so one delta per reply)."""
 
@@ -48,7 +48,7 @@ class TextDelta:
     text: str
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class ToolCallStarted:
     seq: int
     call_id: str
@@ -57,7 +57,7 @@ class ToolCallStarted:
     replayed: bool = False  # the result comes from the store (a resumed step), not a new run
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class ToolResultEvent:
     seq: int
     call_id: str
@@ -67,7 +67,7 @@ class ToolResultEvent:
     duration_ms: int | None
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Violation:
     """A call that was not executed: outside the allowed set, unknown, or with bad arguments."""
 
@@ -77,7 +77,7 @@ class Violation:
     message: str
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class ApprovalRequested:
     run_id: str
     seq: int
@@ -86,7 +86,7 @@ class ApprovalRequested:
     arguments: dict[str, Any]
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Notice:
     """A message the loop sends the model to keep it going (e.g. required-before-exit)."""
 
@@ -94,7 +94,7 @@ class Notice:
     text: str
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class StepCommitted:
     seq: int
     decision: str
@@ -102,7 +102,7 @@ class StepCommitted:
     position: dict[str, Any]
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class RunResult:
     """How a run (or a stretch of it, until it paused) ended."""
 
@@ -116,7 +116,7 @@ class RunResult:
     pending_call: str | None = None  # the call awaiting approval or a decision
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Stopped:
     result: RunResult
 

@@ -95,7 +95,7 @@ def load_state(store: Any, run_id: str, agent: Agent) -> tuple[RunState, Pending
         messages=messages,
         seq=seq,
         usage=Usage(run.input_tokens, run.output_tokens),
-        used_call_ids={c.call_id for c in snapshot.calls if c.step_seq < seq},
+        used_call_ids=dict.fromkeys(c.call_id for c in snapshot.calls if c.step_seq < seq),
         last_text=last_text,
         next_message=max((m.seq for m in snapshot.messages), default=-1) + 1,
     )

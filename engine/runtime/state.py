@@ -87,7 +87,11 @@ _MESSAGE_KEYS = frozenset(
 )
 
 
-@dataclass
+# Frozen: one zero value is every new run's usage so far.
+_NO_USAGE = Usage()
+
+
+@dataclass(slots=True)
 class PendingStep:
     """A step whose reply has arrived (and is stored) but whose calls are not all settled."""
 
@@ -97,7 +101,8 @@ class PendingStep:
     reply: ModelReply
     started_at: datetime | None  # for the store only: None in a run without one
     call_keys: tuple[str, ...]  # the store's id of each call, in reply order
-    recorded: dict[str, Any] = field(default_factory=dict)  # call key -> ToolCallRecord
+    # call key -> ToolCallRecord, for a step resumed from the store (None: a fresh step)
+    recorded: dict[str, Any] | None = None
     # Encoded once and stored twice: the reply (its message and the step), the position
     # before (the previous step's after). None when not known yet.
     reply_json: Any = None
@@ -105,7 +110,7 @@ class PendingStep:
     message: Message | None = None  # reply.to_message(), once built
 
 
-@dataclass
+@dataclass(slots=True)
 class RunState:
     """Where one run stands: position, conversation, next step number, token usage."""
 
@@ -113,8 +118,10 @@ class RunState:
     position: Position
     messages: list[Message]
     seq: int = 0
-    usage: Usage = field(default_factory=Usage)
-    used_call_ids: set[str] = field(default_factory=set)
+    usage: Usage = _NO_USAGE
+    # The call ids used so far, as dict keys (a dict of strings is not tracked by the garbage
+    # collector; a set always is).
+    used_call_ids: dict[str, None] = field(default_factory=dict)
     last_text: str | None = None
     next_message: int = 0  # the number the store gives the run's next message
     position_json: Any = None  # the store's encoding of `position`, when the loop made one
@@ -122,11 +129,18 @@ class RunState:
     def call_keys(self, seq: int, calls: tuple[ToolCall, ...]) -> tuple[str, ...]:
         """Store ids for a reply's calls: the provider's id unless this run already used it
         (some servers number calls from 1 in every reply), then a suffix makes it unique."""
+        used = self.used_call_ids
+        if len(calls) == 1:  # the common case, without the list and the loop
+            key = calls[0].id or f"call@{seq}.0"
+            if key in used:
+                key = f"{key}@{seq}.0"
+            used[key] = None
+            return (key,)
         keys = []
         for index, call in enumerate(calls):
             key = call.id or f"call@{seq}.{index}"
-            if key in self.used_call_ids:
+            if key in used:
                 key = f"{key}@{seq}.{index}"
-            self.used_call_ids.add(key)
+            used[key] = None
             keys.append(key)
         return tuple(keys)

@@ -10,7 +10,7 @@ import sys
 import threading
 import types
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import pytest
 
@@ -20,6 +20,7 @@ from engine.tools import (
     Tool,
     ToolRegistry,
     ToolRegistryError,
+    ToolResult,
     load_tools_module,
     tool,
 )
@@ -154,6 +155,41 @@ def test_inline_tools_run_on_the_loop_thread() -> None:
     registry = ToolRegistry()
     registry.register(lookup, inline=True)
     assert registry["lookup"].inline and not Tool.from_function(lookup).inline
+
+
+def test_execute_now_runs_inline_tools_at_once_and_hands_back_coroutines_otherwise() -> None:
+    @tool(inline=True)
+    def double(x: int) -> int:
+        return 2 * x
+
+    @tool(inline=True)
+    def fails(x: int) -> int:
+        raise ValueError(f"bad {x}")
+
+    @tool(inline=True)
+    def deferred(x: int) -> Any:  # an inline function that returns an awaitable
+        async def later() -> int:
+            await asyncio.sleep(0)
+            return x + 1
+
+        return later()
+
+    now = Tool.from_function(double).execute_now({"x": 2})
+    assert isinstance(now, ToolResult) and (now.output, now.is_error) == (4, False)
+    failed = Tool.from_function(fails).execute_now({"x": 1})
+    assert isinstance(failed, ToolResult) and failed.is_error
+    assert failed.output == "ValueError: bad 1"
+
+    async def awaited(t: Tool) -> ToolResult:
+        pending = t.execute_now({"x": 5})
+        assert not isinstance(pending, ToolResult)  # a coroutine to await
+        return await pending
+
+    assert asyncio.run(awaited(Tool.from_function(deferred))).output == 6
+    assert asyncio.run(awaited(Tool.from_function(double, inline=False))).output == 10
+    # execute gives the same results either way
+    assert asyncio.run(Tool.from_function(double).execute({"x": 3})).output == 6
+    assert asyncio.run(Tool.from_function(deferred).execute({"x": 3})).output == 4
 
 
 def test_marks_and_registry_from_module() -> None:
