@@ -32,10 +32,12 @@ class Checkpointer:
 
     `written()` is what the writer calls after each commit: it only sets a flag (and starts
     the thread the first time). The thread looks at the flag every `interval` seconds, so the
-    log grows by at most what is written meanwhile before it is copied back.
+    log grows by at most what is written meanwhile before it is copied back. Not much more
+    often: a checkpoint copies each page once however many commits rewrote it (the run row,
+    the tables' last pages), so rarer checkpoints copy less.
     """
 
-    def __init__(self, connect: Callable[[], Any], *, interval: float = 0.05) -> None:
+    def __init__(self, connect: Callable[[], Any], *, interval: float = 0.25) -> None:
         self._connect = connect  # a DB-API connection to the same database, for the thread
         self.interval = interval
         self._dirty = False
