@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -63,10 +64,13 @@ def test_show_prints_header_steps_calls_and_results(two_runs: tuple[Cli, str, st
         in lines
     )
     assert "  allowed: check_requirements (forced: check_requirements)" in lines
-    assert (
-        '  call_2 check_requirements(application_id="A-1042", role="backend-engineer") [finished] 0 ms'
-        in out
-    )
+    # The duration is the tool's real one (0 ms on an idle machine, more under load).
+    assert re.search(
+        r'^  call_2 check_requirements\(application_id="A-1042", role="backend-engineer"\) '
+        r"\[finished\] \d+ ms$",
+        out,
+        re.MULTILINE,
+    ), out
     assert "  model: All requirements are met; inviting the candidate." in lines
     assert (
         "    Interview booked for Ada Moreno on 2025-03-03T10:00 (confirmation IV-1042)." in lines

@@ -66,8 +66,14 @@ def test_the_thread_copies_the_log_back_after_writes(tmp_path: Path) -> None:
         _write_steps(store, "r1", 30)
         checkpointer = store._checkpointer
         scratch = tmp_path / "copy.db"
-        assert _wait_for(lambda: _messages_in_database_file(path, scratch) == 30)
-        assert checkpointer.checkpoints >= 1 and checkpointer.error is None
+        # The thread counts a checkpoint after SQLite has copied the pages, so the copy can
+        # be seen before the count: wait for both.
+        assert _wait_for(
+            lambda: (
+                _messages_in_database_file(path, scratch) == 30 and checkpointer.checkpoints >= 1
+            )
+        )
+        assert checkpointer.error is None
         assert len(_threads()) >= 1
         # The write connection leaves checkpoints to the thread, up to the backstop.
         (threshold,) = store._write_cursor.execute("PRAGMA wal_autocheckpoint").fetchone()
