@@ -26,10 +26,12 @@ from pydantic import (
     StrictStr,
     StringConstraints,
     Tag,
+    WithJsonSchema,
 )
 
 # What OpenAI and Anthropic both accept as a function name.
-ToolName = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_-]{1,64}$")]
+TOOL_NAME_PATTERN = r"^[A-Za-z0-9_-]{1,64}$"
+ToolName = Annotated[str, StringConstraints(pattern=TOOL_NAME_PATTERN)]
 ToolNames = Annotated[list[ToolName], Field(min_length=1)]
 
 
@@ -37,10 +39,23 @@ def _one_or_list(value: Any) -> str:
     return "list" if isinstance(value, list | tuple) else "one"
 
 
+_TOOL_NAME_SCHEMA = {"type": "string", "pattern": TOOL_NAME_PATTERN}
+
 # One tool, or a list of tools sharing the rule. Tagged, so an error names one branch only.
+# The JSON Schema names both types beside the `oneOf` (the same language): without a type,
+# yaml-language-server completes a bare `key` with no colon.
 OneOrMoreTools = Annotated[
     Annotated[ToolName, Tag("one")] | Annotated[ToolNames, Tag("list")],
     Discriminator(_one_or_list),
+    WithJsonSchema(
+        {
+            "type": ["string", "array"],
+            "oneOf": [
+                _TOOL_NAME_SCHEMA,
+                {"type": "array", "items": _TOOL_NAME_SCHEMA, "minItems": 1},
+            ],
+        }
+    ),
 ]
 OutputKey = StrictBool | StrictInt | StrictFloat | StrictStr
 Args = dict[str, Any]
@@ -61,10 +76,42 @@ class _Rule(_Model):
     )
 
 
+# What each rule kind means, written once: the description of the rule's kind key, shown on
+# hover by editors (the JSON Schema and `toolfsm lsp`) and checked against README's table.
+RULE_SEMANTICS: dict[str, str] = {
+    "init": "At the start of a run only the `init` tools are allowed (all of them if several) "
+    "and a call is forced. `args` prefill the first call (one init tool only).",
+    "child": "Right after the `after` tool, only the `allow` tools are allowed and a call is "
+    "forced. Per-child `args` prefill that child's call.",
+    "conditional": "Right after the `after` tool, its output picks the next tool: the first "
+    "matching `on_output` case allows exactly that tool (forced). No match: `default` if given; "
+    "otherwise no tool when `strict: true` (a dead end), every tool when `strict: false`.",
+    "parent": "The `tools` may only be called immediately after the `only_after` tool; right "
+    "after it only they are allowed, and a call is forced.",
+    "terminal": "Calling one of these tools ends the run (unless `required_before_exit` tools "
+    "are still uncalled).",
+    "continue": "After one of these tools the run always goes on.",
+    "max_calls": "Each of the `tools` may be called at most `max_calls` times per run; after "
+    "each call of one of them the run goes on.",
+    "required_before_exit": "The run may not end until each of these tools has been called: a "
+    "terminal call or a reply without a tool call then continues with a message naming the "
+    "uncalled tools.",
+    "requires_approval": "A call to one of these tools (when the rules allow it) is not "
+    "executed until a human approves it; a denial sends the reason back to the model.",
+}
+
+
+def _kind_key(kind: str) -> Any:
+    """The Field of a rule's kind key: titled by the rule kind, described by its semantics."""
+    return Field(title=f"{kind} rule", description=RULE_SEMANTICS[kind])
+
+
 class InitRule(_Rule):
     """Call these tools first: at the start of a run only they are allowed, and a call is forced."""
 
-    init: OneOrMoreTools
+    model_config = ConfigDict(title="init rule")
+
+    init: OneOrMoreTools = _kind_key("init")
     args: Args | None = Field(
         default=None,
         description="Prefilled arguments for the first call (one init tool only); they "
@@ -75,8 +122,12 @@ class InitRule(_Rule):
 class ChildRule(_Rule):
     """After `after`, only the tools in `allow` may be called, and a call is forced."""
 
-    after: ToolName
-    allow: OneOrMoreTools
+    model_config = ConfigDict(title="child rule")
+
+    after: ToolName = _kind_key("child")
+    allow: OneOrMoreTools = Field(
+        description="The only tools allowed right after `after`; one of them must be called."
+    )
     args: dict[ToolName, Args] | None = Field(
         default=None,
         description="Per-child prefilled arguments, applied when the child is called right "
@@ -87,7 +138,9 @@ class ChildRule(_Rule):
 class ConditionalRule(_Rule):
     """After `after`, the next tool depends on its output: the first matching case wins."""
 
-    after: ToolName
+    model_config = ConfigDict(title="conditional rule")
+
+    after: ToolName = _kind_key("conditional")
     on_output: dict[OutputKey, ToolName] = Field(
         description="Output case -> the only tool allowed next. Boolean keys match the output "
         "'true'/'false' in any case; number keys match an output that parses as an equal "
@@ -106,41 +159,56 @@ class ConditionalRule(_Rule):
 class ParentRule(_Rule):
     """The tools in `tools` may only be called immediately after `only_after`."""
 
-    only_after: ToolName
-    tools: OneOrMoreTools
+    model_config = ConfigDict(title="parent rule")
+
+    only_after: ToolName = _kind_key("parent")
+    tools: OneOrMoreTools = Field(
+        description="The tools that may only be called immediately after `only_after`."
+    )
 
 
 class TerminalRule(_Rule):
     """Calling one of these tools ends the run."""
 
-    terminal: OneOrMoreTools
+    model_config = ConfigDict(title="terminal rule")
+
+    terminal: OneOrMoreTools = _kind_key("terminal")
 
 
 class ContinueRule(_Rule):
     """After one of these tools the run always goes on (the model is asked again)."""
 
-    continue_: OneOrMoreTools = Field(alias="continue")
+    model_config = ConfigDict(populate_by_name=True, title="continue rule")
 
-    model_config = ConfigDict(populate_by_name=True)
+    continue_: OneOrMoreTools = Field(
+        alias="continue", title="continue rule", description=RULE_SEMANTICS["continue"]
+    )
 
 
 class MaxCallsRule(_Rule):
     """Each of these tools may be called at most `max_calls` times per run."""
 
-    max_calls: Annotated[int, Field(ge=1)]
-    tools: OneOrMoreTools
+    model_config = ConfigDict(title="max_calls rule")
+
+    # (examples: an editor's snippet inserts the first example, not a 0 the minimum refuses)
+    max_calls: Annotated[int, Field(ge=1, examples=[3])] = _kind_key("max_calls")
+    tools: OneOrMoreTools = Field(description="The tools each limited to `max_calls` calls.")
 
 
 class RequiredBeforeExitRule(_Rule):
     """The run may not end until each of these tools has been called."""
 
-    required_before_exit: OneOrMoreTools
+    model_config = ConfigDict(title="required_before_exit rule")
+
+    required_before_exit: OneOrMoreTools = _kind_key("required_before_exit")
 
 
 class RequiresApprovalRule(_Rule):
     """A call to one of these tools waits for a human's approval before it runs."""
 
-    requires_approval: OneOrMoreTools
+    model_config = ConfigDict(title="requires_approval rule")
+
+    requires_approval: OneOrMoreTools = _kind_key("requires_approval")
 
 
 def flag_tools(rule: object) -> tuple[str, ...]:
@@ -221,8 +289,13 @@ RULE_KINDS_BY_CLASS: dict[type[_Rule], str] = {
 class ToolDecl(_Model):
     """A tool the agent has, with optional documentation and argument schema."""
 
-    name: ToolName
-    description: str = ""
+    model_config = ConfigDict(title="tool")
+
+    name: ToolName = Field(
+        description="The tool's name, as the model calls it (letters, digits, `_` and `-`, "
+        "1 to 64 characters)."
+    )
+    description: str = Field(default="", description="What the tool does, as the model sees it.")
     parameters: dict[str, Any] | None = Field(
         default=None,
         description="JSON Schema of the arguments (an object schema); prefilled arguments "
@@ -260,14 +333,23 @@ class _Expect(_Model):
 class NeverExpect(_Expect):
     """None of these tools is ever called, in any run."""
 
-    never: OneOrMoreTools
+    model_config = ConfigDict(title="never assertion")
+
+    never: OneOrMoreTools = Field(
+        description="A101: none of these tools is ever called, in any run."
+    )
 
 
 class NeverAfterExpect(_Expect):
     """Once `never_after` has been called (anywhere earlier in the run), `tools` are never called."""
 
-    never_after: ToolName
-    tools: OneOrMoreTools
+    model_config = ConfigDict(title="never_after assertion")
+
+    never_after: ToolName = Field(
+        description="A102: once this tool has been called (anywhere earlier in the run), "
+        "the `tools` are never called."
+    )
+    tools: OneOrMoreTools = Field(description="The tools never called after `never_after`.")
 
 
 class OnlyAfterExpect(_Expect):
@@ -276,8 +358,13 @@ class OnlyAfterExpect(_Expect):
     Unlike the parent rule of the same key, the earlier call need not be the previous one.
     """
 
-    only_after: ToolName
-    tools: OneOrMoreTools
+    model_config = ConfigDict(title="only_after assertion")
+
+    only_after: ToolName = Field(
+        description="A103: the `tools` are only called once this tool has been called, anywhere "
+        "earlier in the run (unlike the parent rule, not necessarily just before)."
+    )
+    tools: OneOrMoreTools = Field(description="The tools only called once `only_after` was.")
 
 
 class AlwaysBeforeExpect(_Expect):
@@ -286,26 +373,44 @@ class AlwaysBeforeExpect(_Expect):
     The final step is the terminal call (which does not count) or the reply without a tool call.
     """
 
-    always_before: OneOrMoreTools
+    model_config = ConfigDict(title="always_before assertion")
+
+    always_before: OneOrMoreTools = Field(
+        description="A104: every run that ends has called each of these tools before its final "
+        "step (a terminal call does not count itself)."
+    )
 
 
 class AtMostExpect(_Expect):
     """Each of `tools` is called at most `at_most` times per run."""
 
-    at_most: Annotated[int, Field(ge=0)]
-    tools: OneOrMoreTools
+    model_config = ConfigDict(title="at_most assertion")
+
+    at_most: Annotated[int, Field(ge=0, examples=[1])] = Field(
+        description="A105: each of the `tools` is called at most this many times per run."
+    )
+    tools: OneOrMoreTools = Field(description="The tools each called at most `at_most` times.")
 
 
 class EventuallyExpect(_Expect):
     """Every run that ends has called each of these tools (the final call counts)."""
 
-    eventually: OneOrMoreTools
+    model_config = ConfigDict(title="eventually assertion")
+
+    eventually: OneOrMoreTools = Field(
+        description="A106: every run that ends has called each of these tools (the final call "
+        "counts)."
+    )
 
 
 class EndsWithExpect(_Expect):
     """Every run that ends has one of these tools as its last call."""
 
-    ends_with: OneOrMoreTools
+    model_config = ConfigDict(title="ends_with assertion")
+
+    ends_with: OneOrMoreTools = Field(
+        description="A107: every run that ends has one of these tools as its last call."
+    )
 
 
 EXPECT_KEYS: dict[str, type[_Expect]] = {
@@ -348,6 +453,8 @@ Expect = Annotated[
 class Silence(_Model):
     """Silence a warning of `toolfsm check` for this file, with the reason it is acceptable."""
 
+    model_config = ConfigDict(title="silence")
+
     code: Annotated[str, StringConstraints(pattern=r"^[A-Z][0-9]{3}$")] = Field(
         description="The warning code, e.g. C120. Errors cannot be silenced."
     )
@@ -358,6 +465,8 @@ class Silence(_Model):
 
 class RunSettings(_Model):
     """How the agent runs: its instructions, step limit, continuation mode and tools module."""
+
+    model_config = ConfigDict(title="run settings")
 
     instructions: str = Field(
         default="",
@@ -390,11 +499,17 @@ class AgentSpec(_Model):
 
     version: Literal[1] = Field(description="Version of the rule language; always 1 for now.")
     agent: Annotated[str, StringConstraints(min_length=1)] = Field(description="Agent name.")
-    description: str = ""
+    description: str = Field(default="", description="What the agent is for (free text).")
     tools: Annotated[list[ToolEntry], Field(min_length=1)] = Field(
-        description="The tools the agent has, in the order they are offered to the model."
+        description="The tools the agent has, in the order they are offered to the model: a "
+        "name, or a mapping with `name`, `description`, `parameters` and `idempotent`."
     )
-    rules: list[Rule] = Field(default_factory=list)
+    rules: list[Rule] = Field(
+        default_factory=list,
+        description="The tool rules; each rule has exactly one kind key (init, after, "
+        "only_after, terminal, continue, max_calls, required_before_exit, requires_approval), "
+        "plus an optional `note` saying why.",
+    )
     expect: list[Expect] = Field(
         default_factory=list,
         description="Assertions about every possible run, proved by `toolfsm check`.",
@@ -418,9 +533,32 @@ class AgentSpec(_Model):
 SCHEMA_ID = "https://toolfsm.dev/schemas/toolfsm.schema.json"
 
 
+def _for_editors(schema: Any) -> Any:
+    """The same language, written the way editors (yaml-language-server) present it well.
+
+    - no `"default": null` (absent already means None): completion would insert `null`;
+    - `anyOf: [X, {type: null}]` becomes X with `type: [X's type, "null"]`: hover would show
+      the title twice, joined by `||`.
+    """
+    if isinstance(schema, list):
+        return [_for_editors(item) for item in schema]
+    if not isinstance(schema, dict):
+        return schema
+    out = {key: _for_editors(value) for key, value in schema.items()}
+    if out.get("default", ...) is None:
+        del out["default"]
+    branches = out.get("anyOf")
+    if isinstance(branches, list) and len(branches) == 2 and {"type": "null"} in branches:
+        (other,) = [b for b in branches if b != {"type": "null"}]
+        if isinstance(other.get("type"), str) and not {"anyOf", "oneOf", "$ref"} & set(other):
+            del out["anyOf"]
+            out = {**other, **out, "type": [other["type"], "null"]}
+    return out
+
+
 def json_schema() -> dict[str, Any]:
     """The JSON Schema of a rule file, as checked in under `schemas/`."""
-    schema = AgentSpec.model_json_schema(by_alias=True)
+    schema = _for_editors(AgentSpec.model_json_schema(by_alias=True))
     return {
         "$schema": "https://json-schema.org/draft/2020-12/schema",
         "$id": SCHEMA_ID,

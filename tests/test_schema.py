@@ -122,3 +122,87 @@ def _shape_broken() -> list[Path]:
 def test_schema_rejects_what_the_parser_rejects_for_its_shape(path: Path) -> None:
     data, _, _ = parse_yaml(path.read_text(), str(path))
     assert list(VALIDATOR.iter_errors(json.loads(json.dumps(data)))) != []
+
+
+# -- what editors show: descriptions, snippet values, the schema line -----------------------------
+
+
+def _object_schemas() -> list[tuple[str, dict[str, Any]]]:
+    """Every object of the language (the file and each definition), by name."""
+    return [("rule file", SCHEMA), *SCHEMA["$defs"].items()]
+
+
+def test_every_key_in_the_schema_has_a_description() -> None:
+    bare = [
+        f"{owner}.{key}"
+        for owner, schema in _object_schemas()
+        for key, prop in schema.get("properties", {}).items()
+        if not prop.get("description")
+    ]
+    assert bare == [], "keys an editor would hover with a bare title"
+    undocumented = [
+        name for name, schema in SCHEMA["$defs"].items() if not schema.get("description")
+    ]
+    assert undocumented == []
+
+
+def test_every_rule_kind_key_is_described_by_its_semantics() -> None:
+    defs = SCHEMA["$defs"]
+    for name, model in RULE_CLASSES.items():
+        kind = spec.RULE_KINDS_BY_CLASS[model]
+        (key,) = set(defs[name]["required"]) & set(spec.KIND_KEYS)
+        assert defs[name]["properties"][key]["description"] == spec.RULE_SEMANTICS[kind]
+        assert defs[name]["properties"][key]["title"] == f"{kind} rule"
+
+
+def test_readme_rule_kind_table_is_the_spec_semantics() -> None:
+    """README's table of the nine kinds says what the kind keys' descriptions say (one source)."""
+    readme = (ROOT / "README.md").read_text().splitlines()
+    start = readme.index("| kind | YAML | semantics |") + 2
+    rows = {}
+    for line in readme[start:]:
+        if not line.startswith("| "):
+            break
+        kind, _yaml, semantics = (cell.strip() for cell in line.strip("|").split(" | "))
+        rows[kind.replace(" ", "_")] = semantics
+    assert rows == spec.RULE_SEMANTICS
+
+
+def _property_schemas() -> list[tuple[str, dict[str, Any]]]:
+    return [
+        (f"{owner}.{key}", prop)
+        for owner, schema in _object_schemas()
+        for key, prop in schema.get("properties", {}).items()
+    ]
+
+
+def test_snippet_values_are_valid_values() -> None:
+    """What an editor inserts when it completes a key (the default, else the first example)
+    is a value the key accepts; a number with neither would be completed as 0."""
+    for where, prop in _property_schemas():
+        resolved = {"$defs": SCHEMA["$defs"], **prop}
+        validator = jsonschema.Draft202012Validator(resolved)
+        for value in [prop["default"]] if "default" in prop else []:
+            assert validator.is_valid(value), f"{where}: default {value!r}"
+        for value in prop.get("examples", []):
+            assert validator.is_valid(value), f"{where}: example {value!r}"
+        if prop.get("type") in ("integer", "number") and not {"default", "const"} & set(prop):
+            assert prop.get("examples"), f"{where}: an editor would insert 0"
+        assert prop.get("default", ...) is not None, f"{where}: an editor would insert null"
+
+
+def _shipped_rule_files() -> list[Path]:
+    from engine.cli.common import collect_rule_files
+
+    return collect_rule_files([ROOT / "rules", ROOT / "examples"])
+
+
+def test_every_shipped_rule_file_points_editors_at_the_schema() -> None:
+    files = _shipped_rule_files()
+    assert {p.parent.name for p in files} >= {"rules", "screening", "support", "research"}
+    for path in files:
+        first = path.read_text().splitlines()[0]
+        prefix = "# yaml-language-server: $schema="
+        assert first.startswith(prefix), f"{path.relative_to(ROOT)} has no schema line"
+        target = (path.parent / first[len(prefix) :]).resolve()
+        assert target == SCHEMA_FILE.resolve(), f"{path.relative_to(ROOT)}: {first}"
