@@ -60,7 +60,7 @@ def _next_steps(run_id: str, status: str) -> list[str]:
         ]
     elif status == "awaiting_decision":
         lines.append(f"decide:  toolfsm runs resume {short} --retry | --mark-failed")
-    elif status in ("running", "cancelled"):
+    elif status in ("running", "cancelled", "failed"):
         lines.append(f"resume:  toolfsm runs resume {short}")
     return lines
 
@@ -160,9 +160,14 @@ async def _consume(stream: Any, view: LiveView) -> Any:
 
 
 def _provider(
-    model: str | None, agent_path: Path, base_url: str | None
+    model: str | None, agent_path: Path, provider_options: dict[str, Any]
 ) -> tuple[Any, str, dict[str, Any]]:
-    """The provider to use, its name for the store, and the options resume needs."""
+    """The provider to use, its name for the store, and the options resume needs.
+
+    `provider_options` are `make_provider`'s keyword arguments (base URL, and any other
+    provider setting `run` takes; never a secret): stored with the run as they are, so
+    `runs resume / approve / deny` rebuild the same provider (`provider_for_run`).
+    """
     from engine.providers import make_provider
 
     if model is None:
@@ -179,8 +184,8 @@ def _provider(
         path = str(Path(arg).resolve()) if arg else ""
         provider = make_provider(f"scripted:{path}" if path else "scripted")
         return provider, f"scripted:{path}", {"provider": "scripted", "script": path}
-    provider = make_provider(model, base_url=base_url)
-    return provider, model, {"provider": kind, "base_url": base_url}
+    provider = make_provider(model, **provider_options)
+    return provider, model, {"provider": kind, "provider_options": provider_options}
 
 
 @app.command("run")
@@ -222,7 +227,10 @@ def run_command(
     if not text:
         fail(f"{file}: no --input given and no run.input in the agent file")
     try:
-        provider, name, options = _provider(model, file, base_url)
+        # Every provider setting of the command line, as make_provider takes it (unset ones
+        # left out, so the provider's defaults apply then and on resume).
+        provider_options = {k: v for k, v in {"base_url": base_url}.items() if v is not None}
+        provider, name, options = _provider(model, file, provider_options)
         store = open_store(db)
     except ToolfsmError as exc:
         fail(str(exc))
@@ -360,9 +368,11 @@ def runs_show(
     pending = [c for c in snap.calls if c.step_seq >= r.steps_count]
     if pending:
         _out.print(f"[bold]step {r.steps_count}[/bold]  (not committed yet)")
-        # The paused step's reply is stored (before any tool ran) but not tied to a step yet.
-        replies = [m for m in snap.messages if m.role == "assistant" and m.step_seq is None]
-        paused_text = replies[-1].content.get("text") if replies else None
+        # The paused step's reply is stored (before any tool ran); its step is not committed.
+        from engine.runtime.resume import pending_reply
+
+        reply_record = pending_reply(snap)
+        paused_text = reply_record.content.get("text") if reply_record is not None else None
         if paused_text:
             _out.print(f"  [green]model:[/green] {escape(_short(str(paused_text), 400))}")
         for call in pending:

@@ -361,7 +361,11 @@ class Runner:
                         reply_json = pending.reply_json = self._w.Encoded(
                             reply_to_dict(reply, pending.message)
                         )
-                        journal.add(self._w.AppendMessages([reply_json], state.next_message))
+                        # Tied to its step now: a resume finds the reply of the step that
+                        # is not committed by its number, never an older one.
+                        journal.add(
+                            self._w.AppendMessages([reply_json], state.next_message, state.seq)
+                        )
                         state.next_message += 1
                     if reply.text:
                         state.last_text = reply.text

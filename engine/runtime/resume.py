@@ -9,10 +9,19 @@ from engine.providers.base import Provider, Usage
 from engine.runtime.agent import Agent, agent_from_text
 from engine.runtime.state import PendingStep, RunState, message_from_dict, reply_from_dict
 
-__all__ = ["ResumeError", "load_state", "open_agent", "provider_for_run"]
+__all__ = [
+    "ResumeError",
+    "load_state",
+    "open_agent",
+    "pending_reply",
+    "provider_for_run",
+    "provider_settings",
+]
 
-# Statuses a run can be resumed from: "running" means the process that ran it died.
-RESUMABLE = ("running", "awaiting_approval", "awaiting_decision", "cancelled")
+# Statuses a run can be resumed from: "running" means the process that ran it died;
+# "failed" is a stop with `error` (a server down, a timeout), resumed once the cause is fixed.
+# A finished run stays finished.
+RESUMABLE = ("running", "awaiting_approval", "awaiting_decision", "cancelled", "failed")
 
 
 class ResumeError(ToolfsmError):
@@ -38,8 +47,20 @@ def open_agent(store: Any, run_id: str, *, tools: str | None = None) -> tuple[Ag
     return agent, run
 
 
+def provider_settings(run: Any) -> dict[str, Any]:
+    """The provider settings stored with a run: `options["provider_options"]`, the keyword
+    arguments `make_provider` got when the run started (base URL, gating mode, timeout, ...;
+    never a secret). Runs stored before it kept only `base_url`."""
+    opts = run.options
+    stored = opts.get("provider_options")
+    if isinstance(stored, dict):
+        return dict(stored)
+    return {"base_url": opts["base_url"]} if opts.get("base_url") is not None else {}
+
+
 def provider_for_run(run: Any, snapshot: Any | None = None, **options: Any) -> Provider:
-    """Rebuild the provider a run was started with (API keys come from the environment).
+    """Rebuild the provider a run was started with, with the settings stored with it
+    (`provider_settings`; `options` override them). API keys come from the environment.
 
     A scripted provider resumes after the replies the run already used.
     """
@@ -54,7 +75,25 @@ def provider_for_run(run: Any, snapshot: Any | None = None, **options: Any) -> P
         if snapshot is not None:
             used = sum(1 for m in snapshot.messages if m.role == "assistant")
         return ScriptedProvider(load_script(path), source=str(path), start=used)
-    return make_provider(run.model, base_url=opts.get("base_url"), **options)
+    return make_provider(run.model, **{**provider_settings(run), **options})
+
+
+def pending_reply(snapshot: Any) -> Any | None:
+    """The stored message of the reply whose step is not committed (step `steps_count`), if
+    any. A reply is stored when it arrives, tied to its step; the step commit comes later.
+
+    Rows written before replies carried their step have none (NULL): one of them is the
+    pending reply only if it is the last reply and there are more replies than committed
+    steps (every step stores exactly one reply).
+    """
+    steps = snapshot.run.steps_count
+    replies = [m for m in snapshot.messages if m.role == "assistant"]
+    for record in reversed(replies):
+        if record.step_seq == steps:
+            return record
+    if replies and replies[-1].step_seq is None and len(replies) > steps:
+        return replies[-1]
+    return None
 
 
 def load_state(store: Any, run_id: str, agent: Agent) -> tuple[RunState, PendingStep | None]:
@@ -79,12 +118,12 @@ def load_state(store: Any, run_id: str, agent: Agent) -> tuple[RunState, Pending
         )
     machine = agent.machine
     position = machine.load(run.position) if run.position is not None else machine.start()
+    pending_record = pending_reply(snapshot)
+    stored_reply = None
     messages = []
-    pending_reply = None
     for record in snapshot.messages:
-        if record.role == "assistant" and record.step_seq is None:
-            # Appended when the reply arrived; its step was never committed.
-            pending_reply = reply_from_dict(dict(record.content))
+        if record is pending_record:
+            stored_reply = reply_from_dict(dict(record.content))
         else:
             messages.append(message_from_dict(dict(record.content)))
     seq = run.steps_count
@@ -100,16 +139,16 @@ def load_state(store: Any, run_id: str, agent: Agent) -> tuple[RunState, Pending
         next_message=max((m.seq for m in snapshot.messages), default=-1) + 1,
     )
     pending = None
-    if pending_reply is not None:
+    if stored_reply is not None:
         recorded = {c.call_id: c for c in snapshot.calls if c.step_seq == seq}
         started = min((c.started_at for c in recorded.values()), default=run.updated_at)
         pending = PendingStep(
             seq=seq,
             position_before=position,
             gate=machine.gate(position),
-            reply=pending_reply,
+            reply=stored_reply,
             started_at=started,
-            call_keys=state.call_keys(seq, pending_reply.tool_calls),
+            call_keys=state.call_keys(seq, stored_reply.tool_calls),
             recorded=recorded,
         )
     store.update_run(

@@ -411,9 +411,10 @@ class RunStore:
         return self.commit_step(run_id, step)
 
     def append_messages(
-        self, run_id: str, messages: Sequence[Mapping[str, Any]]
+        self, run_id: str, messages: Sequence[Mapping[str, Any]], *, step_seq: int | None = None
     ) -> list[MessageRecord]:
-        """Append conversation messages in order; the store numbers them 0, 1, 2, ..."""
+        """Append conversation messages in order; the store numbers them 0, 1, 2, ...
+        `step_seq`: the step they belong to (a reply stored before its step is committed)."""
         count = len(messages)
 
         def read(statements: Statements, cursor: Any, run_id: str) -> list[MessageRecord]:
@@ -423,7 +424,9 @@ class RunStore:
             cursor.execute(stmt.sql, stmt.params({"p_run": run_id}))
             return [_message_record(_Row(row)) for row in reversed(stmt.rows(cursor, count))]
 
-        return self._write_one("append messages", run_id, [AppendMessages(messages)], read)
+        return self._write_one(
+            "append messages", run_id, [AppendMessages(messages, step_seq=step_seq)], read
+        )
 
     # --- tool calls ---------------------------------------------------------------------
 

@@ -163,10 +163,13 @@ class CreateRun:
 @dataclass(frozen=True, slots=True)
 class AppendMessages:
     """`append_messages`: numbered after the run's last message, or from `first_seq` when the
-    caller keeps count (then nothing is read; a wrong count fails on the primary key)."""
+    caller keeps count (then nothing is read; a wrong count fails on the primary key).
+    `step_seq` ties them to a step not committed yet (a reply is stored when it arrives, so a
+    resume tells the pending reply of step `steps_count` from the committed ones)."""
 
     messages: Sequence[Mapping[str, Any] | Encoded]
     first_seq: int | None = None
+    step_seq: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -917,7 +920,9 @@ def _plan(
         if isinstance(op, AppendMessages):
             if op.first_seq is not None:
                 next_message[:] = [op.first_seq]
-            _add_messages(plan, statements, run_id, op, op.messages, None, stamp, next_message)
+            _add_messages(
+                plan, statements, run_id, op, op.messages, op.step_seq, stamp, next_message
+            )
         elif isinstance(op, StartCall):
             # A call started and finished in one batch (an idempotent tool, a violation) is
             # inserted finished: one statement, the same row.

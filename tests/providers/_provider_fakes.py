@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import types
 from collections.abc import Callable
@@ -41,7 +42,15 @@ class Fail:
     kind: Literal["timeout", "connect"]
 
 
-Responder = Reply | Fail | Callable[[Any], Reply]
+@dataclass(frozen=True)
+class Hang:
+    """A request the model never answers (it is still thinking when the run is cancelled or
+    the process dies); `reached` is set once the request has arrived."""
+
+    reached: asyncio.Event = field(default_factory=asyncio.Event)
+
+
+Responder = Reply | Fail | Hang | Callable[[Any], Reply]
 
 
 class FakeAPI:
@@ -66,6 +75,8 @@ class FakeAPI:
             )
         else:
             item = self.queue.pop(0)
+        if isinstance(item, Hang):
+            return _hang(item)
         if isinstance(item, Fail):
             if item.kind == "timeout":
                 raise self.lib.ReadTimeout("read timed out", request=request)
@@ -84,6 +95,11 @@ class FakeAPI:
     @property
     def last(self) -> dict[str, Any]:
         return self.bodies[-1]
+
+
+async def _hang(item: Hang) -> Any:
+    item.reached.set()
+    await asyncio.Event().wait()  # never set: only a cancellation ends the wait
 
 
 def raw_segment(content: bytes, key: str) -> bytes:
