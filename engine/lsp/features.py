@@ -186,6 +186,9 @@ def hover(document: RuleDocument, position: Position) -> tuple[str, Range] | Non
     if not node.is_key:
         return None
     owner = node.path[:-1]
+    if len(owner) == 3 and owner[0] == "rules" and owner[2] == "on_output":
+        cases = spec.ConditionalRule.model_fields["on_output"].description
+        return f"**output case** `{node.text}`\n\n{cases}", where
     model = document.owner_model(owner)
     info = field_for(model, node.text) if model is not None else None
     if info is None or not info.description:

@@ -105,19 +105,33 @@ def test_check_findings_come_too_and_follow_changes_and_saves(
     assert client.diagnostics(uri) == []
 
 
-def test_ranges_are_in_utf16_units(client: LspClient, tmp_path: Path) -> None:
-    text = AGENT.replace(
-        "  - terminal: [send_email, reject]", '  - {note: "😀é", terminal: [send_email, rejec]}'
-    )
-    uri = client.open(tmp_path / "agent.yaml", text)
-    (typo,) = [
-        d for d in client.diagnostics(uri, 1) if d["code"] == "E021" and "rejec'" in d["message"]
-    ]
-    line = text.split("\n")[typo["range"]["start"]["line"]]
-    column = line.index("rejec]")
+UNICODE_LINE = '  - {note: "😀é", terminal: [send_email, rejec]}'
+
+
+def _typo_range(lsp: LspClient, folder: Path) -> tuple[int, dict[str, Any]]:
+    """The code-point column of the undeclared `rejec` after an emoji, and its range."""
+    text = AGENT.replace("  - terminal: [send_email, reject]", UNICODE_LINE)
+    uri = lsp.open(folder / "unicode.yaml", text)
+    found = lsp.diagnostics(uri, 1)
+    (typo,) = [d for d in found if d["code"] == "E021" and "rejec'" in d["message"]]
+    return UNICODE_LINE.index("rejec]"), typo["range"]
+
+
+def test_ranges_are_in_utf16_units_by_default(client: LspClient, tmp_path: Path) -> None:
+    column, where = _typo_range(client, tmp_path)
     # 😀 is two UTF-16 code units, so the client's column is one more than the code points'.
-    assert typo["range"]["start"]["character"] == column + 1
-    assert typo["range"]["end"]["character"] == column + 1 + len("rejec")
+    assert where["start"]["character"] == column + 1
+    assert where["end"]["character"] == column + 1 + len("rejec")
+
+
+def test_ranges_follow_the_negotiated_position_encoding(tmp_path: Path) -> None:
+    with LspClient([sys.executable, "-m", "engine", "lsp"], cwd=ROOT) as lsp:
+        capabilities = {"general": {"positionEncodings": ["utf-32"]}}
+        assert (
+            lsp.initialize(tmp_path, capabilities)["capabilities"]["positionEncoding"] == "utf-32"
+        )
+        column, where = _typo_range(lsp, tmp_path)
+        assert (where["start"]["character"], where["end"]["character"]) == (column, column + 5)
 
 
 def _hover(client: LspClient, uri: str, position: dict[str, int]) -> str | None:
@@ -175,6 +189,8 @@ def test_hover_on_every_key_gives_its_meaning(client: LspClient, tmp_path: Path)
     assert max_steps is not None and max_steps in (
         _hover(client, uri, _at(ALL_KINDS, "max_steps")) or ""
     )
+    case = _hover(client, uri, _at(ALL_KINDS, "true: c", offset=1)) or ""
+    assert "output case" in case and "Boolean keys match" in case, case
     tools = spec.AgentSpec.model_fields["tools"].description
     assert tools is not None and tools in (_hover(client, uri, _at(ALL_KINDS, "tools:")) or "")
     # Every key of the file (the parser's vocabulary) has a hover text.
@@ -193,6 +209,11 @@ def test_hover_on_a_tool_name_shows_its_declaration(client: LspClient, tmp_path:
     assert (
         text is not None and "declared on line 4" in text and "Load a candidate's profile." in text
     )
+    # The keys of a tool declaration are described too.
+    for key, needle in [("name", "- name:"), ("description", "    description:")]:
+        wanted = spec.ToolDecl.model_fields[key].description
+        at = _at(AGENT, needle, offset=needle.index(key))
+        assert wanted and wanted in (_hover(client, uri, at) or ""), key
 
 
 def test_definition_jumps_from_a_rule_to_the_tool_declaration(
@@ -239,7 +260,14 @@ TOOLS = ["retrieve_candidate", "evaluate_candidate", "send_email", "reject"]
         ("a flow list being typed", "  - requires_approval: [send_email, "),
         ("a block list item", "  - required_before_exit:\n      - "),
         ("a word being typed", "  - continue: re"),
+        ("a conditional case", "  - after: reject\n    on_output: {true: "),
+        (
+            "a conditional default",
+            "  - after: reject\n    on_output: {true: reject}\n    default: ",
+        ),
+        ("a child rule's args", "  - after: reject\n    allow: send_email\n    args:\n      "),
         ("an assertion", "expect:\n  - never: "),
+        ("an assertion's tools", "expect:\n  - never_after: reject\n    tools: ["),
     ],
 )
 def test_completion_offers_the_declared_tools_where_a_rule_takes_tools(
@@ -278,13 +306,14 @@ def test_completion_offers_the_keys_that_fit(client: LspClient, tmp_path: Path) 
 
 
 def test_quick_fix_applies_the_did_you_mean(client: LspClient, tmp_path: Path) -> None:
-    text = AGENT.replace("    nte: the verdict picks the next step\n", "").replace(
+    text = AGENT.replace(
         "  - terminal: [send_email, reject]",
         "  - note: both end the run\n    terminl: [send_email, reject]",
     )
     uri = client.open(tmp_path / "agent.yaml", text)
     found = client.diagnostics(uri, 1)
-    assert {d["code"] for d in found} == {"E011", "E021"}
+    # An undeclared tool, an unknown key, a misspelt kind key (which is not the rule's first).
+    assert {d["code"] for d in found} == {"E011", "E013", "E021"}
     for diagnostic in found:
         actions = client.request(
             "textDocument/codeAction",
@@ -299,6 +328,7 @@ def test_quick_fix_applies_the_did_you_mean(client: LspClient, tmp_path: Path) -
         (edit,) = action["edit"]["changes"][uri]
         text = _apply(text, edit)
     assert "allow: evaluate_candidate\n" in text and "    terminal: [send_email, reject]" in text
+    assert "    note: the verdict picks the next step\n" in text
     client.change(uri, text, 2)
     assert client.diagnostics(uri, 2) == []
 
