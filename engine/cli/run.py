@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+from contextlib import suppress
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -239,6 +240,8 @@ def run_command(
     _out.print(f"[dim]store: {store.url}[/dim]")
     try:
         result = asyncio.run(_consume(runner.stream(text), view))
+    except ToolfsmError as exc:  # e.g. the store went away, or the run's lease was taken over
+        fail(str(exc))
     except KeyboardInterrupt:
         if view.result is not None:
             # Ctrl-C reached the loop only after the run had stopped (a blocking tool and a
@@ -413,7 +416,15 @@ def _print_call(call: Any) -> None:
         _out.print(f"    [{colour}]{escape(_short(call.result, limit))}[/{colour}]")
 
 
-def _resume(db: str | None, run_id: str, tools: str | None, decision: Any = None) -> None:
+def _resume(
+    db: str | None,
+    run_id: str,
+    tools: str | None,
+    decision: Any = None,
+    owner: str | None = None,
+) -> None:
+    """Resume a run (claiming it first: a run another live process runs is refused);
+    `owner` is the lease id `runs approve` / `deny` already hold the run under."""
     from engine.runtime import Runner, open_agent, provider_for_run
 
     store = _open(db)
@@ -423,9 +434,11 @@ def _resume(db: str | None, run_id: str, tools: str | None, decision: Any = None
             agent, run = open_agent(store, run.id, tools=tools)
             provider = provider_for_run(run, store.load_run(run.id))
         except RuleFileError as exc:  # the stored rule text no longer validates (toolfsm changed)
+            _give_up(store, run.id, owner)
             print_errors(exc.diagnostics)
             raise typer.Exit(EXIT_ERRORS) from None
         except ToolfsmError as exc:
+            _give_up(store, run.id, owner)
             fail(str(exc))
         runner = Runner(
             agent,
@@ -434,6 +447,7 @@ def _resume(db: str | None, run_id: str, tools: str | None, decision: Any = None
             max_steps=run.options.get("max_steps"),
             model=run.model,
             options={k: v for k, v in run.options.items() if k not in ("tools", "max_steps")},
+            owner=owner,
         )
         try:
             result = asyncio.run(
@@ -444,6 +458,13 @@ def _resume(db: str | None, run_id: str, tools: str | None, decision: Any = None
     finally:
         store.close()
     raise typer.Exit(_exit_code(result))
+
+
+def _give_up(store: Any, run_id: str, owner: str | None) -> None:
+    """Release the lease a decision was recorded under, when the run cannot be resumed now."""
+    if owner is not None:
+        with suppress(ToolfsmError):
+            store.release_run(run_id, owner)
 
 
 @runs_app.command("resume")
@@ -472,19 +493,23 @@ CallOption = typer.Option(
 
 
 def _decide(db: str | None, run_id: str, tools: str | None, decide: Any, verb: str) -> None:
-    """Record a decision on the call a run is waiting on (`decide(store, run_id)` returns the
-    call's record), then resume the run."""
+    """Record a decision on the call a run is waiting on (`decide(store, run_id, owner)`
+    returns the call's record), then resume the run, all under one claim of the run's lease:
+    a second reviewer is refused while this one holds it, and finds the call decided after."""
+    from engine.store import new_owner_id
+
+    owner = new_owner_id()
     store = _open(db)
     try:
         run = _find(store, run_id)
         try:
-            record = decide(store, run.id)
+            record = decide(store, run.id, owner)
         except ToolfsmError as exc:
             fail(str(exc))
         _out.print(f"{verb} {record.call_id} ({record.tool})")
     finally:
         store.close()
-    _resume(db, run.id, tools)
+    _resume(db, run.id, tools, owner=owner)
 
 
 @runs_app.command("approve")
@@ -497,7 +522,13 @@ def runs_approve(
     """Approve the call a run is waiting on, then resume the run."""
     from engine.runtime import approve
 
-    _decide(db, run_id, tools, lambda store, rid: approve(store, rid, call_id=call), "approved")
+    _decide(
+        db,
+        run_id,
+        tools,
+        lambda store, rid, owner: approve(store, rid, call_id=call, owner=owner),
+        "approved",
+    )
 
 
 @runs_app.command("deny")
@@ -511,4 +542,10 @@ def runs_deny(
     """Deny the call a run is waiting on (the model gets the reason), then resume the run."""
     from engine.runtime import deny
 
-    _decide(db, run_id, tools, lambda store, rid: deny(store, rid, reason, call_id=call), "denied")
+    _decide(
+        db,
+        run_id,
+        tools,
+        lambda store, rid, owner: deny(store, rid, reason, call_id=call, owner=owner),
+        "denied",
+    )

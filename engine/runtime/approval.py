@@ -1,7 +1,13 @@
-"""Approving or denying a call that waits for a human; the run is then resumed as usual."""
+"""Approving or denying a call that waits for a human; the run is then resumed as usual.
+
+A decision is taken under the run's lease (`RunStore.claim_run`): of two reviewers deciding at
+once, one claims the run and records its decision; the other gets `RunClaimed` (while the
+first holds the run) or finds the call decided. So exactly one decision is ever executed.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from engine.runtime.resume import ResumeError
@@ -32,15 +38,66 @@ def _pick(store: Any, run_id: str, call_id: str | None) -> Any:
     return waiting[0]
 
 
-def approve(store: Any, run_id: str, *, call_id: str | None = None) -> Any:
-    """Approve the awaiting call (the first one, or `call_id`); resume the run afterwards."""
-    call = _pick(store, run_id, call_id)
-    return store.set_call_status(run_id, call.call_id, "approved")
+def _decide(
+    store: Any, run_id: str, call_id: str | None, owner: str | None, record: Callable[..., Any]
+) -> Any:
+    """Claim the run, pick the call, `record(call, held_by)` the decision under the lease.
+
+    With `owner`, the lease is kept for the resume that follows (`Runner(owner=owner)`);
+    without, it is released with the decision."""
+    from engine.store import new_owner_id
+
+    held_by = owner or new_owner_id()
+    store.claim_run(run_id, held_by)
+    try:
+        call = _pick(store, run_id, call_id)
+        decided = record(call, held_by)
+    except BaseException:
+        store.release_run(run_id, held_by)
+        raise
+    if owner is None:
+        store.release_run(run_id, held_by)
+    return decided
 
 
-def deny(store: Any, run_id: str, reason: str, *, call_id: str | None = None) -> Any:
+def approve(
+    store: Any, run_id: str, *, call_id: str | None = None, owner: str | None = None
+) -> Any:
+    """Approve the awaiting call (the first one, or `call_id`); resume the run afterwards.
+
+    `owner`: the lease id to hold the run under and resume it with (`Runner(owner=...)`);
+    by default the run is claimed for the decision alone."""
+    return _decide(
+        store,
+        run_id,
+        call_id,
+        owner,
+        lambda call, held_by: store.set_call_status(
+            run_id, call.call_id, "approved", owner=held_by
+        ),
+    )
+
+
+def deny(
+    store: Any,
+    run_id: str,
+    reason: str,
+    *,
+    call_id: str | None = None,
+    owner: str | None = None,
+) -> Any:
     """Deny the awaiting call: the model gets the reason as the call's error result."""
-    call = _pick(store, run_id, call_id)
-    return store.record_call_finished(
-        run_id, call.call_id, status="denied", result=DENIAL_PREFIX + reason, is_error=True
+    return _decide(
+        store,
+        run_id,
+        call_id,
+        owner,
+        lambda call, held_by: store.record_call_finished(
+            run_id,
+            call.call_id,
+            status="denied",
+            result=DENIAL_PREFIX + reason,
+            is_error=True,
+            owner=held_by,
+        ),
     )

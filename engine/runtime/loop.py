@@ -21,7 +21,10 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Generator
+from contextlib import suppress
 from datetime import UTC, datetime
 from functools import partial
 from typing import Any, Literal, get_args
@@ -121,10 +124,17 @@ class Runner:
         model: str | None = None,
         options: dict[str, Any] | None = None,
         group_commit: GroupCommit | None = None,
+        owner: str | None = None,
+        lease_seconds: float | None = None,
     ) -> None:
         """`group_commit` (one per event loop and store, shared by the runners of many
         concurrent runs) makes their store writes share transactions; without it each run
-        commits on its own."""
+        commits on its own.
+
+        A stored run is run under a lease (see `RunStore.claim_run`): `owner` is the id it is
+        held by (default: a new one per run started or resumed; give the one `approve` or
+        `deny` claimed with, to resume under it), `lease_seconds` how long it lasts unless
+        renewed (default: $TOOLFSM_LEASE_SECONDS, else `engine.store.LEASE_SECONDS`)."""
         self.agent = agent
         self.provider = provider
         self.store = store
@@ -140,10 +150,13 @@ class Runner:
         # one does not load SQLAlchemy.
         self._w: Any = None
         self._allowed_cache: dict[tuple[str, ...], Any] = {}
+        self._owner = owner
+        self.lease_seconds = 0.0
         if store is not None:
-            from engine.store import writes
+            from engine.store import LEASE_SECONDS, writes
 
             self._w = writes
+            self.lease_seconds = lease_seconds or _lease_seconds_from_env() or LEASE_SECONDS
 
     def _start_call(
         self,
@@ -277,6 +290,7 @@ class Runner:
             }
             run_id = run_id or new_run_id()
             journal = Journal(self.store, run_id, self.group_commit)
+            owner = self._new_owner()
             position_json = w.Encoded(machine.dump(position))
             journal.add(
                 w.CreateRun(
@@ -287,11 +301,15 @@ class Runner:
                     input=input,
                     options=options,
                     position=position_json,
+                    owner=owner,
+                    lease_seconds=self.lease_seconds,
                 )
             )
             journal.add(w.AppendMessages([message_to_dict(first)], 0))
-            # The run exists in the store before its first model call.
+            # The run exists in the store before its first model call, held by this process.
             await journal.flush()
+            journal.lease = w.KeepLease(owner, self.lease_seconds)
+            journal.fresh_until = time.monotonic() + self.lease_seconds
         state = RunState(run_id or "memory", position, [first], next_message=1)
         if journal is not None:
             state.position_json = position_json
@@ -302,8 +320,18 @@ class Runner:
             raise RuntimeError("resuming needs a store")
         from engine.runtime.resume import load_state
 
-        state, pending = load_state(self.store, run_id, self.agent)
-        journal = Journal(self.store, state.run_id, self.group_commit)
+        # The lease first: a run another live process runs is refused (`RunClaimed`) before
+        # anything is read or run.
+        owner = self._new_owner()
+        self.store.claim_run(run_id, owner, seconds=self.lease_seconds)
+        try:
+            state, pending = load_state(self.store, run_id, self.agent)
+        except BaseException:
+            with suppress(Exception):  # the error being raised says what went wrong
+                self.store.release_run(run_id, owner)
+            raise
+        lease = self._w.KeepLease(owner, self.lease_seconds)
+        journal = Journal(self.store, state.run_id, self.group_commit, lease)
         started = RunStarted(state.run_id, self.agent.name, self.model, resumed=True)
         return state, pending, journal, started
 
@@ -320,6 +348,8 @@ class Runner:
             yield opening
         del opening
         machine = self._machine
+        if journal is not None:
+            journal.start_heartbeat()
         try:
             while True:
                 if pending is None:
@@ -407,8 +437,24 @@ class Runner:
                 journal.add(
                     self._w.UpdateRun(status="cancelled", stop_reason=StopReason.CANCELLED.value)
                 )
+                self._release(journal)
                 journal.flush_now()
             raise
+        except Exception as exc:
+            # An error the loop does not handle (the store went away, the lease was lost): the
+            # run stays resumable. Give the lease up if it is still this process's.
+            if journal is not None and journal.lease is not None:
+                from engine.store import LeaseLost
+
+                if not isinstance(exc, LeaseLost):
+                    journal.ops = []
+                    self._release(journal)
+                    with suppress(Exception):
+                        journal.flush_now()
+            raise
+        finally:
+            if journal is not None:
+                journal.stop_heartbeat()
 
     def _settle(
         self,
@@ -548,10 +594,11 @@ class Runner:
                         w.CallStatus.STARTED,
                     )
                 )
-            if journal is not None and (side_effects or journal.urgent):
+            if journal is not None and (side_effects or journal.urgent or journal.stale()):
                 # A side effect must be on record as started before it happens, and an
-                # earlier side effect's result before anything else runs.
-                yield journal.flush()
+                # earlier side effect's result before anything else runs; and no tool runs
+                # under a lease that may have lapsed (the flush renews it, or says it is lost).
+                yield journal.flush(renew=True)
             if not quiet:
                 yield _call_started(step.seq, key, call.name, stored_args, False)
             # An inline tool runs here and now; any other is awaited (see `_steps`).
@@ -627,6 +674,8 @@ class Runner:
                     ),
                 )
             )
+            if stop is not None:
+                self._release(journal)
             state.next_message += len(new_messages)
             yield journal.flush()
         return stop, (
@@ -667,6 +716,20 @@ class Runner:
         if verdict.continues:
             return "continue", _VALUE[verdict.reason], None, verdict.message
         return "stop", _VALUE[verdict.reason], verdict.stop_reason, None
+
+    def _new_owner(self) -> str:
+        if self._owner is not None:
+            return self._owner
+        from engine.store import new_owner_id
+
+        return new_owner_id()
+
+    def _release(self, journal: Journal) -> None:
+        """End the batch being written by giving the run's lease up (the run stops here)."""
+        lease = journal.lease
+        if lease is not None:
+            journal.add(self._w.ReleaseLease(lease.owner))
+            journal.lease = None
 
     def _allowed_json(self, allowed: tuple[str, ...]) -> Any:
         """A gate's allowed tools as stored with each step: encoded once per gate."""
@@ -722,6 +785,7 @@ class Runner:
                     error=error if stop is StopReason.ERROR else None,
                 )
             )
+            self._release(journal)
             await journal.flush()
         return Stopped(self._result(state, stop, error, pending_call, pending_usage))
 
@@ -743,6 +807,15 @@ class Runner:
             position=self._machine.dump(state.position),
             pending_call=pending_call,
         )
+
+
+def _lease_seconds_from_env() -> float | None:
+    text = os.environ.get("TOOLFSM_LEASE_SECONDS", "").strip()
+    try:
+        value = float(text) if text else None
+    except ValueError:
+        return None
+    return value if value is not None and value > 0 else None
 
 
 def _cuts(verdict: Verdict) -> bool:

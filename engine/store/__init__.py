@@ -18,6 +18,8 @@ from engine.store.errors import (
     DuplicateCall,
     DuplicateStep,
     InvalidValue,
+    LeaseLost,
+    RunClaimed,
     RunNotFound,
     RunStateConflict,
     StepOutOfOrder,
@@ -35,9 +37,17 @@ from engine.store.records import (
     StepRecord,
     ToolCallRecord,
 )
-from engine.store.run_store import RunStore, new_run_id, open_store, rules_hash
+from engine.store.run_store import (
+    LEASE_SECONDS,
+    RunStore,
+    new_owner_id,
+    new_run_id,
+    open_store,
+    rules_hash,
+)
 
 __all__ = [
+    "LEASE_SECONDS",
     "AgentNotFound",
     "AgentRecord",
     "AmbiguousRunId",
@@ -47,7 +57,9 @@ __all__ = [
     "DuplicateCall",
     "DuplicateStep",
     "InvalidValue",
+    "LeaseLost",
     "MessageRecord",
+    "RunClaimed",
     "RunNotFound",
     "RunRecord",
     "RunSnapshot",
@@ -60,6 +72,7 @@ __all__ = [
     "StoreError",
     "StoreUnavailable",
     "ToolCallRecord",
+    "new_owner_id",
     "new_run_id",
     "open_store",
     "resolve_db_url",

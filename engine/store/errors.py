@@ -16,7 +16,9 @@ print `str(error)` and never a database traceback.
         ├── StepOutOfOrder   the sequence number skips ahead of the next expected one
         ├── DuplicateCall    a tool call with that id exists in the run
         ├── CallStateConflict  the call's current status does not allow the requested change
-        └── RunStateConflict   the run is not in the status the caller expected
+        ├── RunStateConflict   the run is not in the status the caller expected
+        ├── RunClaimed       another live process holds the run's lease
+        └── LeaseLost        this process no longer holds the lease it wrote under
 
 StoreError derives from `engine.errors.ToolfsmError` (a leaf module with no imports from the
 engine), so `except ToolfsmError` catches store failures too.
@@ -25,6 +27,7 @@ engine), so `except ToolfsmError` catches store failures too.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from datetime import datetime
 
 from engine.errors import ToolfsmError
 
@@ -36,6 +39,8 @@ __all__ = [
     "DuplicateCall",
     "DuplicateStep",
     "InvalidValue",
+    "LeaseLost",
+    "RunClaimed",
     "RunNotFound",
     "RunStateConflict",
     "StepOutOfOrder",
@@ -171,4 +176,56 @@ class RunStateConflict(StoreConflict):
         self.expected = tuple(expected)
         super().__init__(
             f"run {run_id} is {current!r}, expected {' or '.join(map(repr, self.expected))}"
+        )
+
+
+def _ago(then: datetime | None, now: datetime) -> str:
+    if then is None:
+        return "at an unknown time"
+    return f"{max(0.0, (now - then).total_seconds()):.0f} s ago"
+
+
+class RunClaimed(StoreConflict):
+    """Another process holds the run's lease and it has not lapsed: it is running the run.
+
+    `owner` is its "host:pid:random" id; `renewed_at` / `expires_at` say how fresh its lease
+    is. Nothing was written.
+    """
+
+    def __init__(
+        self,
+        run_id: str,
+        owner: str,
+        renewed_at: datetime | None,
+        expires_at: datetime | None,
+        now: datetime,
+    ) -> None:
+        self.run_id = run_id
+        self.owner = owner
+        self.renewed_at = renewed_at
+        self.expires_at = expires_at
+        lapses = (
+            f"lapses in {max(0.0, (expires_at - now).total_seconds()):.0f} s"
+            if expires_at is not None
+            else "never lapses"
+        )
+        super().__init__(
+            f"run {run_id} is being run by another process ({owner}, lease renewed "
+            f"{_ago(renewed_at, now)}, {lapses}); wait for it to stop, or if that process "
+            "is gone, run the command again once the lease has lapsed"
+        )
+
+
+class LeaseLost(StoreConflict):
+    """This process wrote under a lease it no longer holds (it lapsed and another process
+    took the run over, or the run was released); nothing of the write was stored."""
+
+    def __init__(self, run_id: str, owner: str, holder: str | None) -> None:
+        self.run_id = run_id
+        self.owner = owner
+        self.holder = holder
+        now_held = f"now held by {holder}" if holder else "now released"
+        super().__init__(
+            f"run {run_id}: this process ({owner}) no longer holds the run's lease "
+            f"({now_held}); it stopped without running anything more"
         )

@@ -109,6 +109,10 @@ class RunRecord(_Record):
     created_at: datetime
     updated_at: datetime
     finished_at: datetime | None
+    # The run lease (see `RunStore.claim_run`): who may write the run now, None when nobody.
+    owner: str | None = None
+    lease_renewed_at: datetime | None = None
+    lease_expires_at: datetime | None = None
 
 
 class StepRecord(_Record):

@@ -17,11 +17,12 @@ from __future__ import annotations
 
 import hashlib
 import os
+import socket
 import threading
 import uuid
 from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from contextlib import contextmanager, suppress
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any, Literal, TypeVar, cast
 
 from alembic.util import CommandError
@@ -57,6 +58,8 @@ from engine.store.errors import (
     DuplicateCall,
     DuplicateStep,
     InvalidValue,
+    LeaseLost,
+    RunClaimed,
     RunNotFound,
     RunStateConflict,
     StepOutOfOrder,
@@ -85,8 +88,10 @@ from engine.store.writes import (
     CommitStep,
     CreateRun,
     FinishCall,
+    KeepLease,
     Missed,
     Op,
+    ReleaseLease,
     SetCallStatus,
     StartCall,
     Statements,
@@ -98,7 +103,12 @@ from engine.store.writes import (
 )
 from engine.store.writes import require_text as _require_text
 
-__all__ = ["RunStore", "new_run_id", "open_store", "rules_hash"]
+__all__ = ["LEASE_SECONDS", "RunStore", "new_owner_id", "new_run_id", "open_store", "rules_hash"]
+
+# How long a run's lease lasts without renewal. The owner renews it at every durability point
+# and every third of this while it waits (a model call, a tool), so only a dead or frozen
+# process lets it lapse; a lapsed lease can be taken over by another process.
+LEASE_SECONDS = 30.0
 
 
 _AMBIGUOUS_SHOWN = 5
@@ -116,6 +126,37 @@ def new_run_id() -> str:
     # their first 8+ characters, defeating short prefixes on the command line. Runs are
     # ordered by created_at instead.
     return uuid.uuid4().hex
+
+
+def new_owner_id() -> str:
+    """A lease owner id, "host:pid:random": unique per claimant, and telling a human (and a
+    process on the same host) which process holds a run."""
+    return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+
+
+def owner_is_gone(owner: str) -> bool:
+    """True when `owner` names a process on this host that no longer exists (it was killed):
+    its lease can be taken over at once rather than when it lapses. Any doubt (another host,
+    a pid that exists, whoever it is now) means False."""
+    host, _, rest = owner.partition(":")
+    pid_text = rest.partition(":")[0]
+    if host != socket.gethostname() or not pid_text.isdigit():
+        return False
+    pid = int(pid_text)
+    if pid == os.getpid() or pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    except OSError:  # e.g. PermissionError: it exists, as someone else's
+        return False
+    # A killed process its parent has not reaped yet is a zombie: gone all the same.
+    try:
+        with open(f"/proc/{pid}/stat", encoding="ascii", errors="replace") as stat:
+            return stat.read().rpartition(")")[2].split()[:1] == ["Z"]
+    except OSError:
+        return False
 
 
 def open_store(url: str | None = None) -> RunStore:
@@ -305,6 +346,47 @@ class RunStore:
         )
         return self._write_one("update run", run_id, [op], _read_run)
 
+    # --- the run lease ----------------------------------------------------------------------
+
+    def claim_run(self, run_id: str, owner: str, *, seconds: float = LEASE_SECONDS) -> RunRecord:
+        """Make `owner` the one process that runs `run_id`, for `seconds` unless renewed.
+
+        Atomic: the run row is locked for the check (PostgreSQL: SELECT ... FOR UPDATE;
+        SQLite: the write lock of BEGIN IMMEDIATE), so of two processes claiming one run,
+        exactly one wins. Succeeds when the run has no owner, `owner` already holds it, its
+        lease has lapsed, or its owner is a process of this host that no longer exists;
+        otherwise raises `RunClaimed` naming the owner and the age of its lease.
+        """
+        _require_text("lease owner", owner)
+        with self._write("claim run") as session:
+            row = session.get(RunRow, run_id, with_for_update=True)
+            if row is None:
+                raise RunNotFound(run_id)
+            now = utcnow()
+            holder = row.owner
+            if holder is not None and holder != owner:
+                expires = _utc_or_none(row.lease_expires_at)
+                lapsed = expires is not None and expires <= now
+                if not lapsed and not owner_is_gone(holder):
+                    raise RunClaimed(
+                        run_id, holder, _utc_or_none(row.lease_renewed_at), expires, now
+                    )
+            row.owner = owner
+            row.lease_renewed_at = now
+            row.lease_expires_at = now + timedelta(seconds=seconds)
+            session.flush()
+            agent_id = row.agent_id
+            record_row = row
+        return _run_record(record_row, self._agent_by_id(agent_id).name)
+
+    def renew_lease(self, run_id: str, owner: str, *, seconds: float = LEASE_SECONDS) -> None:
+        """Extend `owner`'s lease of the run by `seconds` from now (`LeaseLost` if not held)."""
+        self._write_one("renew lease", run_id, [KeepLease(owner, seconds)], None)
+
+    def release_run(self, run_id: str, owner: str) -> None:
+        """Give up `owner`'s lease of the run (`LeaseLost` if it does not hold it)."""
+        self._write_one("release run", run_id, [ReleaseLease(owner)], None)
+
     def get_run(self, run_id: str) -> RunRecord:
         """Return the run with exactly this id."""
         with self._read("get run") as session:
@@ -459,11 +541,13 @@ class RunStore:
         return self._write_one("record call started", run_id, [op], _read_call(call_id))
 
     def set_call_status(
-        self, run_id: str, call_id: str, status: CallStatus | str
+        self, run_id: str, call_id: str, status: CallStatus | str, *, owner: str | None = None
     ) -> ToolCallRecord:
-        """Move a call along without a result (approve, deny, start, or mark failed)."""
-        op = SetCallStatus(call_id, status)  # type: ignore[arg-type]
-        return self._write_one("set call status", run_id, [op], _read_call(call_id))
+        """Move a call along without a result (approve, deny, start, or mark failed).
+
+        With `owner`, only while it holds the run's lease (`LeaseLost` otherwise)."""
+        ops: list[Op] = [SetCallStatus(call_id, status)]  # type: ignore[arg-type]
+        return self._write_one("set call status", run_id, _fenced(ops, owner), _read_call(call_id))
 
     def record_call_finished(
         self,
@@ -475,8 +559,11 @@ class RunStore:
         is_error: bool,
         duration_ms: int | None = None,
         arguments: Any = None,
+        owner: str | None = None,
     ) -> ToolCallRecord:
-        """Record a call's result (once); `arguments`, when given, replaces the stored ones."""
+        """Record a call's result (once); `arguments`, when given, replaces the stored ones.
+
+        With `owner`, only while it holds the run's lease (`LeaseLost` otherwise)."""
         op = FinishCall(
             call_id,
             status,  # type: ignore[arg-type]
@@ -485,7 +572,9 @@ class RunStore:
             duration_ms,
             arguments,
         )
-        return self._write_one("record call finished", run_id, [op], _read_call(call_id))
+        return self._write_one(
+            "record call finished", run_id, _fenced([op], owner), _read_call(call_id)
+        )
 
     def pending_calls(self, run_id: str) -> list[ToolCallRecord]:
         """Return the run's calls with no recorded result, in the order the model made them."""
@@ -631,6 +720,8 @@ class RunStore:
             # A conditional statement matched no row: the rows were read in its transaction.
             if missed.steps_count is None:
                 raise RunNotFound(run_id)
+            if isinstance(op, KeepLease | ReleaseLease):
+                return LeaseLost(run_id, op.owner, self.get_run(run_id).owner)
             if isinstance(op, CommitStep):
                 seq, count = op.step.seq, missed.steps_count
                 return (DuplicateStep if seq < count else StepOutOfOrder)(run_id, seq, count)
@@ -733,6 +824,11 @@ def _calls_query(run_id: str) -> Any:
             col(ToolCallRow.started_at),
         )
     )
+
+
+def _fenced(ops: list[Op], owner: str | None) -> list[Op]:
+    """`ops`, applied only while `owner` holds the run's lease (which they renew)."""
+    return ops if owner is None else [KeepLease(owner, LEASE_SECONDS), *ops]
 
 
 def _attempt(
@@ -842,6 +938,9 @@ def _run_record(row: RunRow | _Row, agent_name: str) -> RunRecord:
         created_at=_utc(row.created_at),
         updated_at=_utc(row.updated_at),
         finished_at=_utc_or_none(row.finished_at),
+        owner=row.owner,
+        lease_renewed_at=_utc_or_none(row.lease_renewed_at),
+        lease_expires_at=_utc_or_none(row.lease_expires_at),
     )
 
 

@@ -103,6 +103,12 @@ class RunRow(_Table, table=True):
     created_at: datetime = Field(sa_type=_TIMESTAMP, nullable=False)
     updated_at: datetime = Field(sa_type=_TIMESTAMP, nullable=False)
     finished_at: datetime | None = Field(default=None, sa_type=_TIMESTAMP, nullable=True)
+    # The run lease: the one process that may write the run ("host:pid:random"), when it
+    # last renewed its claim, and when the claim lapses if it is not renewed (the owner died).
+    # All three are NULL while nobody runs the run.
+    owner: str | None = Field(default=None, sa_type=String(128), nullable=True)
+    lease_renewed_at: datetime | None = Field(default=None, sa_type=_TIMESTAMP, nullable=True)
+    lease_expires_at: datetime | None = Field(default=None, sa_type=_TIMESTAMP, nullable=True)
 
 
 class StepRow(_Table, table=True):

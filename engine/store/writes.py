@@ -24,7 +24,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from enum import Enum
 from typing import Any, Final, NamedTuple, TypeVar
 
@@ -56,8 +56,10 @@ __all__ = [
     "CreateRun",
     "Encoded",
     "FinishCall",
+    "KeepLease",
     "Missed",
     "Op",
+    "ReleaseLease",
     "SetCallStatus",
     "StartCall",
     "StepValues",
@@ -150,6 +152,9 @@ class CreateRun:
     input: str
     options: Mapping[str, Any]
     position: Any = None
+    # The run's first lease (see `KeepLease`): the process that creates a run runs it.
+    owner: str | None = None
+    lease_seconds: float | None = None
 
     def __post_init__(self) -> None:
         require_text("model", self.model)
@@ -283,6 +288,32 @@ class UpdateRun:
             object.__setattr__(self, "expect_status", expected_statuses(self.expect_status))
 
 
+@dataclass(frozen=True, slots=True)
+class KeepLease:
+    """The batch applies only while `owner` holds the run's lease, which it renews for
+    `seconds` from the transaction's time; otherwise nothing of the batch is written
+    (`LeaseLost`). The run loop puts it first in every batch it writes (a fence: a process
+    whose lease was taken over cannot write, so it cannot record or start a call)."""
+
+    owner: str
+    seconds: float
+
+    def __post_init__(self) -> None:
+        require_text("lease owner", self.owner)
+        if not self.seconds > 0:
+            raise InvalidValue(f"a lease lasts more than 0 seconds, got {self.seconds!r}")
+
+
+@dataclass(frozen=True, slots=True)
+class ReleaseLease:
+    """As `KeepLease`, and the lease is given up: the run has no owner afterwards."""
+
+    owner: str
+
+    def __post_init__(self) -> None:
+        require_text("lease owner", self.owner)
+
+
 def expected_statuses(statuses: Any) -> frozenset[str]:
     """Run status values from one status or a collection of them (empty for None)."""
     if statuses is None:
@@ -292,7 +323,17 @@ def expected_statuses(statuses: Any) -> frozenset[str]:
     return frozenset(enum_value(RunStatus, status, "run status").value for status in statuses)
 
 
-Op = CreateRun | AppendMessages | StartCall | FinishCall | SetCallStatus | CommitStep | UpdateRun
+Op = (
+    CreateRun
+    | AppendMessages
+    | StartCall
+    | FinishCall
+    | SetCallStatus
+    | CommitStep
+    | UpdateRun
+    | KeepLease
+    | ReleaseLease
+)
 
 
 def _missed(statements: Statements, cursor: Any, run_id: str, op: Op) -> Missed:
@@ -511,6 +552,9 @@ _RUN_ORDER = (
     "created_at",
     "updated_at",
     "finished_at",
+    "owner",
+    "lease_renewed_at",
+    "lease_expires_at",
 )
 _CALL_ORDER = (
     "run_id",
@@ -596,6 +640,25 @@ class Statements:
                 _CALL.c.call_id == _p("p_call", _CALL.c.call_id),
             ),
             self,
+        )
+        owner = _p("p_owner", _RUN.c.owner)
+        fenced = (_RUN.c.id == _p("p_run", _RUN.c.id), _RUN.c.owner == owner)
+        self.keep_lease = _Statement(
+            update(_RUN)
+            .where(*fenced)
+            .values(
+                lease_renewed_at=_p("p_now", _RUN.c.lease_renewed_at),
+                lease_expires_at=_p("p_expires", _RUN.c.lease_expires_at),
+            ),
+            self,
+            order=("p_run", "p_owner", "p_now", "p_expires"),
+        )
+        self.release_lease = _Statement(
+            update(_RUN)
+            .where(*fenced)
+            .values(owner=null(), lease_renewed_at=null(), lease_expires_at=null()),
+            self,
+            order=("p_run", "p_owner"),
         )
         self.touch_run = _Statement(
             update(_RUN)
@@ -946,6 +1009,13 @@ def _plan(
             plan.append(_Exec(stmt, stmt.params(values), op, True))
         elif isinstance(op, UpdateRun):
             plan.append(_update_run(statements, run_id, op, now))
+        elif isinstance(op, KeepLease):
+            stmt = statements.keep_lease
+            expires = statements.time(now + timedelta(seconds=op.seconds))
+            plan.append(_Exec(stmt, stmt.ready([run_id, op.owner, stamp, expires]), op, True))
+        elif isinstance(op, ReleaseLease):
+            stmt = statements.release_lease
+            plan.append(_Exec(stmt, stmt.ready([run_id, op.owner]), op, True))
         elif isinstance(op, CreateRun):
             plan.append(_create_run(statements, op, now))
             next_message[:] = [0]
@@ -973,6 +1043,9 @@ def _create_run(statements: Statements, op: CreateRun, now: datetime) -> _Exec:
         now,
         now,
         None,
+        op.owner,
+        None if op.owner is None else now,
+        None if op.lease_seconds is None else now + timedelta(seconds=op.lease_seconds),
     ]
     return _Exec(stmt, stmt.bind(row), op, False)
 

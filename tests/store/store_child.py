@@ -2,16 +2,20 @@
 
 store_child.py crash URL    commit a step, start a call, leave a write half done, wait
 store_child.py writer URL N create a run and commit N steps to it, then print its id
+store_child.py claim URL RUN GO   wait for the file GO, claim RUN, print WON or the refusal,
+                                 stay alive until GO.done exists
 """
 
 from __future__ import annotations
 
+import os
 import sys
 import time
+from pathlib import Path
 
 from sqlalchemy.orm import Session
 
-from engine.store import StepRecord, open_store
+from engine.store import RunClaimed, StepRecord, new_owner_id, open_store
 from engine.store.db import WRITE_OPTION
 from engine.store.tables import MessageRow, StepRow
 
@@ -80,9 +84,28 @@ def writer(url: str, steps: int) -> None:
         print(run.id, flush=True)
 
 
+def claim(url: str, run_id: str, go: str) -> None:
+    with open_store(url) as store:
+        store.get_run(run_id)  # connected and migrated: only the claim is left to race
+        print("READY", flush=True)
+        while not Path(go).exists():
+            time.sleep(0.001)
+        try:
+            store.claim_run(run_id, new_owner_id())
+        except RunClaimed as exc:
+            print(f"REFUSED {exc}", flush=True)
+        else:
+            print(f"WON {os.getpid()}", flush=True)
+        # Alive until every claimant has tried: a dead owner's lease may be taken over.
+        while not Path(go + ".done").exists():
+            time.sleep(0.005)
+
+
 if __name__ == "__main__":
     mode, url = sys.argv[1], sys.argv[2]
     if mode == "crash":
         crash(url)
+    elif mode == "claim":
+        claim(url, sys.argv[3], sys.argv[4])
     else:
         writer(url, int(sys.argv[3]))

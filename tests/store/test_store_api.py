@@ -36,6 +36,10 @@ PUBLIC = {
     "DuplicateCall",
     "CallStateConflict",
     "RunStateConflict",
+    "RunClaimed",
+    "LeaseLost",
+    "new_owner_id",
+    "LEASE_SECONDS",
 }
 
 LOOP_API = {
@@ -54,6 +58,9 @@ LOOP_API = {
     "load_run",
     "list_runs",
     "pending_calls",
+    "claim_run",
+    "renew_lease",
+    "release_run",
     "write",
     "write_many",
     "close",
