@@ -210,8 +210,8 @@ def simulate_runs(
                     verdict = machine.after_text(position)
                     if verdict.continues or verdict.stop_reason is StopReason.DEAD_END:
                         pending = set(machine.pending_required(position))
-                        for i, tools in required_rules:
-                            if tools & pending:
+                        for i, required in required_rules:
+                            if required & pending:
                                 report.rules_fired[i] += 1
                     stop = verdict.stop_reason
                     continue
@@ -236,8 +236,8 @@ def simulate_runs(
                 verdict = machine.after_call(position, choice)
                 if choice in machine.terminal and verdict.continues:
                     pending = set(machine.pending_required(position))
-                    for i, tools in required_rules:
-                        if tools & pending:
+                    for i, required in required_rules:
+                        if required & pending:
                             report.rules_fired[i] += 1
                 stop = verdict.stop_reason
             report.stop_reasons[str(stop)] += 1
