@@ -119,4 +119,19 @@ def explain(machine: Machine, position: Position, tool: str) -> Explanation:
                     )
     if allowed and not reasons:
         reasons.append((None, "no rule restricts it here"))
+    if not gate.allowed:
+        reasons.append((None, _nothing_allowed(machine, position)))
     return Explanation(tool, allowed, gate.force, node.name, tuple(reasons))
+
+
+def _nothing_allowed(machine: Machine, position: Position) -> str:
+    """What happens where no tool is allowed: a dead end, or an answer-only position."""
+    if not machine.dead_end(position):
+        return (
+            "no tool is allowed here and no call is forced: the model is asked for its final "
+            "answer, which ends the run"
+        )
+    if machine.gate(position).force:
+        return "no tool is allowed here but a call is forced: a dead end"
+    pending = ", ".join(machine.pending_required(position))
+    return f"no tool is allowed here but {pending} must be called before the run ends: a dead end"

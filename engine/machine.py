@@ -32,7 +32,7 @@ class Reason(StrEnum):
     HEARTBEAT = "heartbeat"  # go on: heartbeat mode, the model asked to continue
     NO_HEARTBEAT = "no_heartbeat"  # stop: heartbeat mode, the model did not ask to continue
     END_TURN = "end_turn"  # stop: the model replied without a tool call
-    DEAD_END = "dead_end"  # stop: no tool is allowed next
+    DEAD_END = "dead_end"  # stop: a call is needed next but no tool is allowed
 
 
 class StopReason(StrEnum):
@@ -98,7 +98,14 @@ class Gate:
 
     @property
     def dead_end(self) -> bool:
-        return not self.allowed
+        """A call is forced and no tool is allowed: the run cannot go on from here."""
+        return self.force and not self.allowed
+
+    @property
+    def answer_only(self) -> bool:
+        """No tool is allowed and none is forced: the model may only give its final answer
+        (a reply without a tool call, which ends the run unless a required tool is pending)."""
+        return not self.force and not self.allowed
 
 
 _new_tuple = tuple.__new__
@@ -312,8 +319,15 @@ class Machine:
             )
         return _STOPS[reason]
 
+    def dead_end(self, position: Position) -> bool:
+        """No tool is allowed at `position` and the run cannot end there: a call is forced,
+        or a required-before-exit tool is pending (and can no longer be called). Without
+        either, an empty allowed set is an answer-only position, not a dead end."""
+        gate = self.gate(position)
+        return not gate.allowed and (gate.force or bool(self.pending_required(position)))
+
     def _unless_dead_end(self, position: Position, verdict: Verdict) -> Verdict:
-        if verdict.continues and not self.gate(position).allowed:
+        if verdict.continues and self.dead_end(position):
             return _DEAD_END
         return verdict
 

@@ -77,7 +77,11 @@ def violation_message(machine: Machine, position: Position, tool: str) -> str:
     from engine.explain import explain  # explain is the slow path; keep it off import time
 
     gate = machine.gate(position)
-    allowed = ", ".join(gate.allowed) or "none (dead end)"
+    allowed = ", ".join(gate.allowed) or (
+        "none (dead end)"
+        if machine.dead_end(position)
+        else "none (answer only: reply without a tool call)"
+    )
     if tool not in machine.tool_index:
         return f"unknown tool {tool!r}; allowed now: {allowed}"
     blame = [f"{ref.span}: {text}" for ref, text in explain(machine, position, tool).reasons if ref]

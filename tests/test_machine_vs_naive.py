@@ -2,7 +2,8 @@
 
 The interpreter below is deliberately simple-minded: at every step it rescans the whole call
 history and every rule, exactly as `reference-semantics.md` describes one step (with the
-project's documented differences: declaration order, dead end instead of "all tools",
+project's documented differences: declaration order, answer-only or dead end instead of "all
+tools",
 required-before-exit on every stop, output matching by key type). It shares no code with the
 compiler or the machine, only the parsed spec.
 """
@@ -114,7 +115,10 @@ def _stop_or_required(
 
 
 def _unless_dead_end(agent: spec.AgentSpec, history: History, verdict: tuple[bool, Reason]):
-    if verdict[0] and not naive_gate(agent, history)[0]:
+    # Nothing allowed: a dead end where a call is forced or a required tool is pending;
+    # otherwise the run goes on to an answer-only step (the reply ends it).
+    allowed, force, _ = naive_gate(agent, history)
+    if verdict[0] and not allowed and (force or _pending(agent, history)):
         return False, Reason.DEAD_END
     return verdict
 

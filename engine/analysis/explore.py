@@ -8,7 +8,9 @@ The model of a run (the "default continuation mode" of the runtime, see the READ
   output case it can return (one output text per case key, plus one that matches no key), so
   the finite set of steps covers every output the tool could return;
 - after a call, `machine.after_call` decides: the run goes on at the new position, stops
-  legitimately (a terminal tool with nothing required pending), or stops at a dead end;
+  legitimately (a terminal tool with nothing required pending), or stops at a dead end (no
+  tool allowed where a call is forced or a required tool is pending; with neither, a position
+  with no tool allowed is answer-only: the model's reply ends the run there);
 - when the gate does not force a call, the model may instead reply without a tool call:
   `machine.after_text` either ends the run legitimately or, with required-before-exit tools
   pending, keeps it at the same position (a self-loop; the run must still call them);
@@ -342,7 +344,11 @@ def explore(machine: Machine, *, max_states: int = LIVE_LIMIT) -> Graph:
                         add_step(step_id)
                         add_target(END)
             for step_id, next_node, next_mask in cases:
-                if not next_mask & ~new_ex:
+                # Nothing allowed next: a dead end where a call is forced or a required tool
+                # is pending; otherwise an answer-only position (a reply ends the run there).
+                if not next_mask & ~new_ex and (force[next_node] or required_mask & ~new_rest):
+                    if not force[next_node]:  # the run tries to stop with required pending
+                        required_stopped |= (required_mask & ~new_rest) >> required_shift
                     add_step(step_id)
                     add_target(DEAD)
                     continue

@@ -2,7 +2,8 @@
 
 Codes (stable; silences and tests name them). Errors make `toolfsm check` exit 1:
 
-    C101 error    dead end: a reachable call after which no tool is allowed
+    C101 error    dead end: a reachable position where no tool is allowed but the run cannot
+                  end (a call is forced, or a required-before-exit tool is pending)
     C102 warning  tool can never be called (no reachable position allows it)
     C103 warning  rule never fires (max_calls limit never reached, required tool never pending
                   when the run tries to stop, ...)
@@ -240,15 +241,13 @@ class _Findings:
                     position=position,
                 )
                 return
+        # No tool allowed is a dead end only where a call is forced or a required tool is
+        # pending (else the position is answer-only: a reply ends the run there).
         pending = machine.pending_required(position)
         why = (
-            f"the run must go on (required before exit: {', '.join(pending)})"
-            if pending and (text or (node.last_tool in machine.terminal))
-            else (
-                "a call is forced"
-                if machine.base_gate(position.node).force
-                else "the run goes on after every tool call"
-            )
+            "a call is forced"
+            if machine.base_gate(position.node).force
+            else f"the run must go on (required before exit: {', '.join(pending)})"
         )
         self.add(
             Severity.ERROR,
@@ -256,7 +255,11 @@ class _Findings:
             f"dead end: {where}, {why} but no tool is allowed ({node.name})",
             self.rule_span(index, node.last_tool),
             rule=index,
-            hint="allow at least one tool here, or make the tool before it terminal",
+            hint=(
+                "allow at least one tool here, or make the tool before it terminal"
+                if not pending or machine.base_gate(position.node).force
+                else f"allow {', '.join(pending)} here, or call it earlier in the run"
+            ),
             trace=trace,
             position=position,
         )

@@ -119,7 +119,11 @@ def trace(
         if row.decision:
             detail = f" ({row.message})" if row.message else ""
             typer.echo(f"  decision: {row.decision} ({row.reason}){detail}")
-        allowed = ", ".join(row.allowed) or "none: dead end"
+        allowed = ", ".join(row.allowed) or (
+            "none: dead end"
+            if machine.dead_end(row.position)
+            else "none: answer only (a reply without a tool call ends the run)"
+        )
         typer.echo(f"  allowed:  {allowed}")
         if row.force:
             typer.echo(f"  forced:   {row.forced_tool or 'yes (any allowed tool)'}")

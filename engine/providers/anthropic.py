@@ -142,6 +142,8 @@ class AnthropicProvider:
         """The tool_choice to send for this request."""
         named = request.named_tool
         choice: dict[str, Any]
+        if request.answer_only:
+            return {"type": "none"}  # no tool may be called (thinking accepts none too)
         if self.thinking_enabled:
             # Thinking only accepts auto/none; forcing is enforced by validation instead.
             choice = {"type": "auto"}
@@ -155,31 +157,38 @@ class AnthropicProvider:
             choice["disable_parallel_tool_use"] = True
         return choice
 
-    def _enforced_by_api(self, request: ModelRequest, choice: Mapping[str, Any]) -> bool:
+    def _enforced_by_api(self, request: ModelRequest, choice: Mapping[str, Any] | None) -> bool:
         """Whether the API itself guarantees the gating, so no validation is needed."""
+        if request.answer_only:
+            return True  # tool_choice none
         if self.thinking_enabled:
             return False
         if not self.send_all_tools:
             return True  # only allowed tools are visible; any/auto/tool do the rest
-        return choice.get("type") == "tool"
+        return choice is not None and choice.get("type") == "tool"
 
     def build_request(
         self, request: ModelRequest, messages: list[dict[str, Any]] | None = None
     ) -> dict[str, Any]:
         """The keyword arguments for `messages.create`."""
-        specs = request.tools if self.send_all_tools else request.allowed_specs()
+        # Answer-only: every tool with tool_choice none (the API refuses a history of
+        # tool_use / tool_result blocks without tool definitions).
+        specs = (
+            request.tools if self.send_all_tools or request.answer_only else request.allowed_specs()
+        )
         body: dict[str, Any] = {
             "model": self.model,
             "max_tokens": self.max_tokens,
             "messages": messages
             if messages is not None
             else to_anthropic_messages(request.messages),
-            "tools": [
+        }
+        if specs:
+            body["tools"] = [
                 {"name": t.name, "description": t.description, "input_schema": t.parameters}
                 for t in specs
-            ],
-            "tool_choice": self.tool_choice_for(request),
-        }
+            ]
+            body["tool_choice"] = self.tool_choice_for(request)
         if request.system:
             body["system"] = request.system
         if self.thinking is not None:
@@ -190,7 +199,7 @@ class AnthropicProvider:
     async def complete(self, request: ModelRequest) -> ModelReply:
         messages = to_anthropic_messages(request.messages)
         body = self.build_request(request, messages)
-        choice = body["tool_choice"]
+        choice = body.get("tool_choice")  # absent only for an agent with no tools
         validate = not self._enforced_by_api(request, choice)
         usage = Usage()
         retries = 0

@@ -130,7 +130,9 @@ class ModelRequest:
     """What the run loop asks of the model for one step.
 
     `tools` is every tool of the agent in stable declaration order (so providers that can keep
-    the request prefix byte-identical do); `allowed` is the subset the next call may use.
+    the request prefix byte-identical do); `allowed` is the subset the next call may use. An
+    empty `allowed` (never with `force`) is an answer-only step: no tool may be called, the
+    model is asked for its final answer.
     """
 
     system: str
@@ -162,8 +164,8 @@ class ModelRequest:
         if len(set(names)) != len(names):
             dupes = sorted({n for n in names if names.count(n) > 1})
             raise bad(f"duplicate tool names {dupes}")
-        if not self.allowed:
-            raise bad("allowed is empty; a step must allow at least one tool")
+        if not self.allowed and self.force:
+            raise bad("allowed is empty but a call is forced; a forced step needs a tool")
         unknown = [n for n in self.allowed if n not in names]
         if unknown:
             raise bad(f"allowed names {unknown} are not among the tools {names}")
@@ -177,6 +179,11 @@ class ModelRequest:
                     f"forced_tool={self.forced_tool!r} must be the only allowed tool, "
                     f"allowed={list(self.allowed)}"
                 )
+
+    @property
+    def answer_only(self) -> bool:
+        """No tool may be called at this step: the model is asked for its final answer."""
+        return not self.allowed
 
     @property
     def named_tool(self) -> str | None:

@@ -152,7 +152,13 @@ class OpenAIProvider:
         """The keyword arguments for `chat.completions.create`, and the tool_choice among them."""
         mode = mode or self._mode
         tool_choice: Any
-        if mode == "allowed_tools":
+        if request.answer_only:
+            # No tool may be called. allowed_tools keeps the full list (the request prefix
+            # stays the same) with tool_choice "none"; filter sends no tools at all (the API
+            # refuses an empty list, and tool_choice / parallel_tool_calls without tools).
+            specs = request.tools if mode == "allowed_tools" else ()
+            tool_choice = "none" if specs else None
+        elif mode == "allowed_tools":
             specs = request.tools
             tool_choice = {
                 "type": "allowed_tools",
@@ -173,7 +179,9 @@ class OpenAIProvider:
         body: dict[str, Any] = {
             "model": self.model,
             "messages": to_chat_messages(request.system, request.messages),
-            "tools": [
+        }
+        if specs:
+            body["tools"] = [
                 {
                     "type": "function",
                     "function": {
@@ -183,13 +191,12 @@ class OpenAIProvider:
                     },
                 }
                 for t in specs
-            ],
-            "tool_choice": tool_choice,
-        }
-        # Sent only when restricting: the API default is True, and omitting it keeps bodies of
-        # servers that do not know the parameter valid.
-        if not request.parallel_tool_calls:
-            body["parallel_tool_calls"] = False
+            ]
+            body["tool_choice"] = tool_choice
+            # Sent only when restricting: the API default is True, and omitting it keeps
+            # bodies of servers that do not know the parameter valid.
+            if not request.parallel_tool_calls:
+                body["parallel_tool_calls"] = False
         if self.max_tokens is not None:
             body["max_completion_tokens"] = self.max_tokens
         body.update(self.request_options)

@@ -54,7 +54,7 @@ class RandomProvider:
         # Draw the stop decision first, always, so the stream of draws depends only on the
         # sequence of requests (not on which branch a previous step took).
         stop = self._rng.random() < self.text_probability
-        if stop and not request.force:
+        if (stop and not request.force) or request.answer_only:
             return ModelReply(text=END_TEXT, tool_calls=(), tool_choice_sent=None)
         name = self._rng.choice(request.allowed)
         spec = request.tool(name)

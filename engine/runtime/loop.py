@@ -357,7 +357,9 @@ class Runner:
                         yield (yield self._stop(state, journal, StopReason.STEP_LIMIT))
                         return
                     gate = machine.gate(state.position)
-                    if not gate.allowed:  # a dead end
+                    # No tool allowed: a dead end where a call is forced (or a required tool
+                    # is pending); else an answer-only step (the request offers no tool).
+                    if not gate.allowed and machine.dead_end(state.position):
                         yield (
                             yield self._stop(
                                 state, journal, StopReason.DEAD_END, "no tool is allowed"
@@ -711,7 +713,7 @@ class Runner:
             verdict = last if last.continues else next((v for v in verdicts if v.continues), last)
         else:
             # Every call was rejected (violation, denial, failure): the model gets the errors
-            # and another turn; the position did not move, so its gate is not empty.
+            # and another turn (at an answer-only position: to answer, until the step limit).
             return "continue", "no_call_executed", None, None
         if verdict.continues:
             return "continue", _VALUE[verdict.reason], None, verdict.message

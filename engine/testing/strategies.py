@@ -50,7 +50,8 @@ def _outputs(machine: Machine) -> dict[str, list[str | None]]:
 def traces(machine: Machine, *, max_length: int = 20) -> st.SearchStrategy[list[TraceStep]]:
     """Valid traces: each step allowed where it is taken, outputs covering every output case.
 
-    A trace stops early when the run stops (terminal tool or dead end); it may also be a
+    A trace stops early when the run stops (terminal tool or dead end) or no tool is allowed
+    (an answer-only position: the run ends with the reply there); it may also be a
     prefix of a longer run. Replay one with `engine.trace.trace(machine, steps)`.
     """
     outputs = _outputs(machine)

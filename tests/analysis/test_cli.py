@@ -115,3 +115,16 @@ def test_simulate_with_tools_runs_them(tmp_path) -> None:
     assert offline["stop_reasons"].get("dead_end", 0) > 0
     bad = runner.invoke(app, [*args, "--tools", str(tmp_path / "missing.py")])
     assert bad.exit_code == 2  # a tools module that cannot be loaded: usage, as for `run`
+
+
+def test_check_accepts_an_answer_only_position_and_simulate_ends_there() -> None:
+    # "Search once, then answer": after the search no tool is allowed and none is forced, so
+    # the model is asked for its final answer. Not a dead end, not C107 (issue 10, section 2).
+    path = str(CASES / "answer_only_search_once.yaml")
+    result = runner.invoke(app, ["check", path, "--format", "json"])
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout) == []
+    text = runner.invoke(app, ["trace", path, "search"]).output
+    assert "allowed:  none: answer only" in text
+    report = json.loads(runner.invoke(app, ["simulate", path, "--runs", "50", "--json"]).stdout)
+    assert report["stop_reasons"] == {"end_turn": 50}

@@ -107,8 +107,14 @@ class LettaRun:
         return True
 
     def _go_on(self) -> str:
-        # toolfsm's deviation: going on with nothing allowed is a dead end, so the run stops.
-        if not self.letta_fallback and not self.allowed():
+        # toolfsm's deviation: going on with nothing allowed is a dead end (the run stops)
+        # where a call is forced or a required tool is pending; otherwise it is answer-only
+        # (the run goes on to ask for the final answer, with no tool offered).
+        if (
+            not self.letta_fallback
+            and not self.allowed()
+            and (self.forced() or self.pending_required())
+        ):
             return "stop"
         return "continue"
 

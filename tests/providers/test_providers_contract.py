@@ -67,6 +67,12 @@ def test_named_tool() -> None:
     assert request(("fetch",), force=False).named_tool is None
 
 
+def test_an_empty_allowed_set_without_force_is_an_answer_only_request() -> None:
+    answer = ModelRequest(system="", messages=(), tools=TOOLS, allowed=(), force=False)
+    assert answer.answer_only and answer.allowed_specs() == ()
+    assert not request(("fetch",)).answer_only
+
+
 def test_allowed_specs_keep_declaration_order() -> None:
     names = [t.name for t in request(("finish", "search")).allowed_specs()]
     assert names == ["search", "finish"]
@@ -75,7 +81,7 @@ def test_allowed_specs_keep_declaration_order() -> None:
 @pytest.mark.parametrize(
     ("kwargs", "message"),
     [
-        ({"allowed": ()}, "allowed is empty"),
+        ({"allowed": (), "force": True}, "allowed is empty but a call is forced"),
         ({"allowed": ("nope",)}, "not among the tools"),
         ({"allowed": ("fetch", "fetch")}, "duplicates"),
         ({"allowed": ("fetch",), "forced_tool": "fetch"}, "force is False"),
