@@ -212,6 +212,7 @@ def compile_rules(rule_file: RuleFile) -> Machine:
         source_path=rule_file.path,
         sha256=rule_file.sha256,
         spec=agent,
+        output_text=agent.run.output_text,
     )
 
 

@@ -18,7 +18,7 @@ from types import MappingProxyType
 from typing import Any, NamedTuple
 
 from engine.errors import PositionError, SourceSpan, ToolfsmError, UnknownToolError
-from engine.outputs import compile_cases
+from engine.outputs import TEXT_FORMS, compile_cases
 
 
 class Reason(StrEnum):
@@ -168,6 +168,7 @@ class Machine:
         "approval",
         "continue_tools",
         "nodes",
+        "output_text",
         "required_tools",
         "rule_continues",
         "rules",
@@ -200,6 +201,7 @@ class Machine:
         source_path: str,
         sha256: str,
         spec: Any,
+        output_text: str = "json",
     ) -> None:
         self.spec = spec  # the AgentSpec it was compiled from (for explanations and analysis)
         self.agent = agent
@@ -212,7 +214,10 @@ class Machine:
         self._masks = tuple(gate.mask for gate in gates)
         self._next = next_node
         self._case_keys = MappingProxyType(dict(case_keys))
-        self._matchers = {index: compile_cases(keys) for index, keys in case_keys.items()}
+        # How a real return value becomes the text cases match (`run.output_text`).
+        self.output_text = output_text
+        text_of = TEXT_FORMS[output_text]
+        self._matchers = {index: compile_cases(keys, text_of) for index, keys in case_keys.items()}
         self._case_nodes = MappingProxyType(dict(case_nodes))
         self._count_slot = count_slot
         self._count_limit = count_limit

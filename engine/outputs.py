@@ -2,7 +2,9 @@
 
 The one rule, documented in the README ("Matching output cases"):
 - the output is first turned into text: a string stays as it is; True/False become
-  "true"/"false"; None becomes "null"; numbers, lists and mappings become their JSON text;
+  "true"/"false"; None becomes "null"; numbers, lists and mappings become their JSON text
+  (with `run: {output_text: python}`, as imported Letta agents have: Python's `str()`, which is
+  what Letta matches: "True", "None", "{'a': 1}");
 - a boolean key matches the text "true" / "false" in any letter case, ignoring surrounding
   white space;
 - a number key (int or float) matches text that parses as a number equal to it
@@ -14,6 +16,7 @@ The one rule, documented in the README ("Matching output cases"):
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 from collections.abc import Callable
@@ -36,6 +39,21 @@ def output_text(value: Any) -> str:
         return str(value)
 
 
+def python_text(value: Any) -> str:
+    """The text Letta matches against: Python's `str()` of the return value (`run:
+    {output_text: python}`). A mapping is read back from the JSON Letta wraps it in first (so
+    its keys are strings), as Letta's conditional rule reads the wrapped `message` field."""
+    if isinstance(value, str):
+        return value
+    if isinstance(value, dict):
+        with contextlib.suppress(TypeError, ValueError):  # not JSON-friendly: str() it as is
+            value = json.loads(json.dumps(value, ensure_ascii=False, default=str))
+    return str(value)
+
+
+TEXT_FORMS: dict[str, Callable[[Any], str]] = {"json": output_text, "python": python_text}
+
+
 def _as_number(text: str) -> float | None:
     try:
         number = float(text.strip())
@@ -54,17 +72,23 @@ def case_matches(key: bool | int | float | str, text: str) -> bool:
     return text == key
 
 
-def first_match(keys: tuple[bool | int | float | str, ...], value: Any) -> int | None:
+def first_match(
+    keys: tuple[bool | int | float | str, ...],
+    value: Any,
+    text_of: Callable[[Any], str] = output_text,
+) -> int | None:
     """Index of the first key that matches the output `value`, None when none does."""
-    text = output_text(value)
+    text = text_of(value)
     for index, key in enumerate(keys):
         if case_matches(key, text):
             return index
     return None
 
 
-def compile_cases(keys: tuple[bool | int | float | str, ...]) -> Callable[[Any], int | None]:
-    """A matcher equivalent to `first_match(keys, value)`, with one look-up per key type.
+def compile_cases(
+    keys: tuple[bool | int | float | str, ...], text_of: Callable[[Any], str] = output_text
+) -> Callable[[Any], int | None]:
+    """A matcher equivalent to `first_match(keys, value, text_of)`, one look-up per key type.
 
     String keys match by exact text, boolean keys by the stripped lower-case text, number
     keys by the parsed number (a dict finds numeric equality: 1 and 1.0 hash alike); the
@@ -83,7 +107,7 @@ def compile_cases(keys: tuple[bool | int | float | str, ...]) -> Callable[[Any],
             exact.setdefault(key, index)
 
     def match(value: Any) -> int | None:
-        text = value if type(value) is str else output_text(value)
+        text = value if type(value) is str else text_of(value)
         best = exact.get(text)
         if bools:
             hit = bools.get(text.strip().lower())

@@ -492,6 +492,13 @@ class RunSettings(_Model):
         description="Where the tool functions live: a .py file relative to this file, or a "
         "dotted module name. Default: tools.py beside this file.",
     )
+    output_text: Literal["json", "python"] = Field(
+        default="json",
+        description="How a tool's return value becomes the text output cases match. json: a "
+        "string as it is, True/False as true/false, None as null, anything else as JSON. "
+        "python: Python's str(), as Letta does (True, None, {'a': 1}, [1, 2]); `toolfsm "
+        "import` writes it.",
+    )
 
 
 class AgentSpec(_Model):

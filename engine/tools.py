@@ -346,6 +346,14 @@ def _ms_since(started: float) -> int:
     return int((_clock() - started) * 1000)
 
 
+def tool_name_of(fn: Callable[..., Any]) -> str:
+    """The tool name a function stands for: `@tool(name=...)` if given, else its own name."""
+    marks: _Marks | None = getattr(fn, _MARK, None)
+    if marks is not None and marks.name:
+        return marks.name
+    return str(getattr(fn, "__name__", repr(fn)))
+
+
 class ToolRegistry:
     """The tools of one agent, by name, in the order they were registered."""
 

@@ -18,7 +18,11 @@ from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 import yaml
+from yaml.composer import Composer
+from yaml.parser import Parser
+from yaml.reader import Reader
 from yaml.resolver import BaseResolver
+from yaml.scanner import Scanner
 
 from engine.errors import Diagnostic, Severity, SourceSpan
 
@@ -66,27 +70,54 @@ class _PlainResolver(BaseResolver):
         return None
 
 
+class _PyLoader(Reader, Scanner, Parser, Composer, _PlainResolver):
+    """PyYAML's pure-Python reader: the same grammar as libyaml, and it reads `\\uD83D\\uDE80`
+    (a UTF-16 surrogate pair, as JSON writes characters beyond U+FFFF) as two code points,
+    which `_Builder` joins; libyaml refuses such escapes."""
+
+    def __init__(self, stream: str) -> None:
+        Reader.__init__(self, stream)
+        Scanner.__init__(self)
+        Parser.__init__(self)
+        Composer.__init__(self)
+        _PlainResolver.__init__(self)
+
+
+_Loader: Any
 try:  # libyaml composes about ten times faster; the pure-Python parser is the same grammar.
     from yaml.cyaml import CParser as _Parser  # type: ignore[attr-defined]  # (the stubs omit it)
 
-    class _Loader(_Parser, _PlainResolver):
+    class _CLoader(_Parser, _PlainResolver):
         def __init__(self, stream: str) -> None:
             _Parser.__init__(self, stream)
             _PlainResolver.__init__(self)
 
+    _Loader = _CLoader
 except ImportError:  # pragma: no cover - depends on how PyYAML was built
-    from yaml.composer import Composer
-    from yaml.parser import Parser
-    from yaml.reader import Reader
-    from yaml.scanner import Scanner
+    _Loader = _PyLoader
 
-    class _Loader(Reader, Scanner, Parser, Composer, _PlainResolver):  # type: ignore[no-redef]
-        def __init__(self, stream: str) -> None:
-            Reader.__init__(self, stream)
-            Scanner.__init__(self)
-            Parser.__init__(self)
-            Composer.__init__(self)
-            _PlainResolver.__init__(self)
+# libyaml's complaint about a `\u` escape of a surrogate (half of a pair written JSON-style).
+_SURROGATE_ESCAPE = "found invalid Unicode character escape code"
+_SURROGATES = re.compile("[\ud800-\udfff]")
+
+
+def _compose_with_surrogates(text: str, refusal: yaml.MarkedYAMLError) -> Any:
+    """The document's node graph by the pure-Python reader, after libyaml's `refusal`."""
+    loader = _PyLoader(text)
+    try:
+        return loader.get_single_node()
+    except ValueError:  # an escape beyond U+10FFFF (chr() refuses it): libyaml's refusal stands
+        raise refusal from None
+    finally:
+        loader.dispose()
+
+
+def _join_surrogates(text: str) -> str | None:
+    """`text` with its UTF-16 surrogate pairs joined into characters; None for a lone half."""
+    try:
+        return text.encode("utf-16-le", "surrogatepass").decode("utf-16-le")
+    except UnicodeDecodeError:
+        return None
 
 
 @dataclass
@@ -147,8 +178,9 @@ def _pos(node: yaml.Node) -> tuple[int, int]:
 
 
 class _Builder:
-    def __init__(self, source: SourceMap) -> None:
+    def __init__(self, source: SourceMap, *, surrogates: bool = False) -> None:
         self.source = source
+        self.surrogates = surrogates  # double-quoted scalars may hold surrogate-pair escapes
         self.count = 0
         self.duplicates: list[Diagnostic] = []
 
@@ -168,6 +200,16 @@ class _Builder:
         if isinstance(node, yaml.ScalarNode):
             if node.tag != _STR:
                 raise _Refused("E002", f"YAML tags are not allowed here ({node.tag})", node)
+            if node.style == '"' and self.surrogates and _SURROGATES.search(node.value):
+                joined = _join_surrogates(node.value)
+                if joined is None:
+                    raise _Refused(
+                        "E001",
+                        "malformed YAML: a \\u escape is half of a UTF-16 surrogate pair "
+                        "without its other half",
+                        node,
+                    )
+                return joined
             return node.value if node.style else _plain_scalar(node.value)
         if isinstance(node, yaml.SequenceNode):
             if node.tag != _SEQ:
@@ -223,10 +265,20 @@ def parse_yaml(text: str, path: str) -> tuple[Any, SourceMap, list[Diagnostic]]:
         span = SourceSpan(path, 1, 1)
         message = f"file is larger than {MAX_BYTES} bytes; a rule file should be small"
         return None, source, [Diagnostic(Severity.ERROR, "E003", message, span)]
-    loader = None
+    loader: Any = None
+    surrogates = False
     try:
-        loader = _Loader(text)  # the pure-Python reader already checks characters here
-        root = loader.get_single_node()
+        try:
+            loader = _Loader(text)  # the pure-Python reader already checks characters here
+            root = loader.get_single_node()
+        except yaml.MarkedYAMLError as exc:
+            if exc.problem != _SURROGATE_ESCAPE or _Loader is _PyLoader:
+                raise
+            # JSON-style `\uD83D\uDE80`: YAML 1.2 reads it as one character (U+1F680).
+            loader.dispose()
+            loader = None
+            root = _compose_with_surrogates(text, exc)
+            surrogates = True
     except yaml.reader.ReaderError as exc:
         # A character YAML forbids (control characters): point at its first occurrence
         # (libyaml counts bytes, the pure-Python reader characters; the text is what we have).
@@ -259,7 +311,7 @@ def parse_yaml(text: str, path: str) -> tuple[Any, SourceMap, list[Diagnostic]]:
             source,
             [Diagnostic(Severity.ERROR, "E001", "the file is empty", SourceSpan(path, 1, 1))],
         )
-    builder = _Builder(source)
+    builder = _Builder(source, surrogates=surrogates)
     try:
         value = builder.build(root, (), 0)
     except _Refused as refused:

@@ -463,13 +463,25 @@ class _Findings:
                 path: tuple[Any, ...] = ("rules", index, "allow")
                 if not isinstance(rule.allow, str):
                     path = (*path, position_in_list)
+                if rule.after in machine.terminal and rule.after not in offered_after:
+                    # No run goes on after the tool: the cause is its terminal rule.
+                    why, hint = (
+                        f"{rule.after!r} is terminal: every call of it ends the run",
+                        f"drop the child rule, or remove {rule.after!r} from the terminal rule",
+                    )
+                else:
+                    why, hint = (
+                        "another rule or a used-up max_calls limit always forbids it",
+                        None,
+                    )
                 self.add(
                     Severity.WARNING,
                     "C106",
                     f"{child!r} is allowed after {rule.after!r} but can never be called there "
-                    "(another rule or a used-up max_calls limit always forbids it)",
+                    f"({why})",
                     self.at.at(path),
                     rule=index,
+                    hint=hint,
                 )
 
     def approval_forced(self) -> None:

@@ -48,6 +48,7 @@ class LettaAgent:
     description: str = ""
     agent_id: str | None = None
     notes: tuple[str, ...] = ()  # what the reader noticed (unknown tool ids, ...)
+    agent_type: str | None = None  # Letta's `agent_type` ("memgpt_agent", ...): its loop
 
 
 @dataclass(frozen=True)
@@ -131,6 +132,7 @@ def _agent(
         description=_text(raw.get("description")),
         agent_id=raw.get("id") if isinstance(raw.get("id"), str) else None,
         notes=tuple(notes),
+        agent_type=_text(raw.get("agent_type")) or None,
     )
 
 

@@ -235,6 +235,29 @@ def _tool_entry(tool: LettaTool, parameters: bool) -> str | spec.ToolDecl:
     return spec.ToolDecl(name=tool.name, description=tool.description, parameters=params)
 
 
+# Agent types Letta runs with its older loop, where a tool call without a rule that continues
+# ends the run unless the model set `request_heartbeat` (LettaAgentV2; `letta_v1_agent` and
+# `sleeptime_agent` run the newer loop, which goes on after any tool call).
+HEARTBEAT_AGENT_TYPES = frozenset(
+    {"memgpt_agent", "memgpt_v2_agent", "react_agent", "workflow_agent", "split_thread_agent"}
+)
+
+
+def _run_settings(agent: LettaAgent) -> dict[str, Any]:
+    """The `run:` block that makes toolfsm run the agent as Letta does: Letta's output text
+    (`str()`), its loop, and no parallel tool calls when the agent has rules other than
+    approval rules (Letta turns them off then)."""
+    run: dict[str, Any] = {"output_text": "python"}
+    if agent.agent_type in HEARTBEAT_AGENT_TYPES:
+        run["continuation"] = "heartbeat"
+    if any(
+        not isinstance(raw, dict) or raw.get("type") != "requires_approval"
+        for raw in agent.tool_rules
+    ):
+        run["parallel_tool_calls"] = False
+    return run
+
+
 def letta_to_spec(agent: LettaAgent) -> Translation:
     """Translate one Letta agent; never raises for untranslatable rules (they are skipped)."""
     notes: list[str] = list(agent.notes)
@@ -296,10 +319,11 @@ def letta_to_spec(agent: LettaAgent) -> Translation:
             "description": agent.description,
             "tools": [_tool_entry(t, parameters[t.name]) for t in declared.values()],
             "rules": spec_rules,
+            "run": _run_settings(agent),
         }
         built = spec.AgentSpec.model_validate(candidate)
         document = built.model_dump(mode="json", by_alias=True, exclude_defaults=True)
-        checked = parse_rules(json.dumps(document), f"<{agent.name}>")
+        checked = parse_rules(json.dumps(document, ensure_ascii=False), f"<{agent.name}>")
         errors = [d for d in checked.diagnostics if d.is_error]
         if not errors:
             break

@@ -144,6 +144,26 @@ def _origin(translation: Translation, indices: tuple[int, ...]) -> str:
     return f"from Letta {where}: {', '.join(types)}"
 
 
+_RUN_COMMENTS = {
+    "output_text": "output cases match str() of a tool's return value, as in Letta",
+    "continuation": "Letta runs this agent type with its heartbeat loop",
+    "parallel_tool_calls": "Letta turns parallel tool calls off for agents with tool rules",
+}
+
+
+def _run_lines(run: Any) -> list[str]:
+    """The `run:` block of an imported agent, one commented line per setting."""
+    settings = run.model_dump(mode="json", exclude_defaults=True)
+    if not settings:
+        return []
+    lines = ["run:"]
+    for key, value in settings.items():
+        comment = _RUN_COMMENTS.get(key)
+        line = f"  {key}: {scalar(value)}"
+        lines.append(f"{line}  # {comment}" if comment else line)
+    return lines
+
+
 def render_rule_file(translation: Translation, source: str) -> str:
     """The rule file text of one imported agent; re-loaded and compared before it is returned."""
     agent = translation.spec
@@ -188,6 +208,7 @@ def render_rule_file(translation: Translation, source: str) -> str:
             continue
         lines.append(_comment(f"NOT TRANSLATED tool_rules[{item.index}]: {item.reason}", 2))
         lines.append(_comment("Letta: " + json.dumps(item.rule, ensure_ascii=False), 2))
+    lines += _run_lines(agent.run)
     text = "\n".join(lines) + "\n"
 
     reloaded = parse_rules(text, source)

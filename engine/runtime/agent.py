@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import os
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 from engine.compiler import compile_rules
@@ -11,7 +14,7 @@ from engine.loader import parse_rules, read_rule_file
 from engine.machine import Gate, Machine
 from engine.providers.base import Message, ModelRequest, ToolSpec
 from engine.spec import RunSettings
-from engine.tools import ToolRegistry, ToolRegistryError, load_tools_module
+from engine.tools import ToolRegistry, ToolRegistryError, load_tools_module, tool_name_of
 
 __all__ = ["Agent", "agent_from_text", "load_agent", "resolve_tools_ref"]
 
@@ -115,15 +118,43 @@ def resolve_tools_ref(rules_path: str | Path, settings: RunSettings, tools: str 
     return ref
 
 
-def _build(rule_file: Any, tools: str | ToolRegistry | None) -> Agent:
+# What `load_agent(tools=...)` takes: a module path or dotted name (str or path), a module, a
+# list of functions, or a ready registry.
+ToolsSource = str | os.PathLike[str] | ModuleType | Iterable[Callable[..., Any]] | ToolRegistry
+
+
+def _tools_module(
+    rule_file: Any, settings: RunSettings, tools: ToolsSource | None
+) -> tuple[ModuleType, str | None]:
+    """The module holding the tool functions, and the reference stored for resume."""
+    if isinstance(tools, ModuleType):
+        file = getattr(tools, "__file__", None)
+        return tools, file if isinstance(file, str) and file.endswith(".py") else tools.__name__
+    if tools is None or isinstance(tools, str | os.PathLike):
+        ref = resolve_tools_ref(rule_file.path, settings, None if tools is None else str(tools))
+        return load_tools_module(ref), ref
+    if isinstance(tools, Iterable):
+        functions = list(tools)
+        module = ModuleType("<tools>")  # the functions, by tool name, as a module would hold them
+        for function in functions:
+            if not callable(function):
+                raise ToolRegistryError(f"tools: {function!r} is not a function")
+            setattr(module, tool_name_of(function), function)
+        return module, None
+    raise ToolRegistryError(
+        "tools must be a module path or dotted name, a module, a list of functions or a "
+        f"ToolRegistry, not {type(tools).__name__}"
+    )
+
+
+def _build(rule_file: Any, tools: ToolsSource | None) -> Agent:
     machine = compile_rules(rule_file)
     spec = machine.spec
     settings = spec.run
     if isinstance(tools, ToolRegistry):
         registry, ref = tools, None
     else:
-        ref = resolve_tools_ref(rule_file.path, settings, tools)
-        module = load_tools_module(ref)
+        module, ref = _tools_module(rule_file, settings, tools)
         decls = spec.tool_decls()
         registry = ToolRegistry.from_module(
             module,
@@ -141,11 +172,15 @@ def _build(rule_file: Any, tools: str | ToolRegistry | None) -> Agent:
     )
 
 
-def load_agent(path: str | Path, *, tools: str | ToolRegistry | None = None) -> Agent:
-    """Read, check and compile an agent file and load its tools (`RuleFileError` if invalid)."""
+def load_agent(path: str | Path, *, tools: ToolsSource | None = None) -> Agent:
+    """Read, check and compile an agent file and load its tools (`RuleFileError` if invalid).
+
+    `tools`: a `.py` path or dotted module name, a module, a list of functions (matched to the
+    agent's tools by name, or by `@tool(name=...)`), or a `ToolRegistry`; default: the file's
+    `run.tools_module`, else `tools.py` beside it."""
     return _build(read_rule_file(path), tools)
 
 
-def agent_from_text(text: str, path: str, *, tools: str | ToolRegistry | None = None) -> Agent:
+def agent_from_text(text: str, path: str, *, tools: ToolsSource | None = None) -> Agent:
     """The same from stored rule-file text (resume recompiles what the run was started with)."""
     return _build(parse_rules(text, path), tools)
