@@ -258,19 +258,18 @@ def test_approval_rules_alone_keep_parallel_tool_calls(tmp_path: Path) -> None:
 # -- check's wording on a child rule of a terminal tool (void) -------------------------------
 
 
+VOID_RULES = [
+    {"tool_name": "send_message", "type": "constrain_child_tools", "children": ["annotate_ack"]},
+    {"tool_name": "send_message", "type": "exit_loop"},
+    {"tool_name": "annotate_ack", "type": "exit_loop"},
+]
+
+
 def test_c106_names_the_terminal_rule_as_the_cause(tmp_path: Path) -> None:
     source = _agent_file(
         tmp_path / "void.af",
         [_tool(0, "send_message"), _tool(1, "annotate_ack"), _tool(2, "search")],
-        [
-            {
-                "tool_name": "send_message",
-                "type": "constrain_child_tools",
-                "children": ["annotate_ack"],
-            },
-            {"tool_name": "send_message", "type": "exit_loop"},
-            {"tool_name": "annotate_ack", "type": "exit_loop"},
-        ],  # fmt: skip
+        VOID_RULES,
         agent_type="memgpt_agent",
     )
     out = tmp_path / "void.yaml"
