@@ -624,6 +624,8 @@ def spec_to_letta_agent(agent: spec.AgentSpec) -> tuple[dict[str, Any], Export]:
     document = {
         "name": agent.agent,
         "description": agent.description,
+        # The Letta loop that matches the continuation mode (see HEARTBEAT_AGENT_TYPES).
+        "agent_type": "memgpt_agent" if agent.run.continuation == "heartbeat" else "letta_v1_agent",
         "tools": tools,
         "tool_rules": exported.tool_rules,
     }
