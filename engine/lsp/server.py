@@ -8,6 +8,7 @@ features' plain data (0-based lines, columns in code points).
 
 from __future__ import annotations
 
+import asyncio
 from importlib.metadata import PackageNotFoundError, version
 from typing import Any
 
@@ -50,18 +51,54 @@ def _server_position(document: TextDocument, position: types.Position) -> Positi
     return converted.line, converted.character
 
 
-def _publish(ls: LanguageServer, uri: str) -> None:
-    """Validate and check the document; publish what was found (an empty list clears)."""
-    document = ls.workspace.get_text_document(uri)
-    path = to_fs_path(uri) or uri
-    found = features.diagnostics(document.source, path)
-    ls.text_document_publish_diagnostics(
-        types.PublishDiagnosticsParams(
-            uri=uri,
-            version=document.version,
-            diagnostics=[_diagnostic(document, item) for item in found],
+class _Checker:
+    """Validates and checks documents off the event loop, newest text only.
+
+    A check can take a second on a large state space; meanwhile hover and completion keep
+    answering. A change that arrives while a document is being checked marks it dirty: when
+    the running check ends, its result is published only if the text is still the one it
+    checked, and the newest text is checked next. So typing never queues up stale checks,
+    and what is published always belongs to the version it names. All state lives on the
+    event loop; the worker thread runs only `features.diagnostics`, a pure function.
+    """
+
+    def __init__(self) -> None:
+        self.running: set[str] = set()
+        self.dirty: set[str] = set()
+
+    async def request(self, ls: LanguageServer, uri: str) -> None:
+        if uri in self.running:
+            self.dirty.add(uri)
+            return
+        self.running.add(uri)
+        try:
+            while True:
+                self.dirty.discard(uri)
+                await self._check(ls, uri)
+                if uri not in self.dirty:
+                    break
+        finally:
+            self.running.discard(uri)
+
+    async def _check(self, ls: LanguageServer, uri: str) -> None:
+        document = ls.workspace.get_text_document(uri)
+        text, checked = document.source, document.version
+        path = to_fs_path(uri) or uri
+        loop = asyncio.get_running_loop()
+        found = await loop.run_in_executor(None, features.diagnostics, text, path)
+        current = ls.workspace.text_documents.get(uri)
+        if current is None or current.version != checked or current.source != text:
+            return  # closed meanwhile, or changed: the newer text is checked next
+        ls.text_document_publish_diagnostics(
+            types.PublishDiagnosticsParams(
+                uri=uri,
+                version=checked,
+                diagnostics=[_diagnostic(current, item) for item in found],
+            )
         )
-    )
+
+
+_checker = _Checker()
 
 
 def _diagnostic(document: TextDocument, item: features.EditorDiagnostic) -> types.Diagnostic:
@@ -88,18 +125,18 @@ def _range_json(where: types.Range) -> dict[str, Any]:
 
 
 @server.feature(types.TEXT_DOCUMENT_DID_OPEN)
-def did_open(ls: LanguageServer, params: types.DidOpenTextDocumentParams) -> None:
-    _publish(ls, params.text_document.uri)
+async def did_open(ls: LanguageServer, params: types.DidOpenTextDocumentParams) -> None:
+    await _checker.request(ls, params.text_document.uri)
 
 
 @server.feature(types.TEXT_DOCUMENT_DID_CHANGE)
-def did_change(ls: LanguageServer, params: types.DidChangeTextDocumentParams) -> None:
-    _publish(ls, params.text_document.uri)
+async def did_change(ls: LanguageServer, params: types.DidChangeTextDocumentParams) -> None:
+    await _checker.request(ls, params.text_document.uri)
 
 
 @server.feature(types.TEXT_DOCUMENT_DID_SAVE, types.SaveOptions(include_text=False))
-def did_save(ls: LanguageServer, params: types.DidSaveTextDocumentParams) -> None:
-    _publish(ls, params.text_document.uri)
+async def did_save(ls: LanguageServer, params: types.DidSaveTextDocumentParams) -> None:
+    await _checker.request(ls, params.text_document.uri)
 
 
 @server.feature(types.TEXT_DOCUMENT_DID_CLOSE)

@@ -13,6 +13,8 @@ from typing import Any
 import pytest
 
 from engine import spec
+from engine.analysis.check import check_rule_file
+from engine.loader import parse_rules
 from tests.lsp.client import LspClient
 
 pytest.importorskip(
@@ -117,6 +119,35 @@ def _typo_range(lsp: LspClient, folder: Path) -> tuple[int, dict[str, Any]]:
     return UNICODE_LINE.index("rejec]"), typo["range"]
 
 
+def test_quick_successive_changes_end_with_the_newest_texts_diagnostics(
+    client: LspClient, tmp_path: Path
+) -> None:
+    """Changes sent without waiting: whatever is published belongs to the version it names,
+    and the newest version's diagnostics come last."""
+    versions = {
+        1: AGENT,
+        2: AGENT.replace("evaluate_candidte", "send_emial"),
+        3: AGENT.replace("evaluate_candidte", "rejet").replace("    nte: the", "    note: the"),
+    }
+    expected = {
+        version: {
+            (d.code, d.message) for d in check_rule_file(parse_rules(text, "x.yaml")).diagnostics
+        }
+        for version, text in versions.items()
+    }
+    uri = client.open(tmp_path / "agent.yaml", versions[1])
+    client.change(uri, versions[2], 2)
+    client.change(uri, versions[3], 3)
+    while True:
+        params = client.wait_for(
+            "textDocument/publishDiagnostics", lambda m: m["params"]["uri"] == uri
+        )["params"]
+        published = {(d["code"], d["message"].split("\n")[0]) for d in params["diagnostics"]}
+        assert published == expected[params["version"]], params["version"]
+        if params["version"] == 3:
+            break
+
+
 def test_ranges_are_in_utf16_units_by_default(client: LspClient, tmp_path: Path) -> None:
     column, where = _typo_range(client, tmp_path)
     # 😀 is two UTF-16 code units, so the client's column is one more than the code points'.
@@ -132,6 +163,7 @@ def test_ranges_follow_the_negotiated_position_encoding(tmp_path: Path) -> None:
         )
         column, where = _typo_range(lsp, tmp_path)
         assert (where["start"]["character"], where["end"]["character"]) == (column, column + 5)
+        assert lsp.close() == 0  # shutdown, then exit: a clean exit
 
 
 def _hover(client: LspClient, uri: str, position: dict[str, int]) -> str | None:
