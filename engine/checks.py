@@ -16,15 +16,13 @@ an author sees every problem in one pass. Codes are stable (tests and docs name 
 from __future__ import annotations
 
 import difflib
-import json
 from collections import defaultdict
 from collections.abc import Iterator
 from typing import Any
 
-import jsonschema
-
-from engine import spec
+from engine import jsonschemas, spec
 from engine.errors import Diagnostic, Severity, SourceSpan
+from engine.jsonschemas import cached_schema_problem
 from engine.yamltree import SourceMap
 
 Path = tuple[Any, ...]
@@ -98,37 +96,10 @@ class _Report:
         return self.source.span(at).line
 
 
-# Checking a schema against the draft 2020-12 meta-schema costs milliseconds, and the same
-# parameter schemas recur across tools and files: results are memoised by content (a
-# cache of pure results; JSON-shaped schemas only, so equal text means an equal schema).
-_SCHEMA_PROBLEMS: dict[str, tuple[str, tuple[Any, ...]] | None] = {}
-
-
-def _json_shaped(value: Any) -> bool:
-    if isinstance(value, dict):
-        return all(isinstance(k, str) and _json_shaped(v) for k, v in value.items())
-    if isinstance(value, list):
-        return all(_json_shaped(v) for v in value)
-    return True
-
-
-def _schema_problem(schema: dict[str, Any]) -> tuple[str, tuple[Any, ...]] | None:
-    """Why `schema` is not a valid JSON Schema (message, path inside it), None if it is."""
-    key = json.dumps(schema, sort_keys=True) if _json_shaped(schema) else None
-    if key is not None and key in _SCHEMA_PROBLEMS:
-        return _SCHEMA_PROBLEMS[key]
-    try:
-        jsonschema.validators.validator_for(schema).check_schema(schema)
-        problem = None
-    except jsonschema.SchemaError as exc:
-        problem = exc.message, tuple(exc.absolute_path)
-    if key is not None and len(_SCHEMA_PROBLEMS) < 4096:
-        _SCHEMA_PROBLEMS[key] = problem
-    return problem
-
-
-def _check_tools(agent: spec.AgentSpec, report: _Report) -> None:
+def _check_tools(agent: spec.AgentSpec, report: _Report) -> set[str]:
+    """Declarations: duplicates and parameter schemas; returns the tools whose schema is bad."""
     seen: dict[str, int] = {}
+    bad_schema: set[str] = set()
     for i, decl in enumerate(agent.tool_decls()):
         if decl.name in seen:
             first = report.line(("tools", seen[decl.name]))
@@ -140,21 +111,22 @@ def _check_tools(agent: spec.AgentSpec, report: _Report) -> None:
         else:
             seen[decl.name] = i
         if decl.parameters is not None:
-            problem = _schema_problem(decl.parameters)
+            problem = cached_schema_problem(decl.parameters)
             if problem is not None:
-                message, where = problem
+                bad_schema.add(decl.name)
                 report.error(
                     "E028",
-                    f"parameters of {decl.name!r} are not a valid JSON Schema: {message}",
-                    ("tools", i, "parameters", *where),  # at the bad part
+                    f"parameters of {decl.name!r} are not a valid JSON Schema: {problem.message}",
+                    ("tools", i, "parameters", *problem.at),  # at the bad part
                 )
-            else:
-                if decl.parameters.get("type", "object") != "object":
-                    report.error(
-                        "E028",
-                        f"parameters of {decl.name!r} must be an object schema",
-                        ("tools", i, "parameters"),
-                    )
+            elif decl.parameters.get("type", "object") != "object":
+                bad_schema.add(decl.name)
+                report.error(
+                    "E028",
+                    f"parameters of {decl.name!r} must be an object schema",
+                    ("tools", i, "parameters"),
+                )
+    return bad_schema
 
 
 def _check_references(agent: spec.AgentSpec, report: _Report) -> bool:
@@ -278,8 +250,9 @@ def _check_flags(agent: spec.AgentSpec, report: _Report) -> None:
             )
 
 
-def _check_prefill(agent: spec.AgentSpec, report: _Report) -> None:
-    decls = {d.name: d for d in agent.tool_decls()}
+def _check_prefill(agent: spec.AgentSpec, report: _Report, bad_schema: set[str]) -> None:
+    # A tool whose schema is itself invalid (E028) has nothing to check prefills against.
+    decls = {d.name: d for d in agent.tool_decls() if d.name not in bad_schema}
 
     def check(tool: str, args: dict[str, Any], at: Path, index: int) -> None:
         decl = decls.get(tool)
@@ -305,13 +278,11 @@ def _check_prefill(agent: spec.AgentSpec, report: _Report) -> None:
                     hint=hint,
                     key=True,
                 )
-        # Prefilled values are partial: the model supplies the rest, so `required` is dropped.
-        partial = {k: v for k, v in schema.items() if k != "required"}
-        try:
-            validator = jsonschema.validators.validator_for(partial)(partial)
-        except jsonschema.SchemaError:
-            return  # E028 already reported
-        for error in validator.iter_errors(args):
+        # Prefilled values are partial: the model supplies the rest, so a missing property is
+        # no error (the schema is kept whole: its references point into it).
+        for error in jsonschemas.validator(schema).iter_errors(args):
+            if error.validator == "required" and not error.absolute_path:
+                continue
             where = (*at, *error.absolute_path)
             report.error(
                 "E027",
@@ -485,11 +456,11 @@ def _check_sets(agent: spec.AgentSpec, report: _Report) -> None:
 def check_spec(agent: spec.AgentSpec, source: SourceMap) -> list[Diagnostic]:
     """All semantic problems of a schema-valid spec, errors and warnings, in one pass."""
     report = _Report(source)
-    _check_tools(agent, report)
+    bad_schema = _check_tools(agent, report)
     references_ok = _check_references(agent, report)
     _check_duplicates(agent, report)
     _check_flags(agent, report)
-    _check_prefill(agent, report)
+    _check_prefill(agent, report, bad_schema)
     if references_ok:  # set arithmetic over unknown tools would only add noise
         _check_sets(agent, report)
     return report.items
