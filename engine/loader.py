@@ -19,8 +19,9 @@ from pydantic import BaseModel, TypeAdapter, ValidationError
 from engine import spec
 from engine.checks import check_spec
 from engine.errors import Diagnostic, RuleFileError, Severity, SourceSpan
+from engine.files import FileRefused, read_limited
 from engine.spec import AgentSpec
-from engine.yamltree import SourceMap, parse_yaml
+from engine.yamltree import MAX_BYTES, SourceMap, parse_yaml
 
 
 @dataclass(frozen=True)
@@ -278,12 +279,14 @@ def read_rule_file(path: str | Path) -> RuleFile:
     """Read and check a rule file from disk; unreadable files become diagnostics too."""
     name = str(path)
     try:
-        raw = Path(path).read_bytes()
-    except OSError as exc:
+        raw = read_limited(path, MAX_BYTES)
+    except FileRefused as exc:
         span = SourceSpan(name, 1, 1)
-        message = f"cannot read file: {exc.strerror or exc}"
+        code, message = "E000", exc.reason
+        if exc.reason.startswith("file is larger"):
+            code, message = "E003", f"{exc.reason}; a rule file should be small"
         return RuleFile(
-            name, "", None, SourceMap(name), (Diagnostic(Severity.ERROR, "E000", message, span),)
+            name, "", None, SourceMap(name), (Diagnostic(Severity.ERROR, code, message, span),)
         )
     try:
         text = raw.decode("utf-8")

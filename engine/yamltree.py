@@ -29,6 +29,9 @@ from engine.errors import Diagnostic, Severity, SourceSpan
 MAX_BYTES = 1_000_000
 MAX_NODES = 100_000
 MAX_DEPTH = 64
+# Longest integer literal (sign and base prefix included). Python refuses to print an int of
+# more than 4,300 digits, and no count or output case of a rule file needs anywhere near this.
+MAX_INT_CHARS = 100
 
 Path = tuple[Any, ...]
 
@@ -151,6 +154,10 @@ class _Refused(Exception):
 _TYPED_START = frozenset("~nNtTfF0123456789+-.")
 
 
+class _IntTooLong(Exception):
+    pass
+
+
 def _plain_scalar(text: str) -> Any:
     if text and text[0] not in _TYPED_START:
         return text  # most scalars (tool names, descriptions) skip the regular expressions
@@ -158,6 +165,10 @@ def _plain_scalar(text: str) -> Any:
         return None
     if _BOOL.match(text):
         return text[0] in "tT"
+    if len(text) > MAX_INT_CHARS and (
+        _INT10.match(text) or _INT8.match(text) or _INT16.match(text)
+    ):
+        raise _IntTooLong
     if _INT10.match(text):
         return int(text)
     if _INT8.match(text):
@@ -210,7 +221,16 @@ class _Builder:
                         node,
                     )
                 return joined
-            return node.value if node.style else _plain_scalar(node.value)
+            if node.style:
+                return node.value
+            try:
+                return _plain_scalar(node.value)
+            except _IntTooLong:
+                raise _Refused(
+                    "E003",
+                    f"integer of {len(node.value)} characters; the limit is {MAX_INT_CHARS}",
+                    node,
+                ) from None
         if isinstance(node, yaml.SequenceNode):
             if node.tag != _SEQ:
                 raise _Refused("E002", f"YAML tags are not allowed here ({node.tag})", node)

@@ -177,7 +177,7 @@ def test_check_with_a_tiny_bound_says_the_check_is_incomplete() -> None:
 def test_import_of_malformed_json_writes_nothing(tmp_path: Path) -> None:
     source = write(tmp_path / "agent.af", '{"agents": [')
     out = tmp_path / "out.yaml"
-    usage_error(invoke("import", source, "-o", out), f"{source}: not JSON")
+    usage_error(invoke("import", source, "-o", out), f"{source}:1:13: not JSON")
     assert not out.exists()
 
 

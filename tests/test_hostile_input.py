@@ -7,6 +7,8 @@ Every case goes through the real command line (typer's runner, in-process).
 
 from __future__ import annotations
 
+import json
+import os
 import socket
 from pathlib import Path
 
@@ -109,3 +111,137 @@ def test_a_remote_reference_is_refused_without_any_connection(tmp_path: Path) ->
         # connection attempted above would be waiting here.
         with pytest.raises(BlockingIOError):
             listener.accept()
+
+
+# -- absurd numbers and nesting --------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("text", "where"),
+    [
+        ("rules:\n  - max_calls: " + "9" * 4301 + "\n    tools: t\n", "5:16"),
+        ("expect:\n  - at_most: 0x" + "f" * 4000 + "\n    tools: t\n", "5:14"),
+        ("rules:\n  - after: t\n    on_output: {" + "1" * 1000 + ": t}\n", "6:17"),
+    ],
+)
+def test_an_integer_too_long_to_print_is_a_located_error(
+    tmp_path: Path, text: str, where: str
+) -> None:
+    path = tmp_path / "agent.yaml"
+    path.write_text("version: 1\nagent: a\ntools: [t]\n" + text, encoding="utf-8")
+    for command in ("validate", "check", "graph"):
+        result = invoke(command, path)
+        assert result.exit_code == 1, result.output
+        assert f"{path}:{where}: error[E003]: integer of" in result.output, result.output
+
+
+def letta_error(result: Result, message: str) -> None:
+    """Exit 2 with one `toolfsm: error: ...` line, exactly `message`."""
+    assert result.exit_code == 2, result.output
+    assert result.stderr.strip() == f"toolfsm: error: {message}", result.stderr
+
+
+def test_import_of_json_nested_100000_deep_is_located(tmp_path: Path) -> None:
+    path = tmp_path / "deep.json"
+    path.write_text('{"tool_rules": ' + "[" * 100_000 + "]" * 100_000 + "}", encoding="utf-8")
+    letta_error(invoke("import", path), f"{path}:1:515: JSON nests deeper than 500 levels")
+
+
+def test_import_of_an_integer_too_long_to_read_is_located(tmp_path: Path) -> None:
+    path = tmp_path / "agent.json"
+    path.write_text('{"tool_rules": [\n  {"x": ' + "7" * 5000 + "}]}", encoding="utf-8")
+    letta_error(
+        invoke("import", path), f"{path}:2:9: an integer of 5000 digits; Python reads at most 4300"
+    )
+
+
+def test_import_of_a_json_syntax_error_says_file_line_column(tmp_path: Path) -> None:
+    path = tmp_path / "agent.json"
+    path.write_text('{"tool_rules": [\n  {"tool_name": "a",, "type": "x"}]}', encoding="utf-8")
+    letta_error(
+        invoke("import", path),
+        f"{path}:2:21: not JSON: Expecting property name enclosed in double quotes",
+    )
+
+
+@pytest.mark.parametrize(("limit", "shown"), [("NaN", "NaN"), ("2.5", "2.5"), ('"3"', '"3"')])
+def test_import_of_a_max_count_limit_that_is_no_count_names_it(
+    tmp_path: Path, limit: str, shown: str
+) -> None:
+    path = tmp_path / "agent.json"
+    rule = f'{{"tool_name": "a", "type": "max_count_per_step", "max_count_limit": {limit}}}'
+    path.write_text(f'{{"tool_rules": [{rule}]}}', encoding="utf-8")
+    result = invoke("import", path)
+    assert result.exit_code == 1
+    assert result.stderr.strip() == (
+        f"toolfsm: error: {path}: agent 'agent' has no tools (and no rule names one); rules "
+        f"that could not be read: tool_rules[0]: `max_count_limit` must be a whole number, "
+        f"got {shown}"
+    )
+    # Beside a readable rule, the unreadable one is a lossy NOT TRANSLATED comment.
+    path.write_text(
+        f'{{"tool_rules": [{rule}, {{"tool_name": "a", "type": "exit_loop"}}]}}', encoding="utf-8"
+    )
+    result = invoke("import", path)
+    assert result.exit_code == 1
+    assert f"`max_count_limit` must be a whole number, got {shown}" in result.stdout
+
+
+def test_import_too_large_for_a_rule_file_says_so_and_names_the_input(tmp_path: Path) -> None:
+    path = tmp_path / "big.json"
+    tools = [{"name": f"t{i}", "description": "x" * 2000} for i in range(600)]
+    path.write_text(json.dumps({"name": "big", "tools": tools}), encoding="utf-8")
+    result = invoke("import", path, "-o", tmp_path / "out.yaml")
+    assert result.exit_code == 1
+    assert result.stderr.strip() == (
+        f"toolfsm: error: {path}: agent 'big' is too large to import: its rule file would be "
+        "larger than 1000000 bytes, the limit of a rule file (its tools' descriptions and "
+        "parameter schemas take too much room)"
+    )
+    assert not (tmp_path / "out.yaml").exists()
+
+
+# -- special files ---------------------------------------------------------------------------
+
+
+def special_files(tmp_path: Path) -> list[tuple[Path, str]]:
+    fifo = tmp_path / "pipe.yaml"
+    os.mkfifo(fifo)
+    sparse = tmp_path / "sparse.yaml"
+    with sparse.open("wb") as handle:
+        handle.truncate(3 * 1024**3)  # 3 GB of holes: nothing is written to disk
+    return [
+        (Path("/dev/zero"), "E000]: not a regular file (a character device); only files are read"),
+        (fifo, "E000]: not a regular file (a named pipe (FIFO)); only files are read"),
+        (sparse, "E003]: file is larger than 1000000 bytes; a rule file should be small"),
+    ]
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="needs FIFOs")
+def test_special_files_as_rule_files_are_refused_without_reading_them(tmp_path: Path) -> None:
+    for path, message in special_files(tmp_path):
+        for command in ("validate", "check", "graph", "trace", "explain", "simulate"):
+            args = [command, path, "t"] if command == "explain" else [command, path]
+            result = invoke(*args)
+            assert result.exit_code == 1, (command, result.output)
+            assert f"{path}:1:1: error[{message}" in result.output, (command, result.output)
+    # In a folder, a FIFO is reported, not waited for.
+    result = invoke("validate", tmp_path, "--only-rule-files")
+    assert result.exit_code == 1
+    assert "pipe.yaml:1:1: error[E000]: not a regular file" in result.output
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="needs FIFOs")
+def test_special_files_as_letta_files_are_refused_without_reading_them(tmp_path: Path) -> None:
+    fifo = tmp_path / "pipe.af"
+    os.mkfifo(fifo)
+    sparse = tmp_path / "sparse.af"
+    with sparse.open("wb") as handle:
+        handle.truncate(3 * 1024**3)
+    cases = [
+        (Path("/dev/zero"), "not a regular file (a character device); only files are read"),
+        (fifo, "not a regular file (a named pipe (FIFO)); only files are read"),
+        (sparse, "file is larger than 64000000 bytes"),
+    ]
+    for path, message in cases:
+        letta_error(invoke("import", path), f"{path}: {message}")

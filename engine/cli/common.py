@@ -68,10 +68,13 @@ def require_file(path: Path, what: str = "a rule file") -> None:
 
 
 def _looks_like_rule_file(path: Path) -> bool:
+    from engine.files import FileRefused, read_limited
+    from engine.yamltree import MAX_BYTES
+
     try:
-        text = path.read_text(encoding="utf-8", errors="replace")
-    except OSError:
-        return True  # unreadable: let validation report it
+        text = read_limited(path, MAX_BYTES).decode("utf-8", errors="replace")
+    except FileRefused:
+        return True  # unreadable, too large or not a file: let validation report it
     return bool(_RULE_FILE_HINT.search(text))
 
 

@@ -109,7 +109,7 @@ def import_(
     try:
         imported = import_document(document)
     except TranslationError as exc:
-        fail(str(exc), EXIT_ERRORS)
+        fail(f"{file}: {exc}", EXIT_ERRORS)
     lossy = False
     for item, target in zip(imported, targets, strict=True):
         if target is None:

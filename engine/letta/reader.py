@@ -10,22 +10,84 @@ its comments when it cannot translate them.
 from __future__ import annotations
 
 import json
+import re
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from engine.errors import ToolfsmError
+from engine.files import FileRefused, read_limited
 
 # A JSON document encoded as a JSON string, possibly more than once; more layers are refused.
 MAX_ENCODING_LAYERS = 4
 
 
-class LettaFormatError(ToolfsmError):
-    """A file is not one of Letta's serialised forms (or not JSON at all)."""
+# An agent file carries its message history, so it may be far larger than a rule file.
+MAX_BYTES = 64_000_000
+# Deeper JSON than this is refused where Python's parser would run out of stack.
+MAX_DEPTH = 500
 
-    def __init__(self, path: str, message: str) -> None:
-        self.path = path
-        super().__init__(f"{path}: {message}")
+
+class LettaFormatError(ToolfsmError):
+    """A file is not one of Letta's serialised forms (or not JSON at all); `line` and `column`
+    (1-based) say where, when the problem has a place."""
+
+    def __init__(
+        self, path: str, message: str, line: int | None = None, column: int | None = None
+    ) -> None:
+        self.path, self.line, self.column = path, line, column
+        where = path if line is None else f"{path}:{line}:{column}"
+        super().__init__(f"{where}: {message}")
+
+
+_INT_DIGITS = sys.get_int_max_str_digits() or 4300
+_LONG_INTEGER = re.compile(rf"[0-9]{{{_INT_DIGITS + 1},}}")
+_JSON_TOKENS = re.compile(r'"(?:[^"\\]|\\.)*"|[\[\]{}]')
+
+
+def _line_column(text: str, index: int) -> tuple[int, int]:
+    line = text.count("\n", 0, index) + 1
+    return line, index - (text.rfind("\n", 0, index) + 1) + 1
+
+
+def _too_deep(text: str, path: str) -> LettaFormatError:
+    """Where the JSON first nests deeper than MAX_DEPTH (it did: the parser ran out of stack)."""
+    depth = 0
+    for match in _JSON_TOKENS.finditer(text):
+        token = match.group()
+        if token in "[{":
+            depth += 1
+            if depth > MAX_DEPTH:
+                line, column = _line_column(text, match.start())
+                return LettaFormatError(
+                    path, f"JSON nests deeper than {MAX_DEPTH} levels", line, column
+                )
+        elif token in "]}":
+            depth -= 1
+    return LettaFormatError(path, "JSON nests too deep to read")
+
+
+def _loads(text: str, path: str, what: str = "not JSON", *, in_file: bool = True) -> Any:
+    """`json.loads`, with every failure as a `LettaFormatError`, located when `text` is the
+    file's (a place inside a JSON-encoded string is no place in the file)."""
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as exc:
+        if not in_file:
+            raise LettaFormatError(path, f"{what}: {exc.msg}") from None
+        raise LettaFormatError(path, f"{what}: {exc.msg}", exc.lineno, exc.colno) from None
+    except RecursionError:
+        if not in_file:
+            raise LettaFormatError(path, f"{what}: it nests too deep") from None
+        raise _too_deep(text, path) from None
+    except ValueError as exc:  # an integer of more digits than Python converts
+        digits = _LONG_INTEGER.search(text) if in_file else None
+        if digits is None:
+            raise LettaFormatError(path, f"{what}: {exc}") from None
+        line, column = _line_column(text, digits.start())
+        message = f"an integer of {len(digits.group())} digits; Python reads at most {_INT_DIGITS}"
+        raise LettaFormatError(path, message, line, column) from None
 
 
 @dataclass(frozen=True)
@@ -143,24 +205,15 @@ def _short(value: Any, limit: int = 200) -> str:
 
 def parse_letta(text: str, path: str = "<string>") -> LettaDocument:
     """Parse Letta JSON text; `LettaFormatError` when it is none of the three forms."""
-    try:
-        data: Any = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise LettaFormatError(
-            path, f"not JSON: {exc.msg} (line {exc.lineno}, column {exc.colno})"
-        ) from exc
+    data: Any = _loads(text, path)
     layers = 1
     while isinstance(data, str):
         if layers >= MAX_ENCODING_LAYERS:
             raise LettaFormatError(
                 path, f"JSON string encoded more than {MAX_ENCODING_LAYERS} times"
             )
-        try:
-            data = json.loads(data)
-        except json.JSONDecodeError as exc:
-            raise LettaFormatError(
-                path, f"the file is a JSON string, and its content is not JSON: {exc.msg}"
-            ) from exc
+        what = "the file is a JSON string, and its content is not JSON"
+        data = _loads(data, path, what, in_file=False)
         layers += 1
     notes = (
         ("the JSON document was itself JSON-encoded as a string; decoded",) if layers > 1 else ()
@@ -211,10 +264,10 @@ def read_letta(path: str | Path) -> LettaDocument:
     """Read a Letta file from disk; unreadable or non-UTF-8 files raise `LettaFormatError`."""
     name = str(path)
     try:
-        raw = Path(path).read_bytes()
+        raw = read_limited(path, MAX_BYTES)
         text = raw.decode("utf-8")
-    except OSError as exc:
-        raise LettaFormatError(name, f"cannot read file: {exc.strerror or exc}") from exc
+    except FileRefused as exc:
+        raise LettaFormatError(name, exc.reason) from None
     except UnicodeDecodeError as exc:
         bad = f"byte 0x{raw[exc.start]:02X} at offset {exc.start}"
         raise LettaFormatError(name, f"file is not UTF-8 text: {bad}") from exc

@@ -24,6 +24,7 @@ from engine import spec
 from engine.errors import ToolfsmError
 from engine.letta.reader import LettaAgent, LettaTool
 from engine.loader import parse_rules
+from engine.yamltree import MAX_BYTES
 
 RULE_TYPES = (
     "run_first",
@@ -190,7 +191,8 @@ def _normalise(index: int, raw: Any, notes: list[str]) -> _Letta:
         case "max_count_per_step":
             limit = raw.get("max_count_limit")
             if isinstance(limit, bool) or not isinstance(limit, int):
-                raise _Invalid("`max_count_limit` must be an integer")
+                shown = json.dumps(limit) if limit is not None else "nothing"
+                raise _Invalid(f"`max_count_limit` must be a whole number, got {shown}")
             if limit < 1:
                 raise _Invalid(
                     f"max_count_limit {limit} forbids {tool!r} outright; toolfsm's `max_calls` "
@@ -292,7 +294,13 @@ def letta_to_spec(agent: LettaAgent) -> Translation:
         else:
             declared[tool.name] = tool
     if not declared:
-        raise TranslationError(f"agent {agent.name!r} has no tools (and no rule names one)")
+        unread = "; ".join(
+            f"tool_rules[{s.index}]: {s.reason}" for s in skipped if s.index is not None
+        )
+        raise TranslationError(
+            f"agent {agent.name!r} has no tools (and no rule names one)"
+            + (f"; rules that could not be read: {unread}" if unread else "")
+        )
 
     kept: list[_Letta] = []
     for rule in rules:
@@ -327,6 +335,8 @@ def letta_to_spec(agent: LettaAgent) -> Translation:
         errors = [d for d in checked.diagnostics if d.is_error]
         if not errors:
             break
+        if any(d.code == "E003" for d in errors):
+            raise TranslationError(too_large_message(agent.name))
         bad_rules = {d.rule for d in errors if d.rule is not None}
         for d in errors:
             if d.rule is None and d.code == "E028":
@@ -348,6 +358,14 @@ def letta_to_spec(agent: LettaAgent) -> Translation:
     skipped.sort(key=lambda s: (s.index is not None, s.index or 0))
     return Translation(
         agent, built, tuple(tuple(o) for o in origins), tuple(notes), tuple(skipped), derived
+    )
+
+
+def too_large_message(name: str) -> str:
+    return (
+        f"agent {name!r} is too large to import: its rule file would be larger than "
+        f"{MAX_BYTES} bytes, the limit of a rule file (its tools' descriptions and parameter "
+        "schemas take too much room)"
     )
 
 

@@ -14,8 +14,9 @@ import json
 import re
 from typing import Any
 
-from engine.letta.translate import Translation, TranslationError
+from engine.letta.translate import Translation, TranslationError, too_large_message
 from engine.loader import parse_rules
+from engine.yamltree import MAX_BYTES
 
 _PLAIN = re.compile(r"^[A-Za-z_][A-Za-z0-9_.-]*$")
 # Plain words some YAML reader (1.1 or 1.2) turns into a boolean or null.
@@ -211,6 +212,8 @@ def render_rule_file(translation: Translation, source: str) -> str:
     lines += _run_lines(agent.run)
     text = "\n".join(lines) + "\n"
 
+    if len(text.encode("utf-8")) > MAX_BYTES:
+        raise TranslationError(too_large_message(agent.agent))
     reloaded = parse_rules(text, source)
     if not reloaded.ok or reloaded.spec != agent:
         problems = "; ".join(str(d) for d in reloaded.diagnostics if d.is_error)
