@@ -424,3 +424,15 @@ def test_yaml_files_that_are_not_rule_files_are_left_alone(
     for path in [ROOT / "examples" / "support" / "script.yaml", ROOT / ".pre-commit-hooks.yaml"]:
         uri = client.open(tmp_path / path.name, path.read_text())
         assert client.diagnostics(uri, 1) == [], path.name
+
+
+def test_only_the_server_imports_pygls() -> None:
+    """The CLI and the features load without pygls; starting the server is what imports it."""
+    code = (
+        "import sys, engine.cli, engine.lsp.features; "
+        "print(sorted(m for m in sys.modules if m.split('.')[0] in ('pygls', 'lsprotocol')))"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True
+    )
+    assert done.stdout == "[]\n"
