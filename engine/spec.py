@@ -499,6 +499,11 @@ class RunSettings(_Model):
         "python: Python's str(), as Letta does (True, None, {'a': 1}, [1, 2]); `toolfsm "
         "import` writes it.",
     )
+    max_argument_bytes: Annotated[int, Field(ge=1)] = Field(
+        default=1024 * 1024,
+        description="The largest raw arguments text of one tool call, in UTF-8 bytes. A larger "
+        "call is refused as a violation (the model is told the cap) and stored truncated.",
+    )
 
 
 class AgentSpec(_Model):

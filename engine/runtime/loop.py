@@ -35,6 +35,7 @@ from engine.machine import Position, Reason, StopReason, Verdict
 from engine.providers.base import Message, Provider, ToolCall, Usage, frozen_builder, tool_message
 from engine.providers.errors import ProviderError
 from engine.runtime.agent import Agent
+from engine.runtime.caps import cap_arguments, cap_violation
 from engine.runtime.events import (
     ApprovalRequested,
     Event,
@@ -126,6 +127,7 @@ class Runner:
         group_commit: GroupCommit | None = None,
         owner: str | None = None,
         lease_seconds: float | None = None,
+        max_argument_bytes: int | None = None,
     ) -> None:
         """`group_commit` (one per event loop and store, shared by the runners of many
         concurrent runs) makes their store writes share transactions; without it each run
@@ -134,11 +136,15 @@ class Runner:
         A stored run is run under a lease (see `RunStore.claim_run`): `owner` is the id it is
         held by (default: a new one per run started or resumed; give the one `approve` or
         `deny` claimed with, to resume under it), `lease_seconds` how long it lasts unless
-        renewed (default: $TOOLFSM_LEASE_SECONDS, else `engine.store.LEASE_SECONDS`)."""
+        renewed (default: $TOOLFSM_LEASE_SECONDS, else `engine.store.LEASE_SECONDS`).
+
+        `max_argument_bytes` caps a call's raw arguments (default: the agent's
+        `run.max_argument_bytes`); a larger call is refused and stored truncated."""
         self.agent = agent
         self.provider = provider
         self.store = store
         self.max_steps = max_steps or agent.settings.max_steps
+        self.max_argument_bytes = max_argument_bytes or agent.settings.max_argument_bytes
         provider_name: str = getattr(provider, "name", type(provider).__name__)
         self.model = model or provider_name
         # Stored with the run so `toolfsm runs resume` can rebuild tools and provider.
@@ -376,6 +382,8 @@ class Runner:
                         yield (yield self._stop(state, journal, StopReason.ERROR, str(exc)))
                         return
                     del request  # the provider is done with it; so is the loop
+                    # Before anything stores it or sends it on: oversized arguments cut down.
+                    reply = cap_arguments(reply, self.max_argument_bytes)
                     pending = PendingStep(
                         state.seq,
                         state.position,
@@ -518,6 +526,8 @@ class Runner:
             # (`allowed` is the gate's mask as names: the machine's is_allowed, one call less)
             if tool is None or call.name not in gate.allowed:
                 problem = violation_message(machine, position, call.name)
+            elif (problem := cap_violation(call.arguments)) is not None:
+                pass
             else:
                 prefill = gate.prefill.get(call.name) if gate.prefill else None
                 try:
