@@ -14,14 +14,17 @@ import socket
 import subprocess
 import sys
 import time
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
+from sqlalchemy import text
 
 from engine.providers.base import ModelReply, ToolCall
 from engine.runtime import Runner
-from engine.store import RunClaimed, open_store
+from engine.store import LeaseLost, RunClaimed, open_store
+from engine.store.records import utcnow
 from tests.runtime._helpers import make_agent
 
 AGENT = """\
@@ -267,3 +270,38 @@ def test_the_lease_is_renewed_while_the_model_thinks(db: str) -> None:
         assert {r.steps_count for r in seen} == {0}
         after = store.get_run(result.run_id)
         assert (after.status, after.owner) == ("finished", None)
+
+
+def test_a_process_whose_lease_was_taken_over_runs_nothing_more(db: str) -> None:
+    ran: list[str] = []
+
+    def done() -> str:
+        ran.append("done")
+        return "ok"
+
+    agent = make_agent("version: 1\nagent: overtaken\ntools: [done]\n", done)
+    provider = _ThinkingProvider()
+    with open_store(db) as store:
+        runner = Runner(agent, provider, store=store)
+
+        async def main() -> str:
+            task = asyncio.create_task(runner.run("think"))
+            await provider.asked.wait()
+            (run,) = [r for r in store.list_runs(agent="overtaken") if r.status == "running"]
+            # The owner froze past its lease (as if): another process takes the run over.
+            with store.engine.begin() as connection:
+                connection.execute(
+                    text("UPDATE run SET lease_expires_at = :past WHERE id = :id"),
+                    {"past": utcnow() - timedelta(seconds=1), "id": run.id},
+                )
+            store.claim_run(run.id, "newcomer:1:x")
+            provider.answer.set()
+            with pytest.raises(LeaseLost, match="no longer holds the run's lease"):
+                await task
+            return run.id
+
+        run_id = asyncio.run(main())
+        assert ran == []  # the side-effect call was never started
+        snap = store.load_run(run_id)
+        assert snap.calls == () and snap.run.owner == "newcomer:1:x"
+        assert snap.run.status == "running" and snap.steps == ()
