@@ -2,7 +2,7 @@
 
 A tool is a plain function, sync or async. Its parameter JSON Schema comes from its type hints
 (through a pydantic model built from the signature), its description from the docstring (the
-first paragraph; `Args:` lines give parameter descriptions). Arguments the model sends are
+first paragraph; parameter descriptions in Google, Sphinx or NumPy style). Arguments the model sends are
 parsed from JSON, merged with the rule's prefilled values (prefilled wins, key by key) and
 validated by that same pydantic model before anything runs. A tool that raises gives an error
 result; nothing escapes `execute`.
@@ -133,21 +133,24 @@ _result = frozen_builder(ToolResult)
 
 
 def _docstring_parts(fn: Callable[..., Any]) -> tuple[str, dict[str, str]]:
-    """The description (first paragraph) and `Args:` parameter descriptions of a docstring."""
+    """The description (first paragraph) of a docstring and its parameter descriptions, in
+    Google (`Args:`), Sphinx (`:param x:`) or NumPy (`Parameters` / `----------`) style."""
+    import docstring_parser
+
     doc = inspect.getdoc(fn) or ""
     paragraphs = re.split(r"\n\s*\n", doc.strip(), maxsplit=1) if doc else [""]
     description = " ".join(paragraphs[0].split())
-    params: dict[str, str] = {}
-    section = re.search(r"^(?:Args|Arguments|Parameters):\s*\n((?:[ \t]+.*\n?)+)", doc, re.M)
-    if section:
-        current = None
-        for line in section.group(1).splitlines():
-            match = re.match(r"\s+(\w+)(?:\s*\([^)]*\))?:\s*(.*)", line)
-            if match and len(line) - len(line.lstrip()) <= 4:
-                current = match.group(1)
-                params[current] = match.group(2).strip()
-            elif current and line.strip():
-                params[current] = f"{params[current]} {line.strip()}".strip()
+    if description.startswith(":") or description.startswith("Args:"):
+        description = ""  # no summary: the docstring starts with its parameters
+    try:
+        parsed = docstring_parser.parse(doc)
+    except docstring_parser.ParseError:
+        return description, {}
+    params = {
+        param.arg_name: " ".join(param.description.split())
+        for param in parsed.params
+        if param.description
+    }
     return description, params
 
 
