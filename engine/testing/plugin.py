@@ -7,13 +7,19 @@ version/agent/tools/rules key) among the collected paths and turns each into tes
     rules/support.yaml::check         `toolfsm check` finds no error (C1xx)
     rules/support.yaml::expect[0]     each `expect:` assertion holds (A1xx)
 
+Errors fail an item. Warnings (W2xx on the validate item, C1xx warnings on the check item)
+are reported as pytest warnings, shown in the warnings summary; `--toolfsm-strict` makes them
+fail the item too. Diagnostics name files relative to the directory pytest was started in.
+
 Fixtures: `toolfsm_machine(path)` compiles a rule file (cached per session) and raises
 `RuleFileError` for an invalid one; `toolfsm_check(path)` returns a `CheckResult`.
 """
 
 from __future__ import annotations
 
+import os
 import re
+import warnings
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -30,6 +36,12 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         action="store_true",
         default=False,
         help="collect rule files (.yaml/.yml) as tests: validate, check, each expect: assertion",
+    )
+    group.addoption(
+        "--toolfsm-strict",
+        action="store_true",
+        default=False,
+        help="warnings in rule files (W2xx, C1xx warnings) fail their item too",
     )
     group.addoption(
         "--toolfsm-max-states",
@@ -55,26 +67,47 @@ class RuleFileFailure(Exception):
     """A rule-file test item failed: the diagnostics say why."""
 
 
+class RuleFileWarning(pytest.PytestWarning):
+    """A rule file has warnings (W2xx, C1xx warnings): shown in pytest's warnings summary, an
+    item failure under `--toolfsm-strict`."""
+
+
 class RuleFileTests(pytest.File):
     """One rule file: a validate item, a check item, and one item per assertion."""
 
     _result: Any = None
 
+    _rule_file: Any = None
+
+    @property
+    def shown_path(self) -> str:
+        """The file as diagnostics name it: relative to where pytest was started."""
+        return os.path.relpath(self.path, self.config.invocation_params.dir)
+
+    def rule_file(self) -> Any:
+        if self._rule_file is None:
+            from engine.loader import parse_rules, read_rule_file
+
+            on_disk = read_rule_file(self.path)
+            # Parsed again under the relative name, so every diagnostic carries it.
+            self._rule_file = (
+                parse_rules(on_disk.text, self.shown_path) if on_disk.text else on_disk
+            )
+        return self._rule_file
+
     def result(self) -> Any:
         if self._result is None:
-            from engine.analysis.check import check_path
+            from engine.analysis.check import check_rule_file
 
-            self._result = check_path(
-                self.path, max_states=self.config.getoption("toolfsm_max_states")
+            self._result = check_rule_file(
+                self.rule_file(), max_states=self.config.getoption("toolfsm_max_states")
             )
         return self._result
 
     def collect(self) -> Iterator[pytest.Item]:
-        from engine.loader import read_rule_file
-
         yield RuleFileItem.from_parent(self, name="validate", select=_validation)
         yield RuleFileItem.from_parent(self, name="check", select=_check)
-        rule_file = read_rule_file(self.path)
+        rule_file = self.rule_file()
         if rule_file.spec is not None:
             for index in range(len(rule_file.spec.expect)):
                 yield RuleFileItem.from_parent(
@@ -83,17 +116,17 @@ class RuleFileTests(pytest.File):
 
 
 def _validation(result: Any, rule_file: Any) -> list[Any]:
-    return [d for d in result.errors if d.code.startswith("E")]
+    return [d for d in result.diagnostics if d.code[0] in "EW"]
 
 
 def _check(result: Any, rule_file: Any) -> list[Any]:
-    return [d for d in result.errors if d.code.startswith("C")]
+    return [d for d in result.diagnostics if d.code.startswith("C")]
 
 
 def _assertion(index: int) -> Callable[[Any, Any], list[Any]]:
     def select(result: Any, rule_file: Any) -> list[Any]:
         span = rule_file.source.span(("expect", index))
-        return [d for d in result.errors if d.code.startswith("A") and d.span == span]
+        return [d for d in result.diagnostics if d.code.startswith("A") and d.span == span]
 
     return select
 
@@ -104,19 +137,25 @@ class RuleFileItem(pytest.Item):
         self.select = select
 
     def runtest(self) -> None:
-        from engine.loader import read_rule_file
+        from engine.report import as_text
 
         parent = self.parent
         assert isinstance(parent, RuleFileTests)
         result = parent.result()
-        rule_file = read_rule_file(self.path)
+        rule_file = parent.rule_file()
         if self.name != "validate" and not rule_file.ok:
             pytest.skip("the rule file is invalid (see its validate item)")
-        failures = self.select(result, rule_file)
-        if failures:
-            from engine.report import as_text
-
-            raise RuleFileFailure(as_text(failures))
+        found = self.select(result, rule_file)
+        errors = [d for d in found if d.is_error]
+        if errors or (found and self.config.getoption("toolfsm_strict")):
+            raise RuleFileFailure(as_text(errors or found))
+        for warning in found:  # shown in the warnings summary, at the rule file's line
+            warnings.warn_explicit(
+                RuleFileWarning(as_text([warning])),
+                RuleFileWarning,
+                filename=warning.span.path,
+                lineno=warning.span.line,
+            )
 
     def repr_failure(self, excinfo: pytest.ExceptionInfo[BaseException], style: Any = None) -> str:
         if isinstance(excinfo.value, RuleFileFailure):
@@ -124,7 +163,11 @@ class RuleFileItem(pytest.Item):
         return str(super().repr_failure(excinfo, style=style))
 
     def reportinfo(self) -> tuple[Path, int | None, str]:
-        return self.path, None, self.name
+        # The domain heads the item's failure report: it names the file. (Not `FILE::NAME`:
+        # pytest would rewrite that in -v lines, taking the dot of `.yaml` for a class.)
+        parent = self.parent
+        shown = parent.shown_path if isinstance(parent, RuleFileTests) else str(self.path)
+        return self.path, None, f"{shown}: {self.name}"
 
 
 @pytest.fixture(scope="session")

@@ -188,7 +188,7 @@ def test_pytest_plugin_turns_rule_files_into_items(pytester: pytest.Pytester) ->
     result.assert_outcomes(passed=6, failed=2)
     result.stdout.fnmatch_lines(
         [
-            "a105_at_most.yaml::expect?0? FAILED*",
+            "a105_at_most.yaml::expect?0? FAILED*",  # -v lines are node ids
             "c110_trap.yaml::check FAILED*",
             "*a105_at_most.yaml:7:5: error?A105?*",
             "*trace: search search search*",
