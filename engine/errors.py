@@ -6,7 +6,8 @@ Library code raises only these classes, never a bare ValueError: a caller can ca
     ToolfsmError
     ├── RuleFileError        a rule file is unreadable or invalid (carries all diagnostics)
     ├── UnknownToolError     a gating call named a tool the agent does not have
-    └── PositionError        a serialised position does not fit the machine it is loaded into
+    ├── PositionError        a serialised position does not fit the machine it is loaded into
+    └── MissingExtraError    an optional part needs an extra that is not installed
 """
 
 from __future__ import annotations
@@ -18,11 +19,18 @@ from enum import StrEnum
 
 @dataclass(frozen=True, slots=True)
 class SourceSpan:
-    """Where something stands in a rule file: 1-based line and column, as editors count."""
+    """Where something stands in a rule file: 1-based line and column, as editors count.
+
+    `end_line`/`end_column` (1-based, the column just past the last character) give the
+    extent of the key or value when it is known; they take no part in equality, so a span
+    still names a place by where it starts.
+    """
 
     path: str
     line: int
     column: int
+    end_line: int | None = field(default=None, compare=False)
+    end_column: int | None = field(default=None, compare=False)
 
     def __str__(self) -> str:
         return f"{self.path}:{self.line}:{self.column}"
@@ -116,3 +124,15 @@ class UnknownToolError(ToolfsmError):
 
 class PositionError(ToolfsmError):
     """A stored position cannot be restored into this machine (e.g. the rule file changed)."""
+
+
+class MissingExtraError(ToolfsmError, ImportError):
+    """An optional part of toolfsm (an LLM provider, the Hypothesis strategies) was used but
+    its extra is not installed; the message says what to install, in one line.
+
+    Also an ImportError, so `try: import ... except ImportError` around optional parts works.
+    """
+
+    def __init__(self, what: str, extra: str) -> None:
+        self.extra = extra
+        super().__init__(f"{what} needs: pip install 'toolfsm[{extra}]'")

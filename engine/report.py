@@ -6,12 +6,26 @@ Shared by `toolfsm validate` and `toolfsm check` so both speak the same formats.
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
+from engine.codes import describe
 from engine.errors import Diagnostic, format_trace
 
 FORMATS = ("text", "json", "github", "sarif")
+
+
+# A line a CI runner would take as a workflow command (GitHub's `::warning::...`, Azure's
+# `##vso[...]`); `::` also stops and restarts command processing. User text never starts one.
+_WORKFLOW_COMMAND = re.compile(r"^(\s*)(::|##\[|##vso\[)", re.MULTILINE)
+
+
+def neutralise_commands(text: str) -> str:
+    """`text` with a space put before any line start a CI runner reads as a command."""
+    return _WORKFLOW_COMMAND.sub(lambda m: f"{m.group(1)} {m.group(2)}", text)
 
 
 def as_text(diagnostics: Sequence[Diagnostic]) -> str:
@@ -22,7 +36,7 @@ def as_text(diagnostics: Sequence[Diagnostic]) -> str:
             lines.append(f"  hint: {d.hint}")
         if d.trace is not None:
             lines.append(f"  trace: {format_trace(d.trace)}")
-    return "\n".join(lines)
+    return neutralise_commands("\n".join(lines))
 
 
 def as_json(diagnostics: Sequence[Diagnostic]) -> str:
@@ -59,30 +73,72 @@ def _escape_property(text: str) -> str:
 
 
 def as_github(diagnostics: Sequence[Diagnostic]) -> str:
-    """GitHub Actions workflow commands: `::error file=…,line=…,col=…,title=…::message`."""
+    """GitHub Actions workflow commands:
+    `::error file=…,line=…,col=…,endLine=…,endColumn=…,title=toolfsm (E021)::message`."""
     lines = []
     for d in diagnostics:
         message = _full_message(d)
-        props = (
-            f"file={_escape_property(d.span.path)},line={d.span.line},col={d.span.column},"
-            f"title={_escape_property(d.code)}"
-        )
-        lines.append(f"::{d.severity}{' ' + props}::{_escape_data(message)}")
+        span = d.span
+        props = f"file={_escape_property(span.path)},line={span.line},col={span.column}"
+        if span.end_line is not None and span.end_column is not None:
+            props += f",endLine={span.end_line},endColumn={span.end_column}"
+        props += f",title={_escape_property(f'toolfsm ({d.code})')}"
+        lines.append(f"::{d.severity} {props}::{_escape_data(message)}")
     return "\n".join(lines)
 
 
-def as_sarif(diagnostics: Sequence[Diagnostic], *, tool_version: str = "0.1.0") -> str:
-    codes = sorted({d.code for d in diagnostics})
+def _uri(path: str) -> str:
+    """A file path as a SARIF artifact URI: relative paths percent-encoded (`with%20space.yaml`),
+    absolute ones as `file:` URIs."""
+    if path.startswith("<"):  # <stdin>, <string>: not a file
+        return quote(path, safe="")
+    native = Path(path)
+    if native.is_absolute():
+        return native.as_uri()
+    return quote(native.as_posix(), safe="/")
+
+
+def _region(d: Diagnostic) -> dict[str, int]:
+    region = {"startLine": d.span.line, "startColumn": d.span.column}
+    if d.span.end_line is not None and d.span.end_column is not None:
+        region |= {"endLine": d.span.end_line, "endColumn": d.span.end_column}
+    return region
+
+
+def _rule(code: str, level: str) -> dict[str, Any]:
+    """SARIF's `reportingDescriptor` for a code: what code scanning shows beside a result."""
+    info = describe(code)
+    return {
+        "id": code,
+        "name": info.name,
+        "shortDescription": {"text": f"{info.summary[0].upper()}{info.summary[1:]}."},
+        "fullDescription": {"text": info.description},
+        "help": {
+            "text": f"{info.description} See {info.help_uri}",
+            "markdown": info.help_markdown(),
+        },
+        "helpUri": info.help_uri,
+        "defaultConfiguration": {"level": level},
+    }
+
+
+def as_sarif(diagnostics: Sequence[Diagnostic], *, tool_version: str | None = None) -> str:
+    from engine.meta import version
+
+    levels = {d.code: "error" if d.is_error else "warning" for d in diagnostics}
+    codes = sorted(levels)
+    index = {code: i for i, code in enumerate(codes)}
     results = [
         {
             "ruleId": d.code,
+            "ruleIndex": index[d.code],
             "level": "error" if d.is_error else "warning",
             "message": {"text": _full_message(d)},
             "locations": [
                 {
                     "physicalLocation": {
-                        "artifactLocation": {"uri": d.span.path},
-                        "region": {"startLine": d.span.line, "startColumn": d.span.column},
+                        "artifactLocation": {"uri": _uri(d.span.path)},
+                        "region": _region(d),
                     }
                 }
             ],
@@ -98,9 +154,9 @@ def as_sarif(diagnostics: Sequence[Diagnostic], *, tool_version: str = "0.1.0") 
                 "tool": {
                     "driver": {
                         "name": "toolfsm",
-                        "version": tool_version,
+                        "version": tool_version or version(),
                         "informationUri": "https://github.com/toolfsm/toolfsm",
-                        "rules": [{"id": code} for code in codes],
+                        "rules": [_rule(code, levels[code]) for code in codes],
                     }
                 },
                 "results": results,

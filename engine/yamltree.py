@@ -130,19 +130,22 @@ class SourceMap:
     path: str
     values: dict[Path, tuple[int, int]] = field(default_factory=dict)
     keys: dict[Path, tuple[int, int]] = field(default_factory=dict)
+    # Where each value and key ends (line, column just past it), by the same paths.
+    value_ends: dict[Path, tuple[int, int]] = field(default_factory=dict)
+    key_ends: dict[Path, tuple[int, int]] = field(default_factory=dict)
 
     def span(self, at: Path, *, key: bool = False) -> SourceSpan:
-        """The position of the value (or the key) at `at`; the nearest enclosing node if absent."""
-        table = self.keys if key else self.values
+        """The extent of the value (or the key) at `at`; the nearest enclosing node if absent."""
+        table, ends = (self.keys, self.key_ends) if key else (self.values, self.value_ends)
         probe = tuple(at)
         while probe:
             if probe in table:
-                return SourceSpan(self.path, *table[probe])
+                return SourceSpan(self.path, *table[probe], *ends.get(probe, (None, None)))
             if key and probe in self.values:
-                return SourceSpan(self.path, *self.values[probe])
+                return self.span(probe)
             probe = probe[:-1]
         line, column = self.values.get((), (1, 1))
-        return SourceSpan(self.path, line, column)
+        return SourceSpan(self.path, line, column, *self.value_ends.get((), (None, None)))
 
 
 class _Refused(Exception):
@@ -189,9 +192,10 @@ def _pos(node: yaml.Node) -> tuple[int, int]:
 
 
 class _Builder:
-    def __init__(self, source: SourceMap, *, surrogates: bool = False) -> None:
+    def __init__(self, source: SourceMap, text: str, *, surrogates: bool = False) -> None:
         self.source = source
         self.surrogates = surrogates  # double-quoted scalars may hold surrogate-pair escapes
+        self.lines = text.splitlines()
         self.count = 0
         self.duplicates: list[Diagnostic] = []
 
@@ -206,8 +210,9 @@ class _Builder:
             )
         if depth > MAX_DEPTH:
             raise _Refused("E003", f"document nests deeper than {MAX_DEPTH} levels", node)
-        if path is not None:
-            self.source.values.setdefault(path, _pos(node))
+        if path is not None and path not in self.source.values:
+            self.source.values[path] = _pos(node)
+            self.source.value_ends[path] = self._end(node)
         if isinstance(node, yaml.ScalarNode):
             if node.tag != _STR:
                 raise _Refused("E002", f"YAML tags are not allowed here ({node.tag})", node)
@@ -256,14 +261,39 @@ class _Builder:
                             Severity.ERROR,
                             "E004",
                             f"duplicate key {key!r}{clash} in mapping",
-                            SourceSpan(self.source.path, line, column),
+                            SourceSpan(self.source.path, line, column, *self._end(key_node)),
                         )
                     )
                     continue
                 self.source.keys[(*path, key)] = _pos(key_node)
+                self.source.key_ends[(*path, key)] = self._end(key_node)
                 result[key] = self.build(value_node, (*path, key), depth + 1)
             return result
         raise _Refused("E001", f"unsupported YAML node {type(node).__name__}", node)
+
+    def _end(self, node: yaml.Node) -> tuple[int, int]:
+        """Where `node` ends: 1-based line, and the column just past its last character.
+
+        A block collection's end mark stands at the next token, on a line after it (past
+        comments and blank lines): its end is then the end of its last line with content.
+        """
+        line, column = node.end_mark.line, node.end_mark.column
+        before = self.lines[line][:column] if line < len(self.lines) else ""
+        if line > node.start_mark.line and before.strip() in ("", "-"):
+            line -= 1
+            while line > node.start_mark.line and not self._content(line):
+                line -= 1
+            return line + 1, len(self._content(line)) + 1
+        return line + 1, column + 1
+
+    def _content(self, index: int) -> str:
+        """Line `index` (0-based) without its comment or trailing blanks (a rough cut: a `#`
+        inside a quoted string is taken as a comment, which only shortens an end column)."""
+        text = self.lines[index] if index < len(self.lines) else ""
+        cut = text.find(" #")
+        return (
+            text[:cut] if cut >= 0 else ("" if text.lstrip().startswith("#") else text)
+        ).rstrip()
 
 
 def _malformed(path: str, text: str, index: int, message: str) -> Diagnostic:
@@ -331,7 +361,7 @@ def parse_yaml(text: str, path: str) -> tuple[Any, SourceMap, list[Diagnostic]]:
             source,
             [Diagnostic(Severity.ERROR, "E001", "the file is empty", SourceSpan(path, 1, 1))],
         )
-    builder = _Builder(source, surrogates=surrogates)
+    builder = _Builder(source, text, surrogates=surrogates)
     try:
         value = builder.build(root, (), 0)
     except _Refused as refused:

@@ -111,7 +111,10 @@ def test_validate_json_format() -> None:
     assert records[1]["rule"] == 0 and records[1]["severity"] == "error"
 
 
-GITHUB = re.compile(r"^::(error|warning) file=([^,]+),line=(\d+),col=(\d+),title=([EW]\d{3})::.+$")
+GITHUB = re.compile(
+    r"^::(error|warning) file=([^,]+),line=(\d+),col=(\d+)(?:,endLine=\d+,endColumn=\d+)?,"
+    r"title=toolfsm \(([EW]\d{3})\)::.+$"
+)
 
 
 def test_validate_github_format() -> None:
@@ -137,7 +140,7 @@ def test_validate_sarif_format() -> None:
     (only,) = run["results"]
     assert only["ruleId"] == "E021" and only["level"] == "error"
     region = only["locations"][0]["physicalLocation"]["region"]
-    assert region == {"startLine": 8, "startColumn": 21}
+    assert region == {"startLine": 8, "startColumn": 21, "endLine": 8, "endColumn": 27}
     clean = json.loads(invoke("validate", RULES, "-f", "sarif").stdout)
     assert clean["version"] == "2.1.0" and clean["runs"][0]["results"] == []
 
