@@ -9,13 +9,43 @@ The public API, by the order data flows through it:
     explain                                     why a tool is (not) allowed, with rule locations
     Diagnostic, SourceSpan                      problems, with FILE:LINE:COL
     ToolfsmError, RuleFileError                 the exception tree
+
+Names load on first use, so that `toolfsm --version` or a module that needs one part of the
+package does not pay for importing pydantic and the rest.
 """
 
-from engine.compiler import compile_rules
-from engine.errors import Diagnostic, RuleFileError, SourceSpan, ToolfsmError
-from engine.explain import explain
-from engine.loader import RuleFile, load_rules, parse_rules, read_rule_file
-from engine.machine import Gate, Machine, Position, Reason, StopReason, Verdict
+from __future__ import annotations
+
+import sys
+from importlib import import_module
+from types import ModuleType
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from engine.compiler import compile_rules
+    from engine.errors import Diagnostic, RuleFileError, SourceSpan, ToolfsmError
+    from engine.explain import explain
+    from engine.loader import RuleFile, load_rules, parse_rules, read_rule_file
+    from engine.machine import Gate, Machine, Position, Reason, StopReason, Verdict
+
+_EXPORTS = {
+    "compile_rules": "engine.compiler",
+    "Diagnostic": "engine.errors",
+    "RuleFileError": "engine.errors",
+    "SourceSpan": "engine.errors",
+    "ToolfsmError": "engine.errors",
+    "explain": "engine.explain",
+    "RuleFile": "engine.loader",
+    "load_rules": "engine.loader",
+    "parse_rules": "engine.loader",
+    "read_rule_file": "engine.loader",
+    "Gate": "engine.machine",
+    "Machine": "engine.machine",
+    "Position": "engine.machine",
+    "Reason": "engine.machine",
+    "StopReason": "engine.machine",
+    "Verdict": "engine.machine",
+}
 
 __all__ = [
     "Diagnostic",
@@ -35,3 +65,30 @@ __all__ = [
     "parse_rules",
     "read_rule_file",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'engine' has no attribute {name!r}")
+    value = getattr(import_module(module), name)
+    globals()[name] = value  # later look-ups skip this function
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *__all__])
+
+
+class _Package(ModuleType):
+    """`engine.explain` is the function, as it was when this package imported it eagerly:
+    importing the submodule `engine.explain` (which binds the module on its package) must not
+    replace it."""
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        if name == "explain" and isinstance(value, ModuleType):
+            value = value.explain
+        super().__setattr__(name, value)
+
+
+sys.modules[__name__].__class__ = _Package

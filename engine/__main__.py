@@ -1,5 +1,5 @@
 """`python -m engine` is the `toolfsm` command."""
 
-from engine.cli import main
+from engine.entry import main
 
 main()

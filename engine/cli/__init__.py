@@ -1,12 +1,21 @@
 """The `toolfsm` command line: one module per group of commands, registered here.
 
-Each command module imports only what it needs (lazily for heavy parts such as the LLM SDKs),
-so `toolfsm validate` over hundreds of files stays fast.
+Each command module imports only what it needs, inside the command (the rule language, the
+store, rich, the LLM SDKs), so `toolfsm --version` and `toolfsm validate` stay fast.
+
+Every error, toolfsm's own and the command line's (an unknown option, a missing argument),
+comes out in one style: `toolfsm: error: MESSAGE` on standard error, exit 2.
 """
 
 from __future__ import annotations
 
+import sys
+from collections.abc import Sequence
+from typing import Annotated
+
 import typer
+
+from engine.cli import common
 
 app = typer.Typer(
     name="toolfsm",
@@ -16,9 +25,42 @@ app = typer.Typer(
     "unknown option value, tool or provider, a missing API key, a store or tools module that "
     "cannot be opened); 130 interrupted.",
     no_args_is_help=True,
-    add_completion=False,
     pretty_exceptions_enable=False,
 )
+
+
+def _print_version(value: bool) -> None:
+    if value:
+        from engine.meta import version
+
+        typer.echo(f"toolfsm {version()}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _global_options(
+    version: Annotated[
+        bool,
+        typer.Option(
+            "--version",
+            is_eager=True,
+            callback=_print_version,
+            help="Print toolfsm's version and exit.",
+        ),
+    ] = False,
+    quiet: Annotated[
+        bool,
+        typer.Option("--quiet", "-q", help="Print only the findings (no summary line, no notes)."),
+    ] = False,
+    verbose: Annotated[
+        bool, typer.Option("--verbose", "-v", help="Also print each file as it is done.")
+    ] = False,
+) -> None:
+    """Tool rules for LLM agents, compiled to an explicit finite-state machine."""
+    if quiet and verbose:
+        common.fail("give -q or -v, not both")
+    common.set_verbosity(-1 if quiet else 1 if verbose else 0)
+
 
 # Command modules register themselves on `app` when imported; `toolfsm --help` lists the
 # commands in this order: rule files, analysis, runs, migration.
@@ -31,6 +73,40 @@ from engine.cli import lsp as _lsp  # noqa: E402,F401
 # isort: on
 
 
+def _usage_message(exc: typer.TyperException) -> str:
+    """Click's message in toolfsm's style: lower case, no final period, and where to look."""
+    text = exc.format_message().strip().rstrip(".")
+    if len(text) > 1 and text[0].isupper() and text[1].islower():
+        text = text[0].lower() + text[1:]
+    ctx = getattr(exc, "ctx", None)
+    if ctx is not None and getattr(exc, "exit_code", 1) == common.EXIT_USAGE:
+        text += f" (see '{ctx.command_path} --help')"
+    return text
+
+
+def run_cli(args: Sequence[str]) -> int:
+    """Run `toolfsm ARGS...` and return its exit code (errors printed in one style)."""
+    from engine.errors import ToolfsmError
+
+    command = typer.main.get_command(app)
+    try:
+        result = command.main(list(args), prog_name="toolfsm", standalone_mode=False)
+    except typer.TyperException as exc:  # the command line's own errors (click's)
+        ctx = getattr(exc, "ctx", None)
+        if type(exc).__name__ == "NoArgsIsHelpError" and ctx is not None:
+            typer.echo(ctx.get_help())  # `toolfsm` (or `toolfsm runs`) alone: the help
+            return common.EXIT_USAGE
+        typer.echo(f"toolfsm: error: {_usage_message(exc)}", err=True)
+        return int(getattr(exc, "exit_code", common.EXIT_USAGE))
+    except typer.Abort:
+        typer.echo("toolfsm: error: interrupted", err=True)
+        return common.EXIT_INTERRUPTED
+    except ToolfsmError as exc:  # a command that did not catch its own: still one line
+        typer.echo(f"toolfsm: error: {exc}", err=True)
+        return common.EXIT_USAGE
+    return result if isinstance(result, int) else common.EXIT_OK
+
+
 def main() -> None:
     """Console-script entry point."""
-    app()
+    sys.exit(run_cli(sys.argv[1:]))

@@ -14,7 +14,9 @@ from engine.cli.common import (
     FormatOption,
     PathsArgument,
     fail,
+    file_done,
     load_machine,
+    read_rule_source,
     report,
     rule_files_from_args,
 )
@@ -41,14 +43,15 @@ def check(
     Validates each file, then explores every reachable position of its machine; each finding
     (also unreachable tools and rules that never fire) comes with its shortest trace.
     """
-    from engine.analysis.check import check_path
+    from engine.analysis.check import check_rule_file
 
     files = rule_files_from_args(paths)
     diagnostics = []
     silenced = []
     states = 0
     for path in files:
-        result = check_path(path, max_states=max_states)
+        result = check_rule_file(read_rule_source(path), max_states=max_states)
+        file_done(result.path, result.diagnostics)
         diagnostics.extend(result.diagnostics)
         silenced.extend(result.silenced)
         states += result.states

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import difflib
 import re
+import sys
 from collections.abc import Iterable, Sequence
 from enum import StrEnum
 from pathlib import Path
@@ -28,6 +29,22 @@ if TYPE_CHECKING:
 
 EXIT_OK, EXIT_ERRORS, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 
+STDIN = Path("-")  # `validate -` / `check -`: the rule file is read from standard input
+STDIN_NAME = "<stdin>"
+
+_verbosity = 0  # -1 with `toolfsm -q`, 1 with `toolfsm -v` (set by the global options)
+
+
+def set_verbosity(level: int) -> None:
+    global _verbosity
+    _verbosity = level
+
+
+def verbosity() -> int:
+    """-1 quiet (findings only), 0 normal, 1 verbose (each file as it is done)."""
+    return _verbosity
+
+
 _RULE_FILE_HINT = re.compile(r"^(?:version|agent|tools|rules)\s*:", re.MULTILINE)
 
 
@@ -38,7 +55,9 @@ class DiagnosticFormat(StrEnum):
     sarif = "sarif"
 
 
-PathsArgument = typer.Argument(help="Rule files, or folders: the rule files in them.")
+PathsArgument = typer.Argument(
+    help="Rule files, or folders: the rule files in them; - reads one from standard input."
+)
 FormatOption = typer.Option(
     "--format",
     "-f",
@@ -55,7 +74,7 @@ def fail(message: str, code: int = EXIT_USAGE) -> NoReturn:
 def require_paths(paths: Iterable[Path]) -> None:
     """Exit 2 when a path named on the command line does not exist."""
     for path in paths:
-        if not path.exists():
+        if path != STDIN and not path.exists():
             fail(f"no such file or folder: {path}")
 
 
@@ -87,7 +106,9 @@ def collect_rule_files(paths: list[Path], *, only_rule_files: bool = False) -> l
     """
     found: list[Path] = []
     for path in paths:
-        if path.is_dir():
+        if path == STDIN:
+            found.append(path)
+        elif path.is_dir():
             candidates = sorted([*path.rglob("*.yaml"), *path.rglob("*.yml")])
             found.extend(c for c in candidates if _looks_like_rule_file(c))
         elif not only_rule_files or _looks_like_rule_file(path):
@@ -99,6 +120,8 @@ def rule_files_from_args(paths: list[Path], *, only_rule_files: bool = False) ->
     """The rule files that `validate`/`check` PATHS... name; exit 2 on a missing path or a
     named folder holding no rule file (a typo'd folder must not pass as "0 files, clean")."""
     require_paths(paths)
+    if paths.count(STDIN) > 1:
+        fail("- (standard input) can be given once")
     files = collect_rule_files(paths, only_rule_files=only_rule_files)
     for folder in (p for p in paths if p.is_dir()):
         if not collect_rule_files([folder]):
@@ -107,6 +130,23 @@ def rule_files_from_args(paths: list[Path], *, only_rule_files: bool = False) ->
                 "tools or rules key)"
             )
     return files
+
+
+def read_rule_source(path: Path) -> RuleFile:
+    """The rule file at `path`, or the one on standard input for `-` (named <stdin>)."""
+    from engine.loader import parse_rules, read_rule_file
+
+    if path == STDIN:
+        return parse_rules(sys.stdin.read(), STDIN_NAME)
+    return read_rule_file(path)
+
+
+def file_done(path: str, diagnostics: Sequence[Diagnostic]) -> None:
+    """With `toolfsm -v`: one line per file as it is done, on standard error."""
+    if _verbosity > 0:
+        errors = sum(1 for d in diagnostics if d.is_error)
+        warnings = len(diagnostics) - errors
+        typer.echo(f"{path}: {errors} error(s), {warnings} warning(s)", err=True)
 
 
 def report(
@@ -120,15 +160,15 @@ def report(
     """Print diagnostics in `fmt` (text: then `notes`, and on standard error the line
     `SUMMARY: E error(s), W warning(s)TAIL`) and exit 1 when any is an error, else 0: the
     one output path of `validate` and `check`."""
-    from engine.report import render
+    from engine.report import neutralise_commands, render
 
     errors = sum(1 for d in diagnostics if d.is_error)
     output = render(diagnostics, fmt.value)
     if output:
         typer.echo(output)
-    if fmt is DiagnosticFormat.text:
+    if fmt is DiagnosticFormat.text and _verbosity >= 0:
         for note in notes:
-            typer.echo(note)
+            typer.echo(neutralise_commands(note))
         warnings = len(diagnostics) - errors
         typer.echo(f"{summary}: {errors} error(s), {warnings} warning(s){tail}", err=True)
     raise typer.Exit(EXIT_ERRORS if errors else EXIT_OK)

@@ -15,8 +15,10 @@ from engine.cli.common import (
     FormatOption,
     PathsArgument,
     collect_rule_files,
+    file_done,
     load_machine,
     parse_steps,
+    read_rule_source,
     report,
     require_tool,
     rule_files_from_args,
@@ -47,15 +49,15 @@ def validate(
 ) -> None:
     """Validate rule files: every error with FILE:LINE:COL, in one pass."""
     from engine.compiler import compile_rules
-    from engine.loader import read_rule_file
 
     files = rule_files_from_args(paths, only_rule_files=only_rule_files)
     diagnostics: list[Diagnostic] = []
     for path in files:
-        rule_file = read_rule_file(path)
+        rule_file = read_rule_source(path)
         diagnostics.extend(rule_file.diagnostics)
         if rule_file.ok:
             compile_rules(rule_file)  # compiling is part of validity (and cheap)
+        file_done(rule_file.path, rule_file.diagnostics)
     report(diagnostics, fmt, f"{len(files)} file(s) checked")
 
 

@@ -2,16 +2,12 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 from contextlib import suppress
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from rich.console import Console
-from rich.markup import escape
-from rich.table import Table
 
 from engine.cli import app
 from engine.cli.common import EXIT_ERRORS, EXIT_INTERRUPTED, fail, print_errors, require_file
@@ -22,8 +18,39 @@ runs_app = typer.Typer(
 )
 app.add_typer(runs_app)
 
-_out = Console(highlight=False)
-_err = Console(stderr=True, highlight=False)
+
+class _LazyConsole:
+    """A rich Console made on first use: importing rich costs more than most commands need.
+
+    When the output is not a terminal (a pipe, a file, CI) nothing is wrapped or cut: lines
+    stay whole however long they are, and tables take the width they need.
+    """
+
+    def __init__(self, *, stderr: bool = False) -> None:
+        self._stderr = stderr
+        self._console: Any = None
+
+    def __getattr__(self, name: str) -> Any:
+        if self._console is None:
+            from rich.console import Console
+
+            console = Console(stderr=self._stderr, highlight=False)
+            if not console.is_terminal:
+                console.soft_wrap = True
+                console.width = 100_000
+            self._console = console
+        return getattr(self._console, name)
+
+
+def escape(text: str) -> str:
+    """`text` with rich markup escaped (printed as written)."""
+    from rich.markup import escape as rich_escape
+
+    return rich_escape(text)
+
+
+_out: Any = _LazyConsole()
+_err: Any = _LazyConsole(stderr=True)
 
 DbOption = Annotated[
     str | None,
@@ -73,7 +100,7 @@ def _args(arguments: dict[str, Any]) -> str:
 class LiveView:
     """Renders run events as they arrive, one line each."""
 
-    def __init__(self, console: Console) -> None:
+    def __init__(self, console: Any) -> None:
         self.console = console
         self._seq: int | None = None  # the step whose header was printed last
         self.run_id: str | None = None  # known once the run has started
@@ -149,6 +176,13 @@ class LiveView:
 
 def _exit_code(result: Any) -> int:
     return {"error": EXIT_ERRORS, "cancelled": EXIT_INTERRUPTED}.get(result.stop_reason.value, 0)
+
+
+def _run_stream(stream: Any, view: LiveView) -> Any:
+    """Drive a run's event stream to its end on a new event loop; the RunResult."""
+    import asyncio  # here, not at the top: `toolfsm --version` need not import it
+
+    return asyncio.run(_consume(stream, view))
 
 
 async def _consume(stream: Any, view: LiveView) -> Any:
@@ -239,7 +273,7 @@ def run_command(
     view = LiveView(_out)
     _out.print(f"[dim]store: {store.url}[/dim]")
     try:
-        result = asyncio.run(_consume(runner.stream(text), view))
+        result = _run_stream(runner.stream(text), view)
     except ToolfsmError as exc:  # e.g. the store went away, or the run's lease was taken over
         fail(str(exc))
     except KeyboardInterrupt:
@@ -285,25 +319,31 @@ def runs_list(
     ] = None,
     agent: Annotated[str | None, typer.Option("--agent", help="Only runs of this agent.")] = None,
     limit: Annotated[int, typer.Option("--limit", min=1, help="At most this many runs.")] = 20,
-    as_json: Annotated[bool, typer.Option("--json", help="One JSON list.")] = False,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="One JSON list of runs, each with its steps and calls.")
+    ] = False,
 ) -> None:
     """List runs, newest first."""
     store = _open(db)
     try:
         runs = store.list_runs(status=status, agent=agent, limit=limit)
+        snapshots = [store.load_run(r.id) for r in runs] if as_json else []
     finally:
         store.close()
     if as_json:
-        print(json.dumps([r.model_dump(mode="json") for r in runs], indent=2))
+        print(json.dumps([_run_json(snap) for snap in snapshots], indent=2))
         return
     if not runs:
         which = " matching the filters" if status or agent else ""
         _out.print(f"no runs{which} in {store.url}")
         return
+    from rich.table import Table
+
     table = Table("run", "agent", "status", "stop reason", "steps", "tokens", "started")
+    whole_ids = not _out.is_terminal  # a script reading the table gets ids it can use as-is
     for r in runs:
         table.add_row(
-            r.id[:12],
+            r.id if whole_ids else r.id[:12],
             r.agent_name,
             r.status,
             r.stop_reason or "",
@@ -335,7 +375,9 @@ def runs_show(
     finally:
         store.close()
     if as_json:
-        print(snap.model_dump_json(indent=2))
+        whole = snap.model_dump(mode="json")
+        whole["agent_record"] = whole.pop("agent")
+        print(json.dumps({**whole, **_run_json(snap)}, indent=2))
         return
     r = snap.run
     _out.print(
@@ -382,6 +424,30 @@ def runs_show(
             _print_call(call)
     for line in _next_steps(r.id, r.status):
         _out.print(escape(line))
+
+
+def _run_json(snap: Any) -> dict[str, Any]:
+    """A stored run as `runs list --json` and `runs show --json` print it: the run's fields
+    (`run_id`, `agent`, `status`, `stop_reason`, `parent_run_id`, ...) and its steps, each
+    with its calls (`tool`, `status`, `arguments`, `result`, ...); calls of a step not
+    committed yet are under `pending_calls`."""
+    run = snap.run
+    calls: dict[int, list[dict[str, Any]]] = {}
+    for call in snap.calls:
+        calls.setdefault(call.step_seq, []).append(call.model_dump(mode="json"))
+    steps = [
+        {**step.model_dump(mode="json"), "calls": calls.pop(step.seq, [])} for step in snap.steps
+    ]
+    return {
+        "run_id": run.id,
+        "agent": run.agent_name,
+        "status": run.status,
+        "stop_reason": run.stop_reason,
+        "parent_run_id": getattr(run, "parent_run_id", None),  # no run has a parent yet
+        **run.model_dump(mode="json"),
+        "steps": steps,
+        "pending_calls": [call for pending in calls.values() for call in pending],
+    }
 
 
 def _node(position: Any) -> str:
@@ -450,9 +516,7 @@ def _resume(
             owner=owner,
         )
         try:
-            result = asyncio.run(
-                _consume(runner.resume_stream(run.id, decision=decision), LiveView(_out))
-            )
+            result = _run_stream(runner.resume_stream(run.id, decision=decision), LiveView(_out))
         except ToolfsmError as exc:
             fail(str(exc))
     finally:

@@ -7,7 +7,12 @@ import logging
 from collections.abc import Mapping
 from typing import Any
 
-import anthropic as sdk
+try:
+    import anthropic as sdk
+except ModuleNotFoundError as exc:  # an optional part: say which extra to install
+    from engine.errors import MissingExtraError
+
+    raise MissingExtraError("the Anthropic provider", "anthropic") from exc
 
 from engine.providers.base import (
     Message,

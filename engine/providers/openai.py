@@ -7,7 +7,12 @@ import os
 from collections.abc import Mapping
 from typing import Any, Literal, get_args
 
-import openai as sdk
+try:
+    import openai as sdk
+except ModuleNotFoundError as exc:  # an optional part: say which extra to install
+    from engine.errors import MissingExtraError
+
+    raise MissingExtraError("the OpenAI provider", "openai") from exc
 
 from engine.providers.base import Message, ModelReply, ModelRequest, ToolCall, Usage
 from engine.providers.errors import (

@@ -24,8 +24,13 @@ import re
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from hypothesis import strategies as st
-from hypothesis.stateful import RuleBasedStateMachine, precondition, rule
+try:
+    from hypothesis import strategies as st
+    from hypothesis.stateful import RuleBasedStateMachine, precondition, rule
+except ModuleNotFoundError as exc:  # an optional part: say which extra to install
+    from engine.errors import MissingExtraError
+
+    raise MissingExtraError("engine.testing (Hypothesis strategies)", "testing") from exc
 
 from engine.errors import ToolfsmError
 from engine.machine import Machine, StopReason

@@ -10,7 +10,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from hypothesis import strategies as st
+try:
+    from hypothesis import strategies as st
+except ModuleNotFoundError as exc:  # an optional part: say which extra to install
+    from engine.errors import MissingExtraError
+
+    raise MissingExtraError("engine.testing (Hypothesis strategies)", "testing") from exc
 
 from engine.analysis.explore import END, Graph, case_outputs, explore
 from engine.errors import ToolfsmError

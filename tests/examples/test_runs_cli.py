@@ -29,7 +29,7 @@ def test_list_shows_newest_first_with_status_and_counts(two_runs: tuple[Cli, str
     assert support[:12] in rows[0] and screening[:12] in rows[1]
     cells = [c.strip() for c in rows[0].strip("│ ").split("│")]
     assert cells[:6] == [
-        support[:12],
+        support,  # output is not a terminal: whole ids, usable as they are
         "support",
         "awaiting_approval",
         "awaiting_approval",
@@ -37,7 +37,7 @@ def test_list_shows_newest_first_with_status_and_counts(two_runs: tuple[Cli, str
         "1436/57",
     ]
     cells = [c.strip() for c in rows[1].strip("│ ").split("│")]
-    assert cells[:6] == [screening[:12], "screening", "finished", "terminal_tool", "3", "1430/75"]
+    assert cells[:6] == [screening, "screening", "finished", "terminal_tool", "3", "1430/75"]
 
 
 def test_list_filters_and_json(two_runs: tuple[Cli, str, str]) -> None:

@@ -96,7 +96,8 @@ def test_store_imports_nothing_else_from_the_engine() -> None:
     # `import engine` loads the core's public API; the store must add nothing beyond it
     # except itself (it sits at the bottom of the chain: no providers, runtime or CLI).
     code = (
-        "import sys, engine; before = set(sys.modules); import engine.store; "
+        "import sys, engine; [getattr(engine, name) for name in engine.__all__]; "
+        "before = set(sys.modules); import engine.store; "
         "print(sorted(m for m in set(sys.modules) - before if m.startswith('engine.') "
         "and not m.startswith('engine.store')))"
     )
