@@ -20,9 +20,8 @@ from collections import defaultdict
 from collections.abc import Iterator
 from typing import Any
 
-from engine import jsonschemas, spec
+from engine import spec
 from engine.errors import Diagnostic, Severity, SourceSpan
-from engine.jsonschemas import cached_schema_problem
 from engine.yamltree import SourceMap
 
 Path = tuple[Any, ...]
@@ -111,6 +110,10 @@ def _check_tools(agent: spec.AgentSpec, report: _Report) -> set[str]:
         else:
             seen[decl.name] = i
         if decl.parameters is not None:
+            # Here, not at the top: jsonschema is most of validate's import time, and a rule
+            # file without parameter schemas never needs it.
+            from engine.jsonschemas import cached_schema_problem
+
             problem = cached_schema_problem(decl.parameters)
             if problem is not None:
                 bad_schema.add(decl.name)
@@ -280,6 +283,8 @@ def _check_prefill(agent: spec.AgentSpec, report: _Report, bad_schema: set[str])
                 )
         # Prefilled values are partial: the model supplies the rest, so a missing property is
         # no error (the schema is kept whole: its references point into it).
+        from engine import jsonschemas
+
         for error in jsonschemas.validator(schema).iter_errors(args):
             if error.validator == "required" and not error.absolute_path:
                 continue
