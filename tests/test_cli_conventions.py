@@ -244,3 +244,10 @@ def test_runs_list_and_show_print_json_records(tmp_path: Path) -> None:
         (waiting,) = record["pending_calls"]
         assert (waiting["tool"], waiting["status"]) == ("refund", "awaiting_approval")
     assert shown["agent_record"]["name"] == "support" and shown["messages"]
+
+
+def test_a_command_group_alone_prints_its_help_once() -> None:
+    for args in ([], ["runs"]):
+        result = toolfsm(*args)
+        assert result.returncode == 2
+        assert (result.stdout + result.stderr).count("Usage: toolfsm") == 1

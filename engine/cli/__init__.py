@@ -92,9 +92,9 @@ def run_cli(args: Sequence[str]) -> int:
     try:
         result = command.main(list(args), prog_name="toolfsm", standalone_mode=False)
     except typer.TyperException as exc:  # the command line's own errors (click's)
-        ctx = getattr(exc, "ctx", None)
-        if type(exc).__name__ == "NoArgsIsHelpError" and ctx is not None:
-            typer.echo(ctx.get_help())  # `toolfsm` (or `toolfsm runs`) alone: the help
+        if type(exc).__name__ == "NoArgsIsHelpError":  # `toolfsm` or `toolfsm runs` alone
+            # The help: click's is the message; typer's rich help printed itself already.
+            exc.show()  # type: ignore[attr-defined]  # click's UsageError.show
             return common.EXIT_USAGE
         typer.echo(f"toolfsm: error: {_usage_message(exc)}", err=True)
         return int(getattr(exc, "exit_code", common.EXIT_USAGE))
