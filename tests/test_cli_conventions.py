@@ -222,6 +222,9 @@ def test_output_is_not_wrapped_or_cut_when_not_a_terminal(tmp_path: Path) -> Non
     assert record["run_id"] in listed  # the whole id, not a 12-character prefix
     shown = toolfsm("runs", "show", "--db", db).stdout.splitlines()
     assert f"input: Please screen A-1043. {words}" in shown
+    support = toolfsm("run", ROOT / "examples" / "support" / "agent.yaml", "--db", db).stdout
+    results = [line for line in support.splitlines() if line.startswith("  ← {")]
+    assert results and all(line.endswith("}") for line in results)  # not cut at 160 characters
 
 
 def test_runs_list_and_show_print_json_records(tmp_path: Path) -> None:

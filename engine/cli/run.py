@@ -74,6 +74,8 @@ def _short(value: Any, limit: int = 160) -> str:
     text = value if isinstance(value, str) else json.dumps(value, ensure_ascii=False)
     # One event, one line: page text and the like arrive with newlines.
     text = " ".join(text.split())
+    if not _out.is_terminal:  # a log or a pipe keeps everything: nobody reads it at a glance
+        return text
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
