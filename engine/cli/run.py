@@ -390,6 +390,9 @@ def runs_show(
     )
     if r.error:
         _out.print(f"[red]error: {escape(r.error)}[/red]")
+    held = _lease_line(r)
+    if held:
+        _out.print(escape(held))
     _out.print(f"input: {escape(r.input)}")
     calls_by_step: dict[int, list[Any]] = {}
     for call in snap.calls:
@@ -424,6 +427,10 @@ def runs_show(
             _out.print(f"  [green]model:[/green] {escape(_short(str(paused_text), 400))}")
         for call in pending:
             _print_call(call)
+    if held.startswith("held by"):
+        # Resuming, approving or deciding would be refused while that process holds it.
+        _out.print("wait:    another process is running it (resume once that process is gone)")
+        return
     for line in _next_steps(r.id, r.status):
         _out.print(escape(line))
 
@@ -450,6 +457,26 @@ def _run_json(snap: Any) -> dict[str, Any]:
         "steps": steps,
         "pending_calls": [call for pending in calls.values() for call in pending],
     }
+
+
+def _lease_line(run: Any) -> str:
+    """Who holds the run's lease and how fresh it is ("" when nobody does)."""
+    if run.owner is None:
+        return ""
+    from datetime import UTC, datetime
+
+    now = datetime.now(UTC)
+    renewed = (
+        f"renewed {max(0.0, (now - run.lease_renewed_at).total_seconds()):.0f} s ago"
+        if run.lease_renewed_at is not None
+        else "never renewed"
+    )
+    expires = run.lease_expires_at
+    if expires is not None and expires <= now:
+        lapsed = (now - expires).total_seconds()
+        return f"lease of {run.owner} lapsed {lapsed:.0f} s ago ({renewed}): a resume takes it over"
+    lapses = "" if expires is None else f", lapses in {(expires - now).total_seconds():.0f} s"
+    return f"held by {run.owner} (lease {renewed}{lapses})"
 
 
 def _node(position: Any) -> str:

@@ -186,6 +186,11 @@ def test_a_run_another_live_process_runs_cannot_be_resumed(workdir: Path, db: st
         for args in (("resume", run_id), ("resume", run_id[:10], "--retry"), ("approve", run_id)):
             _assert_refused(_toolfsm(workdir, db, "runs", *args), runner.pid)
         assert _ledger(workdir) == ["lookup:a1", "charge:c1"]
+        # `runs show` says who runs it, and gives no hint that would be refused.
+        shown = _toolfsm(workdir, db, "runs", "show", run_id)
+        assert shown.returncode == 0, shown.stderr
+        assert f"held by {socket.gethostname()}:{runner.pid}:" in shown.stdout
+        assert "resume:" not in shown.stdout and "wait:    another process" in shown.stdout
     finally:
         first = _release(workdir, runner)
     assert first.returncode == 0, first.stderr
