@@ -13,6 +13,7 @@ computed here once per node instead of once per step:
 from __future__ import annotations
 
 from collections import defaultdict
+from collections.abc import Iterable
 from types import MappingProxyType
 from typing import Any
 
@@ -64,17 +65,22 @@ class _RuleIndex:
     """The rules grouped by the tool they react to, so each node reads only its own rules.
 
     Compiling visits every node; scanning every rule at every node was O(nodes x rules)
-    (seconds for a 1,000-tool file). The semantics are those of the per-rule scan.
+    (seconds for a 1,000-tool file), and so was a set of every tool per node (minutes for
+    30,000 tools): allowed sets are bit masks (bit i = tool i), a few machine words per node.
+    The semantics are those of the per-rule scan.
     """
 
     def __init__(self, agent: spec.AgentSpec) -> None:
         self.tools = agent.tool_names()
+        self.bit = {t: 1 << i for i, t in enumerate(self.tools)}
+        self.all_mask = (1 << len(self.tools)) - 1
         self.init: list[str] = []
         self.init_args: list[tuple[str, dict[str, Any]]] = []
-        self.child_sets: dict[str, list[set[str]]] = defaultdict(list)
+        self.child_masks: dict[str, list[int]] = defaultdict(list)
         self.child_args: dict[str, list[dict[str, dict[str, Any]]]] = defaultdict(list)
-        self.parent_sets: dict[str, list[set[str]]] = defaultdict(list)
+        self.parent_masks: dict[str, list[int]] = defaultdict(list)
         self.conditionals: dict[str, list[spec.ConditionalRule]] = defaultdict(list)
+        self.case_target: dict[int, dict[str, str]] = {}  # id(rule) -> case label -> tool
         parents_of: dict[str, set[str]] = defaultdict(set)
         for rule in agent.rules:
             match rule:
@@ -83,49 +89,63 @@ class _RuleIndex:
                     if rule.args:
                         self.init_args.append((spec.as_tuple(rule.init)[0], rule.args))
                 case spec.ChildRule():
-                    self.child_sets[rule.after].append(set(spec.as_tuple(rule.allow)))
+                    self.child_masks[rule.after].append(self.mask(spec.as_tuple(rule.allow)))
                     if rule.args:
                         self.child_args[rule.after].append(rule.args)
                 case spec.ParentRule():
                     children = set(spec.as_tuple(rule.tools))
-                    self.parent_sets[rule.only_after].append(children)
+                    self.parent_masks[rule.only_after].append(self.mask(children))
                     for child in children:
                         parents_of[child].add(rule.only_after)
                 case spec.ConditionalRule():
                     self.conditionals[rule.after].append(rule)
+                    self.case_target[id(rule)] = {repr(k): v for k, v in rule.on_output.items()}
         # A parent rule's children are excluded wherever the last tool is not that parent:
         # after X, every child some rule ties to a parent other than X is excluded.
-        self.parented = set(parents_of)
-        self.only_parent = {c: next(iter(p)) for c, p in parents_of.items() if len(p) == 1}
+        self.parented = self.mask(parents_of)
+        self.own_only: dict[str, int] = defaultdict(int)  # parent -> its only-parent children
+        for child, parents in parents_of.items():
+            if len(parents) == 1:
+                self.own_only[next(iter(parents))] |= self.bit[child]
 
-    def allowed(self, node: Node) -> tuple[set[str], bool]:
+    def mask(self, tools: Iterable[str]) -> int:
+        bits = self.bit
+        return sum(bits[t] for t in set(tools) if t in bits)
+
+    def allowed_mask(self, node: Node) -> tuple[int, bool]:
+        """The allowed tools at a node as a bit mask, and whether a call is forced there."""
         last = node.last_tool
-        if last is None and self.init:
-            return set(self.init), True
-        allowed = set(self.tools)
+        if last is None:
+            return (
+                (self.mask(self.init), True)
+                if self.init
+                else (self.all_mask & ~self.parented, False)
+            )
+        allowed = self.all_mask
         forced = False
-        for children in self.child_sets.get(last, ()) if last is not None else ():
+        for children in self.child_masks.get(last, ()):
             allowed &= children
             forced = True
-        own = self.parent_sets.get(last, ()) if last is not None else ()
+        own = self.parent_masks.get(last, ())
         for children in own:
             allowed &= children
             forced = True
-        excluded = self.parented
-        if own:
-            excluded = {c for c in excluded if self.only_parent.get(c) != last}
-        allowed -= excluded
-        for rule in self.conditionals.get(last, ()) if last is not None else ():
+        excluded = self.parented & ~self.own_only[last] if own else self.parented
+        allowed &= ~excluded
+        for rule in self.conditionals.get(last, ()):
             forced = True
             if node.case == "default":
-                allowed &= {rule.default}
+                allowed &= self.bit.get(rule.default or "", 0)
             elif node.case == "no match":
                 if rule.strict:
-                    allowed = set()
+                    allowed = 0
             else:
-                target = next(v for k, v in rule.on_output.items() if repr(k) == node.case)
-                allowed &= {target}
+                allowed &= self.bit[self.case_target[id(rule)][node.case or ""]]
         return allowed, forced
+
+    def allowed(self, node: Node) -> tuple[set[str], bool]:
+        mask, forced = self.allowed_mask(node)
+        return set(_tools_of(mask, self.tools)), forced
 
     def prefill(self, node: Node) -> dict[str, dict[str, Any]]:
         merged: dict[str, dict[str, Any]] = {}
@@ -137,6 +157,16 @@ class _RuleIndex:
             for tool, args in rule_args.items():
                 merged.setdefault(tool, {}).update(args)
         return merged
+
+
+def _tools_of(mask: int, tools: tuple[str, ...]) -> tuple[str, ...]:
+    """The tools whose bits are set, in declaration order (cost: the set bits, not all tools)."""
+    out = []
+    while mask:
+        low = mask & -mask
+        out.append(tools[low.bit_length() - 1])
+        mask ^= low
+    return tuple(out)
 
 
 def node_allowed(agent: spec.AgentSpec, node: Node) -> tuple[set[str], bool]:
@@ -159,20 +189,17 @@ def compile_rules(rule_file: RuleFile) -> Machine:
     """Build the machine of a valid rule file; `RuleFileError` if the file has errors."""
     agent = rule_file.require()
     tools = agent.tool_names()
-    position = {t: i for i, t in enumerate(tools)}
     nodes, next_node, case_keys, case_nodes = _nodes(agent)
 
     index = _RuleIndex(agent)
-    bit = {t: 1 << i for i, t in enumerate(tools)}
-    ordered_sets: dict[frozenset[str], tuple[tuple[str, ...], int]] = {}  # many nodes share one
+    ordered_sets: dict[int, tuple[str, ...]] = {}  # many nodes share one allowed set
     gates = []
     for node in nodes:
-        allowed, forced = index.allowed(node)
-        key = frozenset(allowed)
-        if key not in ordered_sets:
-            ordered = tuple(sorted(allowed, key=position.__getitem__))  # declaration order
-            ordered_sets[key] = ordered, sum(map(bit.__getitem__, ordered))
-        ordered, mask = ordered_sets[key]
+        mask, forced = index.allowed_mask(node)
+        ordered = ordered_sets.get(mask)
+        if ordered is None:
+            ordered = _tools_of(mask, tools)
+            ordered_sets[mask] = ordered
         forced_tool = ordered[0] if forced and len(ordered) == 1 else None
         prefill = MappingProxyType({t: MappingProxyType(a) for t, a in index.prefill(node).items()})
         gates.append(Gate(ordered, forced, forced_tool, prefill, mask))

@@ -245,3 +245,102 @@ def test_special_files_as_letta_files_are_refused_without_reading_them(tmp_path:
     ]
     for path, message in cases:
         letta_error(invoke("import", path), f"{path}: {message}")
+
+
+# -- files within the size limit, built to be expensive ------------------------------------
+
+
+def rule_file(tmp_path: Path, tools: list[str], rules: str = "", extra: str = "") -> Path:
+    path = tmp_path / "agent.yaml"
+    text = f"version: 1\nagent: a\ntools: [{', '.join(tools)}]\nrules:\n{rules}{extra}"
+    path.write_text(text, encoding="utf-8")
+    assert len(text) < 1_000_000
+    return path
+
+
+def check_json(*args: str | Path) -> list[dict[str, object]]:
+    result = invoke("check", *args, "-f", "json")
+    assert result.exit_code in (0, 1), result.output
+    records: list[dict[str, object]] = json.loads(result.stdout)
+    return records
+
+
+def test_validate_is_linear_in_tools_and_rules(tmp_path: Path) -> None:
+    # 8,000 tools, each with its own max_calls rule: compiling built a set of every tool at
+    # every node (quadratic: minutes for 30,000 tools).
+    tools = [f"t{i}" for i in range(8000)]
+    path = rule_file(tmp_path, tools, "".join(f"- {{max_calls: 1, tools: {t}}}\n" for t in tools))
+    result = invoke("validate", path)
+    assert result.exit_code == 0, result.output
+
+
+def test_check_of_many_counters_stops_at_its_bound(tmp_path: Path) -> None:
+    # 3,000 tools called at most once each: 2^3000 positions of 6,000-bit keys.
+    tools = [f"t{i}" for i in range(3000)]
+    path = rule_file(tmp_path, tools, "".join(f"- {{max_calls: 1, tools: {t}}}\n" for t in tools))
+    records = check_json(path)
+    assert [r["code"] for r in records] == ["C190"]
+
+
+def test_check_of_one_child_rule_allowing_every_tool_stops_at_its_bound(tmp_path: Path) -> None:
+    from engine.analysis.check import check_path
+    from engine.analysis.explore import EDGES_PER_STATE
+
+    tools = [f"t{i}" for i in range(3000)]  # 3,000 x 3,001 = 9 million transitions
+    path = rule_file(tmp_path, tools, f"  - after: t0\n    allow: [{', '.join(tools)}]\n")
+    assert [r["code"] for r in check_json(path)] == ["C190"]
+    result = check_path(path, max_states=1000)
+    assert result.codes() == ["C190"] and result.graph is not None
+    # Only fully explored positions are kept, and the transitions stay within the bound.
+    assert result.graph.edge_count <= 1000 * EDGES_PER_STATE + len(tools)
+    assert len(result.graph) < len(tools)
+
+
+def test_a_conditional_with_5000_cases_is_checked_and_its_graph_is_bounded(
+    tmp_path: Path,
+) -> None:
+    cases = ", ".join(f"k{i}: d" for i in range(5000))
+    path = rule_file(tmp_path, ["c", "d"], f"  - after: c\n    on_output: {{{cases}}}\n")
+    assert check_json(path) == []
+    result = invoke("graph", path)
+    assert result.exit_code == 1
+    assert result.stderr.strip() == (
+        f"toolfsm: error: {path}: the diagram has more than 10000 transitions (at least 10001, "
+        "between 5003 states); it is not drawn; raise the bound with --max-transitions"
+    )
+    drawn = invoke("graph", path, "--max-transitions", "50000")
+    assert drawn.exit_code == 0
+    assert drawn.stdout.count(" --> ") > 10_000
+
+
+def test_an_at_most_of_ten_million_is_refuted_by_a_counted_loop(tmp_path: Path) -> None:
+    path = rule_file(
+        tmp_path, ["s", "e"], "  - terminal: e\n", "expect:\n  - at_most: 10000000\n    tools: s\n"
+    )
+    (record,) = check_json(path)
+    assert record["code"] == "A105" and record["trace"] == ["10000001*s"]
+    assert "the run 10000001*s calls it 10000001 times" in str(record["message"])
+
+
+def test_a_counted_loop_of_several_steps_replays_through_trace(tmp_path: Path) -> None:
+    rules = "  - after: a\n    allow: b\n  - terminal: e\n"
+    path = rule_file(
+        tmp_path, ["a", "b", "e"], rules, "expect:\n  - at_most: 5000000\n    tools: a\n"
+    )
+    (record,) = check_json(path)
+    assert record["code"] == "A105"
+    assert record["trace"] == ["b", "5000000*(a b)", "a"]
+    small = rule_file(tmp_path, ["a", "b", "e"], rules, "expect:\n  - at_most: 3\n    tools: a\n")
+    replayed = invoke("trace", small, "b", "2*(a b)", "a", "--json")
+    assert replayed.exit_code == 0
+    assert [row["after"] for row in json.loads(replayed.stdout)][1:] == [
+        "b",
+        "a",
+        "b",
+        "a",
+        "b",
+        "a",
+    ]
+    too_long = invoke("trace", small, "5000000*(a b)")
+    assert too_long.exit_code == 2
+    assert "the steps expand to more than 100000 calls" in too_long.stderr

@@ -50,12 +50,53 @@ class Monitor:
 
 @dataclass(frozen=True)
 class Violation:
-    """Where a monitor failed: the steps, how the run stopped (if it did) and the position."""
+    """Where a monitor failed: the steps, how the run stopped (if it did) and the position.
+
+    A long run that repeats a loop is kept as its parts: `step_ids` is the run without the
+    repeats, and `loop` (when set) is (index into step_ids, the loop's step ids, repeats):
+    the loop runs `repeats` more times at that index. Nothing is materialised call by call.
+    """
 
     step_ids: list[int]
     position_id: int  # the position the last step left from (or the text reply was at)
     failing_step: int | None  # the step id that broke the assertion, None for a reply end
     final: str | None  # "call", "terminal" or "reply"
+    loop: tuple[int, list[int], int] | None = None
+
+    @property
+    def length(self) -> int:
+        extra = 0 if self.loop is None else len(self.loop[1]) * self.loop[2]
+        return len(self.step_ids) + extra
+
+    def labels(self, graph: Graph) -> tuple[str, ...]:
+        """The run as `toolfsm trace` steps; a step or loop repeated SQUEEZE_FROM times or more
+        in a row is one `N*STEP` or `N*(STEPS)`."""
+        runs: list[tuple[str, int]] = [(label, 1) for label in graph.labels(self.step_ids)]
+        if self.loop is not None:
+            at, loop, repeats = self.loop
+            inner = graph.labels(loop)
+            block = inner[0] if len(inner) == 1 else "(" + " ".join(inner) + ")"
+            runs.insert(at, (block, repeats))
+        return _squeeze(runs)
+
+
+SQUEEZE_FROM = 100  # a step repeated this often in a row is written once, with its count
+
+
+def _squeeze(runs: list[tuple[str, int]]) -> tuple[str, ...]:
+    merged: list[tuple[str, int]] = []
+    for label, count in runs:
+        if merged and merged[-1][0] == label:
+            merged[-1] = (label, merged[-1][1] + count)
+        elif count:
+            merged.append((label, count))
+    out: list[str] = []
+    for label, count in merged:
+        if count >= SQUEEZE_FROM or label.startswith("("):
+            out.append(f"{count}*{label}")
+        else:
+            out += [label] * count
+    return tuple(out)
 
 
 def _never(x: int) -> Call:
@@ -116,8 +157,16 @@ def monitors(expect: Any, tool_index: dict[str, int]) -> list[Monitor]:
     raise AssertionError(f"unknown assertion {expect!r}")  # pragma: no cover - closed union
 
 
-def search(graph: Graph, monitor: Monitor) -> Violation | None:
-    """The shortest run that breaks the monitor, or None when every explored run keeps it."""
+class _TooLarge(Exception):
+    """The product of positions and monitor states outgrew its bound."""
+
+
+PRODUCT_LIMIT = 1_000_000  # (position, monitor state) pairs one search may visit
+
+
+def search(graph: Graph, monitor: Monitor, *, limit: int | None = None) -> Violation | None:
+    """The shortest run that breaks the monitor, or None when every explored run keeps it;
+    `_TooLarge` past `limit` visited (position, state) pairs."""
     steps = graph.steps
     nodes = graph.machine.nodes
     tool_index = graph.machine.tool_index
@@ -163,6 +212,8 @@ def search(graph: Graph, monitor: Monitor) -> Violation | None:
                 continue
             new_key = (target, new_state)
             if new_key not in parent:
+                if limit is not None and len(parent) >= limit:
+                    raise _TooLarge
                 parent[new_key] = (key, step_id)
                 if ends_badly(new_key):
                     return Violation(path(new_key), target, None, "reply")
@@ -170,8 +221,117 @@ def search(graph: Graph, monitor: Monitor) -> Violation | None:
     return None
 
 
+def _sccs(graph: Graph) -> list[int]:
+    """Strongly connected component of every position, over edges between live positions
+    (iterative Tarjan: linear in positions and edges)."""
+    n = len(graph)
+    index = [-1] * n
+    low = [0] * n
+    component = [-1] * n
+    on_stack = [False] * n
+    stack: list[int] = []
+    counter = components = 0
+    starts, targets = graph.edge_start, graph.edge_target
+    for root in range(n):
+        if index[root] >= 0:
+            continue
+        work = [(root, starts[root])]
+        index[root] = low[root] = counter
+        counter += 1
+        stack.append(root)
+        on_stack[root] = True
+        while work:
+            node, j = work[-1]
+            if j < starts[node + 1]:
+                work[-1] = (node, j + 1)
+                target = targets[j]
+                if target < 0:
+                    continue
+                if index[target] < 0:
+                    index[target] = low[target] = counter
+                    counter += 1
+                    stack.append(target)
+                    on_stack[target] = True
+                    work.append((target, starts[target]))
+                elif on_stack[target]:
+                    low[node] = min(low[node], index[target])
+                continue
+            work.pop()
+            if work:
+                parent_node = work[-1][0]
+                low[parent_node] = min(low[parent_node], low[node])
+            if low[node] == index[node]:
+                while True:
+                    member = stack.pop()
+                    on_stack[member] = False
+                    component[member] = components
+                    if member == node:
+                        break
+                components += 1
+    return component
+
+
+def _path_within(graph: Graph, source: int, target: int, component: list[int]) -> list[int]:
+    """Step ids of a shortest path from `source` to `target` inside their component."""
+    if source == target:
+        return []
+    came: dict[int, tuple[int, int]] = {source: (-1, -1)}
+    queue = [source]
+    for node in queue:
+        for step_id, next_node in graph.out(node):
+            if next_node < 0 or next_node in came or component[next_node] != component[source]:
+                continue
+            came[next_node] = (node, step_id)
+            if next_node == target:
+                ids = []
+                while next_node != source:
+                    next_node, step_id = came[next_node]
+                    ids.append(step_id)
+                return ids[::-1]
+            queue.append(next_node)
+    raise AssertionError("target not in the component")  # pragma: no cover
+
+
+def _at_most_by_loop(graph: Graph, tool: int, bound: int) -> Violation | None:
+    """A run calling `tool` more than `bound` times, built from a loop that calls it, without
+    walking the calls one by one; None when no reachable loop calls it (undecided here)."""
+    component = _sccs(graph)
+    steps = graph.steps
+    for source in range(len(graph)):
+        for step_id, target in graph.out(source):
+            if target < 0 or steps[step_id].tool_index != tool:
+                continue
+            if component[target] != component[source]:
+                continue
+            prefix = graph.path(source)
+            loop = [step_id, *_path_within(graph, target, source, component)]
+            calls_before = sum(1 for s in prefix if steps[s].tool_index == tool)
+            per_loop = sum(1 for s in loop if steps[s].tool_index == tool)
+            needed = bound + 1 - calls_before
+            if needed <= 0:  # pragma: no cover - the product search finds these first
+                continue
+            repeats, rest = divmod(needed - 1, per_loop)
+            # Then one more pass through the loop, up to and including the (rest+1)-th call.
+            tail: list[int] = []
+            seen = 0
+            for s in loop:
+                tail.append(s)
+                if steps[s].tool_index == tool:
+                    seen += 1
+                    if seen == rest + 1:
+                        break
+            # The position the last step leaves from: replay the tail's positions.
+            position = source
+            for s in tail[:-1]:
+                position = next(t for sid, t in graph.out(position) if sid == s and t >= 0)
+            return Violation(
+                [*prefix, *tail], position, tail[-1], "call", loop=(len(prefix), loop, repeats)
+            )
+    return None
+
+
 def _describe(kind: str, expect: Any, subject: str, graph: Graph, v: Violation) -> str:
-    labels = graph.labels(v.step_ids)
+    labels = v.labels(graph)
     run = f"the run {' -> '.join(labels)}" if labels else "a run with no tool call"
     if v.final == "reply":
         how = "ends with a reply (no tool call)"
@@ -224,6 +384,40 @@ def _unknown_tools(expect: Any, index: int, known: set[str]) -> list[tuple[str, 
     return out
 
 
+_UNDECIDED = Violation([], -1, None, None)  # the search outgrew its bound; no answer
+
+
+def _search_bounded(graph: Graph, monitor: Monitor, expect: Any) -> Violation | None:
+    """`search` within PRODUCT_LIMIT; past it, an `at_most` monitor is decided by a loop that
+    calls its tool (a run repeating it breaks any bound), anything else is `_UNDECIDED`."""
+    at_most = isinstance(expect, spec.AtMostExpect)
+    # An at_most search visits up to (bound + 2) counter values per position: past the limit,
+    # go straight to the loop (a bound of 10 million would visit tens of millions of pairs).
+    if not at_most or (expect.at_most + 2) * len(graph) <= PRODUCT_LIMIT:
+        try:
+            return search(graph, monitor, limit=PRODUCT_LIMIT)
+        except _TooLarge:
+            pass
+    if at_most:
+        found = _at_most_by_loop(graph, graph.machine.tool_index[monitor.subject], expect.at_most)
+        if found is not None:
+            return found
+    return _UNDECIDED
+
+
+def _undecided(locator: Locator, index: int, subjects: list[str]) -> Finding:
+    return Finding(
+        Diagnostic(
+            Severity.ERROR,
+            "C190",
+            f"this assertion could not be decided for {', '.join(map(repr, subjects))}: the "
+            f"search outgrew its bound of {PRODUCT_LIMIT} (position, count) pairs",
+            locator.at(("expect", index)),
+        ),
+        expect=index,
+    )
+
+
 def check_assertions(graph: Graph, source: SourceMap | None = None) -> list[Finding]:
     """One finding per assertion that fails (or names an unknown tool); none when all hold."""
     machine = graph.machine
@@ -248,11 +442,16 @@ def check_assertions(graph: Graph, source: SourceMap | None = None) -> list[Find
                 )
             continue
         best: tuple[Violation, str] | None = None
+        undecided: list[str] = []
         for monitor in monitors(expect, dict(machine.tool_index)):
-            violation = search(graph, monitor)
-            if violation and (best is None or len(violation.step_ids) < len(best[0].step_ids)):
+            violation = _search_bounded(graph, monitor, expect)
+            if violation is _UNDECIDED:
+                undecided.append(monitor.subject)
+            elif violation and (best is None or violation.length < best[0].length):
                 best = (violation, monitor.subject)
         if best is None:
+            if undecided:
+                findings.append(_undecided(locator, index, undecided))
             continue
         violation, subject = best
         message = _describe(kind, expect, subject, graph, violation)
@@ -269,7 +468,7 @@ def check_assertions(graph: Graph, source: SourceMap | None = None) -> list[Find
                     CODES[kind],
                     message,
                     locator.at(("expect", index)),
-                    trace=graph.labels(violation.step_ids),
+                    trace=violation.labels(graph),
                 ),
                 position,
                 expect=index,

@@ -23,13 +23,18 @@ position its outgoing steps. BFS order means the parent pointers give shortest t
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
 from engine.machine import Machine, Position
-from engine.outputs import first_match
+from engine.outputs import compile_cases
 
 LIVE_LIMIT = 200_000  # default bound on explored positions (`toolfsm check --max-states`)
+# Calls tried per position allowed by the bound (stored as transitions or not): 10,000 tools
+# after one child rule have 100 million transitions among 10,001 positions, and 3,000 tools
+# called at most once each have 2^3000 positions; the bound keeps time and memory linear in it.
+EDGES_PER_STATE = 10
 
 END = -1  # edge target: the call stopped the run legitimately (terminal tool)
 DEAD = -2  # edge target: the call stopped the run at a dead end
@@ -50,17 +55,21 @@ class Step:
         return self.tool if self.output is None else f"{self.tool}={self.output}"
 
 
-def _key_candidates(key: Any, spread: int) -> list[str]:
-    """Output texts that match `key` (several spellings, so an earlier string key rarely hides all)."""
+def _key_candidates(key: Any, spread: int) -> Iterator[str]:
+    """Output texts that match `key` (several spellings, so an earlier string key rarely hides
+    all), lazily: the first one almost always does."""
     if isinstance(key, bool):
         base = ["true", "True", "TRUE"] if key else ["false", "False", "FALSE"]
     elif isinstance(key, int | float):
         base = [str(key) if isinstance(key, int) else repr(key)]
     else:
-        return [key]  # a string key matches exactly one text
+        yield key  # a string key matches exactly one text
+        return
+    yield from base
     # Leading blanks keep the match for bool and number keys; enough of them always escape
     # the finitely many string keys that come earlier.
-    return base + [" " * n + base[0] for n in range(1, spread + 2)]
+    for n in range(1, spread + 2):
+        yield " " * n + base[0]
 
 
 def case_outputs(machine: Machine, tool: str) -> tuple[tuple[str | None, int | None], ...]:
@@ -72,16 +81,17 @@ def case_outputs(machine: Machine, tool: str) -> tuple[tuple[str | None, int | N
     keys = machine.case_keys(tool)
     if not keys:
         return ((None, None),)
+    matcher = compile_cases(keys)  # one look-up per text, not one comparison per key
     found: list[tuple[str | None, int | None]] = []
     for index, key in enumerate(keys):
         for text in _key_candidates(key, len(keys)):
-            if first_match(keys, text) == index:
+            if matcher(text) == index:
                 found.append((text, index))
                 break
     serial = 0
     while True:
         text = "other" if serial == 0 else f"other-{serial}"
-        if first_match(keys, text) is None:
+        if matcher(text) is None:
             found.append((text, None))
             return tuple(found)
         serial += 1
@@ -256,8 +266,40 @@ def all_steps(machine: Machine) -> tuple[tuple[Step, ...], tuple[tuple[int, ...]
     return tuple(steps), tuple(steps_of)
 
 
-def explore(machine: Machine, *, max_states: int = LIVE_LIMIT) -> Graph:
-    """Explore every reachable position breadth first, up to `max_states` positions."""
+def _cut(
+    explored: int,
+    keys: list[int],
+    exhausted: list[int],
+    parent: list[int],
+    via: list[int],
+    edge_start: list[int],
+    edge_step: list[int],
+    edge_target: list[int],
+) -> None:
+    """Drop the positions from `explored` on (found, never expanded) and the edges into them."""
+    for column in (keys, exhausted, parent, via):
+        del column[explored:]
+    steps, targets = edge_step[:], edge_target[:]
+    edge_step.clear()
+    edge_target.clear()
+    for position in range(explored):
+        lo, hi = edge_start[position], edge_start[position + 1]
+        edge_start[position] = len(edge_target)
+        for j in range(lo, hi):
+            if targets[j] < explored:  # END and DEAD are negative: kept
+                edge_step.append(steps[j])
+                edge_target.append(targets[j])
+    edge_start[explored] = len(edge_target)
+    del edge_start[explored + 1 :]
+
+
+def explore(
+    machine: Machine, *, max_states: int = LIVE_LIMIT, max_edges: int | None = None
+) -> Graph:
+    """Explore every reachable position breadth first, up to `max_states` positions and
+    `max_edges` transitions (default: EDGES_PER_STATE per allowed position); past either
+    bound the graph is `truncated` and holds only fully explored positions."""
+    edge_bound = max_states * EDGES_PER_STATE if max_edges is None else max_edges
     steps, steps_of = all_steps(machine)
     kernel = _Kernel(machine, steps, steps_of)
     tables = kernel.tables
@@ -299,11 +341,18 @@ def explore(machine: Machine, *, max_states: int = LIVE_LIMIT) -> Graph:
         for t in tables
     )
     current = 0
+    # Calls tried so far (stored as edges or not): what the edge bound limits. A packed key of
+    # many bits costs that many machine words per operation, so a call counts once per word.
+    work = 0
     while current < len(keys):
         key = keys[current]
         node = key & node_mask
         ex = exhausted[current]
         allowed = base_mask[node] & ~ex
+        work += allowed.bit_count() * (1 + (key.bit_length() >> 6))
+        if work > edge_bound:
+            truncated = True
+            break
         allowed_of.append(allowed)
         offered |= allowed
         called |= allowed
@@ -382,6 +431,8 @@ def explore(machine: Machine, *, max_states: int = LIVE_LIMIT) -> Graph:
         text_dead.append(dead)
         current += 1
     edge_start.append(len(edge_target))
+    if current < len(keys):  # stopped at the edge bound: keep the explored positions only
+        _cut(current, keys, exhausted, parent, via, edge_start, edge_step, edge_target)
     return Graph(
         machine=machine,
         steps=steps,

@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from engine import spec
-from engine.analysis.explore import DEAD, END, Graph
+from engine.analysis.explore import DEAD, EDGES_PER_STATE, END, Graph
 from engine.errors import Diagnostic, Severity, SourceSpan
 from engine.machine import Machine, Position
 from engine.yamltree import SourceMap
@@ -543,7 +543,8 @@ class _Findings:
                 f"exploration stopped at {len(self.graph)} positions before covering the "
                 "state space; dead ends found so far are listed, the other checks were skipped",
                 self.at.at(()),
-                hint="raise the bound with --max-states",
+                hint="raise the bound with --max-states (it also bounds the calls tried: "
+                f"{EDGES_PER_STATE} per position, fewer with very many tools or counters)",
             )
             self.dead_ends()
             return self.items

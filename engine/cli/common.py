@@ -210,11 +210,34 @@ def require_tool(machine: Machine, tool: str, where: str) -> None:
     fail(f"{where}: the agent has no tool {tool!r}; {hint}its tools: {', '.join(machine.tools)}")
 
 
+MAX_REPLAY = 100_000  # steps `trace` replays once `N*STEP` repeats are expanded
+_REPEAT = re.compile(r"^([0-9]+)\*(.+)$", re.DOTALL)
+
+
+def expand_repeats(steps: Sequence[str]) -> list[str]:
+    """`N*STEP` and `N*(STEP STEP ...)` (how `check` writes a long loop) as the steps they
+    stand for; exit 2 past MAX_REPLAY steps. A tool name cannot hold `*`: no STEP is read
+    differently."""
+    out: list[str] = []
+    for step in steps:
+        match = _REPEAT.match(step)
+        if match is None:
+            out.append(step)
+            continue
+        count, body = int(match.group(1)[:9]), match.group(2)
+        inner = body[1:-1].split() if body.startswith("(") and body.endswith(")") else [body]
+        if len(out) + count * len(inner) > MAX_REPLAY:
+            fail(f"the steps expand to more than {MAX_REPLAY} calls; too long to replay")
+        out += inner * count
+    return out
+
+
 def parse_steps(machine: Machine, steps: Sequence[str]) -> list[TraceStep]:
-    """Command-line STEPs (`tool` or `tool=OUTPUT`) as TraceSteps; exit 2 on an empty tool
-    name or a tool the agent does not have."""
+    """Command-line STEPs (`tool`, `tool=OUTPUT`, or `N*STEP` repeated) as TraceSteps; exit 2
+    on an empty tool name or a tool the agent does not have."""
     from engine.trace import TraceStep
 
+    steps = expand_repeats(steps)
     parsed = [TraceStep.parse(s) for s in steps]
     for number, (text, step) in enumerate(zip(steps, parsed, strict=True), 1):
         if not step.tool:

@@ -11,10 +11,12 @@ import typer
 
 from engine.cli import app
 from engine.cli.common import (
+    EXIT_ERRORS,
     DiagnosticFormat,
     FormatOption,
     PathsArgument,
     collect_rule_files,
+    fail,
     file_done,
     load_machine,
     parse_steps,
@@ -71,13 +73,25 @@ def graph(
     all_nodes: Annotated[
         bool, typer.Option("--all", help="Include nodes that cannot be reached from the start.")
     ] = False,
+    max_transitions: Annotated[
+        int,
+        typer.Option(
+            "--max-transitions",
+            min=1,
+            help="Bound on drawn transitions; a larger diagram is not drawn (exit 1).",
+        ),
+    ] = 10_000,
 ) -> None:
     """Draw the compiled machine as a Mermaid or Graphviz DOT state diagram."""
-    from engine.fsm import markup
+    from engine.fsm import DiagramTooLarge, markup
     from engine.render import RENDERERS
 
     machine = load_machine(file)
-    typer.echo(RENDERERS[fmt.value](markup(machine, only_reachable=not all_nodes)), nl=False)
+    try:
+        drawn = markup(machine, only_reachable=not all_nodes, limit=max_transitions)
+    except DiagramTooLarge as exc:
+        fail(f"{file}: {exc}; raise the bound with --max-transitions", EXIT_ERRORS)
+    typer.echo(RENDERERS[fmt.value](drawn), nl=False)
 
 
 StepsArgument = typer.Argument(
