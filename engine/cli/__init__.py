@@ -9,6 +9,7 @@ comes out in one style: `toolfsm: error: MESSAGE` on standard error, exit 2.
 
 from __future__ import annotations
 
+import os
 import sys
 from collections.abc import Sequence
 from typing import Annotated
@@ -104,6 +105,15 @@ def run_cli(args: Sequence[str]) -> int:
     except ToolfsmError as exc:  # a command that did not catch its own: still one line
         typer.echo(f"toolfsm: error: {exc}", err=True)
         return common.EXIT_USAGE
+    except Exception as exc:  # a bug: one line, not a traceback (TOOLFSM_DEBUG=1 shows it)
+        if os.environ.get("TOOLFSM_DEBUG"):
+            raise
+        typer.echo(
+            f"toolfsm: error: internal: unexpected {type(exc).__name__}: {exc} (a bug in "
+            "toolfsm; TOOLFSM_DEBUG=1 shows where)",
+            err=True,
+        )
+        return common.EXIT_ERRORS
     return result if isinstance(result, int) else common.EXIT_OK
 
 

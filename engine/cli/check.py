@@ -15,6 +15,7 @@ from engine.cli.common import (
     PathsArgument,
     fail,
     file_done,
+    json_document,
     load_machine,
     read_rule_source,
     report,
@@ -45,16 +46,17 @@ def check(
     """
     from engine.analysis.check import check_rule_file
 
-    files = rule_files_from_args(paths)
-    diagnostics = []
-    silenced = []
-    states = 0
-    for path in files:
-        result = check_rule_file(read_rule_source(path), max_states=max_states)
-        file_done(result.path, result.diagnostics)
-        diagnostics.extend(result.diagnostics)
-        silenced.extend(result.silenced)
-        states += result.states
+    with json_document(fmt):
+        files = rule_files_from_args(paths)
+        diagnostics = []
+        silenced = []
+        states = 0
+        for path in files:
+            result = check_rule_file(read_rule_source(path), max_states=max_states)
+            file_done(result.path, result.diagnostics)
+            diagnostics.extend(result.diagnostics)
+            silenced.extend(result.silenced)
+            states += result.states
     notes = (
         [f"{d.span}: silenced[{d.code}]: {reason}" for d, reason in silenced]
         if show_silenced

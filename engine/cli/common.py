@@ -14,7 +14,8 @@ from __future__ import annotations
 import difflib
 import re
 import sys
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from enum import StrEnum
 from pathlib import Path
 from typing import TYPE_CHECKING, NoReturn
@@ -65,10 +66,58 @@ FormatOption = typer.Option(
 )
 
 
+class Failure(typer.Exit):
+    """The exit of `fail`: the command could not do its job, and says why in `message`."""
+
+    def __init__(self, message: str, code: int) -> None:
+        super().__init__(code)
+        self.message = message
+
+
 def fail(message: str, code: int = EXIT_USAGE) -> NoReturn:
     """Print `toolfsm: error: MESSAGE` on standard error and exit (2 unless told otherwise)."""
     typer.echo(f"toolfsm: error: {message}", err=True)
-    raise typer.Exit(code)
+    raise Failure(message, code)
+
+
+def _error_record(code: str, message: str) -> str:
+    import json
+
+    record = {
+        "file": None,
+        "line": None,
+        "column": None,
+        "severity": "error",
+        "code": code,
+        "message": message,
+        "hint": None,
+        "rule": None,
+    }
+    return json.dumps([record], indent=2)
+
+
+@contextmanager
+def json_document(fmt: DiagnosticFormat) -> Iterator[None]:
+    """With `--format json`, standard output is one JSON document whatever happens: a usage
+    error (code "usage", exit 2) or an unexpected failure (code "internal", exit 1) is a
+    record of its own, like a diagnostic without a place. Other formats pass through."""
+    if fmt is not DiagnosticFormat.json:
+        yield
+        return
+    try:
+        yield
+    except Failure as failure:
+        typer.echo(
+            _error_record("usage" if failure.exit_code == EXIT_USAGE else "error", failure.message)
+        )
+        raise
+    except (typer.Exit, KeyboardInterrupt):
+        raise
+    except Exception as exc:  # a bug: the document is still printed, saying what broke
+        message = f"internal: unexpected {type(exc).__name__}: {exc}"
+        typer.echo(f"toolfsm: error: {message}", err=True)
+        typer.echo(_error_record("internal", message))
+        raise typer.Exit(EXIT_ERRORS) from exc
 
 
 def require_paths(paths: Iterable[Path]) -> None:
@@ -135,9 +184,12 @@ def rule_files_from_args(paths: list[Path], *, only_rule_files: bool = False) ->
 def read_rule_source(path: Path) -> RuleFile:
     """The rule file at `path`, or the one on standard input for `-` (named <stdin>)."""
     from engine.loader import parse_rules, read_rule_file
+    from engine.yamltree import MAX_BYTES
 
     if path == STDIN:
-        return parse_rules(sys.stdin.read(), STDIN_NAME)
+        # At most the size limit plus one byte: `- < /dev/zero` must not fill memory.
+        data = sys.stdin.buffer.read(MAX_BYTES + 1)
+        return parse_rules(data.decode("utf-8", errors="replace"), STDIN_NAME)
     return read_rule_file(path)
 
 

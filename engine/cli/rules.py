@@ -18,6 +18,7 @@ from engine.cli.common import (
     collect_rule_files,
     fail,
     file_done,
+    json_document,
     load_machine,
     parse_steps,
     read_rule_source,
@@ -52,14 +53,15 @@ def validate(
     """Validate rule files: every error with FILE:LINE:COL, in one pass."""
     from engine.compiler import compile_rules
 
-    files = rule_files_from_args(paths, only_rule_files=only_rule_files)
-    diagnostics: list[Diagnostic] = []
-    for path in files:
-        rule_file = read_rule_source(path)
-        diagnostics.extend(rule_file.diagnostics)
-        if rule_file.ok:
-            compile_rules(rule_file)  # compiling is part of validity (and cheap)
-        file_done(rule_file.path, rule_file.diagnostics)
+    with json_document(fmt):
+        files = rule_files_from_args(paths, only_rule_files=only_rule_files)
+        diagnostics: list[Diagnostic] = []
+        for path in files:
+            rule_file = read_rule_source(path)
+            diagnostics.extend(rule_file.diagnostics)
+            if rule_file.ok:
+                compile_rules(rule_file)  # compiling is part of validity (and cheap)
+            file_done(rule_file.path, rule_file.diagnostics)
     report(diagnostics, fmt, f"{len(files)} file(s) checked")
 
 
