@@ -79,20 +79,31 @@ def _short(value: Any, limit: int = 160) -> str:
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
-def _next_steps(run_id: str, status: str) -> list[str]:
-    """The commands a user wants next for a run in `status`."""
+def _next_steps(run_id: str, status: str, pending: list[Any]) -> list[str]:
+    """The commands a user wants next for a run in `status` whose unsettled calls are
+    `pending`; each one works in that state (an approval already recorded is continued by
+    `resume`, and a decision is asked for only while a side-effect call is cut off)."""
+    from engine.runtime.resume import RESUMABLE
+
     short = run_id[:12]
     lines = []
-    if status == "awaiting_approval":
+    if status == "awaiting_approval" and any(c.status == "awaiting_approval" for c in pending):
         lines += [
             f"approve: toolfsm runs approve {short}",
             f"deny:    toolfsm runs deny {short} --reason TEXT",
         ]
-    elif status == "awaiting_decision":
+    elif status == "awaiting_decision" and any(
+        c.status == "started" and c.side_effects for c in pending
+    ):
         lines.append(f"decide:  toolfsm runs resume {short} --retry | --mark-failed")
-    elif status in ("running", "cancelled", "failed"):
+    elif status in RESUMABLE:
         lines.append(f"resume:  toolfsm runs resume {short}")
     return lines
+
+
+def _store_next_steps(store: Any, run_id: str) -> list[str]:
+    """`_next_steps` from what the store holds now (not what one process believes)."""
+    return _next_steps(run_id, store.get_run(run_id).status, store.pending_calls(run_id))
 
 
 def _args(arguments: dict[str, Any]) -> str:
@@ -100,10 +111,12 @@ def _args(arguments: dict[str, Any]) -> str:
 
 
 class LiveView:
-    """Renders run events as they arrive, one line each."""
+    """Renders run events as they arrive, one line each; with a store, the commands to run
+    next come from the run as stored once it has stopped."""
 
-    def __init__(self, console: Any) -> None:
+    def __init__(self, console: Any, store: Any = None) -> None:
         self.console = console
+        self.store = store
         self._seq: int | None = None  # the step whose header was printed last
         self.run_id: str | None = None  # known once the run has started
         self.result: Any = None  # the RunResult, once the run has stopped
@@ -169,11 +182,16 @@ class LiveView:
                         f"a side-effect call ({r.pending_call}) was interrupted; it may or may "
                         "not have taken effect"
                     )
-                from engine.runtime import status_for
-
-                for line in _next_steps(r.run_id, status_for(r.stop_reason)):
+                for line in self._next_steps(r):
                     c.print(escape(line))
                 c.print(f"details: toolfsm runs show {r.run_id[:12]}")
+
+    def _next_steps(self, result: Any) -> list[str]:
+        if self.store is not None:
+            return _store_next_steps(self.store, result.run_id)
+        from engine.runtime import status_for
+
+        return _next_steps(result.run_id, status_for(result.stop_reason), [])
 
 
 def _exit_code(result: Any) -> int:
@@ -268,11 +286,13 @@ def run_command(
         # left out, so the provider's defaults apply then and on resume).
         provider_options = {k: v for k, v in {"base_url": base_url}.items() if v is not None}
         provider, name, options = _provider(model, file, provider_options)
+        # Where the rules came from: resume and approve warn when the file changes.
+        options["rules_file"] = str(file.resolve())
         store = open_store(db)
     except ToolfsmError as exc:
         fail(str(exc))
     runner = Runner(agent, provider, store=store, max_steps=max_steps, model=name, options=options)
-    view = LiveView(_out)
+    view = LiveView(_out, store)
     _out.print(f"[dim]store: {store.url}[/dim]")
     try:
         result = _run_stream(runner.stream(text), view)
@@ -431,7 +451,7 @@ def runs_show(
         # Resuming, approving or deciding would be refused while that process holds it.
         _out.print("wait:    another process is running it (resume once that process is gone)")
         return
-    for line in _next_steps(r.id, r.status):
+    for line in _next_steps(r.id, r.status, list(snap.pending_calls)):
         _out.print(escape(line))
 
 
@@ -511,42 +531,74 @@ def _print_call(call: Any) -> None:
         _out.print(f"    [{colour}]{escape(_short(call.result, limit))}[/{colour}]")
 
 
+def _prepare(store: Any, run: Any, tools: str | None, *, deciding: bool, owner: str | None) -> Any:
+    """A runner for a stored run, or a one-line error: its agent recompiled from the stored
+    rules with the tools module loaded (every tool there), its provider rebuilt with the
+    run's settings. Done before a decision is recorded, so a failure here uses nothing up
+    (`deciding`: the decision checks the run's status itself; `owner`: the lease id the
+    decision will hold the run under, for the resume to go on with)."""
+    from engine.runtime import Runner, open_agent, provider_for_run
+    from engine.runtime.resume import RESUMABLE, rules_file_changed
+
+    if not deciding and run.status not in RESUMABLE:
+        fail(
+            f"run {run.id} is {run.status} ({run.stop_reason}); only runs that are "
+            f"{', '.join(RESUMABLE)} can be resumed"
+        )
+    try:
+        agent, run = open_agent(store, run.id, tools=tools)
+        provider = provider_for_run(run, store.load_run(run.id))
+    except RuleFileError as exc:  # the stored rule text no longer validates (toolfsm changed)
+        print_errors(exc.diagnostics)
+        raise typer.Exit(EXIT_ERRORS) from None
+    except ToolfsmError as exc:
+        fail(str(exc))
+    changed = rules_file_changed(store, run)
+    if changed is not None:
+        _err.print(f"toolfsm: warning: {escape(changed)}", soft_wrap=True)
+    return Runner(
+        agent,
+        provider,
+        store=store,
+        max_steps=run.options.get("max_steps"),
+        model=run.model,
+        options={k: v for k, v in run.options.items() if k not in ("tools", "max_steps")},
+        owner=owner,
+    )
+
+
 def _resume(
     db: str | None,
     run_id: str,
     tools: str | None,
     decision: Any = None,
-    owner: str | None = None,
+    decide: Any = None,
+    verb: str = "",
 ) -> None:
-    """Resume a run (claiming it first: a run another live process runs is refused);
-    `owner` is the lease id `runs approve` / `deny` already hold the run under."""
-    from engine.runtime import Runner, open_agent, provider_for_run
+    """Resume a run (claiming it first: a run another live process runs is refused); with
+    `decide(store, run_id, owner)` (approve, deny), record that decision first, once
+    everything the resume needs has been checked, so a failure uses no decision up."""
+    from engine.store import new_owner_id
 
     store = _open(db)
     try:
         run = _find(store, run_id)
+        # A decision is recorded under a lease of the run (one reviewer at a time), which
+        # the resume then goes on under; a plain resume claims the run itself.
+        owner = new_owner_id() if decide is not None else None
+        runner = _prepare(store, run, tools, deciding=decide is not None, owner=owner)
+        if decide is not None:
+            try:
+                record = decide(store, run.id, owner)
+            except ToolfsmError as exc:
+                fail(str(exc))
+            _out.print(f"{verb} {record.call_id} ({record.tool})")
         try:
-            agent, run = open_agent(store, run.id, tools=tools)
-            provider = provider_for_run(run, store.load_run(run.id))
-        except RuleFileError as exc:  # the stored rule text no longer validates (toolfsm changed)
-            _give_up(store, run.id, owner)
-            print_errors(exc.diagnostics)
-            raise typer.Exit(EXIT_ERRORS) from None
+            result = _run_stream(
+                runner.resume_stream(run.id, decision=decision), LiveView(_out, store)
+            )
         except ToolfsmError as exc:
             _give_up(store, run.id, owner)
-            fail(str(exc))
-        runner = Runner(
-            agent,
-            provider,
-            store=store,
-            max_steps=run.options.get("max_steps"),
-            model=run.model,
-            options={k: v for k, v in run.options.items() if k not in ("tools", "max_steps")},
-            owner=owner,
-        )
-        try:
-            result = _run_stream(runner.resume_stream(run.id, decision=decision), LiveView(_out))
-        except ToolfsmError as exc:
             fail(str(exc))
     finally:
         store.close()
@@ -587,22 +639,10 @@ CallOption = typer.Option(
 
 def _decide(db: str | None, run_id: str, tools: str | None, decide: Any, verb: str) -> None:
     """Record a decision on the call a run is waiting on (`decide(store, run_id, owner)`
-    returns the call's record), then resume the run, all under one claim of the run's lease:
-    a second reviewer is refused while this one holds it, and finds the call decided after."""
-    from engine.store import new_owner_id
-
-    owner = new_owner_id()
-    store = _open(db)
-    try:
-        run = _find(store, run_id)
-        try:
-            record = decide(store, run.id, owner)
-        except ToolfsmError as exc:
-            fail(str(exc))
-        _out.print(f"{verb} {record.call_id} ({record.tool})")
-    finally:
-        store.close()
-    _resume(db, run.id, tools, owner=owner)
+    returns the call's record) under a claim of the run's lease, then resume the run under
+    that claim: a second reviewer is refused while this one holds it, and finds the call
+    decided after."""
+    _resume(db, run_id, tools, decide=decide, verb=verb)
 
 
 @runs_app.command("approve")

@@ -34,6 +34,13 @@ def _pick(store: Any, run_id: str, call_id: str | None) -> Any:
             raise ResumeError(f"run {run.id}: no call {call_id!r} awaits approval ({names})")
         return chosen[0]
     if not waiting:
+        decided = [c for c in store.pending_calls(run.id) if c.status == "approved"]
+        if decided:
+            # Approved by a process that stopped before it ran the call: resume runs it.
+            raise ResumeError(
+                f"run {run.id}: call {decided[0].call_id} ({decided[0].tool}) is approved "
+                f"already and has not run yet; continue with: toolfsm runs resume {run.id[:12]}"
+            )
         raise ResumeError(f"run {run.id}: no call awaits approval")
     return waiting[0]
 

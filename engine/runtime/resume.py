@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 from engine.errors import ToolfsmError
@@ -16,6 +17,7 @@ __all__ = [
     "pending_reply",
     "provider_for_run",
     "provider_settings",
+    "rules_file_changed",
 ]
 
 # Statuses a run can be resumed from: "running" means the process that ran it died;
@@ -76,6 +78,27 @@ def provider_for_run(run: Any, snapshot: Any | None = None, **options: Any) -> P
             used = sum(1 for m in snapshot.messages if m.role == "assistant")
         return ScriptedProvider(load_script(path), source=str(path), start=used)
     return make_provider(run.model, **{**provider_settings(run), **options})
+
+
+def rules_file_changed(store: Any, run: Any) -> str | None:
+    """A warning when the rule file a run was started from now holds other rules than the
+    text stored with the run (which the run keeps), naming both hashes; None otherwise."""
+    path = run.options.get("rules_file") or store.get_agent(run.agent_id).rules_path
+    if not path:
+        return None
+    try:
+        text = Path(path).read_bytes().decode("utf-8")
+    except (OSError, UnicodeDecodeError):
+        return None  # gone or unreadable: nothing to compare
+    from engine.store import rules_hash
+
+    on_disk = rules_hash(text)
+    if on_disk == run.rules_hash:
+        return None
+    return (
+        f"{path} changed since run {run.id[:12]} started: its rules are {on_disk[:12]} now, "
+        f"the run's are {run.rules_hash[:12]}; the run goes on with the rules it started with"
+    )
 
 
 def pending_reply(snapshot: Any) -> Any | None:

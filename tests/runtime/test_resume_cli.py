@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import signal
 import subprocess
 import sys
@@ -16,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 
 from engine.machine import StopReason
 from engine.providers import make_provider
@@ -24,7 +24,10 @@ from engine.store import open_store
 from tests._history import assert_valid_chat_histories
 from tests._llm_server import DOWN, HANG, chat_server
 from tests.providers._provider_fakes import oa_completion
+from tests.runtime._cli import env_for, ledger, make_workdir, only_run, toolfsm
 from tests.runtime.test_durability import AGENT, TOOLS
+
+REPO = Path(__file__).resolve().parents[2]
 
 
 def reply(cid: str, name: str, text: str | None = None, **args: Any) -> Any:
@@ -33,55 +36,11 @@ def reply(cid: str, name: str, text: str | None = None, **args: Any) -> Any:
 
 @pytest.fixture
 def workdir(tmp_path: Path) -> Path:
-    (tmp_path / "agent.yaml").write_text(AGENT)
-    (tmp_path / "tools.py").write_text(TOOLS)
-    (tmp_path / "ledger").write_text("")
-    return tmp_path
-
-
-def _env(workdir: Path) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.endswith("_API_KEY")}
-    env.pop("BLOCK_AT", None)
-    env.update(
-        LEDGER=str(workdir / "ledger"),
-        BLOCKED=str(workdir / "blocked"),
-        TOOLFSM_DB=f"sqlite:///{workdir / 'runs.db'}",
-        COLUMNS="200",
-        NO_COLOR="1",
-        TERM="dumb",
-    )
-    return env
-
-
-def toolfsm(workdir: Path, *args: str, code: int | None = 0) -> subprocess.CompletedProcess[str]:
-    proc = subprocess.run(
-        [sys.executable, "-m", "engine", *args],
-        cwd=workdir,
-        env=_env(workdir),
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    if code is not None:
-        assert proc.returncode == code, (
-            f"toolfsm {' '.join(args)} exited {proc.returncode}, expected {code}\n"
-            f"--- stdout\n{proc.stdout}\n--- stderr\n{proc.stderr}"
-        )
-    return proc
+    return make_workdir(tmp_path, AGENT, TOOLS)
 
 
 def model_args(server: Any) -> list[str]:
     return ["--model", "openai:local", "--base-url", server.url]
-
-
-def ledger(workdir: Path) -> list[str]:
-    return (workdir / "ledger").read_text().splitlines()
-
-
-def only_run(workdir: Path) -> Any:
-    with open_store(_env(workdir)["TOOLFSM_DB"]) as store:
-        (run,) = store.list_runs()
-        return store.load_run(run.id)
 
 
 def test_killed_while_the_model_thinks_then_resumed_runs_no_call_twice(workdir: Path) -> None:
@@ -93,7 +52,7 @@ def test_killed_while_the_model_thinks_then_resumed_runs_no_call_twice(workdir: 
         proc = subprocess.Popen(
             [sys.executable, "-m", "engine", "run", "agent.yaml", *model_args(server)],
             cwd=workdir,
-            env=_env(workdir),
+            env=env_for(workdir),
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )
@@ -171,7 +130,7 @@ def test_approve_rebuilds_the_provider_with_the_run_settings(
         # Not the defaults: filter gating (for a server without allowed_tools), no retries.
         settings = {"base_url": server.url, "gating": "filter", "max_retries": 0, "timeout": 30}
         agent = load_agent(workdir / "agent.yaml")
-        with open_store(_env(workdir)["TOOLFSM_DB"]) as store:
+        with open_store(env_for(workdir)["TOOLFSM_DB"]) as store:
             runner = Runner(
                 agent,
                 make_provider("openai:local", **settings),
@@ -193,3 +152,43 @@ def test_approve_rebuilds_the_provider_with_the_run_settings(
         assert all("allowed_tools" not in json.dumps(b) for b in server.bodies)
         assert server.bodies[2]["tool_choice"] == "auto"
         assert_valid_chat_histories(server.bodies)
+
+
+def _as_completions(script: Path) -> list[Any]:
+    """A scripted example's replies as a Chat Completions server sends them."""
+    replies = yaml.safe_load(script.read_text())["replies"]
+    out = []
+    for number, entry in enumerate(replies):
+        calls = entry.get("calls") or ([entry] if "call" in entry else [])
+        out.append(
+            oa_completion(
+                entry.get("text"),
+                [
+                    (f"call_{number}_{index}", c["call"], json.dumps(c.get("args", {})))
+                    for index, c in enumerate(calls)
+                ],
+            )
+        )
+    return out
+
+
+def test_the_support_example_approved_at_step_2_sends_valid_histories(tmp_path: Path) -> None:
+    example = REPO / "examples" / "support"
+    replies = _as_completions(example / "script.yaml")
+    with chat_server(*replies[:3]) as server:  # steps 0-2: the refund waits for approval
+        paused = toolfsm(tmp_path, "run", str(example / "agent.yaml"), *model_args(server))
+        assert "stopped: awaiting_approval" in paused.stdout
+        run = only_run(tmp_path).run
+        assert run.steps_count == 2
+        server.add(*replies[3:])
+        approved = toolfsm(tmp_path, "runs", "approve", run.id[:12])
+        assert "stopped: terminal_tool" in approved.stdout
+        assert len(server.bodies) == len(replies)
+        assert_valid_chat_histories(server.bodies)
+        # The first request after the approval continues the conversation of step 2.
+        after = server.bodies[3]["messages"]
+        assert after[: len(server.bodies[2]["messages"])] == server.bodies[2]["messages"]
+        assert [m["role"] for m in after[len(server.bodies[2]["messages"]) :]] == [
+            "assistant",
+            "tool",
+        ]
