@@ -492,6 +492,11 @@ def _lease_line(run: Any) -> str:
         else "never renewed"
     )
     expires = run.lease_expires_at
+    from engine.store.run_store import owner_is_gone
+
+    if owner_is_gone(run.owner):
+        # Killed (kill -9 leaves its lease behind): a resume takes it over at once.
+        return f"lease of {run.owner}, a process that is gone ({renewed}): a resume takes it over"
     if expires is not None and expires <= now:
         lapsed = (now - expires).total_seconds()
         return f"lease of {run.owner} lapsed {lapsed:.0f} s ago ({renewed}): a resume takes it over"
