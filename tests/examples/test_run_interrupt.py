@@ -75,3 +75,7 @@ def test_ctrl_c_cancels_the_run_and_says_how_to_resume(tmp_path: Path) -> None:
     assert (run.status, run.stop_reason) == ("cancelled", "cancelled")
     assert err.splitlines() == ["cancelled", f"resume:  toolfsm runs resume {run.id[:12]}"]
     assert "Traceback" not in err and "stopped:" not in out
+    # The hint works: the resume stops at once for a decision on the cut-off wait call.
+    resumed = cli("runs", "resume", run.id[:12])
+    assert "stopped: awaiting_decision" in resumed.stdout
+    assert f"decide:  toolfsm runs resume {run.id[:12]} --retry | --mark-failed" in resumed.stdout
