@@ -46,6 +46,9 @@ class StopReason(StrEnum):
     AWAITING_DECISION = "awaiting_decision"
     ERROR = "error"
     CANCELLED = "cancelled"
+    # The model kept answering without a tool call where the rules force one (the server
+    # does not honour a forced tool_choice): the run loop stopped re-asking.
+    FORCING_IGNORED = "forcing_ignored"
 
 
 _STOP_FOR = {

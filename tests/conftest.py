@@ -9,9 +9,20 @@ search, so a given commit always runs the same examples. Any profile can still b
 from __future__ import annotations
 
 import os
+import sys
 
+import pytest
 from hypothesis import settings
 
 settings.register_profile("ci", derandomize=True, print_blob=True)
 settings.register_profile("dev", print_blob=True)
 settings.load_profile("ci" if os.environ.get("CI") else "dev")
+
+
+@pytest.fixture(autouse=True)
+def _forget_server_quirks() -> None:
+    """Every test starts without what an earlier one taught the OpenAI provider about a
+    server (it is kept per base URL for the life of the process)."""
+    module = sys.modules.get("engine.providers.openai")
+    if module is not None:
+        module.forget_server_quirks()

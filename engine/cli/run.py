@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from contextlib import suppress
+from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -68,6 +69,12 @@ ToolsOption = Annotated[
         "the agent file, else tools.py beside it).",
     ),
 ]
+
+
+class GatingChoice(StrEnum):
+    auto = "auto"
+    allowed_tools = "allowed_tools"
+    filter = "filter"
 
 
 def _short(value: Any, limit: int = 160) -> str:
@@ -195,7 +202,8 @@ class LiveView:
 
 
 def _exit_code(result: Any) -> int:
-    return {"error": EXIT_ERRORS, "cancelled": EXIT_INTERRUPTED}.get(result.stop_reason.value, 0)
+    codes = {"error": EXIT_ERRORS, "forcing_ignored": EXIT_ERRORS, "cancelled": EXIT_INTERRUPTED}
+    return codes.get(result.stop_reason.value, 0)
 
 
 def _run_stream(stream: Any, view: LiveView) -> Any:
@@ -212,6 +220,39 @@ async def _consume(stream: Any, view: LiveView) -> Any:
         if type(event).__name__ == "Stopped":
             result = event.result
     return result
+
+
+# `toolfsm run` options that set the model client, by provider option name.
+_CLIENT_FLAGS = {
+    "max_tokens": "--max-tokens",
+    "timeout": "--timeout",
+    "max_retries": "--retries",
+    "gating": "--gating",
+}
+
+
+def _client_options(settings: Any, flags: dict[str, Any], kind: str) -> dict[str, Any]:
+    """The provider options from the command line, else the agent file's `run:` block.
+
+    A flag that does not apply to the provider is an error; a `run:` key that does not apply
+    is ignored (an agent file serves several providers)."""
+    given = {name: value for name, value in flags.items() if value is not None}
+    takes = {"openai": set(_CLIENT_FLAGS), "anthropic": set(_CLIENT_FLAGS) - {"gating"}}.get(
+        kind, set()
+    )
+    wrong = [_CLIENT_FLAGS[name] for name in given if name not in takes]
+    if wrong:
+        which = "openai" if wrong == ["--gating"] else "openai and anthropic"
+        fail(f"{', '.join(wrong)} applies to {which} models only, not to --model {kind}")
+    from_file = {
+        "max_tokens": settings.max_tokens,
+        "timeout": settings.timeout,
+        "max_retries": settings.retries,
+        "gating": settings.gating,
+    }
+    options = {name: value for name, value in from_file.items() if value is not None}
+    options.update(given)
+    return {name: value for name, value in options.items() if name in takes}
 
 
 def _provider(
@@ -265,6 +306,40 @@ def run_command(
     max_steps: Annotated[
         int | None, typer.Option("--max-steps", min=1, help="Step limit (default: run.max_steps).")
     ] = None,
+    max_tokens: Annotated[
+        int | None,
+        typer.Option(
+            "--max-tokens",
+            min=1,
+            help="Most tokens per model reply (default: run.max_tokens, else the server's).",
+        ),
+    ] = None,
+    timeout: Annotated[
+        float | None,
+        typer.Option(
+            "--timeout",
+            min=0.001,
+            help="Seconds to wait for one model request (default: run.timeout, else 60; "
+            "Anthropic 120).",
+        ),
+    ] = None,
+    retries: Annotated[
+        int | None,
+        typer.Option(
+            "--retries",
+            min=0,
+            help="Times a failed model request is tried again (default: run.retries, else 3).",
+        ),
+    ] = None,
+    gating: Annotated[
+        GatingChoice | None,
+        typer.Option(
+            "--gating",
+            help="OpenAI and compatible servers: auto (allowed_tools, falling back to "
+            "filtering the tool list where refused), allowed_tools, or filter "
+            "(default: run.gating, else auto).",
+        ),
+    ] = None,
 ) -> None:
     """Run an agent: every step is checked against the rules and persisted."""
     from engine.runtime import Runner, load_agent
@@ -281,11 +356,19 @@ def run_command(
     text = input if input is not None else agent.settings.input
     if not text:
         fail(f"{file}: no --input given and no run.input in the agent file")
+    flags = {
+        "max_tokens": max_tokens,
+        "timeout": timeout,
+        "max_retries": retries,
+        "gating": gating.value if gating is not None else None,
+    }
+    kind = (model or "scripted").partition(":")[0].strip().lower()
+    client = _client_options(agent.settings, flags, kind)
     try:
-        # Every provider setting of the command line, as make_provider takes it (unset ones
-        # left out, so the provider's defaults apply then and on resume).
+        # Every provider setting of the command line and the run: block, as make_provider
+        # takes it (unset ones left out, so the provider's defaults apply then and on resume).
         provider_options = {k: v for k, v in {"base_url": base_url}.items() if v is not None}
-        provider, name, options = _provider(model, file, provider_options)
+        provider, name, options = _provider(model, file, {**provider_options, **client})
         # Where the rules came from: resume and approve warn when the file changes.
         options["rules_file"] = str(file.resolve())
         store = open_store(db)
@@ -413,6 +496,9 @@ def runs_show(
     held = _lease_line(r)
     if held:
         _out.print(escape(held))
+    settings = _client_settings(r.options)
+    if settings:
+        _out.print(f"client: {escape(settings)}")
     _out.print(f"input: {escape(r.input)}")
     calls_by_step: dict[int, list[Any]] = {}
     for call in snap.calls:
@@ -429,8 +515,12 @@ def runs_show(
         )
         _out.print(f"  allowed: {', '.join(step.allowed)}{_forced(step.force, step.forced_tool)}")
         reply = step.reply if isinstance(step.reply, dict) else {}
+        if reply.get("notice"):
+            _out.print(f"  [yellow]! {escape(str(reply['notice']))}[/yellow]")
         if reply.get("text"):
             _out.print(f"  [green]model:[/green] {escape(_short(reply['text'], 400))}")
+        if "malformed" in reply:
+            _out.print(f"  [red]reply as received:[/red] {escape(_short(reply['malformed'], 400))}")
         for call in calls_by_step.get(step.seq, []):
             _print_call(call)
         for text in notices.get(step.seq, []):
@@ -502,6 +592,17 @@ def _lease_line(run: Any) -> str:
         return f"lease of {run.owner} lapsed {lapsed:.0f} s ago ({renewed}): a resume takes it over"
     lapses = "" if expires is None else f", lapses in {(expires - now).total_seconds():.0f} s"
     return f"held by {run.owner} (lease {renewed}{lapses})"
+
+
+def _client_settings(options: Any) -> str:
+    """The model client settings a run was started with, in one line ("" when defaults)."""
+    if not isinstance(options, dict):
+        return ""
+    given = options.get("provider_options")
+    if not isinstance(given, dict):
+        return ""
+    names = {"base_url": "base URL", "max_retries": "retries"}
+    return ", ".join(f"{names.get(k, k)} {v}" for k, v in given.items() if v is not None)
 
 
 def _node(position: Any) -> str:

@@ -24,6 +24,7 @@ from engine.providers.base import (
 )
 from engine.providers.errors import (
     ErrorKind,
+    MalformedReply,
     ProviderAPIError,
     ProviderConfigError,
     ProviderError,
@@ -40,6 +41,7 @@ __all__ = [
     "PROVIDER_KINDS",
     "AnthropicProvider",
     "ErrorKind",
+    "MalformedReply",
     "Message",
     "ModelReply",
     "ModelRequest",
@@ -88,7 +90,7 @@ def make_provider(
 
     - `openai:MODEL` — OpenAIProvider (`base_url` for OpenAI-compatible servers; `seed` is
       sent as the API's `seed`); options: gating, max_retries, timeout, max_tokens,
-      request_options, api_key_env, http_client.
+      max_tokens_field, request_options, api_key_env, http_client.
     - `anthropic:MODEL` — AnthropicProvider; options: max_tokens, thinking, send_all_tools,
       max_validation_retries, max_retries, timeout, request_options, http_client.
     - `scripted:PATH` or `scripted` with `script_path=` — ScriptedProvider.from_file.

@@ -23,6 +23,7 @@ from engine.providers.base import (
     reply_violation,
 )
 from engine.providers.errors import (
+    MalformedReply,
     ProviderAPIError,
     ProviderConfigError,
     ProviderError,
@@ -100,6 +101,12 @@ class AnthropicProvider:
             )
         if max_validation_retries < 0:
             raise ProviderConfigError("max_validation_retries must be >= 0", provider=self.name)
+        if max_retries < 0 or timeout <= 0 or max_tokens < 1:
+            raise ProviderConfigError(
+                "max_retries must be >= 0, timeout > 0 and max_tokens >= 1", provider=self.name
+            )
+        self.max_retries = max_retries
+        self.timeout = timeout
         self.send_all_tools = send_all_tools
         self.max_validation_retries = max_validation_retries
         self.request_options = dict(request_options or {})
@@ -209,8 +216,7 @@ class AnthropicProvider:
         usage = Usage()
         retries = 0
         while True:
-            response = await self._create(body)
-            reply = _parse(response, choice)
+            reply = await self._create(body, choice)
             usage = usage + reply.usage
             violation = reply_violation(request, reply.tool_calls) if validate else None
             if violation is None or retries >= self.max_validation_retries:
@@ -240,13 +246,13 @@ class AnthropicProvider:
             )
             body = {**body, "messages": messages}
 
-    async def _create(self, body: dict[str, Any]) -> Any:
+    async def _create(self, body: dict[str, Any], choice: Any) -> ModelReply:
         try:
-            return await self._client.messages.create(**body)
+            raw = await self._client.messages.with_raw_response.create(**body)
         except ProviderError:
             raise
         except sdk.AnthropicError as exc:
-            raise _wrap(exc, self.name) from exc
+            raise _wrap(exc, self.name, self.timeout, self.max_retries) from exc
         except TypeError as exc:
             # The SDK raises TypeError (not an AnthropicError) when it finds no credentials.
             if "authentication" not in str(exc):
@@ -256,6 +262,46 @@ class AnthropicProvider:
                 provider=self.name,
                 kind="auth",
             ) from exc
+        return await _parse_raw(raw, choice, self.name)
+
+
+async def _parse_raw(raw: Any, choice: Any, provider: str) -> ModelReply:
+    """The reply in an HTTP 2xx response; MalformedReply (with the body) if it is none."""
+    body = (await raw.read()).decode("utf-8", "replace")
+    try:
+        response = await raw.parse()
+    except ValueError as exc:  # the SDK's json.loads of a body that is not JSON
+        raise MalformedReply(
+            f"the body is not JSON ({exc})", provider=provider, raw=body, tool_choice_sent=choice
+        ) from exc
+    if isinstance(response, str) or not hasattr(response, "content"):
+        raise MalformedReply(
+            "the body is not a message", provider=provider, raw=body, tool_choice_sent=choice
+        )
+    if not isinstance(response.content, list):
+        raise MalformedReply(
+            "the message has no content list", provider=provider, raw=body, tool_choice_sent=choice
+        )
+    try:
+        reply = _parse(response, choice)
+    except (AttributeError, TypeError, ValueError) as exc:
+        # The SDK builds response objects without validating them: a field of the wrong type
+        # only shows when it is used.
+        raise MalformedReply(
+            f"the message has an unexpected shape ({exc})",
+            provider=provider,
+            raw=body,
+            tool_choice_sent=choice,
+        ) from exc
+    for index, call in enumerate(reply.tool_calls):
+        if not (isinstance(call.id, str) and call.id and isinstance(call.name, str) and call.name):
+            raise MalformedReply(
+                f"tool_use block {index} has no id or no name",
+                provider=provider,
+                raw=body,
+                tool_choice_sent=choice,
+            )
+    return reply
 
 
 def _correction(
@@ -378,11 +424,15 @@ def _parse(response: Any, choice: Any) -> ModelReply:
                 ToolCall(id=b.id, name=b.name, arguments=json.dumps(b.input, ensure_ascii=False))
             )
     u = response.usage
-    usage = Usage(
-        input_tokens=u.input_tokens or 0,
-        output_tokens=u.output_tokens or 0,
-        cache_read_tokens=u.cache_read_input_tokens or 0,
-        cache_write_tokens=u.cache_creation_input_tokens or 0,
+    usage = (
+        Usage(
+            input_tokens=u.input_tokens or 0,
+            output_tokens=u.output_tokens or 0,
+            cache_read_tokens=u.cache_read_input_tokens or 0,
+            cache_write_tokens=u.cache_creation_input_tokens or 0,
+        )
+        if u is not None
+        else Usage()
     )
     return ModelReply(
         text="".join(texts) if texts else None,
@@ -393,8 +443,15 @@ def _parse(response: Any, choice: Any) -> ModelReply:
     )
 
 
-def _wrap(exc: sdk.AnthropicError, provider: str) -> ProviderAPIError:
+def _wrap(exc: sdk.AnthropicError, provider: str, timeout: float, retries: int) -> ProviderAPIError:
     """Turn an SDK exception (raised after the SDK's retries) into a ProviderAPIError."""
     if isinstance(exc, sdk.CredentialsError):
         return ProviderAPIError(str(exc), provider=provider, kind="auth")
-    return wrap_sdk_error(exc, provider, sdk, lambda e: e.api_message or e.message)
+    return wrap_sdk_error(
+        exc,
+        provider,
+        sdk,
+        lambda e: e.api_message or e.message,
+        timeout=timeout,
+        retries=retries,
+    )

@@ -260,6 +260,9 @@ class ModelReply:
     provider_state: Any = None
     # Validate-and-retry re-asks performed before this reply (Anthropic with thinking).
     retries: int = 0
+    # What the provider changed from this reply on, in one line (a gating fallback after the
+    # server refused a tool_choice); the run loop shows it and stores it with the step.
+    notice: str | None = None
 
     def to_message(self) -> Message:
         """The assistant Message to append to the history for this reply."""

@@ -3,7 +3,9 @@
     ToolfsmError                  (engine.errors) anything toolfsm refused
     └── ProviderError             any failure; `.kind`, `.provider`, `.retryable`, `.status_code`
         ├── ProviderAPIError      a model API failed (HTTP status, timeout, connection), after
-        │                         the SDK's own retries were exhausted
+        │   │                     the SDK's own retries were exhausted
+        │   └── MalformedReply    the server answered 2xx with something that is no reply
+        │                         (not JSON, no message, a tool call without a name); `.raw`
         ├── ScriptError           a scripted provider's script ran out or an expectation failed
         └── ProviderConfigError   the layer was misused: unknown provider spec, bad option,
                                   unreadable script, inconsistent ModelRequest
@@ -21,7 +23,9 @@ from typing import Any, Literal, get_args
 from engine.errors import ToolfsmError
 
 __all__ = [
+    "RAW_REPLY_LIMIT",
     "ErrorKind",
+    "MalformedReply",
     "ProviderAPIError",
     "ProviderConfigError",
     "ProviderError",
@@ -40,7 +44,11 @@ ErrorKind = Literal[
     "script_exhausted",
     "script_diverged",
     "config",
+    "malformed_reply",
 ]
+
+# A malformed reply keeps at most this many characters of the server's body.
+RAW_REPLY_LIMIT = 65536
 
 # Kinds for which trying the same request again later can succeed.
 _RETRYABLE_KINDS: frozenset[str] = frozenset(
@@ -96,7 +104,25 @@ def _rebuild(cls: type[ProviderError], state: dict[str, object]) -> ProviderErro
 
 
 class ProviderAPIError(ProviderError):
-    """A model API call failed after the SDK's retries (rate limit, 5xx, timeout, 4xx, auth)."""
+    """A model API call failed after the SDK's retries (rate limit, 5xx, timeout, 4xx, auth).
+
+    `body`: the HTTP error response's body text (the first 2000 characters), when there was
+    one; "" for an empty body.
+    """
+
+    body: str | None = None
+
+
+class MalformedReply(ProviderAPIError):
+    """The server answered with a success status, but not with a usable reply. `raw` is the
+    body as received (its first RAW_REPLY_LIMIT characters), for the run's record."""
+
+    def __init__(
+        self, message: str, *, provider: str, raw: str, tool_choice_sent: Any = None
+    ) -> None:
+        self.raw = raw[:RAW_REPLY_LIMIT]
+        self.tool_choice_sent = tool_choice_sent  # as on ModelReply: for the run's record
+        super().__init__(f"malformed reply: {message}", provider=provider, kind="malformed_reply")
 
 
 class ScriptError(ProviderError):
@@ -141,31 +167,54 @@ def kind_for_status(status: int) -> ErrorKind:
 
 
 def wrap_sdk_error(
-    exc: Exception, provider: str, sdk: ModuleType, status_message: Callable[[Any], str]
+    exc: Exception,
+    provider: str,
+    sdk: ModuleType,
+    status_message: Callable[[Any], str],
+    *,
+    timeout: float | None = None,
+    retries: int | None = None,
 ) -> ProviderAPIError:
     """Turn an exception of an official SDK (`openai` or `anthropic`, which share their error
     class names), raised after the SDK's own retries, into a ProviderAPIError.
 
     `status_message(exc)` gives the text of an HTTP status error (each SDK keeps the server's
-    words in its own place).
+    words in its own place). `timeout` and `retries` (the client's settings) are named in the
+    message of a failure they decided, with the options that change them.
     """
+    gave_up = ""
+    if retries is not None:
+        tries = f"gave up after {retries} {'retry' if retries == 1 else 'retries'}"
+        gave_up = f"; {tries if retries else 'not retried'} (--retries, run.retries)"
     # APITimeoutError subclasses APIConnectionError in both SDKs: test it first.
     if isinstance(exc, sdk.APITimeoutError):
+        limit = f" after {timeout:g} s (--timeout, run.timeout)" if timeout is not None else ""
         return ProviderAPIError(
-            f"request timed out (after retries): {exc}", provider=provider, kind="timeout"
+            f"request timed out{limit}{gave_up or ' (after retries)'}",
+            provider=provider,
+            kind="timeout",
         )
     if isinstance(exc, sdk.APIConnectionError):
         return ProviderAPIError(
-            f"connection failed (after retries): {exc}", provider=provider, kind="connection"
+            f"connection failed: {exc}{gave_up or ' (after retries)'}",
+            provider=provider,
+            kind="connection",
         )
     if isinstance(exc, sdk.APIStatusError):
-        return ProviderAPIError(
-            status_message(exc),
+        kind = kind_for_status(exc.status_code)
+        retried = gave_up if kind in _RETRYABLE_KINDS else ""
+        error = ProviderAPIError(
+            status_message(exc) + retried,
             provider=provider,
-            kind=kind_for_status(exc.status_code),
+            kind=kind,
             status_code=exc.status_code,
             request_id=exc.request_id,
         )
+        try:
+            error.body = exc.response.text[:2000]
+        except Exception:  # a streamed or unread body: no text to keep
+            error.body = None
+        return error
     if isinstance(exc, sdk.APIResponseValidationError):
         return ProviderAPIError(
             f"unexpected response: {exc}", provider=provider, kind="server_error"

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import logging
 import os
+import uuid
 from collections.abc import Mapping
+from dataclasses import dataclass, replace
 from typing import Any, Literal, get_args
 
 try:
@@ -16,17 +18,25 @@ except ModuleNotFoundError as exc:  # an optional part: say which extra to insta
 
 from engine.providers.base import Message, ModelReply, ModelRequest, ToolCall, Usage
 from engine.providers.errors import (
+    MalformedReply,
     ProviderAPIError,
     ProviderConfigError,
     ProviderError,
     wrap_sdk_error,
 )
 
-__all__ = ["GatingMode", "OpenAIProvider"]
+__all__ = [
+    "GatingMode",
+    "OpenAIProvider",
+    "ServerQuirks",
+    "forget_server_quirks",
+    "server_quirks",
+]
 
 log = logging.getLogger(__name__)
 
-GatingMode = Literal["allowed_tools", "filter", "auto"]
+GatingMode = Literal["auto", "allowed_tools", "filter"]
+_Mode = Literal["allowed_tools", "filter"]
 
 # Prefix for tool results flagged is_error: Chat Completions has no error flag on tool messages,
 # so the only way to tell the model a call failed is in the text.
@@ -36,24 +46,93 @@ ERROR_PREFIX = "ERROR: "
 # one; this placeholder is not a credential.
 _NO_KEY_PLACEHOLDER = "no-key-needed"
 
+OPENAI_BASE_URL = "https://api.openai.com/v1"
+
+
+@dataclass(slots=True)
+class ServerQuirks:
+    """What one server (base URL) was found to refuse or ignore, learnt by `auto` gating.
+
+    Shared by every provider of this process on that base URL (`server_quirks`): a second run
+    against the same server starts with what the first one learnt.
+    """
+
+    allowed_tools_refused: str | None = None  # why: the server refused tool_choice allowed_tools
+    forcing_refused: str | None = None  # why: the server refused a forced tool_choice
+    forcing_ignored: bool = False  # the server answered a forced request without a tool call
+    allowed_tools_ok: bool = False  # the server accepted allowed_tools once (no probing)
+    forcing_ok: bool = False  # the server accepted a forced tool_choice once
+
+    def describe(self) -> str | None:
+        """One line saying what is worked around, or None when nothing is."""
+        parts = []
+        if self.allowed_tools_refused:
+            parts.append(
+                "the server refused tool_choice allowed_tools "
+                f"({self.allowed_tools_refused}); gating filters the tool list instead"
+            )
+        if self.forcing_refused:
+            parts.append(
+                f"the server refused a forced tool_choice ({self.forcing_refused}); forced "
+                "steps send tool_choice 'auto' with only the allowed tools"
+            )
+        elif self.forcing_ignored:
+            parts.append(
+                "the server answered a forced step without a tool call; forced steps offer "
+                "only the allowed tools"
+            )
+        return "; ".join(parts) or None
+
+
+_QUIRKS: dict[str, ServerQuirks] = {}
+
+
+def server_quirks(base_url: str | None) -> ServerQuirks:
+    """What this process learnt about the server at `base_url` (None: OpenAI's API)."""
+    key = (base_url or OPENAI_BASE_URL).rstrip("/")
+    quirks = _QUIRKS.get(key)
+    if quirks is None:
+        quirks = _QUIRKS[key] = ServerQuirks()
+    return quirks
+
+
+def forget_server_quirks() -> None:
+    """Forget what was learnt about every server (tests; a server that was upgraded)."""
+    _QUIRKS.clear()
+
 
 class OpenAIProvider:
     """Chat Completions with tool gating.
 
     Gating modes:
-    - `allowed_tools` (default): every step sends the FULL tool list, unchanged, and restricts
-      the step with `tool_choice={"type": "allowed_tools", ...}`. The request prefix (system,
-      tools, history) stays byte-identical from step to step, so prompt caches stay warm.
+    - `auto` (default): `allowed_tools`, adapting to what the server supports. A server that
+      refuses tool_choice allowed_tools (any 4xx about the request, or a 5xx whose body names
+      tool_choice / allowed_tools or is a request-validation error, as llama.cpp's server
+      answers) makes it fall back to `filter` for every later request to that base URL in this
+      process; so does, for forced steps, a server that refuses a forced tool_choice (then
+      `auto` is sent, with only the allowed tools; the run loop re-asks) or ignores it (then
+      forced steps offer only the allowed tools). The refused request is sent again at once,
+      adapted: no step is lost. The reply that first used a workaround carries a `notice`
+      saying so (the run loop stores and shows it).
+    - `allowed_tools`: every step sends the FULL tool list, unchanged, and restricts the step
+      with `tool_choice={"type": "allowed_tools", ...}`; nothing adapts. The request prefix
+      (system, tools, history) stays byte-identical from step to step, so prompt caches stay
+      warm.
     - `filter`: send only the allowed tools; `tool_choice` names the tool when exactly one is
-      forced, `"required"` when forced, `"auto"` otherwise. For servers without allowed_tools.
-    - `auto`: start with `allowed_tools`; if the server answers 400/422 about tool_choice, switch
-      to `filter` for the rest of this provider's life (logged at WARNING).
+      forced, `"required"` when forced, `"auto"` otherwise. Forcing adapts as in `auto`.
 
     Retries and timeouts are the SDK's (`max_retries`, `timeout`); once they are exhausted the
-    failure surfaces as a ProviderAPIError. `http_client`: an `httpx.AsyncClient` or
-    `httpx2.AsyncClient` (openai 3.x accepts both), e.g. with a mock transport in tests;
-    `client`: a ready AsyncOpenAI, used as is. The API key is read by the SDK from the environment
-    (`OPENAI_API_KEY`, or the variable named by `api_key_env`); it is never stored here.
+    failure surfaces as a ProviderAPIError naming them. While `auto` has not seen the server
+    accept a feature, a request using it is sent once without retries (a refusal is answered at
+    once), and a failure that is not a refusal is then retried `max_retries` more times.
+
+    `max_tokens` is sent as `max_completion_tokens` to OpenAI's API and as `max_tokens` to any
+    other base URL (compatible servers ignore the newer name); `max_tokens_field` overrides.
+
+    `http_client`: an `httpx.AsyncClient` or `httpx2.AsyncClient` (openai 3.x accepts both),
+    e.g. with a mock transport in tests; `client`: a ready AsyncOpenAI, used as is. The API key
+    is read from the environment (`OPENAI_API_KEY`, or the variable named by `api_key_env`); it
+    is never stored here.
     """
 
     def __init__(
@@ -61,10 +140,11 @@ class OpenAIProvider:
         model: str,
         *,
         base_url: str | None = None,
-        gating: GatingMode = "allowed_tools",
+        gating: GatingMode = "auto",
         max_retries: int = 3,
         timeout: float = 60.0,
         max_tokens: int | None = None,
+        max_tokens_field: Literal["max_tokens", "max_completion_tokens"] | None = None,
         request_options: Mapping[str, Any] | None = None,
         api_key_env: str = "OPENAI_API_KEY",
         http_client: Any = None,
@@ -78,17 +158,31 @@ class OpenAIProvider:
             )
         if not model:
             raise ProviderConfigError("a model name is required", provider=self.name)
+        if max_retries < 0 or timeout <= 0 or (max_tokens is not None and max_tokens < 1):
+            raise ProviderConfigError(
+                "max_retries must be >= 0, timeout > 0 and max_tokens >= 1", provider=self.name
+            )
         self.model = model
         self.gating: GatingMode = gating
-        # The mode actually used for the next request; `auto` may move it to `filter` once.
-        self._mode: Literal["allowed_tools", "filter"] = (
-            "filter" if gating == "filter" else "allowed_tools"
-        )
+        self.max_retries = max_retries
+        self.timeout = timeout
         self.max_tokens = max_tokens
+        self.max_tokens_field = max_tokens_field or (
+            "max_completion_tokens"
+            if base_url is None or "api.openai.com" in base_url
+            else "max_tokens"
+        )
         self.request_options = dict(request_options or {})
-        if client is not None:
-            self._client = client
-            return
+        # Learnt per base URL, shared (auto, filter); the strict mode learns nothing.
+        self._quirks = server_quirks(base_url) if gating != "allowed_tools" else ServerQuirks()
+        # A provider made after another one learnt something says so on its first reply.
+        self._announce = self._quirks.describe()
+        self._client = (
+            client if client is not None else self._new_client(base_url, api_key_env, http_client)
+        )
+        self._probe_client: Any = None
+
+    def _new_client(self, base_url: str | None, api_key_env: str, http_client: Any) -> Any:
         key_present = bool(os.environ.get(api_key_env))
         if not key_present and base_url is None:
             raise ProviderAPIError(
@@ -98,13 +192,13 @@ class OpenAIProvider:
                 kind="auth",
             )
         try:
-            self._client = sdk.AsyncOpenAI(
+            return sdk.AsyncOpenAI(
                 # Passing the value read from the environment keeps the SDK default behaviour
                 # while allowing another variable name; the key is not kept on this object.
                 api_key=os.environ[api_key_env] if key_present else _NO_KEY_PLACEHOLDER,
                 base_url=base_url,
-                max_retries=max_retries,
-                timeout=timeout,
+                max_retries=self.max_retries,
+                timeout=self.timeout,
                 http_client=http_client,
             )
         except (sdk.OpenAIError, TypeError) as exc:
@@ -114,48 +208,135 @@ class OpenAIProvider:
             ) from exc
 
     @property
-    def gating_in_use(self) -> Literal["allowed_tools", "filter"]:
-        """The gating mode the next request will use (after any `auto` fallback)."""
-        return self._mode
+    def gating_in_use(self) -> _Mode:
+        """The gating mode an unforced request uses now (after any `auto` fallback)."""
+        return self._plan(False, {})[0]
+
+    @property
+    def quirks(self) -> ServerQuirks:
+        """What this provider works around on its server."""
+        return self._quirks
 
     async def aclose(self) -> None:
         await self._client.close()
 
+    def _plan(self, force: bool, dropped: Mapping[str, str]) -> tuple[_Mode, bool]:
+        """(gating mode, whether to send a forced tool_choice) for a request now; `dropped`:
+        features refused while answering the current request, not yet learnt for good."""
+        q = self._quirks
+        refused = q.allowed_tools_refused or "allowed_tools" in dropped
+        mode: _Mode = "filter" if self.gating == "filter" or refused else "allowed_tools"
+        send_force = force
+        if force and self.gating != "allowed_tools":
+            forcing_refused = q.forcing_refused or "forcing" in dropped
+            if forcing_refused or q.forcing_ignored:
+                mode = "filter"  # narrow the offered tools to the allowed set
+            send_force = not forcing_refused
+        return mode, send_force
+
+    def _probing(self, mode: _Mode, send_force: bool) -> tuple[str, ...]:
+        """The features a request tries that the server has not accepted yet (the request is
+        sent without retries, so a refusal costs one request)."""
+        q = self._quirks
+        tried = []
+        if self.gating == "auto" and mode == "allowed_tools" and not q.allowed_tools_ok:
+            tried.append("allowed_tools")
+        if self.gating != "allowed_tools" and send_force and not q.forcing_ok:
+            tried.append("forcing")
+        return tuple(tried)
+
     async def complete(self, request: ModelRequest) -> ModelReply:
-        mode = self._mode
-        try:
-            return await self._complete(request, mode)
-        except ProviderAPIError as err:
-            if not (
-                self.gating == "auto" and mode == "allowed_tools" and _rejects_tool_choice(err)
-            ):
-                raise
-            log.warning(
-                "%s: the server rejected tool_choice allowed_tools (%s); "
-                "switching to filter gating for the rest of this provider's life",
-                self.name,
-                err.message,
-            )
-            self._mode = "filter"
-            return await self._complete(request, "filter")
+        dropped: dict[str, str] = {}  # feature -> why the server refused it, for this request
+        while True:
+            mode, send_force = self._plan(request.force, dropped)
+            # (an answer-only request sends tool_choice "none" or no tools: it tries nothing)
+            probing = () if request.answer_only else self._probing(mode, send_force)
+            try:
+                reply = await self._complete(request, mode, send_force, probe=bool(probing))
+                break
+            except ProviderAPIError as err:
+                refused = _refused_feature(err, probing)
+                if refused is not None and refused not in dropped:
+                    dropped[refused] = _short(err)
+                    continue
+                if not probing or not err.retryable or self.max_retries == 0:
+                    raise
+            # Not a refusal: the probe's failure is retried as any other request's.
+            reply = await self._complete(request, mode, send_force, retries=self.max_retries - 1)
+            break
+        return self._learn(request, reply, mode, send_force, dropped)
+
+    def _learn(
+        self,
+        request: ModelRequest,
+        reply: ModelReply,
+        mode: _Mode,
+        send_force: bool,
+        dropped: Mapping[str, str],
+    ) -> ModelReply:
+        """Record what the answered request showed about the server; the reply, with a notice
+        when something is worked around from now on."""
+        q = self._quirks
+        before = q.describe()
+        if "allowed_tools" in dropped:
+            q.allowed_tools_refused = dropped["allowed_tools"]
+        elif mode == "allowed_tools" and not request.answer_only:
+            q.allowed_tools_ok = True
+        if "forcing" in dropped:
+            q.forcing_refused = dropped["forcing"]
+        elif send_force:
+            q.forcing_ok = True
+            if not reply.tool_calls and self.gating != "allowed_tools":
+                q.forcing_ignored = True
+        after = q.describe()
+        notice = after if after != before else self._announce
+        self._announce = None
+        if notice is None:
+            return reply
+        log.warning("%s: %s", self.name, notice)
+        return replace(reply, notice=notice)
 
     async def _complete(
-        self, request: ModelRequest, mode: Literal["allowed_tools", "filter"]
+        self,
+        request: ModelRequest,
+        mode: _Mode,
+        send_force: bool,
+        *,
+        probe: bool = False,
+        retries: int | None = None,
     ) -> ModelReply:
-        body, tool_choice = self.build_request(request, mode)
+        body, tool_choice = self.build_request(request, mode, force=send_force)
+        client = self._client
+        if probe:
+            if self._probe_client is None:
+                self._probe_client = self._client.with_options(max_retries=0)
+            client = self._probe_client
+        elif retries is not None:
+            client = self._client.with_options(max_retries=retries)
         try:
-            completion = await self._client.chat.completions.create(**body)
+            raw = await client.chat.completions.with_raw_response.create(**body)
         except ProviderError:
             raise
         except sdk.OpenAIError as exc:
-            raise _wrap(exc, self.name) from exc
-        return _parse(completion, tool_choice, self.name)
+            raise self._wrap(exc) from exc
+        return _parse_raw(raw, tool_choice, self.name)
+
+    def _wrap(self, exc: sdk.OpenAIError) -> ProviderAPIError:
+        """An SDK exception (raised after the SDK's retries) as a ProviderAPIError."""
+        return wrap_sdk_error(
+            exc, self.name, sdk, _status_message, timeout=self.timeout, retries=self.max_retries
+        )
 
     def build_request(
-        self, request: ModelRequest, mode: Literal["allowed_tools", "filter"] | None = None
+        self, request: ModelRequest, mode: _Mode | None = None, *, force: bool | None = None
     ) -> tuple[dict[str, Any], Any]:
-        """The keyword arguments for `chat.completions.create`, and the tool_choice among them."""
-        mode = mode or self._mode
+        """The keyword arguments for `chat.completions.create`, and the tool_choice among them.
+
+        `mode` and `force` default to what the next request would use."""
+        if mode is None or force is None:
+            planned_mode, planned_force = self._plan(request.force, {})
+            mode = mode or planned_mode
+            force = planned_force if force is None else force
         tool_choice: Any
         if request.answer_only:
             # No tool may be called. allowed_tools keeps the full list (the request prefix
@@ -168,7 +349,7 @@ class OpenAIProvider:
             tool_choice = {
                 "type": "allowed_tools",
                 "allowed_tools": {
-                    "mode": "required" if request.force else "auto",
+                    "mode": "required" if force else "auto",
                     "tools": [
                         {"type": "function", "function": {"name": n}} for n in request.allowed
                     ],
@@ -176,11 +357,11 @@ class OpenAIProvider:
             }
         else:
             specs = request.allowed_specs()
-            named = request.named_tool
+            named = request.named_tool if force else None
             if named is not None:
                 tool_choice = {"type": "function", "function": {"name": named}}
             else:
-                tool_choice = "required" if request.force else "auto"
+                tool_choice = "required" if force else "auto"
         body: dict[str, Any] = {
             "model": self.model,
             "messages": to_chat_messages(request.system, request.messages),
@@ -203,7 +384,7 @@ class OpenAIProvider:
             if not request.parallel_tool_calls:
                 body["parallel_tool_calls"] = False
         if self.max_tokens is not None:
-            body["max_completion_tokens"] = self.max_tokens
+            body[self.max_tokens_field] = self.max_tokens
         body.update(self.request_options)
         return body, tool_choice
 
@@ -229,7 +410,9 @@ def to_chat_messages(system: str, messages: tuple[Message, ...]) -> list[dict[st
                     }
                     for c in m.tool_calls
                 ]
-            elif m.text is None:
+            if m.text is None:
+                # `"content": null` beside tool_calls is what the OpenAI API documents, but
+                # compatible servers (llama.cpp's) refuse it; an empty string every one takes.
                 msg["content"] = ""
             out.append(msg)
         else:
@@ -244,21 +427,76 @@ def to_chat_messages(system: str, messages: tuple[Message, ...]) -> list[dict[st
     return out
 
 
-def _parse(completion: Any, tool_choice: Any, provider: str) -> ModelReply:
+def _parse_raw(raw: Any, tool_choice: Any, provider: str) -> ModelReply:
+    """The reply in an HTTP 2xx response; MalformedReply (with the body) if it is none."""
+    body = raw.http_response.text
+    try:
+        completion = raw.parse()
+    except ValueError as exc:  # the SDK's json.loads of a body that is not JSON
+        raise MalformedReply(
+            f"the body is not JSON ({exc})",
+            provider=provider,
+            raw=body,
+            tool_choice_sent=tool_choice,
+        ) from exc
+    if isinstance(completion, str) or not hasattr(completion, "choices"):
+        raise MalformedReply(
+            "the body is not a chat completion",
+            provider=provider,
+            raw=body,
+            tool_choice_sent=tool_choice,
+        )
+    try:
+        return _parse(completion, tool_choice, provider, body)
+    except (AttributeError, TypeError, ValueError) as exc:
+        # The SDK builds response objects without validating them: a field of the wrong type
+        # only shows when it is used.
+        raise MalformedReply(
+            f"the chat completion has an unexpected shape ({exc})",
+            provider=provider,
+            raw=body,
+            tool_choice_sent=tool_choice,
+        ) from exc
+
+
+def _parse(completion: Any, tool_choice: Any, provider: str, body: str) -> ModelReply:
     if not completion.choices:
-        raise ProviderAPIError(
-            "the response has no choices", provider=provider, kind="server_error"
+        raise MalformedReply(
+            "the response has no choices", provider=provider, raw=body, tool_choice_sent=tool_choice
         )
     message = completion.choices[0].message
+    if message is None:
+        raise MalformedReply(
+            "choices[0].message is null", provider=provider, raw=body, tool_choice_sent=tool_choice
+        )
     calls: list[ToolCall] = []
-    for tc in message.tool_calls or ():
+    for index, tc in enumerate(message.tool_calls or ()):
         fn = getattr(tc, "function", None)
         if fn is not None:
-            calls.append(ToolCall(id=tc.id, name=fn.name, arguments=fn.arguments))
-        else:  # custom (free-form) tool calls: keep the raw input as the arguments text
-            custom = tc.custom
-            calls.append(ToolCall(id=tc.id, name=custom.name, arguments=custom.input))
+            name, arguments = fn.name, fn.arguments
+        elif getattr(tc, "custom", None) is not None:
+            # custom (free-form) tool calls: keep the raw input as the arguments text
+            name, arguments = tc.custom.name, tc.custom.input
+        else:
+            name, arguments = None, None
+        if not isinstance(name, str) or not name:
+            raise MalformedReply(
+                f"tool call {index} has no function name",
+                provider=provider,
+                raw=body,
+                tool_choice_sent=tool_choice,
+            )
+        # Some servers send no call id; the history needs one to pair the call with its result.
+        call_id = tc.id if isinstance(tc.id, str) and tc.id else f"call_{uuid.uuid4().hex[:24]}"
+        calls.append(ToolCall(id=call_id, name=name, arguments=str(arguments or "")))
     text = message.content if message.content is not None else message.refusal
+    if text is not None and not isinstance(text, str):
+        raise MalformedReply(
+            "the message content is not text",
+            provider=provider,
+            raw=body,
+            tool_choice_sent=tool_choice,
+        )
     usage = Usage()
     if completion.usage is not None:
         details = completion.usage.prompt_tokens_details
@@ -278,11 +516,6 @@ def _parse(completion: Any, tool_choice: Any, provider: str) -> ModelReply:
     )
 
 
-def _wrap(exc: sdk.OpenAIError, provider: str) -> ProviderAPIError:
-    """Turn an SDK exception (raised after the SDK's retries) into a ProviderAPIError."""
-    return wrap_sdk_error(exc, provider, sdk, _status_message)
-
-
 def _status_message(exc: sdk.APIStatusError) -> str:
     # Prefer the server's own words over the SDK's "Error code: N - {...}" dump.
     said = exc.body.get("message") if isinstance(exc.body, dict) else None
@@ -290,9 +523,44 @@ def _status_message(exc: sdk.APIStatusError) -> str:
     return f"{message} (param: {exc.param})" if exc.param else message
 
 
-def _rejects_tool_choice(err: ProviderAPIError) -> bool:
-    """Whether an API error says the server does not accept our tool_choice."""
-    if err.status_code not in (400, 422):
-        return False
-    text = err.message.lower()
-    return "tool_choice" in text or "allowed_tools" in text
+# Words of a server refusing the request's form (llama.cpp's server answers a tool_choice it
+# does not know with HTTP 500 and pydantic's validation errors; FastAPI servers with 422).
+_REQUEST_ERROR_MARKERS = (
+    "tool_choice",
+    "allowed_tools",
+    "literal_error",
+    "validation error",
+    "validationerror",
+    "input should be",
+    "extra_forbidden",
+    "('body',",
+    '["body",',
+)
+
+
+def _refused_feature(err: ProviderAPIError, tried: tuple[str, ...]) -> str | None:
+    """Which of the features `tried` (not yet accepted by the server) an API error refuses,
+    or None when the error is a failure to retry or report, not a refusal.
+
+    A refusal is a 4xx about the request (not auth, rate limits, timeouts, lock conflicts), or
+    a 5xx whose body names tool_choice / allowed_tools or is a request-validation error
+    (llama.cpp's server); it is blamed on allowed_tools first. An empty 5xx is blamed on a
+    forced tool_choice only (llama.cpp refuses `required` so with some chat templates).
+    """
+    status = err.status_code
+    if not tried or status is None:
+        return None
+    if status < 500:
+        return tried[0] if err.kind == "bad_request" else None
+    body = (err.body or "").strip()
+    if not body:
+        return "forcing" if "forcing" in tried else None
+    text = f"{err.message} {body}".lower()
+    return tried[0] if any(marker in text for marker in _REQUEST_ERROR_MARKERS) else None
+
+
+def _short(err: ProviderAPIError, limit: int = 200) -> str:
+    """An error in one short line, for a notice."""
+    status = f"HTTP {err.status_code}: " if err.status_code is not None else ""
+    text = " ".join(f"{status}{err.message}".split())
+    return text if len(text) <= limit else text[: limit - 1] + "…"

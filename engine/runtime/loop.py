@@ -33,7 +33,7 @@ from pydantic_core import to_jsonable_python
 
 from engine.machine import Position, Reason, StopReason, Verdict
 from engine.providers.base import Message, Provider, ToolCall, Usage, frozen_builder, tool_message
-from engine.providers.errors import ProviderError
+from engine.providers.errors import MalformedReply, ProviderError
 from engine.runtime.agent import Agent
 from engine.runtime.caps import cap_arguments, cap_violation
 from engine.runtime.events import (
@@ -87,6 +87,7 @@ _STATUS = {
     StopReason.AWAITING_DECISION: "awaiting_decision",
     StopReason.ERROR: "failed",
     StopReason.CANCELLED: "cancelled",
+    StopReason.FORCING_IGNORED: "failed",
 }
 
 
@@ -97,6 +98,10 @@ def status_for(stop: StopReason) -> str:
 
 def _now() -> datetime:
     return datetime.now(UTC)
+
+
+class _NoStoreError(Exception):
+    """Never raised: what a run without a store catches as its store's errors."""
 
 
 class _Pause(Exception):
@@ -158,10 +163,14 @@ class Runner:
         self._allowed_cache: dict[tuple[str, ...], Any] = {}
         self._owner = owner
         self.lease_seconds = 0.0
+        # What the store raises (a run without one has none to catch).
+        self._store_error: type[Exception] = _NoStoreError
         if store is not None:
             from engine.store import LEASE_SECONDS, writes
+            from engine.store.errors import StoreError
 
             self._w = writes
+            self._store_error = StoreError
             self.lease_seconds = lease_seconds or _lease_seconds_from_env() or LEASE_SECONDS
 
     def _start_call(
@@ -378,6 +387,11 @@ class Runner:
                     started = _now() if journal is not None else None  # for the store only
                     try:
                         reply = yield self.provider.complete(request)
+                    except MalformedReply as exc:
+                        # The server answered, with something that is no reply: kept as a
+                        # step of its own, the run's last (resume asks the model again).
+                        yield (yield self._malformed_step(state, journal, gate, started, exc))
+                        return
                     except ProviderError as exc:
                         yield (yield self._stop(state, journal, StopReason.ERROR, str(exc)))
                         return
@@ -407,6 +421,9 @@ class Runner:
                             self._w.AppendMessages([reply_json], state.next_message, state.seq)
                         )
                         state.next_message += 1
+                    if reply.notice is not None and not quiet:
+                        # (stored with the reply: `runs show` prints it with the step)
+                        yield Notice(state.seq, reply.notice)
                     if reply.text:
                         state.last_text = reply.text
                         if not quiet:
@@ -440,6 +457,9 @@ class Runner:
                 if verdict_stop is not None:
                     yield Stopped(self._result(state, verdict_stop))
                     return
+        except self._store_error as exc:
+            # Never a traceback, never a write over another writer's: the run stops here.
+            yield (yield self._store_failed(state, journal, exc))
         except asyncio.CancelledError:
             if journal is not None:
                 # Whatever the step buffered is committed with the status, on this thread:
@@ -640,6 +660,14 @@ class Runner:
                 cut, cut_tool = verdict, call.name
 
         decision_text, reason, stop, nag = self._decide(step, position, verdicts, cut)
+        if reason == "forced_call_missing":
+            state.forced_misses += 1
+            if state.forced_misses > MAX_FORCED_REASKS:
+                # The server does not honour forcing and the model keeps answering in text:
+                # re-asking for ever would only burn the step limit.
+                decision_text, stop, nag = "stop", StopReason.FORCING_IGNORED, None
+        else:
+            state.forced_misses = 0
         new_messages = results
         if nag:
             new_messages.append(Message(role="user", text=nag))
@@ -680,7 +708,11 @@ class Runner:
                     [message_to_dict(m) for m in new_messages],
                     first_message_seq=state.next_message,
                     **(
-                        {"status": status_for(stop), "stop_reason": stop.value}
+                        {
+                            "status": status_for(stop),
+                            "stop_reason": stop.value,
+                            **({"error": _STOP_ERRORS[stop]} if stop in _STOP_ERRORS else {}),
+                        }
                         if stop is not None
                         else {}
                     ),
@@ -801,6 +833,73 @@ class Runner:
             await journal.flush()
         return Stopped(self._result(state, stop, error, pending_call, pending_usage))
 
+    async def _malformed_step(
+        self,
+        state: RunState,
+        journal: Journal | None,
+        gate: Any,
+        started: datetime | None,
+        exc: MalformedReply,
+    ) -> Stopped:
+        """Commit the step of a malformed reply (the server's body as its reply, no message
+        in the history) and stop the run with an error."""
+        error = str(exc)
+        if journal is not None:
+            w = self._w
+            position = state.position_json or w.Encoded(self._machine.dump(state.position))
+            journal.add(
+                w.CommitStep(
+                    w.StepValues(
+                        seq=state.seq,
+                        position_before=position,
+                        position_after=position,
+                        allowed=self._allowed_json(gate.allowed),
+                        force=gate.force,
+                        forced_tool=gate.forced_tool,
+                        tool_choice=exc.tool_choice_sent,
+                        reply={"role": "assistant", "malformed": exc.raw, "error": exc.message},
+                        decision="stop",
+                        reason="malformed_reply",
+                        started_at=started or _now(),
+                        finished_at=None,
+                        input_tokens=0,
+                        output_tokens=0,
+                    ),
+                    [],
+                    first_message_seq=state.next_message,
+                    status=status_for(StopReason.ERROR),
+                    stop_reason=StopReason.ERROR.value,
+                    error=error,
+                )
+            )
+            await journal.flush()
+        state.seq += 1
+        return Stopped(self._result(state, StopReason.ERROR, error))
+
+    async def _store_failed(
+        self, state: RunState, journal: Journal | None, exc: Exception
+    ) -> Stopped:
+        """Stop after the store refused a write. A conflict means another writer got there
+        first: the run is theirs, nothing is written. Otherwise the stop is recorded if the
+        store takes it."""
+        from engine.store.errors import StoreConflict
+
+        error = f"the store refused a write: {exc}"
+        if journal is not None and not isinstance(exc, StoreConflict):
+            try:
+                journal.ops = []  # what the store refused is not sent again
+                journal.add(
+                    self._w.UpdateRun(
+                        status=status_for(StopReason.ERROR),
+                        stop_reason=StopReason.ERROR.value,
+                        error=error,
+                    )
+                )
+                await journal.flush()
+            except self._store_error:
+                pass  # the store is gone: the result says why
+        return Stopped(self._result(state, StopReason.ERROR, error))
+
     def _result(
         self,
         state: RunState,
@@ -814,7 +913,7 @@ class Runner:
             stop_reason=stop,
             steps=state.seq,
             usage=state.usage if pending_usage is None else state.usage + pending_usage,
-            error=error,
+            error=error if error is not None else _STOP_ERRORS.get(stop),
             text=state.last_text,
             position=self._machine.dump(state.position),
             pending_call=pending_call,
@@ -828,6 +927,20 @@ def _lease_seconds_from_env() -> float | None:
     except ValueError:
         return None
     return value if value is not None and value > 0 else None
+
+
+# Steps in a row answered without a tool call where the rules force one, re-asked each time
+# ("A tool call is required now"), before the run stops with forcing_ignored.
+MAX_FORCED_REASKS = 2
+
+# The error recorded with a stop that is not a provider's or the store's.
+_STOP_ERRORS = {
+    StopReason.FORCING_IGNORED: (
+        f"the model answered without a tool call {MAX_FORCED_REASKS + 1} times in a row where "
+        "the rules require one: the server does not honour a forced tool_choice (toolfsm "
+        "offered only the allowed tools and re-asked); try another model or chat template"
+    ),
+}
 
 
 def _cuts(verdict: Verdict) -> bool:

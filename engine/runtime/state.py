@@ -62,12 +62,15 @@ def _usage_dict(usage: Usage) -> dict[str, int]:
 def reply_to_dict(reply: ModelReply, message: Message | None = None) -> dict[str, Any]:
     """A reply as stored on its assistant message and step (usage, tool_choice, retries);
     `message` is `reply.to_message()` when the caller has it already."""
-    return {
+    data = {
         **message_to_dict(message or reply.to_message()),
         "usage": _usage_dict(reply.usage),
         "tool_choice_sent": reply.tool_choice_sent,
         "retries": reply.retries,
     }
+    if reply.notice is not None:
+        data["notice"] = reply.notice
+    return data
 
 
 def reply_from_dict(data: dict[str, Any]) -> ModelReply:
@@ -79,6 +82,7 @@ def reply_from_dict(data: dict[str, Any]) -> ModelReply:
         tool_choice_sent=data.get("tool_choice_sent"),
         provider_state=message.provider_state,
         retries=int(data.get("retries", 0)),
+        notice=data.get("notice"),
     )
 
 
@@ -125,6 +129,7 @@ class RunState:
     last_text: str | None = None
     next_message: int = 0  # the number the store gives the run's next message
     position_json: Any = None  # the store's encoding of `position`, when the loop made one
+    forced_misses: int = 0  # the last steps in a row that were forced but had no tool call
 
     def call_keys(self, seq: int, calls: tuple[ToolCall, ...]) -> tuple[str, ...]:
         """Store ids for a reply's calls: the provider's id unless this run already used it

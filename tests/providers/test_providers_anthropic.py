@@ -13,6 +13,7 @@ from _provider_fakes import (
     SEARCH,
     TOOLS,
     Fail,
+    Reply,
     an_error,
     an_message,
     an_text,
@@ -26,7 +27,14 @@ from _provider_fakes import (
     FakeAPI as _FakeAPI,
 )
 
-from engine.providers import Message, ProviderAPIError, ProviderError, ToolCall, Usage
+from engine.providers import (
+    MalformedReply,
+    Message,
+    ProviderAPIError,
+    ProviderError,
+    ToolCall,
+    Usage,
+)
 from engine.providers.anthropic import AnthropicProvider
 
 pytestmark = pytest.mark.anyio
@@ -318,7 +326,9 @@ async def test_persistent_500_is_server_error_after_retries() -> None:
     with pytest.raises(ProviderAPIError) as info:
         await provider(api, max_retries=2).complete(request())
     assert info.value.kind == "server_error" and info.value.status_code == 500
-    assert info.value.retryable and info.value.message == "internal"
+    assert info.value.retryable and info.value.message == (
+        "internal; gave up after 2 retries (--retries, run.retries)"
+    )
     assert len(api.requests) == 3
 
 
@@ -353,3 +363,35 @@ async def test_missing_credentials_is_an_auth_error(monkeypatch: pytest.MonkeyPa
     assert info.value.kind == "auth"
     assert "ANTHROPIC_API_KEY" in str(info.value)
     assert api.requests == []
+
+
+@pytest.mark.parametrize(
+    ("body", "says"),
+    [
+        (
+            {"id": "msg_1", "type": "message", "role": "assistant", "model": "claude-test"},
+            "the message has no content list",
+        ),
+        (
+            {"id": "msg_1", "type": "message", "role": "assistant", "content": None},
+            "the message has no content list",
+        ),
+        (
+            {
+                "id": "msg_1",
+                "type": "message",
+                "role": "assistant",
+                "content": [{"type": "tool_use", "id": "", "name": "", "input": {}}],
+            },
+            "tool_use block 0 has no id or no name",
+        ),
+    ],
+)
+async def test_a_message_without_usable_content_is_a_malformed_reply(
+    body: dict[str, object], says: str
+) -> None:
+    api = FakeAPI(Reply(200, body))
+    with pytest.raises(MalformedReply) as info:
+        await provider(api).complete(request())
+    assert says in str(info.value) and info.value.kind == "malformed_reply"
+    assert '"type": "message"' in info.value.raw or '"type":"message"' in info.value.raw

@@ -35,6 +35,7 @@ def test_public_api_is_exactly_all() -> None:
             "PROVIDER_KINDS",
             "AnthropicProvider",
             "ErrorKind",
+            "MalformedReply",
             "Message",
             "ModelReply",
             "ModelRequest",

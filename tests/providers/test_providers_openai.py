@@ -24,6 +24,7 @@ from engine.providers.openai import OpenAIProvider
 
 pytestmark = pytest.mark.anyio
 
+ALL = ("search", "fetch", "finish")
 SYSTEM = {"role": "system", "content": "You are a careful agent."}
 USER = {"role": "user", "content": "Find item 7."}
 
@@ -136,7 +137,11 @@ async def test_auto_mode_falls_back_to_filter_after_a_tool_choice_400(
     assert second["tool_choice"] == {"type": "function", "function": {"name": "search"}}
     assert reply.tool_choice_sent == second["tool_choice"]
     assert p.gating_in_use == "filter"
-    assert "switching to filter" in caplog.text
+    assert "refused tool_choice allowed_tools" in caplog.text
+    assert reply.notice == (
+        "the server refused tool_choice allowed_tools (HTTP 400: Invalid value for "
+        "'tool_choice': 'allowed_tools' is not supported.); gating filters the tool list instead"
+    )
 
     # The switch is permanent: the next step goes straight to filter, one request.
     await p.complete(request(("search", "fetch")))
@@ -155,18 +160,21 @@ async def test_auto_mode_also_falls_back_on_the_error_param() -> None:
 async def test_allowed_tools_mode_does_not_fall_back() -> None:
     api = FakeAPI(oa_error(400, "Invalid value for 'tool_choice'.", param="tool_choice"))
     with pytest.raises(ProviderAPIError) as info:
-        await provider(api).complete(request(force=True))
+        await provider(api, gating="allowed_tools").complete(request(force=True))
     assert info.value.kind == "bad_request" and info.value.status_code == 400
     assert info.value.message == "Invalid value for 'tool_choice'. (param: tool_choice)"
     assert not info.value.retryable
     assert len(api.requests) == 1
 
 
-async def test_auto_mode_does_not_fall_back_on_other_400s() -> None:
-    api = FakeAPI(oa_error(400, "messages: too long"))
+async def test_auto_mode_keeps_allowed_tools_when_filter_fails_the_same_way() -> None:
+    # Any 4xx may be the server refusing allowed_tools: the request is tried once filtered;
+    # when that fails too, the cause was not tool_choice, and nothing is learnt.
+    api = FakeAPI(oa_error(400, "messages: too long"), oa_error(400, "messages: too long"))
     p = provider(api, gating="auto")
     with pytest.raises(ProviderAPIError, match="too long"):
         await p.complete(request())
+    assert [b["tool_choice"] for b in api.bodies] == [allowed_choice("auto", *ALL), "auto"]
     assert p.gating_in_use == "allowed_tools"
 
 
@@ -223,7 +231,7 @@ async def test_history_mapping_with_tool_results_and_errors() -> None:
         {"role": "tool", "tool_call_id": "c2", "content": "ERROR: unknown tool 'nonexistent'"},
         {
             "role": "assistant",
-            "content": None,
+            "content": "",  # not null: compatible servers (llama.cpp) refuse null
             "tool_calls": [
                 {
                     "id": "c3",
@@ -301,7 +309,7 @@ async def test_rate_limit_is_retried_by_the_sdk_then_succeeds() -> None:
         oa_error(429, "Rate limit reached", headers={"retry-after-ms": "1"}),
         oa_completion("after the wait"),
     )
-    reply = await provider(api, max_retries=2).complete(request())
+    reply = await provider(api, max_retries=2, gating="filter").complete(request())
     assert reply.text == "after the wait"
     assert [r.headers["x-stainless-retry-count"] for r in api.requests] == ["0", "1"]
     # A retry resends the identical body.

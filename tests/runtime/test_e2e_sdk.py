@@ -120,7 +120,8 @@ def call(cid: str, name: str, **args: Any) -> tuple[str, str, str]:
 def assistant(*calls: tuple[str, str, str], text: str | None = None) -> dict[str, Any]:
     return {
         "role": "assistant",
-        "content": text,
+        # never null: compatible servers (llama.cpp) refuse it beside tool_calls
+        "content": text if text is not None else "",
         "tool_calls": [
             {"id": cid, "type": "function", "function": {"name": n, "arguments": a}}
             for cid, n, a in calls
