@@ -293,7 +293,7 @@ class OpenAIProvider:
         self._announce = None
         if notice is None:
             return reply
-        log.warning("%s: %s", self.name, notice)
+        log.info("%s: %s", self.name, notice)  # (the run loop shows it)
         return replace(reply, notice=notice)
 
     async def _complete(
@@ -559,7 +559,7 @@ def _refused_feature(err: ProviderAPIError, tried: tuple[str, ...]) -> str | Non
     return tried[0] if any(marker in text for marker in _REQUEST_ERROR_MARKERS) else None
 
 
-def _short(err: ProviderAPIError, limit: int = 200) -> str:
+def _short(err: ProviderAPIError, limit: int = 120) -> str:
     """An error in one short line, for a notice."""
     status = f"HTTP {err.status_code}: " if err.status_code is not None else ""
     text = " ".join(f"{status}{err.message}".split())

@@ -90,12 +90,22 @@ def completion(
     )
 
 
-def llama_cpp_validation_error(field: str, expected: str, value: Any) -> Answer:
-    """What llama-cpp-python's server (0.3.x) answers a body its pydantic models refuse: the
-    validation error, caught by its route handler and sent as HTTP 500."""
+def llama_cpp_allowed_tools_refusal(choice: Any) -> Answer:
+    """What llama-cpp-python's server (0.3.36, as run by scripts/check-real-llm.sh) answers a
+    tool_choice of type allowed_tools, word for word: FastAPI's validation errors, caught by
+    its route handler and sent as HTTP 500."""
     message = (
-        f"1 validation error:\n  {{'type': 'literal_error', 'loc': ('body', '{field}'), "
-        f"'msg': \"Input should be {expected}\", 'input': {value!r}}}"
+        "3 validation errors:\n"
+        "  {'type': 'literal_error', 'loc': ('body', 'tool_choice', \"literal['none','auto',"
+        "'required']\"), 'msg': \"Input should be 'none', 'auto' or 'required'\", 'input': "
+        f"{choice!r}, 'ctx': {{'expected': \"'none', 'auto' or 'required'\"}}}}\n"
+        "  {'type': 'literal_error', 'loc': ('body', 'tool_choice', "
+        "'ChatCompletionNamedToolChoice', 'type'), 'msg': \"Input should be 'function'\", "
+        "'input': 'allowed_tools', 'ctx': {'expected': \"'function'\"}}\n"
+        "  {'type': 'missing', 'loc': ('body', 'tool_choice', 'ChatCompletionNamedToolChoice', "
+        f"'function'), 'msg': 'Field required', 'input': {choice!r}}}\n\n"
+        '  File "/venv/lib/python3.11/site-packages/llama_cpp/server/app.py", line 376, in '
+        "create_chat_completion\n    POST /v1/chat/completions"
     )
     return (
         500,

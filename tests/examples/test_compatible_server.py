@@ -17,7 +17,7 @@ from _example_cli import REPO, Cli, calls
 from _fake_server import (
     Answer,
     completion,
-    llama_cpp_validation_error,
+    llama_cpp_allowed_tools_refusal,
     refuses_null_content,
     serve,
 )
@@ -48,7 +48,7 @@ def llama_cpp_server(answers: Iterator[Answer]) -> Any:
     def respond(body: dict[str, Any]) -> Answer:
         choice = body.get("tool_choice")
         if isinstance(choice, dict) and choice.get("type") == "allowed_tools":
-            return llama_cpp_validation_error("tool_choice", "'none', 'auto' or 'required'", choice)
+            return llama_cpp_allowed_tools_refusal(choice)
         return refuses_null_content(body) or next(answers)
 
     return respond

@@ -27,16 +27,25 @@ pytestmark = pytest.mark.anyio
 BASE = "http://127.0.0.1:8081/v1"
 ALL = ("search", "fetch", "finish")
 
-# What llama-cpp-python's server (0.3.x) answers a tool_choice of type allowed_tools: FastAPI's
-# validation error, caught by its route handler and sent as an internal error.
+# What llama-cpp-python's server (0.3.36) answers a tool_choice of type allowed_tools, word for
+# word: FastAPI's validation errors, caught by its route handler and sent as HTTP 500.
+_CHOICE = "{'type': 'allowed_tools', 'allowed_tools': {'mode': 'auto', 'tools': []}}"
 LLAMA_CPP_500 = Reply(
     500,
     {
         "error": {
-            "message": "1 validation error:\n  {'type': 'literal_error', 'loc': ('body', "
-            "'tool_choice', \"literal['none','auto','required']\"), 'msg': \"Input should be "
-            "'none', 'auto' or 'required'\", 'input': {'type': 'allowed_tools', "
-            "'allowed_tools': {'mode': 'auto', 'tools': []}}}",
+            "message": "3 validation errors:\n"
+            "  {'type': 'literal_error', 'loc': ('body', 'tool_choice', \"literal['none','auto',"
+            "'required']\"), 'msg': \"Input should be 'none', 'auto' or 'required'\", 'input': "
+            f"{_CHOICE}, 'ctx': {{'expected': \"'none', 'auto' or 'required'\"}}}}\n"
+            "  {'type': 'literal_error', 'loc': ('body', 'tool_choice', "
+            "'ChatCompletionNamedToolChoice', 'type'), 'msg': \"Input should be 'function'\", "
+            "'input': 'allowed_tools', 'ctx': {'expected': \"'function'\"}}\n"
+            "  {'type': 'missing', 'loc': ('body', 'tool_choice', "
+            f"'ChatCompletionNamedToolChoice', 'function'), 'msg': 'Field required', 'input': "
+            f"{_CHOICE}}}\n\n"
+            '  File "/venv/lib/python3.11/site-packages/llama_cpp/server/app.py", line 376, in '
+            "create_chat_completion\n    POST /v1/chat/completions",
             "type": "internal_server_error",
             "param": None,
             "code": None,

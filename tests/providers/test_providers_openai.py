@@ -128,7 +128,7 @@ async def test_auto_mode_falls_back_to_filter_after_a_tool_choice_400(
         oa_completion("fine"),
     )
     p = provider(api, gating="auto")
-    with caplog.at_level(logging.WARNING, logger="engine.providers.openai"):
+    with caplog.at_level(logging.INFO, logger="engine.providers.openai"):
         reply = await p.complete(request(("search",), force=True))
 
     first, second = api.bodies
