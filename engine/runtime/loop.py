@@ -458,7 +458,11 @@ class Runner:
                     yield Stopped(self._result(state, verdict_stop))
                     return
         except self._store_error as exc:
-            # Never a traceback, never a write over another writer's: the run stops here.
+            from engine.store import LeaseLost
+
+            if isinstance(exc, LeaseLost):
+                raise  # another process runs the run now: nothing more is written
+            # A refused write of this run's owner: the run stops here, on record.
             yield (yield self._store_failed(state, journal, exc))
         except asyncio.CancelledError:
             if journal is not None:
@@ -872,6 +876,7 @@ class Runner:
                     error=error,
                 )
             )
+            self._release(journal)
             await journal.flush()
         state.seq += 1
         return Stopped(self._result(state, StopReason.ERROR, error))
@@ -879,25 +884,22 @@ class Runner:
     async def _store_failed(
         self, state: RunState, journal: Journal | None, exc: Exception
     ) -> Stopped:
-        """Stop after the store refused a write. A conflict means another writer got there
-        first: the run is theirs, nothing is written. Otherwise the stop is recorded if the
-        store takes it."""
-        from engine.store.errors import StoreConflict
-
+        """Stop after the store refused a write (a conflict, the database gone): what was
+        buffered is dropped, the stop recorded and the lease given up, if the store takes
+        them (the run can be resumed from its last committed step)."""
         error = f"the store refused a write: {exc}"
-        if journal is not None and not isinstance(exc, StoreConflict):
-            try:
-                journal.ops = []  # what the store refused is not sent again
-                journal.add(
-                    self._w.UpdateRun(
-                        status=status_for(StopReason.ERROR),
-                        stop_reason=StopReason.ERROR.value,
-                        error=error,
-                    )
+        if journal is not None:
+            journal.ops = []  # what the store refused is not sent again
+            journal.add(
+                self._w.UpdateRun(
+                    status=status_for(StopReason.ERROR),
+                    stop_reason=StopReason.ERROR.value,
+                    error=error,
                 )
-                await journal.flush()
-            except self._store_error:
-                pass  # the store is gone: the result says why
+            )
+            self._release(journal)
+            with suppress(Exception):  # the store is gone: the result says why
+                journal.flush_now()
         return Stopped(self._result(state, StopReason.ERROR, error))
 
     def _result(
