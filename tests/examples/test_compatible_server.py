@@ -274,9 +274,13 @@ def test_a_store_conflict_stops_the_run_with_a_one_line_error(cli: Cli, tmp_path
     assert proc.returncode == 1, proc.stdout + proc.stderr
     assert "stopped: error" in proc.stdout
     assert "the store refused a write" in proc.stdout
-    # The other writer's run: nothing more was written, and `done` never ran.
+    # The run stops on record (this process holds its lease): nothing else of the refused
+    # write was stored, and `done` never ran.
     snap = cli.last_run()
     assert [c.tool for c in snap.calls] == ["poke"]
+    assert snap.run.status == "failed" and snap.run.stop_reason == "error"
+    assert (snap.run.error or "").startswith("the store refused a write: ")
+    assert snap.steps == ()
 
 
 OPTIONS_AGENT = """\
