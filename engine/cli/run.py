@@ -102,7 +102,11 @@ def _next_steps(run_id: str, status: str, pending: list[Any]) -> list[str]:
     elif status == "awaiting_decision" and any(
         c.status == "started" and c.side_effects for c in pending
     ):
-        lines.append(f"decide:  toolfsm runs resume {short} --retry | --mark-failed")
+        # One command per line: a hint is pasted into a shell as it stands.
+        lines += [
+            f"retry:   toolfsm runs resume {short} --retry",
+            f"give up: toolfsm runs resume {short} --mark-failed",
+        ]
     elif status in RESUMABLE:
         lines.append(f"resume:  toolfsm runs resume {short}")
     return lines

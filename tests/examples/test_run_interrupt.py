@@ -78,4 +78,7 @@ def test_ctrl_c_cancels_the_run_and_says_how_to_resume(tmp_path: Path) -> None:
     # The hint works: the resume stops at once for a decision on the cut-off wait call.
     resumed = cli("runs", "resume", run.id[:12])
     assert "stopped: awaiting_decision" in resumed.stdout
-    assert f"decide:  toolfsm runs resume {run.id[:12]} --retry | --mark-failed" in resumed.stdout
+    # One command a line (pasted as it stands, `A | B` would run A piped into B).
+    lines = resumed.stdout.splitlines()
+    assert f"retry:   toolfsm runs resume {run.id[:12]} --retry" in lines
+    assert f"give up: toolfsm runs resume {run.id[:12]} --mark-failed" in lines

@@ -88,19 +88,19 @@ def only_run(workdir: Path) -> Any:
 
 
 # A hint line as run, resume, approve, deny and runs show print them: "WHAT:  toolfsm ...".
-_HINT = re.compile(r"^(approve|deny|decide|resume|details):\s+toolfsm (.+)$", re.MULTILINE)
+_HINT = re.compile(r"^(approve|deny|retry|give up|resume|details):\s+toolfsm (.+)$", re.MULTILINE)
+# What would make a pasted hint line more than one command (or redirect its output).
+_SHELL_OPERATORS = re.compile(r"[|;&<>`$]")
 
 
 def hinted_commands(output: str) -> list[tuple[str, ...]]:
-    """The commands hint lines name, as argument lists: `A | B` after a command offers two
-    last options (`--retry | --mark-failed`), `TEXT` is a placeholder for text."""
+    """The commands hint lines name, as argument lists (`TEXT` is a placeholder for text).
+    A hint is pasted into a shell as it stands, so it must be exactly one command."""
     commands: list[tuple[str, ...]] = []
     for match in _HINT.finditer(output):
-        first, *others = match.group(2).split(" | ")
-        words = shlex.split(first)
-        variants = [words] + [words[:-1] + shlex.split(other) for other in others]
-        for variant in variants:
-            commands.append(tuple("a reason" if w == "TEXT" else w for w in variant))
+        line = match.group(2)
+        assert not _SHELL_OPERATORS.search(line), f"a hint that is not one command: {line}"
+        commands.append(tuple("a reason" if w == "TEXT" else w for w in shlex.split(line)))
     return commands
 
 
