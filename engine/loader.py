@@ -151,6 +151,9 @@ def _schema_diagnostics(data: Any, errors: list[Any], source: SourceMap) -> list
             code, message = "E010", f"{item['msg']} (got {value!r})"
             if kind in ("literal_error",) and path == ("version",):
                 message = f"unsupported version {value!r}; this toolfsm reads version 1"
+            elif kind == "int_type" and isinstance(value, bool):
+                # YAML's true/false are booleans, and a boolean is not a count (True == 1).
+                message = f"expected a whole number, got the boolean {str(value).lower()}"
             span = source.span(path)
         key = (span.line, span.column, code)
         if key in seen:

@@ -191,7 +191,7 @@ class MaxCallsRule(_Rule):
     model_config = ConfigDict(title="max_calls rule")
 
     # (examples: an editor's snippet inserts the first example, not a 0 the minimum refuses)
-    max_calls: Annotated[int, Field(ge=1, examples=[3])] = _kind_key("max_calls")
+    max_calls: Annotated[StrictInt, Field(ge=1, examples=[3])] = _kind_key("max_calls")
     tools: OneOrMoreTools = Field(description="The tools each limited to `max_calls` calls.")
 
 
@@ -386,7 +386,7 @@ class AtMostExpect(_Expect):
 
     model_config = ConfigDict(title="at_most assertion")
 
-    at_most: Annotated[int, Field(ge=0, examples=[1])] = Field(
+    at_most: Annotated[StrictInt, Field(ge=0, examples=[1])] = Field(
         description="A105: each of the `tools` is called at most this many times per run."
     )
     tools: OneOrMoreTools = Field(description="The tools each called at most `at_most` times.")
@@ -475,7 +475,7 @@ class RunSettings(_Model):
     input: str | None = Field(
         default=None, description="The user message used when `toolfsm run` gets no --input."
     )
-    max_steps: Annotated[int, Field(ge=1)] = Field(
+    max_steps: Annotated[StrictInt, Field(ge=1)] = Field(
         default=50, description="Model calls per run before it stops with step_limit."
     )
     continuation: Literal["default", "heartbeat"] = Field(

@@ -186,6 +186,14 @@ class LiveView:
                     f"[{colour}]stopped: {r.stop_reason.value}[/{colour}]  {r.steps} step(s), "
                     f"tokens {r.usage.input_tokens} in / {r.usage.output_tokens} out  run {r.run_id}"
                 )
+                paused = r.pending_usage
+                if paused is not None and (paused.input_tokens or paused.output_tokens):
+                    # The store counts finished steps only: say which part is not there yet.
+                    c.print(
+                        f"  of which step {r.steps} (paused): {paused.input_tokens} in / "
+                        f"{paused.output_tokens} out, stored when the step finishes (`runs "
+                        "show` and `runs list` count the finished steps)"
+                    )
                 if r.error:
                     c.print(f"[red]{escape(r.error)}[/red]")
                 if r.stop_reason.value == "awaiting_decision":
@@ -461,6 +469,15 @@ def runs_list(
             r.created_at.strftime("%Y-%m-%d %H:%M:%S"),
         )
     _out.print(table)
+    if any(_paused_note(r) for r in runs):
+        _out.print("tokens: of the finished steps; a paused step's are added when it finishes")
+
+
+def _paused_note(run: Any) -> str:
+    """A label for token totals that leave out a paused step's reply (stored when it ends)."""
+    if run.status in ("awaiting_approval", "awaiting_decision"):
+        return " (finished steps; the paused step's are added when it finishes)"
+    return ""
 
 
 @runs_app.command("show")
@@ -492,7 +509,8 @@ def runs_show(
     _out.print(
         f"[bold]run {r.id}[/bold]  agent {escape(r.agent_name)}  model {escape(r.model)}\n"
         f"status {r.status}  stop reason {r.stop_reason or '-'}  steps {r.steps_count}  "
-        f"tokens {r.input_tokens} in / {r.output_tokens} out  rules {r.rules_hash[:12]}  "
+        f"tokens {r.input_tokens} in / {r.output_tokens} out{_paused_note(r)}  "
+        f"rules {r.rules_hash[:12]}  "
         f"started {r.created_at:%Y-%m-%d %H:%M:%S}"
     )
     if r.error:

@@ -114,6 +114,9 @@ class RunResult:
     text: str | None = None  # the model's last text
     position: dict[str, Any] | None = None
     pending_call: str | None = None  # the call awaiting approval or a decision
+    # The paused step's tokens (the model was paid for its reply): included in `usage`, and
+    # stored with the step when it finishes, so the store's totals do not have them yet.
+    pending_usage: Usage | None = None
 
 
 @dataclass(frozen=True, slots=True)

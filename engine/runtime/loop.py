@@ -919,6 +919,7 @@ class Runner:
             text=state.last_text,
             position=self._machine.dump(state.position),
             pending_call=pending_call,
+            pending_usage=pending_usage,
         )
 
 
