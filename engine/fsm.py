@@ -14,7 +14,7 @@ from typing import Any
 from transitions.extensions.markup import MarkupMachine
 
 from engine.errors import ToolfsmError
-from engine.machine import Machine
+from engine.machine import Machine, Node
 
 
 @dataclass(frozen=True)
@@ -39,6 +39,19 @@ class DiagramTooLarge(ToolfsmError):
 
 MAX_TRANSITIONS = 10_000  # default bound on drawn transitions (`toolfsm graph --max-transitions`)
 
+# (source node, tool, destination node) of the calls some run can make: from the explored
+# positions (`engine.analysis.explore.taken_transitions`), which see max_calls counters.
+Taken = frozenset[tuple[str, str, str]]
+
+
+def _run_goes_on_after(machine: Machine, node: Node) -> bool:
+    """Whether a run can go on from `node`: not after a terminal tool, unless a required tool
+    other than it can still be pending then (a terminal call continues while one is)."""
+    last = node.last_tool
+    if last is None or last not in machine.terminal:
+        return True
+    return any(tool != last for tool in machine.required_tools)
+
 
 def _sources(machine: Machine, only_reachable: bool) -> list[int]:
     """The nodes to draw: reachable ones in breadth-first order, or all.
@@ -50,6 +63,8 @@ def _sources(machine: Machine, only_reachable: bool) -> list[int]:
         return list(range(len(machine.nodes)))
     order, seen, expanded = [0], {0}, 0
     for index in order:
+        if not _run_goes_on_after(machine, machine.nodes[index]):
+            continue  # every run has stopped here: nothing leaves this node
         fresh = machine.base_gate(index).mask & ~expanded
         expanded |= fresh
         while fresh:
@@ -63,32 +78,66 @@ def _sources(machine: Machine, only_reachable: bool) -> list[int]:
 
 
 def edges(
-    machine: Machine, sources: list[int] | None = None, *, limit: int | None = None
+    machine: Machine,
+    sources: list[int] | None = None,
+    *,
+    limit: int | None = None,
+    taken: Taken | None = None,
 ) -> list[Edge]:
-    """Every transition out of `sources` (default: every node), max_calls limits ignored (they
-    only remove edges); `DiagramTooLarge` as soon as there are more than `limit`."""
+    """Every transition a run can take out of `sources` (default: every node): none leaves a
+    terminal tool's node, where every run has stopped; with `taken`, only those transitions
+    (else max_calls limits are ignored: they only remove edges). `DiagramTooLarge` as soon as
+    there are more than `limit`."""
     result: list[Edge] = []
     nodes = range(len(machine.nodes)) if sources is None else sources
     for index in nodes:
         node = machine.nodes[index]
+        if not _run_goes_on_after(machine, node):
+            continue
         for tool in machine.base_gate(index).allowed:
             for case, dest in machine.successors(index, tool):
-                result.append(Edge(node.name, machine.nodes[dest].name, tool, case))
+                edge = Edge(node.name, machine.nodes[dest].name, tool, case)
+                if taken is None or (edge.source, tool, edge.dest) in taken:
+                    result.append(edge)
             if limit is not None and len(result) > limit:
                 raise DiagramTooLarge(len(result), len(nodes), limit)
     return result
 
 
-def reachable_nodes(machine: Machine) -> list[str]:
+def _taken_sources(machine: Machine, taken: Taken) -> list[int]:
+    """The nodes runs reach through `taken` transitions, in breadth-first order."""
+    after: dict[str, list[str]] = {}
+    for source, _, dest in sorted(taken):
+        after.setdefault(source, []).append(dest)
+    order = [machine.nodes[0].name]
+    seen = set(order)
+    for name in order:
+        for dest in after.get(name, ()):
+            if dest not in seen:
+                seen.add(dest)
+                order.append(dest)
+    return [machine.node_index(name) for name in order]
+
+
+def reachable_nodes(machine: Machine, taken: Taken | None = None) -> list[str]:
     """Node names reachable from the start, in breadth-first order."""
-    return [machine.nodes[i].name for i in _sources(machine, True)]
+    sources = _sources(machine, True) if taken is None else _taken_sources(machine, taken)
+    return [machine.nodes[i].name for i in sources]
 
 
 def to_transitions(
-    machine: Machine, *, only_reachable: bool = True, limit: int | None = None
+    machine: Machine,
+    *,
+    only_reachable: bool = True,
+    limit: int | None = None,
+    taken: Taken | None = None,
 ) -> MarkupMachine:
     """A `transitions` machine with one state per node and one transition per edge."""
-    sources = _sources(machine, only_reachable)
+    sources = (
+        _taken_sources(machine, taken)
+        if only_reachable and taken is not None
+        else _sources(machine, only_reachable)
+    )
     keep = {machine.nodes[i].name for i in sources}
     states = [n.name for n in machine.nodes if n.name in keep]
     transitions = [
@@ -97,7 +146,7 @@ def to_transitions(
             "source": edge.source,
             "dest": edge.dest,
         }
-        for edge in edges(machine, sources, limit=limit)
+        for edge in edges(machine, sources, limit=limit, taken=taken)
     ]
     # model=[]: no model object, so tool names can never clash with model attributes.
     return MarkupMachine(
@@ -106,16 +155,24 @@ def to_transitions(
 
 
 def markup(
-    machine: Machine, *, only_reachable: bool = True, limit: int | None = MAX_TRANSITIONS
+    machine: Machine,
+    *,
+    only_reachable: bool = True,
+    limit: int | None = MAX_TRANSITIONS,
+    taken: Taken | None = None,
 ) -> dict[str, Any]:
     """The machine's markup: {'initial', 'states': [{'name'}], 'transitions': [...]}, plus tags;
-    `DiagramTooLarge` past `limit` transitions (None: no bound)."""
-    machine_markup = to_transitions(machine, only_reachable=only_reachable, limit=limit).markup
+    `DiagramTooLarge` past `limit` transitions (None: no bound). With `taken`, only the
+    transitions runs take (`engine.analysis.explore.taken_transitions`)."""
+    drawn = to_transitions(machine, only_reachable=only_reachable, limit=limit, taken=taken)
+    machine_markup = drawn.markup
     data: dict[str, Any] = dict(machine_markup)
     terminal_nodes = {
         n.name for n in machine.nodes if n.last_tool is not None and n.last_tool in machine.terminal
     }
     dead = {n.name for i, n in enumerate(machine.nodes) if machine.base_gate(i).dead_end}
+    # No tool allowed, none forced: the model may only answer, which ends the run.
+    answer = {n.name for i, n in enumerate(machine.nodes) if machine.base_gate(i).answer_only}
     forced = {n.name for i, n in enumerate(machine.nodes) if machine.base_gate(i).force}
     for state in data["states"]:
         tags = []
@@ -123,6 +180,8 @@ def markup(
             tags.append("terminal")
         if state["name"] in dead:
             tags.append("dead_end")
+        if state["name"] in answer:
+            tags.append("answer_only")
         if state["name"] in forced:
             tags.append("forced")
         state["tags"] = tags

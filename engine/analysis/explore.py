@@ -455,3 +455,30 @@ def explore(
         required_stopped=required_stopped,
         kernel=kernel,
     )
+
+
+GRAPH_LIMIT = 50_000  # positions explored to find the transitions runs take (graph, simulate)
+
+
+def taken_transitions(
+    machine: Machine, *, max_states: int = GRAPH_LIMIT
+) -> frozenset[tuple[str, str, str]] | None:
+    """(source node, tool, destination node) of every call some run can make, counting the
+    calls that stop the run; None when the exploration bound is hit (then the drawing falls
+    back to the machine's static edges)."""
+    graph = explore(machine, max_states=max_states)
+    if graph.truncated:
+        return None
+    names = [node.name for node in machine.nodes]
+    taken: set[tuple[str, str, str]] = set()
+    for source in range(len(graph)):
+        position = graph.position(source)
+        for step_id, target in graph.out(source):
+            step = graph.steps[step_id]
+            dest = (
+                graph.node(target)
+                if target >= 0
+                else machine.advance(position, step.tool, step.output).node
+            )
+            taken.add((names[graph.node(source)], step.tool, names[dest]))
+    return frozenset(taken)

@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from engine import spec
-from engine.analysis.explore import case_outputs
+from engine.analysis.explore import case_outputs, taken_transitions
 from engine.fsm import edges, reachable_nodes
 from engine.machine import Machine, StopReason
 
@@ -250,12 +250,18 @@ def simulate_runs(
         if loop is not None:
             loop.close()
     report.tools_never = [t for t in machine.tools if t not in report.tools_called]
-    reachable = set(reachable_nodes(machine))
-    report.transitions_never = [
-        key
-        for e in edges(machine)
-        if e.source in reachable and (key := (e.source, e.tool, e.dest)) not in report.transitions
-    ]
+    # Only transitions some run can take count (none out of a terminal tool's node, none a
+    # used-up max_calls limit forbids).
+    taken = taken_transitions(machine)
+    reachable = set(reachable_nodes(machine, taken))
+    report.transitions_never = list(
+        dict.fromkeys(
+            key
+            for e in edges(machine, taken=taken)
+            if e.source in reachable
+            and (key := (e.source, e.tool, e.dest)) not in report.transitions
+        )
+    )
     report.rules_never = [
         (ref.index, ref.text) for ref in machine.rules if ref.index not in report.rules_fired
     ]

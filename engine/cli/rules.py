@@ -85,12 +85,18 @@ def graph(
     ] = 10_000,
 ) -> None:
     """Draw the compiled machine as a Mermaid or Graphviz DOT state diagram."""
+    from engine.analysis.explore import taken_transitions
     from engine.fsm import DiagramTooLarge, markup
     from engine.render import RENDERERS
 
     machine = load_machine(file)
     try:
+        # The bound first, on the static edges (cheap); then only the transitions a run can
+        # take (max_calls counters and terminal stops counted), when exploring finds them.
         drawn = markup(machine, only_reachable=not all_nodes, limit=max_transitions)
+        taken = taken_transitions(machine)
+        if taken is not None:
+            drawn = markup(machine, only_reachable=not all_nodes, limit=None, taken=taken)
     except DiagramTooLarge as exc:
         fail(f"{file}: {exc}; raise the bound with --max-transitions", EXIT_ERRORS)
     typer.echo(RENDERERS[fmt.value](drawn), nl=False)

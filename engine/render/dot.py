@@ -21,6 +21,8 @@ def render_dot(markup: dict[str, Any]) -> str:
             attrs.append("peripheries=2")
         if "dead_end" in tags:
             attrs.append("color=red")
+        if "answer_only" in tags:
+            attrs.append("peripheries=2")  # the model's answer ends the run here
         if "forced" in tags:
             attrs.append('style="rounded,bold"')
         extra = f" [{', '.join(attrs)}]" if attrs else ""

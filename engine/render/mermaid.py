@@ -25,6 +25,6 @@ def render_mermaid(markup: dict[str, Any]) -> str:
     for t in markup["transitions"]:
         lines.append(f"    {ids[t['source']]} --> {ids[t['dest']]}: {_label(t['trigger'])}")
     for state in markup["states"]:
-        if "terminal" in state.get("tags", []) or "dead_end" in state.get("tags", []):
+        if {"terminal", "dead_end", "answer_only"} & set(state.get("tags", [])):
             lines.append(f"    {ids[state['name']]} --> [*]")
     return "\n".join(lines) + "\n"
