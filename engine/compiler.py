@@ -22,6 +22,7 @@ from engine.errors import RuleFileError
 from engine.loader import RuleFile
 from engine.machine import Gate, Machine, Node, RuleRef
 from engine.prompt import rule_line
+from engine.yamltree import plain_key
 
 
 def _rule_refs(rule_file: RuleFile, agent: spec.AgentSpec) -> tuple[RuleRef, ...]:
@@ -48,7 +49,7 @@ def _nodes(
             nodes.append(Node(f"after:{tool}", tool))
             continue
         next_node.append(-1)
-        keys = tuple(rule.on_output)
+        keys = tuple(plain_key(k) for k in rule.on_output)  # `true` and `1` stay two keys
         case_keys[index] = keys
         targets = []
         for key in keys:

@@ -20,6 +20,8 @@ from pydantic import (
     ConfigDict,
     Discriminator,
     Field,
+    PlainSerializer,
+    PlainValidator,
     StrictBool,
     StrictFloat,
     StrictInt,
@@ -28,6 +30,8 @@ from pydantic import (
     Tag,
     WithJsonSchema,
 )
+
+from engine.yamltree import TypedKey, plain_key
 
 # What OpenAI and Anthropic both accept as a function name.
 TOOL_NAME_PATTERN = r"^[A-Za-z0-9_-]{1,64}$"
@@ -40,6 +44,15 @@ def _one_or_list(value: Any) -> str:
 
 
 _TOOL_NAME_SCHEMA = {"type": "string", "pattern": TOOL_NAME_PATTERN}
+
+
+def _typed_output_key(value: Any) -> TypedKey:
+    """A wrapped output-case key, checked like the plain keys (bool, int, float, str)."""
+    inner = value.value if isinstance(value, TypedKey) else None
+    if not isinstance(inner, bool | int | float | str):
+        raise ValueError("an output case key is a boolean, a number or a string")
+    return TypedKey(inner)
+
 
 # One tool, or a list of tools sharing the rule. Tagged, so an error names one branch only.
 # The JSON Schema names both types beside the `oneOf` (the same language): without a type,
@@ -57,7 +70,15 @@ OneOrMoreTools = Annotated[
         }
     ),
 ]
-OutputKey = StrictBool | StrictInt | StrictFloat | StrictStr
+# A key Python's `==` would confuse with an earlier key of another type (`true` and `1` in one
+# mapping): the YAML reader wraps it (`engine.yamltree.TypedKey`) so both cases are kept.
+_TypedOutputKey = Annotated[
+    TypedKey,
+    PlainValidator(_typed_output_key),
+    PlainSerializer(plain_key),
+    WithJsonSchema({"type": ["boolean", "number", "string"]}),
+]
+OutputKey = StrictBool | StrictInt | StrictFloat | StrictStr | _TypedOutputKey
 Args = dict[str, Any]
 
 

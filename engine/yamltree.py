@@ -148,6 +148,36 @@ class SourceMap:
         return SourceSpan(self.path, line, column, *self.value_ends.get((), (None, None)))
 
 
+class TypedKey:
+    """A mapping key that Python's `==` would confuse with an earlier key of another YAML type
+    (`true` and `1`, `1` and `1.0`: `True == 1 == 1.0`). YAML keeps them apart, so the later
+    one is stored wrapped: equal only to a `TypedKey` of the same type and value. `value` is
+    the key itself; `plain_key` unwraps either form, and its repr is the key's."""
+
+    __slots__ = ("value",)
+
+    def __init__(self, value: Any) -> None:
+        self.value = value
+
+    def __eq__(self, other: object) -> bool:
+        return (
+            isinstance(other, TypedKey)
+            and type(other.value) is type(self.value)
+            and other.value == self.value
+        )
+
+    def __hash__(self) -> int:
+        return hash((type(self.value), self.value))
+
+    def __repr__(self) -> str:
+        return repr(self.value)
+
+
+def plain_key(key: Any) -> Any:
+    """A mapping key as its YAML value (a `TypedKey` unwrapped)."""
+    return key.value if isinstance(key, TypedKey) else key
+
+
 class _Refused(Exception):
     def __init__(self, code: str, message: str, node: yaml.Node | None) -> None:
         self.code, self.message, self.node = code, message, node
@@ -246,25 +276,27 @@ class _Builder:
                 raise _Refused("E002", f"YAML tags are not allowed here ({node.tag})", node)
             assert path is not None
             result: dict[Any, Any] = {}
+            typed: set[tuple[type, Any]] = set()  # keys by YAML type: true and 1 differ
             for key_node, value_node in node.value:
                 if not isinstance(key_node, yaml.ScalarNode):
                     raise _Refused("E001", "mapping keys must be plain values", key_node)
                 key = self.build(key_node, None, depth + 1)
                 if isinstance(key, float) and math.isnan(key):
                     raise _Refused("E001", "NaN cannot be a mapping key", key_node)
-                if key in result:
-                    earlier = next(k for k in result if k == key)
-                    clash = "" if repr(earlier) == repr(key) else f" (equal to {earlier!r})"
+                if (type(key), key) in typed:
                     line, column = _pos(key_node)
                     self.duplicates.append(
                         Diagnostic(
                             Severity.ERROR,
                             "E004",
-                            f"duplicate key {key!r}{clash} in mapping",
+                            f"duplicate key {key!r} in mapping",
                             SourceSpan(self.source.path, line, column, *self._end(key_node)),
                         )
                     )
                     continue
+                typed.add((type(key), key))
+                if key in result:  # equal to a key of another type (True == 1 == 1.0)
+                    key = TypedKey(key)
                 self.source.keys[(*path, key)] = _pos(key_node)
                 self.source.key_ends[(*path, key)] = self._end(key_node)
                 result[key] = self.build(value_node, (*path, key), depth + 1)

@@ -29,10 +29,11 @@ outputs = st.one_of(
 
 
 def _unique(values: list[Any]) -> tuple[Any, ...]:
-    """Keys as a rule file can hold them: no two equal (YAML rejects duplicate keys)."""
+    """Keys as a rule file can hold them: no two of one type equal (YAML rejects duplicate
+    keys; `true` and `1` are different keys)."""
     kept: list[Any] = []
     for value in values:
-        if not any(value == k for k in kept):
+        if not any(type(value) is type(k) and value == k for k in kept):
             kept.append(value)
     return tuple(kept)
 

@@ -24,7 +24,7 @@ from engine import spec
 from engine.errors import ToolfsmError
 from engine.letta.reader import LettaAgent, LettaTool
 from engine.loader import parse_rules
-from engine.yamltree import MAX_BYTES
+from engine.yamltree import MAX_BYTES, plain_key
 
 RULE_TYPES = (
     "run_first",
@@ -568,7 +568,8 @@ def spec_to_letta(agent: spec.AgentSpec) -> Export:
                 )
             case spec.ConditionalRule():
                 mapping: dict[str, str] = {}
-                for key, child in rule.on_output.items():
+                for typed, child in rule.on_output.items():
+                    key = plain_key(typed)
                     text = _key_text(key)
                     if not isinstance(key, str):
                         kind = "boolean" if isinstance(key, bool) else "number"
