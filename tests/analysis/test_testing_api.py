@@ -208,3 +208,20 @@ def test_pytest_plugin_fixtures(pytester: pytest.Pytester) -> None:
         """
     )
     pytester.runpytest("-p", "toolfsm").assert_outcomes(passed=1)
+
+
+def test_complete_runs_end_with_the_answer_at_an_answer_only_position() -> None:
+    # "Search once, then answer": after the search nothing is allowed and nothing is forced,
+    # so the reply ends the run there (issue 10, section 2); no run is a dead end.
+    machine = compile_rules(read_rule_file(CASES / "answer_only_search_once.yaml"))
+    seen: set[tuple[tuple[str, ...], StopReason]] = set()
+
+    @settings(max_examples=60, deadline=None, database=None, derandomize=True)
+    @given(complete_runs(machine, max_length=5))
+    def collect(run) -> None:
+        assert run.stop is StopReason.END_TURN
+        assert run.tools in ((), ("search",))
+        seen.add((run.tools, run.stop))
+
+    collect()
+    assert ((("search",), StopReason.END_TURN)) in seen
