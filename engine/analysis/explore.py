@@ -472,13 +472,12 @@ def taken_transitions(
     names = [node.name for node in machine.nodes]
     taken: set[tuple[str, str, str]] = set()
     for source in range(len(graph)):
-        position = graph.position(source)
+        name = names[graph.node(source)]
         for step_id, target in graph.out(source):
             step = graph.steps[step_id]
-            dest = (
-                graph.node(target)
-                if target >= 0
-                else machine.advance(position, step.tool, step.output).node
-            )
-            taken.add((names[graph.node(source)], step.tool, names[dest]))
+            if target >= 0:
+                dest = graph.node(target)
+            else:  # the call stopped the run: where it went, from the machine itself
+                dest = machine.advance(graph.position(source), step.tool, step.output).node
+            taken.add((name, step.tool, names[dest]))
     return frozenset(taken)
