@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import json
+import os
+import sys
 from contextlib import suppress
 from enum import StrEnum
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, NoReturn
 
 import typer
 
@@ -131,6 +133,7 @@ class LiveView:
         self._seq: int | None = None  # the step whose header was printed last
         self.run_id: str | None = None  # known once the run has started
         self.result: Any = None  # the RunResult, once the run has stopped
+        self.running: dict[str, str] = {}  # call id -> tool, for calls started without a result
 
     def __call__(self, event: Any) -> None:
         from engine.runtime import events as ev
@@ -159,11 +162,14 @@ class LiveView:
             case ev.TextDelta():
                 c.print(f"  [green]model:[/green] {escape(_short(event.text, 400))}")
             case ev.ToolCallStarted():
+                if not event.replayed:
+                    self.running[event.call_id] = event.tool
                 tag = " [dim](from the store)[/dim]" if event.replayed else ""
                 c.print(
                     f"  [cyan]→ {event.tool}[/cyan]({escape(_short(_args(event.arguments)))}){tag}"
                 )
             case ev.ToolResultEvent():
+                self.running.pop(event.call_id, None)
                 colour = "red" if event.is_error else "dim"
                 c.print(f"  [{colour}]← {escape(_short(event.output))}[/{colour}]")
             case ev.Violation():
@@ -218,11 +224,69 @@ def _exit_code(result: Any) -> int:
     return codes.get(result.stop_reason.value, 0)
 
 
-def _run_stream(stream: Any, view: LiveView) -> Any:
-    """Drive a run's event stream to its end on a new event loop; the RunResult."""
-    import asyncio  # here, not at the top: `toolfsm --version` need not import it
+# Sync tools run in threads with this name prefix (the event loop's default executor).
+TOOL_THREAD = "toolfsm-tool"
 
-    return asyncio.run(_consume(stream, view))
+
+def _run_stream(stream: Any, view: LiveView) -> Any:
+    """Drive a run's event stream to its end on a new event loop; the RunResult.
+
+    Ctrl-C cancels the run at once (it is recorded as cancelled), also while a sync tool runs:
+    closing the loop does not wait for the tool's thread, which cannot be stopped; the caller
+    reports the cancel and lets the user quit (`_interrupted`)."""
+    import asyncio  # here, not at the top: `toolfsm --version` need not import it
+    from concurrent.futures import ThreadPoolExecutor
+
+    class ToolThreads(ThreadPoolExecutor):
+        # asyncio's close waits for its executor's threads; a running tool's is left to
+        # `_interrupted`, which tells the user and lets a second Ctrl-C quit.
+        def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
+            super().shutdown(wait=False, cancel_futures=cancel_futures)
+
+    with asyncio.Runner() as runner:
+        runner.get_loop().set_default_executor(ToolThreads(thread_name_prefix=TOOL_THREAD))
+        return runner.run(_consume(stream, view))
+
+
+def _interrupted(view: LiveView, store: Any) -> NoReturn:
+    """Ctrl-C during `run`, `runs resume`, `approve` or `deny`: say so, with what to do next as
+    the store has it, then wait for a sync tool still running in its thread (its result is
+    recorded when it returns); a second Ctrl-C quits without waiting."""
+    if view.result is not None:
+        # Ctrl-C reached the loop only after the run had stopped (a blocking tool and a
+        # provider that never waits): the run is complete, report it as such.
+        raise typer.Exit(_exit_code(view.result))
+    _err.print("[yellow]cancelled[/yellow]")
+    if view.run_id is not None:
+        try:
+            hints = _store_next_steps(store, view.run_id)
+        except ToolfsmError:
+            hints = [f"resume:  toolfsm runs resume {view.run_id[:12]}"]
+        for line in hints:
+            _err.print(escape(line))
+    _wait_for_tool_threads(view)
+    raise typer.Exit(EXIT_INTERRUPTED)
+
+
+def _wait_for_tool_threads(view: LiveView) -> None:
+    import threading
+
+    threads = [t for t in threading.enumerate() if t.name.startswith(TOOL_THREAD)]
+    if not threads or not view.running:
+        return  # idle workers exit by themselves once the executor is shut down
+    tools = ", ".join(sorted(set(view.running.values())))
+    try:  # (before the message: the second Ctrl-C may come as soon as it is read)
+        _err.print(
+            f"toolfsm: waiting for a tool call that is still running ({escape(tools)}); "
+            "Ctrl-C again to quit now"
+        )
+        for thread in threads:
+            thread.join()
+    except KeyboardInterrupt:
+        # The interpreter would wait for the thread at exit too: leave at once.
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(EXIT_INTERRUPTED)
 
 
 async def _consume(stream: Any, view: LiveView) -> Any:
@@ -394,14 +458,7 @@ def run_command(
     except ToolfsmError as exc:  # e.g. the store went away, or the run's lease was taken over
         fail(str(exc))
     except KeyboardInterrupt:
-        if view.result is not None:
-            # Ctrl-C reached the loop only after the run had stopped (a blocking tool and a
-            # provider that never waits): the run is complete, report it as such.
-            raise typer.Exit(_exit_code(view.result)) from None
-        _err.print("[yellow]cancelled[/yellow]")
-        if view.run_id is not None:
-            _err.print(f"resume:  toolfsm runs resume {view.run_id[:12]}")
-        raise typer.Exit(EXIT_INTERRUPTED) from None
+        _interrupted(view, store)
     finally:
         store.close()
     raise typer.Exit(_exit_code(result))
@@ -721,13 +778,14 @@ def _resume(
             except ToolfsmError as exc:
                 fail(str(exc))
             _out.print(f"{verb} {record.call_id} ({record.tool})")
+        view = LiveView(_out, store)
         try:
-            result = _run_stream(
-                runner.resume_stream(run.id, decision=decision), LiveView(_out, store)
-            )
+            result = _run_stream(runner.resume_stream(run.id, decision=decision), view)
         except ToolfsmError as exc:
             _give_up(store, run.id, owner)
             fail(str(exc))
+        except KeyboardInterrupt:
+            _interrupted(view, store)
     finally:
         store.close()
     raise typer.Exit(_exit_code(result))
