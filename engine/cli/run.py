@@ -119,6 +119,12 @@ def _store_next_steps(store: Any, run_id: str) -> list[str]:
     return _next_steps(run_id, store.get_run(run_id).status, store.pending_calls(run_id))
 
 
+def _allowed(allowed: Any) -> str:
+    """A step's allowed tools; none at a step that ran means the model was asked for its answer
+    (a dead end stops the run before any model call)."""
+    return ", ".join(allowed) or "none (answer only: reply without a tool call)"
+
+
 def _args(arguments: dict[str, Any]) -> str:
     return ", ".join(f"{k}={json.dumps(v, ensure_ascii=False)}" for k, v in arguments.items())
 
@@ -156,7 +162,7 @@ class LiveView:
                 )
             case ev.StepStarted():
                 c.print(
-                    f"[bold]step {event.seq}[/bold]  allowed: {', '.join(event.allowed)}"
+                    f"[bold]step {event.seq}[/bold]  allowed: {_allowed(event.allowed)}"
                     f"{_forced(event.force, event.forced_tool)}"
                 )
             case ev.TextDelta():
@@ -592,7 +598,7 @@ def runs_show(
             f"[bold]step {step.seq}[/bold]  {_node(step.position_before)} → "
             f"{_node(step.position_after)}  [dim]{step.decision} ({step.reason})[/dim]"
         )
-        _out.print(f"  allowed: {', '.join(step.allowed)}{_forced(step.force, step.forced_tool)}")
+        _out.print(f"  allowed: {_allowed(step.allowed)}{_forced(step.force, step.forced_tool)}")
         reply = step.reply if isinstance(step.reply, dict) else {}
         if reply.get("notice"):
             _out.print(f"  [yellow]! {escape(str(reply['notice']))}[/yellow]")
