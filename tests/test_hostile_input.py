@@ -401,3 +401,18 @@ def test_an_internal_error_is_one_line_at_the_process_level(tmp_path: Path) -> N
         "toolfsm: error: internal: unexpected RuntimeError: stand-in bug (a bug in toolfsm; "
         "TOOLFSM_DEBUG=1 shows where)"
     )
+
+
+def test_simulate_of_one_child_rule_allowing_every_tool_lists_no_millions(tmp_path: Path) -> None:
+    # 3,000 x 3,001 = 9 million possible transitions: the report counts the reached ones and
+    # says the rest are too many to list, instead of building them all.
+    tools = [f"t{i}" for i in range(3000)]
+    path = rule_file(tmp_path, tools, f"  - after: t0\n    allow: [{', '.join(tools)}]\n")
+    result = invoke("simulate", path, "--runs", "20", "--json")
+    assert result.exit_code == 0, result.output
+    transitions = json.loads(result.stdout)["transitions"]
+    assert transitions["total"] is None and transitions["never"] == []
+    assert transitions["reached"] > 0
+    text = invoke("simulate", path, "--runs", "5", "--no-progress")
+    assert text.exit_code == 0
+    assert "of more than 10000 (not listed)" in text.stdout

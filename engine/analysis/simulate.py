@@ -24,7 +24,7 @@ from typing import Any
 
 from engine import spec
 from engine.analysis.explore import case_outputs, taken_transitions
-from engine.fsm import edges, reachable_nodes
+from engine.fsm import MAX_TRANSITIONS, DiagramTooLarge, edges, reachable_nodes
 from engine.machine import Machine, StopReason
 
 REPLY = "<reply>"
@@ -42,6 +42,7 @@ class SimulationReport:
     tools_never: list[str] = field(default_factory=list)
     transitions: Counter[tuple[str, str, str]] = field(default_factory=Counter)
     transitions_never: list[tuple[str, str, str]] = field(default_factory=list)
+    transitions_listed: bool = True  # False: more than MAX_TRANSITIONS, never ones not listed
     rules_fired: Counter[int] = field(default_factory=Counter)
     rules_never: list[tuple[int, str]] = field(default_factory=list)  # (index, prompt line)
     stop_reasons: Counter[str] = field(default_factory=Counter)
@@ -81,7 +82,11 @@ class SimulationReport:
             "tools": {"called": dict(self.tools_called), "never": self.tools_never},
             "transitions": {
                 "reached": len(self.transitions),
-                "total": len(self.transitions) + len(self.transitions_never),
+                "total": (
+                    len(self.transitions) + len(self.transitions_never)
+                    if self.transitions_listed
+                    else None  # more than MAX_TRANSITIONS: not counted
+                ),
                 "never": [f"{a} --{t}--> {b}" for a, t, b in self.transitions_never],
             },
             "rules_never_fired": [{"rule": i, "text": text} for i, text in self.rules_never],
@@ -254,10 +259,15 @@ def simulate_runs(
     # used-up max_calls limit forbids).
     taken = taken_transitions(machine)
     reachable = set(reachable_nodes(machine, taken))
+    try:  # 10,000 tools after one child rule: 100 million transitions, counted, not listed
+        possible = edges(machine, taken=taken, limit=MAX_TRANSITIONS)
+    except DiagramTooLarge:
+        report.transitions_listed = False
+        possible = []
     report.transitions_never = list(
         dict.fromkeys(
             key
-            for e in edges(machine, taken=taken)
+            for e in possible
             if e.source in reachable
             and (key := (e.source, e.tool, e.dest)) not in report.transitions
         )
@@ -313,7 +323,11 @@ def render_report(report: SimulationReport) -> None:
     for tool in report.tools_never:
         tools.add_row(f"[red]{tool}[/]", "never")
     console.print(tools)
-    total = len(report.transitions) + len(report.transitions_never)
+    total = (
+        str(len(report.transitions) + len(report.transitions_never))
+        if report.transitions_listed
+        else f"more than {MAX_TRANSITIONS} (not listed)"
+    )
     console.print(f"Transitions reached: {len(report.transitions)} of {total}")
     for source, tool, dest in report.transitions_never:
         console.print(f"  [yellow]never[/] {source} --{tool}--> {dest}")
