@@ -527,22 +527,26 @@ class RunSettings(_Model):
     )
     max_tokens: Annotated[int, Field(ge=1)] | None = Field(
         default=None,
+        examples=[1024],
         description="Most tokens the model may write per reply (`--max-tokens`); sent as "
         "max_tokens to OpenAI-compatible servers and Anthropic, max_completion_tokens to "
         "OpenAI. Default: the server's (Anthropic: 4096).",
     )
     timeout: Annotated[float, Field(gt=0)] | None = Field(
         default=None,
+        examples=[60],
         description="Seconds to wait for one model request (`--timeout`). Default: 60 "
         "(OpenAI and compatible servers), 120 (Anthropic).",
     )
     retries: Annotated[int, Field(ge=0)] | None = Field(
         default=None,
+        examples=[3],
         description="How often a failed model request (timeout, connection, rate limit, "
         "server error) is tried again before the run stops (`--retries`). Default: 3.",
     )
     gating: Literal["auto", "allowed_tools", "filter"] | None = Field(
         default=None,
+        examples=["auto"],
         description="How OpenAI and compatible servers are told which tools are allowed "
         "(`--gating`). auto (default): tool_choice allowed_tools with the full tool list, "
         "falling back to filtering the tool list on a server that refuses it; allowed_tools: "
