@@ -56,7 +56,9 @@ def release(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
     assert rev.group(1) == f"v{version('toolfsm')}"  # the release tag of this version
     clone = tmp_path_factory.mktemp("release") / "toolfsm"
     git("clone", "--quiet", "--no-hardlinks", ROOT, clone, cwd=ROOT)
-    git("-c", "user.name=t", "-c", "user.email=t@t", "tag", rev.group(1), cwd=clone)
+    # HEAD is what is tested: the tag is made, or moved there when the repository has the
+    # release tag already (a clone copies it, pointing at the release commit).
+    git("-c", "user.name=t", "-c", "user.email=t@t", "tag", "--force", rev.group(1), cwd=clone)
     return clone, rev.group(1)
 
 
