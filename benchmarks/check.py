@@ -22,8 +22,8 @@ sys.path.insert(0, str(ROOT))
 
 from engine.analysis import check_path, explore  # noqa: E402
 from engine.cli.rules import collect_rule_files  # noqa: E402
-from engine.compiler import compile_rules  # noqa: E402
-from engine.loader import parse_rules  # noqa: E402
+from engine.language.loader import parse_rules  # noqa: E402
+from engine.machine.compiler import compile_rules  # noqa: E402
 
 
 def synthetic_agent() -> str:

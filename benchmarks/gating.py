@@ -30,10 +30,11 @@ import yaml
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from engine import compile_rules, parse_rules, spec  # noqa: E402
-from engine.checks import check_spec  # noqa: E402
+from engine import compile_rules, parse_rules  # noqa: E402
+from engine.language import spec  # noqa: E402
+from engine.language.checks import check_spec  # noqa: E402
+from engine.language.yamltree import parse_yaml  # noqa: E402
 from engine.machine import Machine, Position  # noqa: E402
-from engine.yamltree import parse_yaml  # noqa: E402
 
 OUTPUTS = ["true", "2", "ok", "something else"]
 

@@ -16,29 +16,27 @@ package does not pay for importing pydantic and the rest.
 
 from __future__ import annotations
 
-import sys
 from importlib import import_module
-from types import ModuleType
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from engine.compiler import compile_rules
     from engine.errors import Diagnostic, RuleFileError, SourceSpan, ToolfsmError
-    from engine.explain import explain
-    from engine.loader import RuleFile, load_rules, parse_rules, read_rule_file
+    from engine.language.loader import RuleFile, load_rules, parse_rules, read_rule_file
     from engine.machine import Gate, Machine, Position, Reason, StopReason, Verdict
+    from engine.machine.compiler import compile_rules
+    from engine.machine.explain import explain
 
 _EXPORTS = {
-    "compile_rules": "engine.compiler",
+    "compile_rules": "engine.machine.compiler",
     "Diagnostic": "engine.errors",
     "RuleFileError": "engine.errors",
     "SourceSpan": "engine.errors",
     "ToolfsmError": "engine.errors",
-    "explain": "engine.explain",
-    "RuleFile": "engine.loader",
-    "load_rules": "engine.loader",
-    "parse_rules": "engine.loader",
-    "read_rule_file": "engine.loader",
+    "explain": "engine.machine.explain",
+    "RuleFile": "engine.language.loader",
+    "load_rules": "engine.language.loader",
+    "parse_rules": "engine.language.loader",
+    "read_rule_file": "engine.language.loader",
     "Gate": "engine.machine",
     "Machine": "engine.machine",
     "Position": "engine.machine",
@@ -78,17 +76,3 @@ def __getattr__(name: str) -> Any:
 
 def __dir__() -> list[str]:
     return sorted([*globals(), *__all__])
-
-
-class _Package(ModuleType):
-    """`engine.explain` is the function, as it was when this package imported it eagerly:
-    importing the submodule `engine.explain` (which binds the module on its package) must not
-    replace it."""
-
-    def __setattr__(self, name: str, value: Any) -> None:
-        if name == "explain" and isinstance(value, ModuleType):
-            value = value.explain
-        super().__setattr__(name, value)
-
-
-sys.modules[__name__].__class__ = _Package

@@ -181,7 +181,7 @@ def check_run(outcome: Outcome, work: Path, log: Path) -> None:
 
 def replay_calls(snap: Any, rules_text: str, rules_path: str) -> list[str]:
     import engine
-    from engine.loader import parse_rules
+    from engine.language.loader import parse_rules
 
     machine = engine.compile_rules(parse_rules(rules_text, rules_path))
     problems = []

@@ -29,7 +29,7 @@ import yaml
 from typer.testing import CliRunner
 
 from engine.cli import app
-from engine.yamltree import parse_yaml
+from engine.language.yamltree import parse_yaml
 
 REPO = Path(__file__).resolve().parents[1]
 RULE_FILES = sorted([*(REPO / "rules").glob("*.yaml"), *(REPO / "examples").glob("*/agent.yaml")])

@@ -16,7 +16,7 @@ import pytest
 from engine import Reason, StopReason, compile_rules, parse_rules
 from engine.errors import UnknownToolError
 from engine.machine import Machine, NotAllowedError
-from engine.trace import TraceStep, trace
+from engine.machine.trace import TraceStep, trace
 
 
 def machine_of(tools: str, rules: str, *, extra: str = "") -> Machine:
@@ -368,7 +368,7 @@ CASES = [
 ]
 
 
-# Output matching (engine/outputs.py): (on_output YAML, default, output, the tool allowed next).
+# Output matching (engine/language/outputs.py): (on_output YAML, default, output, the tool allowed next).
 # Boolean keys: "true"/"false" in any case, white space ignored. Number keys: numeric equality.
 # String keys: exact text. No match: the default, else every tool (still forced).
 OUTPUT_CASES = [

@@ -363,12 +363,12 @@ def test_format_json_prints_a_document_when_a_command_fails_internally(
 ) -> None:
     # Every known crash is fixed; a stand-in bug shows the contract holds for the next one.
     import engine.analysis.check
-    import engine.loader
+    import engine.language.loader
 
     def broken(*args: object, **kwargs: object) -> None:
         raise RuntimeError("stand-in bug")
 
-    monkeypatch.setattr(engine.loader, "read_rule_file", broken)
+    monkeypatch.setattr(engine.language.loader, "read_rule_file", broken)
     monkeypatch.setattr(engine.analysis.check, "check_path", broken)
     path = rule_file(tmp_path, ["a"])
     for command in ("validate", "check"):
@@ -386,9 +386,9 @@ def test_an_internal_error_is_one_line_at_the_process_level(tmp_path: Path) -> N
 
     # A bug is simulated in the child process only; the entry point is the real one.
     code = (
-        "import engine.loader, engine.cli\n"
+        "import engine.language.loader, engine.cli\n"
         "def broken(*a, **k): raise RuntimeError('stand-in bug')\n"
-        "engine.loader.read_rule_file = broken\n"
+        "engine.language.loader.read_rule_file = broken\n"
         "import sys; sys.argv = ['toolfsm', 'validate', sys.argv[1]]\n"
         "engine.cli.main()\n"
     )

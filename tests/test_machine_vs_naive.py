@@ -17,8 +17,9 @@ import yaml
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
-from engine import Reason, compile_rules, parse_rules, spec
+from engine import Reason, compile_rules, parse_rules
 from engine.errors import UnknownToolError
+from engine.language import spec
 from engine.machine import NotAllowedError
 
 History = list[tuple[str, Any]]

@@ -7,7 +7,7 @@ from typing import Any
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from engine.outputs import case_matches, compile_cases, first_match, output_text
+from engine.language.outputs import case_matches, compile_cases, first_match, output_text
 
 keys = st.one_of(
     st.booleans(),

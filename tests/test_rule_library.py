@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from engine import Machine, compile_rules, load_rules
-from engine.trace import TraceStep, trace
+from engine.machine.trace import TraceStep, trace
 
 RULES = Path(__file__).parent.parent / "rules"
 

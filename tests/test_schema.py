@@ -1,6 +1,6 @@
 """The JSON Schema, the pydantic models and the parser cannot drift apart.
 
-- `schemas/toolfsm.schema.json` is exactly what `engine.spec` generates;
+- `schemas/toolfsm.schema.json` is exactly what `engine.language.spec` generates;
 - the keys the schema accepts for each rule kind (and for files and tools) are the models'
   fields, and the kind keys the parser dispatches on are the schema's required keys;
 - every reusable rule file under `rules/` is valid for both the schema and the parser, and
@@ -16,9 +16,10 @@ from typing import Any
 import jsonschema
 import pytest
 
-from engine import read_rule_file, spec
-from engine.loader import _RULE_MODELS
-from engine.yamltree import parse_yaml
+from engine import read_rule_file
+from engine.language import spec
+from engine.language.loader import _RULE_MODELS
+from engine.language.yamltree import parse_yaml
 
 ROOT = Path(__file__).parent.parent
 SCHEMA_FILE = ROOT / "schemas" / "toolfsm.schema.json"
@@ -52,7 +53,7 @@ def _as_json(text: str) -> Any:
 
 def test_checked_in_schema_is_generated_from_the_models() -> None:
     assert SCHEMA_FILE.read_text() == spec.json_schema_text(), (
-        "stale schema: run `python -m engine.spec > schemas/toolfsm.schema.json`"
+        "stale schema: run `python -m engine.language.spec > schemas/toolfsm.schema.json`"
     )
     jsonschema.Draft202012Validator.check_schema(SCHEMA)
     assert SCHEMA["$id"] == spec.SCHEMA_ID

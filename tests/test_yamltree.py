@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from engine.yamltree import parse_yaml
+from engine.language.yamltree import parse_yaml
 
 
 @pytest.mark.parametrize(

@@ -20,11 +20,11 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from engine import spec
 from engine.analysis.explore import DEAD, END, Graph
 from engine.analysis.findings import Finding, Locator
 from engine.errors import Diagnostic, Severity
-from engine.yamltree import SourceMap
+from engine.language import spec
+from engine.language.yamltree import SourceMap
 
 CODES = {
     "never": "A101",

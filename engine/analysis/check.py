@@ -14,11 +14,11 @@ from pathlib import Path
 from engine.analysis.assertions import check_assertions
 from engine.analysis.explore import LIVE_LIMIT, Graph, explore
 from engine.analysis.findings import Finding, find
-from engine.compiler import compile_rules
 from engine.errors import Diagnostic, Severity
-from engine.loader import RuleFile, read_rule_file
+from engine.language.loader import RuleFile, read_rule_file
+from engine.language.yamltree import SourceMap
 from engine.machine import Machine
-from engine.yamltree import SourceMap
+from engine.machine.compiler import compile_rules
 
 ERROR_CODES = frozenset(
     {"C101", "C105", "C107", "C110", "C190", "C198"} | {f"A10{i}" for i in range(8)}

@@ -27,8 +27,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
+from engine.language.outputs import compile_cases
 from engine.machine import Machine, Position
-from engine.outputs import compile_cases
 
 LIVE_LIMIT = 200_000  # default bound on explored positions (`toolfsm check --max-states`)
 # Calls tried per position allowed by the bound (stored as transitions or not): 10,000 tools

@@ -26,11 +26,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from engine import spec
 from engine.analysis.explore import DEAD, EDGES_PER_STATE, END, Graph
 from engine.errors import Diagnostic, Severity, SourceSpan
+from engine.language import spec
+from engine.language.yamltree import SourceMap
 from engine.machine import Machine, Position
-from engine.yamltree import SourceMap
 
 DEAD_END_CODES = frozenset({"C101", "C107", "C108"})
 TRAP_CODES = frozenset({"C105", "C110"})

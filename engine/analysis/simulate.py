@@ -22,10 +22,10 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
-from engine import spec
 from engine.analysis.explore import case_outputs, taken_transitions
-from engine.fsm import MAX_TRANSITIONS, DiagramTooLarge, edges, reachable_nodes
+from engine.language import spec
 from engine.machine import Machine, StopReason
+from engine.machine.fsm import MAX_TRANSITIONS, DiagramTooLarge, edges, reachable_nodes
 
 REPLY = "<reply>"
 

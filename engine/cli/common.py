@@ -24,9 +24,9 @@ import typer
 
 if TYPE_CHECKING:
     from engine.errors import Diagnostic
-    from engine.loader import RuleFile
+    from engine.language.loader import RuleFile
     from engine.machine import Machine
-    from engine.trace import TraceStep
+    from engine.machine.trace import TraceStep
 
 EXIT_OK, EXIT_ERRORS, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 
@@ -137,7 +137,7 @@ def require_file(path: Path, what: str = "a rule file") -> None:
 
 def _looks_like_rule_file(path: Path) -> bool:
     from engine.files import FileRefused, read_limited
-    from engine.yamltree import MAX_BYTES
+    from engine.language.yamltree import MAX_BYTES
 
     try:
         text = read_limited(path, MAX_BYTES).decode("utf-8", errors="replace")
@@ -183,8 +183,8 @@ def rule_files_from_args(paths: list[Path], *, only_rule_files: bool = False) ->
 
 def read_rule_source(path: Path) -> RuleFile:
     """The rule file at `path`, or the one on standard input for `-` (named <stdin>)."""
-    from engine.loader import parse_rules, read_rule_file
-    from engine.yamltree import MAX_BYTES
+    from engine.language.loader import parse_rules, read_rule_file
+    from engine.language.yamltree import MAX_BYTES
 
     if path == STDIN:
         # At most the size limit plus one byte: `- < /dev/zero` must not fill memory.
@@ -212,7 +212,7 @@ def report(
     """Print diagnostics in `fmt` (text: then `notes`, and on standard error the line
     `SUMMARY: E error(s), W warning(s)TAIL`) and exit 1 when any is an error, else 0: the
     one output path of `validate` and `check`."""
-    from engine.report import neutralise_commands, render
+    from engine.language.report import neutralise_commands, render
 
     errors = sum(1 for d in diagnostics if d.is_error)
     output = render(diagnostics, fmt.value)
@@ -228,7 +228,7 @@ def report(
 
 def print_errors(diagnostics: Iterable[Diagnostic]) -> None:
     """A rule file's errors, in the text format of `toolfsm validate`, on standard error."""
-    from engine.report import as_text
+    from engine.language.report import as_text
 
     typer.echo(as_text([d for d in diagnostics if d.is_error]), err=True)
 
@@ -236,7 +236,7 @@ def print_errors(diagnostics: Iterable[Diagnostic]) -> None:
 def load_rule_file(path: Path) -> RuleFile:
     """The valid rule file at `path`; exit 2 when it is missing or a folder, 1 (printing its
     errors) when it is invalid."""
-    from engine.loader import read_rule_file
+    from engine.language.loader import read_rule_file
 
     require_file(path)
     rule_file = read_rule_file(path)
@@ -248,7 +248,7 @@ def load_rule_file(path: Path) -> RuleFile:
 
 def load_machine(path: Path) -> Machine:
     """The compiled machine of the rule file at `path` (exits as `load_rule_file` does)."""
-    from engine.compiler import compile_rules
+    from engine.machine.compiler import compile_rules
 
     return compile_rules(load_rule_file(path))
 
@@ -287,7 +287,7 @@ def expand_repeats(steps: Sequence[str]) -> list[str]:
 def parse_steps(machine: Machine, steps: Sequence[str]) -> list[TraceStep]:
     """Command-line STEPs (`tool`, `tool=OUTPUT`, or `N*STEP` repeated) as TraceSteps; exit 2
     on an empty tool name or a tool the agent does not have."""
-    from engine.trace import TraceStep
+    from engine.machine.trace import TraceStep
 
     steps = expand_repeats(steps)
     parsed = [TraceStep.parse(s) for s in steps]

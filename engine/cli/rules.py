@@ -51,7 +51,7 @@ def validate(
     ] = False,
 ) -> None:
     """Validate rule files: every error with FILE:LINE:COL, in one pass."""
-    from engine.compiler import compile_rules
+    from engine.machine.compiler import compile_rules
 
     with json_document(fmt):
         files = rule_files_from_args(paths, only_rule_files=only_rule_files)
@@ -86,8 +86,8 @@ def graph(
 ) -> None:
     """Draw the compiled machine as a Mermaid or Graphviz DOT state diagram."""
     from engine.analysis.explore import taken_transitions
-    from engine.fsm import DiagramTooLarge, markup
-    from engine.render import RENDERERS
+    from engine.machine.fsm import DiagramTooLarge, markup
+    from engine.machine.render import RENDERERS
 
     machine = load_machine(file)
     try:
@@ -122,7 +122,7 @@ def trace(
     forcing. A forbidden call is reported as a VIOLATION naming the rule, and the trace goes on
     from where it was (exit 0: the trace is the output).
     """
-    from engine.trace import trace as run_trace
+    from engine.machine.trace import trace as run_trace
 
     machine = load_machine(file)
     rows = run_trace(
@@ -160,8 +160,8 @@ def explain(
     steps: Annotated[list[str] | None, StepsArgument] = None,
 ) -> None:
     """Why TOOL is or is not allowed after the given calls, with the rules responsible."""
-    from engine.explain import explain as run_explain
-    from engine.trace import trace as run_trace
+    from engine.machine.explain import explain as run_explain
+    from engine.machine.trace import trace as run_trace
 
     machine = load_machine(file)
     require_tool(machine, tool, "TOOL")

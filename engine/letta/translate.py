@@ -20,11 +20,11 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from engine import spec
 from engine.errors import ToolfsmError
+from engine.language import spec
+from engine.language.loader import parse_rules
+from engine.language.yamltree import MAX_BYTES, plain_key
 from engine.letta.reader import LettaAgent, LettaTool
-from engine.loader import parse_rules
-from engine.yamltree import MAX_BYTES, plain_key
 
 RULE_TYPES = (
     "run_first",

@@ -14,9 +14,9 @@ import json
 import re
 from typing import Any
 
+from engine.language.loader import parse_rules
+from engine.language.yamltree import MAX_BYTES
 from engine.letta.translate import Translation, TranslationError, too_large_message
-from engine.loader import parse_rules
-from engine.yamltree import MAX_BYTES
 
 _PLAIN = re.compile(r"^[A-Za-z_][A-Za-z0-9_.-]*$")
 # Plain words some YAML reader (1.1 or 1.2) turns into a boolean or null.

@@ -19,8 +19,8 @@ from typing import Any
 import yaml
 from pydantic import BaseModel
 
-from engine import spec
-from engine.yamltree import MAX_BYTES, MAX_DEPTH, MAX_NODES
+from engine.language import spec
+from engine.language.yamltree import MAX_BYTES, MAX_DEPTH, MAX_NODES
 
 Path = tuple[Any, ...]
 Position = tuple[int, int]  # (line, column), 0-based, code points

@@ -4,7 +4,7 @@ these to LSP types; everything here can be used without pygls.
 
 Diagnostics are exactly those of `toolfsm check` (validation first: a file with errors is not
 explored), each with the range of the key or value it points at. Hover texts are the field
-descriptions of `engine.spec`, the same text the JSON Schema carries.
+descriptions of `engine.language.spec`, the same text the JSON Schema carries.
 """
 
 from __future__ import annotations
@@ -16,10 +16,10 @@ from dataclasses import dataclass
 
 from pydantic import BaseModel
 
-from engine import spec
 from engine.analysis.check import check_rule_file
 from engine.errors import Diagnostic, format_trace
-from engine.loader import parse_rules
+from engine.language import spec
+from engine.language.loader import parse_rules
 from engine.lsp.document import (
     RULE_MODELS,
     Node,

@@ -9,11 +9,11 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
-from engine.compiler import compile_rules
-from engine.loader import parse_rules, read_rule_file
+from engine.language.loader import parse_rules, read_rule_file
+from engine.language.spec import RunSettings
 from engine.machine import Gate, Machine
+from engine.machine.compiler import compile_rules
 from engine.providers.base import Message, ModelRequest, ToolSpec
-from engine.spec import RunSettings
 from engine.tools import ToolRegistry, ToolRegistryError, load_tools_module, tool_name_of
 
 __all__ = ["Agent", "agent_from_text", "load_agent", "resolve_tools_ref"]

@@ -32,6 +32,7 @@ from typing import Any, Literal, get_args
 from pydantic_core import to_jsonable_python
 
 from engine.machine import Position, Reason, StopReason, Verdict
+from engine.machine.trace import violation_message
 from engine.providers.base import Message, Provider, ToolCall, Usage, frozen_builder, tool_message
 from engine.providers.errors import MalformedReply, ProviderError
 from engine.runtime.agent import Agent
@@ -58,7 +59,6 @@ from engine.runtime.state import (
     reply_to_dict,
 )
 from engine.tools import HEARTBEAT_PARAM, ArgumentError, ToolResult
-from engine.trace import violation_message
 
 __all__ = ["Decision", "Runner", "status_for"]
 

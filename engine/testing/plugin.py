@@ -86,7 +86,7 @@ class RuleFileTests(pytest.File):
 
     def rule_file(self) -> Any:
         if self._rule_file is None:
-            from engine.loader import parse_rules, read_rule_file
+            from engine.language.loader import parse_rules, read_rule_file
 
             on_disk = read_rule_file(self.path)
             # Parsed again under the relative name, so every diagnostic carries it.
@@ -137,7 +137,7 @@ class RuleFileItem(pytest.Item):
         self.select = select
 
     def runtest(self) -> None:
-        from engine.report import as_text
+        from engine.language.report import as_text
 
         parent = self.parent
         assert isinstance(parent, RuleFileTests)
@@ -173,8 +173,8 @@ class RuleFileItem(pytest.Item):
 @pytest.fixture(scope="session")
 def toolfsm_machine() -> Callable[[str | Path], Any]:
     """Compile a rule file (cached per session); `RuleFileError` when it is invalid."""
-    from engine.compiler import compile_rules
-    from engine.loader import load_rules
+    from engine.language.loader import load_rules
+    from engine.machine.compiler import compile_rules
 
     cache: dict[Path, Any] = {}
 

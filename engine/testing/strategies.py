@@ -20,7 +20,7 @@ except ModuleNotFoundError as exc:  # an optional part: say which extra to insta
 from engine.analysis.explore import END, Graph, case_outputs, explore
 from engine.errors import ToolfsmError
 from engine.machine import Machine, Position, StopReason
-from engine.trace import TraceStep
+from engine.machine.trace import TraceStep
 
 REPLY = None  # marks "the model replies without a tool call" among a run's final choices
 
@@ -57,7 +57,7 @@ def traces(machine: Machine, *, max_length: int = 20) -> st.SearchStrategy[list[
 
     A trace stops early when the run stops (terminal tool or dead end) or no tool is allowed
     (an answer-only position: the run ends with the reply there); it may also be a
-    prefix of a longer run. Replay one with `engine.trace.trace(machine, steps)`.
+    prefix of a longer run. Replay one with `engine.machine.trace.trace(machine, steps)`.
     """
     outputs = _outputs(machine)
 

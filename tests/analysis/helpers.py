@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from engine.machine import Machine
-from engine.trace import TraceRow, TraceStep, trace
+from engine.machine.trace import TraceRow, TraceStep, trace
 
 CASES = Path(__file__).parent / "cases"
 

@@ -8,9 +8,9 @@ import yaml
 from hypothesis import assume
 from hypothesis import strategies as st
 
-from engine.compiler import compile_rules
-from engine.loader import parse_rules
+from engine.language.loader import parse_rules
 from engine.machine import Machine
+from engine.machine.compiler import compile_rules
 
 TOOLS = ["a", "b", "c", "d"]
 KEYS = ["yes", "no", True, 2]  # distinct under Python equality (True == 1, so no 1)

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 
 from engine.analysis import check_path
-from engine.compiler import compile_rules
-from engine.loader import read_rule_file
+from engine.language.loader import read_rule_file
+from engine.machine.compiler import compile_rules
 from tests.analysis.helpers import CASES, replay
 
 # file stem, code, (line, column) of the finding, its counterexample trace (None: none)

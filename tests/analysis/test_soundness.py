@@ -14,8 +14,8 @@ from hypothesis import HealthCheck, assume, given, settings
 
 from engine.analysis import DEAD_END_CODES, TRAP_CODES, check_machine, explore
 from engine.analysis.explore import DEAD, END
+from engine.language.outputs import output_text
 from engine.machine import Machine, Position, Reason, StopReason
-from engine.outputs import output_text
 from tests.analysis.helpers import replay
 from tests.analysis.rulesets import machines
 

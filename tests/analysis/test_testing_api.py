@@ -8,12 +8,12 @@ from hypothesis import strategies as st
 from hypothesis.errors import InvalidDefinition  # noqa: F401 - documents what we avoid
 from hypothesis.stateful import invariant, run_state_machine_as_test
 
-from engine.compiler import compile_rules
 from engine.errors import ToolfsmError
-from engine.loader import parse_rules, read_rule_file
+from engine.language.loader import parse_rules, read_rule_file
 from engine.machine import Machine, StopReason
+from engine.machine.compiler import compile_rules
+from engine.machine.trace import trace
 from engine.testing import complete_runs, invalid_steps, positions, tool_state_machine, traces
-from engine.trace import trace
 from tests.analysis.helpers import CASES
 
 SHOP = """\

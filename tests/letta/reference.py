@@ -156,9 +156,9 @@ def import_machine(tools: list[str], rules: list[dict[str, Any]], name: str = "a
     and compile the written rule file: (Imported, Machine)."""
     import json
 
-    from engine.compiler import compile_rules
+    from engine.language.loader import parse_rules
     from engine.letta import import_letta
-    from engine.loader import parse_rules
+    from engine.machine.compiler import compile_rules
 
     document = {"name": name, "tools": list(tools), "tool_rules": rules}
     (imported,) = import_letta(json.dumps(document), f"{name}.json")

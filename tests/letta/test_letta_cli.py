@@ -8,7 +8,7 @@ from pathlib import Path
 from typer.testing import CliRunner
 
 from engine.cli import app
-from engine.loader import read_rule_file
+from engine.language.loader import read_rule_file
 
 FIXTURES = Path(__file__).parent / "fixtures"
 runner = CliRunner()

@@ -5,8 +5,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from engine.language.loader import parse_rules
 from engine.letta import import_letta, import_letta_file, spec_to_letta, spec_to_letta_agent
-from engine.loader import parse_rules
 
 FIXTURES = Path(__file__).parent / "fixtures"
 

@@ -7,7 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from engine.compiler import compile_rules
+from engine.language.loader import parse_rules
+from engine.language.yamltree import parse_yaml
 from engine.letta import (
     LettaFormatError,
     TranslationError,
@@ -16,8 +17,7 @@ from engine.letta import (
     parse_letta,
 )
 from engine.letta.writer import scalar
-from engine.loader import parse_rules
-from engine.yamltree import parse_yaml
+from engine.machine.compiler import compile_rules
 
 FIXTURES = Path(__file__).parent / "fixtures"
 

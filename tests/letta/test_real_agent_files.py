@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 
 from engine import compile_rules, load_rules
-from engine.loader import read_rule_file
+from engine.language.loader import read_rule_file
 from engine.machine import StopReason
 from engine.providers.scripted import ScriptedProvider
 from engine.runtime import Runner

@@ -12,9 +12,9 @@ from typing import Any
 
 import pytest
 
-from engine import spec
 from engine.analysis.check import check_rule_file
-from engine.loader import parse_rules
+from engine.language import spec
+from engine.language.loader import parse_rules
 from tests.lsp.client import LspClient
 
 pytest.importorskip(

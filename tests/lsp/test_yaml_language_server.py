@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from engine import spec
+from engine.language import spec
 from tests.lsp.client import LspClient
 
 ROOT = Path(__file__).resolve().parent.parent.parent

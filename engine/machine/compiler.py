@@ -17,12 +17,12 @@ from collections.abc import Iterable
 from types import MappingProxyType
 from typing import Any
 
-from engine import spec
 from engine.errors import RuleFileError
-from engine.loader import RuleFile
+from engine.language import spec
+from engine.language.loader import RuleFile
+from engine.language.prompt import rule_line
+from engine.language.yamltree import plain_key
 from engine.machine import Gate, Machine, Node, RuleRef
-from engine.prompt import rule_line
-from engine.yamltree import plain_key
 
 
 def _rule_refs(rule_file: RuleFile, agent: spec.AgentSpec) -> tuple[RuleRef, ...]:

@@ -1,6 +1,6 @@
 """The compiled machine: immutable gating tables, and the small position value of one run.
 
-A `Machine` is built once by `engine.compiler.compile_rules` and shared by every run; it is
+A `Machine` is built once by `engine.machine.compiler.compile_rules` and shared by every run; it is
 never mutated (the only inner state is a memo of allowed tuples for positions where max-call
 limits are exhausted, which is a cache, not behaviour). A `Position` is everything a run needs
 to be gated: the machine node (start / after tool X / after X with output case K), how often
@@ -18,7 +18,7 @@ from types import MappingProxyType
 from typing import Any, NamedTuple
 
 from engine.errors import PositionError, SourceSpan, ToolfsmError, UnknownToolError
-from engine.outputs import TEXT_FORMS, compile_cases
+from engine.language.outputs import TEXT_FORMS, compile_cases
 
 
 class Reason(StrEnum):

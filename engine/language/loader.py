@@ -2,7 +2,7 @@
 
 Every problem is reported as a `Diagnostic` with FILE:LINE:COL, all of them in one pass:
 YAML problems first (parsing stops there), then every schema problem, then the semantic
-checks of `engine.checks`. Nothing here raises for a bad file except `load_rules`, which
+checks of `engine.language.checks`. Nothing here raises for a bad file except `load_rules`, which
 raises `RuleFileError` carrying all the diagnostics.
 """
 
@@ -16,12 +16,12 @@ from typing import Any
 
 from pydantic import BaseModel, TypeAdapter, ValidationError
 
-from engine import spec
-from engine.checks import check_spec
 from engine.errors import Diagnostic, RuleFileError, Severity, SourceSpan
 from engine.files import FileRefused, read_limited
-from engine.spec import AgentSpec
-from engine.yamltree import MAX_BYTES, SourceMap, parse_yaml
+from engine.language import spec
+from engine.language.checks import check_spec
+from engine.language.spec import AgentSpec
+from engine.language.yamltree import MAX_BYTES, SourceMap, parse_yaml
 
 
 @dataclass(frozen=True)

@@ -74,7 +74,7 @@ def _row(machine: Machine, position: Position, step: TraceStep | None, **verdict
 
 def violation_message(machine: Machine, position: Position, tool: str) -> str:
     """The error a violating call gets back: the allowed tools and the rules that forbid it."""
-    from engine.explain import explain  # explain is the slow path; keep it off import time
+    from engine.machine.explain import explain  # explain is the slow path; keep it off import time
 
     gate = machine.gate(position)
     allowed = ", ".join(gate.allowed) or (

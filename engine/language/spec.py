@@ -1,7 +1,7 @@
 """The rule language: pydantic models of one agent's rule file (pure data, no I/O).
 
 These models are the single source of truth for the vocabulary: `schemas/toolfsm.schema.json`
-is generated from them (`python -m engine.spec > schemas/toolfsm.schema.json`) and a test fails
+is generated from them (`python -m engine.language.spec > schemas/toolfsm.schema.json`) and a test fails
 when the checked-in file is stale.
 
 Every rule is a mapping with exactly one *kind key* naming the tool(s) it is about:
@@ -31,7 +31,7 @@ from pydantic import (
     WithJsonSchema,
 )
 
-from engine.yamltree import TypedKey, plain_key
+from engine.language.yamltree import TypedKey, plain_key
 
 # What OpenAI and Anthropic both accept as a function name.
 TOOL_NAME_PATTERN = r"^[A-Za-z0-9_-]{1,64}$"
@@ -71,7 +71,7 @@ OneOrMoreTools = Annotated[
     ),
 ]
 # A key Python's `==` would confuse with an earlier key of another type (`true` and `1` in one
-# mapping): the YAML reader wraps it (`engine.yamltree.TypedKey`) so both cases are kept.
+# mapping): the YAML reader wraps it (`engine.language.yamltree.TypedKey`) so both cases are kept.
 _TypedOutputKey = Annotated[
     TypedKey,
     PlainValidator(_typed_output_key),
@@ -631,5 +631,5 @@ def json_schema_text() -> str:
     return json.dumps(json_schema(), indent=2, sort_keys=False) + "\n"
 
 
-if __name__ == "__main__":  # pragma: no cover - `python -m engine.spec > schemas/...`
+if __name__ == "__main__":  # pragma: no cover - `python -m engine.language.spec > schemas/...`
     print(json_schema_text(), end="")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from engine import spec
+from engine.language import spec
 
 
 def _names(tools: str | list[str]) -> str:

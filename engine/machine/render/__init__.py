@@ -1,7 +1,7 @@
 """Diagram renderers for the compiled machine, one module per format."""
 
-from engine.render.dot import render_dot
-from engine.render.mermaid import render_mermaid
+from engine.machine.render.dot import render_dot
+from engine.machine.render.mermaid import render_mermaid
 
 RENDERERS = {"mermaid": render_mermaid, "dot": render_dot}
 

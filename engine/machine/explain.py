@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from engine import spec
+from engine.language import spec
 from engine.machine import Machine, Position, RuleRef
 
 

@@ -20,9 +20,9 @@ from collections import defaultdict
 from collections.abc import Iterator
 from typing import Any
 
-from engine import spec
 from engine.errors import Diagnostic, Severity, SourceSpan
-from engine.yamltree import SourceMap
+from engine.language import spec
+from engine.language.yamltree import SourceMap
 
 Path = tuple[Any, ...]
 
@@ -112,7 +112,7 @@ def _check_tools(agent: spec.AgentSpec, report: _Report) -> set[str]:
         if decl.parameters is not None:
             # Here, not at the top: jsonschema is most of validate's import time, and a rule
             # file without parameter schemas never needs it.
-            from engine.jsonschemas import cached_schema_problem
+            from engine.language.jsonschemas import cached_schema_problem
 
             problem = cached_schema_problem(decl.parameters)
             if problem is not None:
@@ -283,7 +283,7 @@ def _check_prefill(agent: spec.AgentSpec, report: _Report, bad_schema: set[str])
                 )
         # Prefilled values are partial: the model supplies the rest, so a missing property is
         # no error (the schema is kept whole: its references point into it).
-        from engine import jsonschemas
+        from engine.language import jsonschemas
 
         for error in jsonschemas.validator(schema).iter_errors(args):
             if error.validator == "required" and not error.absolute_path:
