@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from typing import Any
 
 try:
@@ -18,11 +18,17 @@ from engine.providers.base import (
     Message,
     ModelReply,
     ModelRequest,
+    ReplyDelta,
+    TextChunk,
     ToolCall,
+    ToolCallChunk,
     Usage,
+    deltas_of,
     reply_violation,
+    stream_broke_off,
 )
 from engine.providers.errors import (
+    ErrorKind,
     MalformedReply,
     ProviderAPIError,
     ProviderConfigError,
@@ -84,41 +90,29 @@ class AnthropicProvider:
         self.name = f"anthropic:{model}"
         if not model:
             raise ProviderConfigError("a model name is required", provider=self.name)
-        self.model = model
-        self.max_tokens = max_tokens
-        self.thinking: dict[str, Any] | None
-        if thinking is None:
-            self.thinking = None
-        elif isinstance(thinking, int):
-            self.thinking = {"type": "enabled", "budget_tokens": thinking}
-        else:
-            self.thinking = dict(thinking)
-        budget = (self.thinking or {}).get("budget_tokens")
-        if isinstance(budget, int) and budget >= max_tokens:
-            raise ProviderConfigError(
-                f"thinking budget_tokens={budget} must be less than max_tokens={max_tokens}",
-                provider=self.name,
-            )
         if max_validation_retries < 0:
             raise ProviderConfigError("max_validation_retries must be >= 0", provider=self.name)
         if max_retries < 0 or timeout <= 0 or max_tokens < 1:
             raise ProviderConfigError(
                 "max_retries must be >= 0, timeout > 0 and max_tokens >= 1", provider=self.name
             )
+        self.model = model
+        self.max_tokens = max_tokens
+        self.thinking = _thinking_config(thinking, max_tokens, self.name)
         self.max_retries = max_retries
         self.timeout = timeout
         self.send_all_tools = send_all_tools
         self.max_validation_retries = max_validation_retries
         self.request_options = dict(request_options or {})
-        if client is not None:
-            self._client = client
-            return
+        self._client = client if client is not None else self._new_client(base_url, http_client)
+
+    def _new_client(self, base_url: str | None, http_client: Any) -> sdk.AsyncAnthropic:
         try:
             # Credentials: the SDK reads ANTHROPIC_API_KEY (or its other sources) itself.
-            self._client = sdk.AsyncAnthropic(
+            c = sdk.AsyncAnthropic(
                 base_url=base_url,
-                max_retries=max_retries,
-                timeout=timeout,
+                max_retries=self.max_retries,
+                timeout=self.timeout,
                 http_client=http_client,
             )
         except sdk.CredentialsError as exc:
@@ -132,7 +126,6 @@ class AnthropicProvider:
             raise ProviderConfigError(
                 f"cannot create the Anthropic client: {exc}", provider=self.name
             ) from exc
-        c = self._client
         if base_url is None and c.api_key is None and c.auth_token is None and not c.credentials:
             # Fail before a run is stored, as the OpenAI provider does; a base_url may be a
             # proxy that adds credentials itself.
@@ -142,6 +135,7 @@ class AnthropicProvider:
                 provider=self.name,
                 kind="auth",
             )
+        return c
 
     @property
     def thinking_enabled(self) -> bool:
@@ -246,6 +240,83 @@ class AnthropicProvider:
             )
             body = {**body, "messages": messages}
 
+    async def stream(self, request: ModelRequest) -> AsyncIterator[ReplyDelta | ModelReply]:
+        """`complete`, handed on as it arrives (Messages streaming: text deltas, and each
+        tool_use block's id and name, then its input_json_delta fragments).
+
+        A failure before the first delta is retried as `complete` retries (the SDK retries
+        the request; a stream that breaks before any delta is sent again, at most
+        `max_retries` times); after it, a ProviderAPIError says the reply broke off. When the
+        API does not enforce the gating (thinking, or send_all_tools without a named tool), a
+        reply is validated (and re-asked) before any of it is handed on: it comes whole.
+        """
+        messages = to_anthropic_messages(request.messages)
+        body = self.build_request(request, messages)
+        choice = body.get("tool_choice")
+        if not self._enforced_by_api(request, choice):
+            reply = await self.complete(request)
+            for delta in deltas_of(reply):
+                yield delta
+            yield reply
+            return
+        broken = 0  # streams that broke before their first delta
+        while True:
+            reader = _StreamReader(self.name, choice)
+            try:
+                async for delta in self._stream(body, reader):
+                    yield delta
+                reply = reader.reply()
+            except ProviderAPIError as err:
+                if reader.handed_on and not isinstance(err, MalformedReply):
+                    raise stream_broke_off(err, reader.handed_on) from err
+                if not (reader.opened and err.retryable and broken < self.max_retries):
+                    raise
+                broken += 1
+                continue
+            yield reply
+            return
+
+    async def _stream(
+        self, body: dict[str, Any], reader: _StreamReader
+    ) -> AsyncIterator[ReplyDelta]:
+        """One streamed request: its deltas, gathered by `reader` as they are handed on."""
+        try:
+            async with self._client.messages.stream(**body) as events:
+                reader.opened = True
+                iterator = aiter(events)
+                while True:
+                    event = await self._next_event(iterator, reader)
+                    if event is None:
+                        return
+                    for delta in reader.add(event):
+                        reader.handed_on += 1
+                        yield delta
+        except ProviderError:
+            raise
+        except sdk.AnthropicError as exc:
+            raise _wrap(exc, self.name, self.timeout, self.max_retries) from exc
+        except TypeError as exc:
+            if "authentication" not in str(exc):
+                raise
+            raise _no_credentials(self.name) from exc
+
+    async def _next_event(self, iterator: AsyncIterator[Any], reader: _StreamReader) -> Any:
+        """The stream's next event, None at its end."""
+        try:
+            return await anext(iterator)
+        except StopAsyncIteration:
+            return None
+        except sdk.APIStatusError as exc:
+            if exc.status_code < 300:  # an error event in the stream
+                raise _stream_error(exc, self.name) from exc
+            raise
+        except _TRANSPORT_ERRORS as exc:  # (the SDK's stream lets them through)
+            raise _cut(exc, self.name, self.timeout) from exc
+        except (ValueError, RuntimeError, AttributeError, TypeError, IndexError, KeyError) as exc:
+            # The SDK's json.loads of an event that is not JSON, or its accumulation of
+            # events out of order or of an unexpected shape.
+            raise reader.malformed(f"a stream event cannot be read ({exc})") from exc
+
     async def _create(self, body: dict[str, Any], choice: Any) -> ModelReply:
         try:
             raw = await self._client.messages.with_raw_response.create(**body)
@@ -254,54 +325,217 @@ class AnthropicProvider:
         except sdk.AnthropicError as exc:
             raise _wrap(exc, self.name, self.timeout, self.max_retries) from exc
         except TypeError as exc:
-            # The SDK raises TypeError (not an AnthropicError) when it finds no credentials.
             if "authentication" not in str(exc):
                 raise
-            raise ProviderAPIError(
-                "no credentials: set the ANTHROPIC_API_KEY environment variable",
-                provider=self.name,
-                kind="auth",
-            ) from exc
+            raise _no_credentials(self.name) from exc
         return await _parse_raw(raw, choice, self.name)
+
+
+def _thinking_config(
+    thinking: int | Mapping[str, Any] | None, max_tokens: int, provider: str
+) -> dict[str, Any] | None:
+    """The `thinking` request field for a budget in tokens or a ThinkingConfig dict."""
+    if thinking is None:
+        return None
+    config = (
+        {"type": "enabled", "budget_tokens": thinking}
+        if isinstance(thinking, int)
+        else dict(thinking)
+    )
+    budget = config.get("budget_tokens")
+    if isinstance(budget, int) and budget >= max_tokens:
+        raise ProviderConfigError(
+            f"thinking budget_tokens={budget} must be less than max_tokens={max_tokens}",
+            provider=provider,
+        )
+    return config
+
+
+def _no_credentials(provider: str) -> ProviderAPIError:
+    # The SDK raises TypeError (not an AnthropicError) when it finds no credentials.
+    return ProviderAPIError(
+        "no credentials: set the ANTHROPIC_API_KEY environment variable",
+        provider=provider,
+        kind="auth",
+    )
 
 
 async def _parse_raw(raw: Any, choice: Any, provider: str) -> ModelReply:
     """The reply in an HTTP 2xx response; MalformedReply (with the body) if it is none."""
     body = (await raw.read()).decode("utf-8", "replace")
+
+    def fail(message: str) -> MalformedReply:
+        return MalformedReply(message, provider=provider, raw=body, tool_choice_sent=choice)
+
     try:
         response = await raw.parse()
     except ValueError as exc:  # the SDK's json.loads of a body that is not JSON
-        raise MalformedReply(
-            f"the body is not JSON ({exc})", provider=provider, raw=body, tool_choice_sent=choice
-        ) from exc
+        raise fail(f"the body is not JSON ({exc})") from exc
+    return _reply_of(response, choice, fail)
+
+
+def _reply_of(response: Any, choice: Any, fail: Callable[[str], MalformedReply]) -> ModelReply:
+    """The reply of a message, whole or streamed; MalformedReply (from `fail`) if it is none."""
     if isinstance(response, str) or not hasattr(response, "content"):
-        raise MalformedReply(
-            "the body is not a message", provider=provider, raw=body, tool_choice_sent=choice
-        )
+        raise fail("the body is not a message")
     if not isinstance(response.content, list):
-        raise MalformedReply(
-            "the message has no content list", provider=provider, raw=body, tool_choice_sent=choice
-        )
+        raise fail("the message has no content list")
     try:
         reply = _parse(response, choice)
     except (AttributeError, TypeError, ValueError) as exc:
         # The SDK builds response objects without validating them: a field of the wrong type
         # only shows when it is used.
-        raise MalformedReply(
-            f"the message has an unexpected shape ({exc})",
-            provider=provider,
-            raw=body,
-            tool_choice_sent=choice,
-        ) from exc
+        raise fail(f"the message has an unexpected shape ({exc})") from exc
     for index, call in enumerate(reply.tool_calls):
         if not (isinstance(call.id, str) and call.id and isinstance(call.name, str) and call.name):
-            raise MalformedReply(
-                f"tool_use block {index} has no id or no name",
-                provider=provider,
-                raw=body,
-                tool_choice_sent=choice,
-            )
+            raise fail(f"tool_use block {index} has no id or no name")
     return reply
+
+
+def _http_libraries() -> list[Any]:
+    """The HTTP libraries an anthropic SDK may run on (httpx2 from 2.x on, httpx before)."""
+    import httpx
+
+    try:
+        import httpx2
+    except ModuleNotFoundError:  # pragma: no cover - an SDK older than 2.x
+        return [httpx]
+    return [httpx, httpx2]
+
+
+_TRANSPORT_ERRORS: tuple[type[Exception], ...] = tuple(
+    lib.TransportError for lib in _http_libraries()
+)
+_TIMEOUTS: tuple[type[Exception], ...] = tuple(lib.TimeoutException for lib in _http_libraries())
+
+
+def _cut(exc: Exception, provider: str, timeout: float) -> ProviderAPIError:
+    """A stream the network cut (its read timed out, or the connection broke)."""
+    if isinstance(exc, _TIMEOUTS):
+        return ProviderAPIError(
+            f"the stream timed out: nothing came for {timeout:g} s (--timeout, run.timeout)",
+            provider=provider,
+            kind="timeout",
+        )
+    return ProviderAPIError(f"the stream was cut: {exc}", provider=provider, kind="connection")
+
+
+# Block types whose input arrives as input_json_delta fragments.
+_TOOL_INPUT_BLOCKS = frozenset({"tool_use", "server_tool_use"})
+
+# The SDK's own events, derived from the raw event just read (which carries the same).
+_DERIVED_EVENTS = frozenset({"text", "input_json", "thinking", "signature", "citation"})
+
+
+class _StreamReader:
+    """Messages stream events gathered into the reply (the SDK accumulates the message; the
+    tool inputs are read here, strictly, from their fragments), and the deltas each event
+    hands on."""
+
+    def __init__(self, provider: str, choice: Any) -> None:
+        self.provider = provider
+        self.choice = choice
+        self.opened = False  # the server answered 2xx: the stream has begun
+        self.handed_on = 0  # deltas handed on so far
+        self._raw: list[str] = []  # the events as received, for a MalformedReply
+        self._calls: dict[int, int] = {}  # block index -> tool call index
+        self._inputs: dict[int, list[str]] = {}  # block index -> input_json fragments
+        self._started = False  # message_start came
+        self._message: Any = None  # the SDK's snapshot, once the message has stopped
+
+    def malformed(self, message: str) -> MalformedReply:
+        raw = "".join(self._raw)
+        return MalformedReply(
+            message, provider=self.provider, raw=raw, tool_choice_sent=self.choice
+        )
+
+    def add(self, event: Any) -> list[ReplyDelta]:
+        """Take one event in; the deltas it carries."""
+        kind = event.type
+        if kind in _DERIVED_EVENTS:
+            return []
+        self._raw.append(_event_text(event))
+        if kind == "message_start":
+            self._started = True
+        elif not self._started:  # (the SDK hands such an event on without reading it)
+            raise self.malformed(f"a {kind} event came before message_start")
+        if kind == "message_stop":
+            self._message = event.message
+        elif kind == "content_block_start" and event.content_block.type in _TOOL_INPUT_BLOCKS:
+            block = event.content_block
+            self._inputs[event.index] = []
+            if block.type == "tool_use":
+                index = self._calls[event.index] = len(self._calls)
+                return [ToolCallChunk(index, block.id, block.name, "")]
+        elif kind == "content_block_delta":
+            return self._delta(event.index, event.delta)
+        return []
+
+    def _delta(self, block: int, delta: Any) -> list[ReplyDelta]:
+        if delta.type == "text_delta" and delta.text:
+            return [TextChunk(delta.text)]
+        if delta.type == "input_json_delta" and block in self._inputs:
+            self._inputs[block].append(delta.partial_json)
+            if block in self._calls and delta.partial_json:
+                return [ToolCallChunk(self._calls[block], None, None, delta.partial_json)]
+        return []
+
+    def reply(self) -> ModelReply:
+        """The whole reply, once the stream has ended."""
+        message = self._message
+        if message is None:
+            if not self._raw:
+                raise self.malformed("the server sent no stream events (does it stream Messages?)")
+            raise ProviderAPIError(
+                "the stream ended before the reply was complete (no message_stop)",
+                provider=self.provider,
+                kind="connection",
+            )
+        for index, fragments in self._inputs.items():
+            text = "".join(fragments)
+            try:
+                # The SDK reads fragments leniently (a cut-off object parses): read them whole.
+                message.content[index].input = json.loads(text) if text else {}
+            except ValueError as exc:
+                raise self.malformed(
+                    f"content block {index}: the tool input is not JSON ({exc})"
+                ) from exc
+        return _reply_of(message, self.choice, self.malformed)
+
+
+def _event_text(event: Any) -> str:
+    """An event as the server-sent event that carried it (for the run's record)."""
+    if event.type == "message_stop":  # (the SDK's, carrying the whole message)
+        data = '{"type": "message_stop"}'
+    elif event.type == "content_block_stop":  # (the SDK's, carrying the whole block)
+        data = json.dumps({"type": "content_block_stop", "index": event.index})
+    else:
+        try:
+            data = event.to_json(indent=None, warnings=False)
+        except Exception:  # an event the SDK built from a shape it does not know
+            data = repr(event)
+    return f"event: {event.type}\ndata: {data}\n\n"
+
+
+def _stream_error(exc: sdk.APIStatusError, provider: str) -> ProviderAPIError:
+    """An error event in a stream (the server failed after it had begun to answer): its kind
+    from the error's type, as the same error answered with an HTTP status would have."""
+    kind = _STREAM_ERROR_KINDS.get(str(exc.type), "server_error")
+    return ProviderAPIError(
+        f"the server reported an error in the stream: {exc.type}: {exc.api_message or exc.message}",
+        provider=provider,
+        kind=kind,
+        request_id=exc.request_id,
+    )
+
+
+_STREAM_ERROR_KINDS: dict[str, ErrorKind] = {
+    "invalid_request_error": "bad_request",
+    "authentication_error": "auth",
+    "permission_error": "auth",
+    "rate_limit_error": "rate_limited",
+    "timeout_error": "timeout",
+}
 
 
 def _correction(

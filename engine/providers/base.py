@@ -2,21 +2,28 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass, fields
 from typing import Any, Literal, Protocol, TypeVar, runtime_checkable
 
-from engine.providers.errors import ProviderConfigError
+from engine.providers.errors import ProviderAPIError, ProviderConfigError
 
 __all__ = [
     "Message",
     "ModelReply",
     "ModelRequest",
     "Provider",
+    "ReplyDelta",
+    "StreamingProvider",
+    "TextChunk",
     "ToolCall",
+    "ToolCallChunk",
     "ToolSpec",
     "Usage",
+    "deltas_of",
     "reply_violation",
+    "stream_broke_off",
+    "stream_reply",
     "tool_message",
 ]
 
@@ -294,3 +301,91 @@ def reply_violation(request: ModelRequest, tool_calls: tuple[ToolCall, ...]) -> 
     if not request.parallel_tool_calls and len(tool_calls) > 1:
         return f"the reply makes {len(tool_calls)} tool calls but at most one is allowed"
     return None
+
+
+# --- Streaming ---------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class TextChunk:
+    """A piece of the model's text, as it arrived."""
+
+    text: str
+
+
+@dataclass(frozen=True, slots=True)
+class ToolCallChunk:
+    """A piece of a tool call, as it arrived.
+
+    `index` is the call's place in the reply (0 for the first call). The call's `id` and `name`
+    come with its first chunk (None in the later ones, unless the API repeats them);
+    `arguments` is the next fragment of the arguments' JSON text: joined in order, the
+    fragments of one index are the arguments as the API sent them.
+    """
+
+    index: int
+    id: str | None
+    name: str | None
+    arguments: str
+
+
+ReplyDelta = TextChunk | ToolCallChunk
+
+
+@runtime_checkable
+class StreamingProvider(Provider, Protocol):
+    """A provider that can hand the reply on as it arrives.
+
+    `stream(request)` yields `ReplyDelta`s as the model writes, then one `ModelReply`, last:
+    the same reply `complete(request)` gives for the same content (parsing, usage, errors,
+    notices). It raises only ProviderError. Failures before the first delta are retried as
+    `complete` retries them; once a delta was yielded, an interrupted stream is a
+    ProviderAPIError (the partial reply is not a reply: the caller asks again).
+    """
+
+    def stream(self, request: ModelRequest) -> AsyncIterator[ReplyDelta | ModelReply]: ...
+
+
+def deltas_of(reply: ModelReply) -> Iterator[ReplyDelta]:
+    """A whole reply as deltas: its text in one chunk, then each call in one chunk."""
+    if reply.text:
+        yield TextChunk(reply.text)
+    for index, call in enumerate(reply.tool_calls):
+        yield ToolCallChunk(index, call.id, call.name, call.arguments)
+
+
+def stream_broke_off(err: ProviderAPIError, handed_on: int) -> ProviderAPIError:
+    """The error of a stream that failed after `handed_on` deltas were handed on: the
+    partial reply is no reply, and the stream is not retried (part of it was shown)."""
+    broke = ProviderAPIError(
+        f"the reply broke off after {handed_on} streamed piece(s) ({err.message}); the "
+        "partial reply is dropped, and not asked for again: part of it was already handed on",
+        provider=err.provider,
+        kind=err.kind,
+        status_code=err.status_code,
+        request_id=err.request_id,
+    )
+    broke.body = err.body
+    return broke
+
+
+async def stream_reply(
+    provider: Provider, request: ModelRequest
+) -> AsyncIterator[ReplyDelta | ModelReply]:
+    """The reply to `request` as it arrives: `provider.stream(request)` when the provider
+    streams, else `complete(request)` handed on as one delta per part (`deltas_of`); the
+    `ModelReply` comes last either way."""
+    if isinstance(provider, StreamingProvider):
+        items = provider.stream(request)
+        try:
+            async for item in items:
+                yield item
+        finally:  # a consumer that stops early closes the provider's stream (its response)
+            close = getattr(items, "aclose", None)
+            if close is not None:
+                await close()
+        return
+    reply = await provider.complete(request)
+    for delta in deltas_of(reply):
+        yield delta
+    yield reply

@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import os
 import uuid
-from collections.abc import Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass, replace
 from typing import Any, Literal, get_args
 
@@ -16,7 +16,18 @@ except ModuleNotFoundError as exc:  # an optional part: say which extra to insta
 
     raise MissingExtraError("the OpenAI provider", "openai") from exc
 
-from engine.providers.base import Message, ModelReply, ModelRequest, ToolCall, Usage
+from engine.providers.base import (
+    Message,
+    ModelReply,
+    ModelRequest,
+    ReplyDelta,
+    TextChunk,
+    ToolCall,
+    ToolCallChunk,
+    ToolSpec,
+    Usage,
+    stream_broke_off,
+)
 from engine.providers.errors import (
     MalformedReply,
     ProviderAPIError,
@@ -62,6 +73,8 @@ class ServerQuirks:
     forcing_ignored: bool = False  # the server answered a forced request without a tool call
     allowed_tools_ok: bool = False  # the server accepted allowed_tools once (no probing)
     forcing_ok: bool = False  # the server accepted a forced tool_choice once
+    stream_usage_refused: str | None = None  # why: the server refused stream_options
+    stream_usage_ok: bool = False  # the server accepted stream_options once
 
     def describe(self) -> str | None:
         """One line saying what is worked around, or None when nothing is."""
@@ -80,6 +93,11 @@ class ServerQuirks:
             parts.append(
                 "the server answered a forced step without a tool call; forced steps offer "
                 "only the allowed tools"
+            )
+        if self.stream_usage_refused:
+            parts.append(
+                f"the server refused stream_options ({self.stream_usage_refused}); streamed "
+                "replies are sent without it and count no tokens"
             )
         return "; ".join(parts) or None
 
@@ -245,33 +263,78 @@ class OpenAIProvider:
             tried.append("forcing")
         return tuple(tried)
 
+    def _try(self, request: ModelRequest, dropped: Mapping[str, str], *, stream: bool) -> _Try:
+        """How to send `request` now; `dropped`: features refused while answering it."""
+        mode, send_force = self._plan(request.force, dropped)
+        # (an answer-only request sends tool_choice "none" or no tools: it tries no gating)
+        probing = () if request.answer_only else self._probing(mode, send_force)
+        q = self._quirks
+        usage = stream and not (q.stream_usage_refused or "stream_options" in dropped)
+        if usage and not q.stream_usage_ok:
+            probing = (*probing, "stream_options")
+        return _Try(mode, send_force, probing, stream, usage)
+
+    def _next_try(
+        self, err: ProviderAPIError, request: ModelRequest, tried: _Try, dropped: dict[str, str]
+    ) -> _Try:
+        """How to send the request again after `err`, or `err` raised when it is final: a
+        refused feature is dropped and the request sent again at once; a probe's failure that
+        is not a refusal is retried as any other request's."""
+        refused = _refused_feature(err, tried.probing)
+        if refused is not None and refused not in dropped:
+            dropped[refused] = _short(err)
+            return self._try(request, dropped, stream=tried.stream)
+        if not tried.probing or not err.retryable or self.max_retries == 0:
+            raise err
+        return replace(tried, probing=(), retries=self.max_retries - 1)
+
     async def complete(self, request: ModelRequest) -> ModelReply:
         dropped: dict[str, str] = {}  # feature -> why the server refused it, for this request
+        tried = self._try(request, dropped, stream=False)
         while True:
-            mode, send_force = self._plan(request.force, dropped)
-            # (an answer-only request sends tool_choice "none" or no tools: it tries nothing)
-            probing = () if request.answer_only else self._probing(mode, send_force)
             try:
-                reply = await self._complete(request, mode, send_force, probe=bool(probing))
-                break
+                reply = await self._complete(request, tried)
             except ProviderAPIError as err:
-                refused = _refused_feature(err, probing)
-                if refused is not None and refused not in dropped:
-                    dropped[refused] = _short(err)
+                tried = self._next_try(err, request, tried, dropped)
+                continue
+            return self._learn(request, reply, tried, dropped)
+
+    async def stream(self, request: ModelRequest) -> AsyncIterator[ReplyDelta | ModelReply]:
+        """`complete`, handed on as it arrives (Chat Completions with `stream: true` and
+        `stream_options.include_usage`, dropped for a server that refuses it).
+
+        A failure before the first delta is retried as `complete` retries (the SDK retries
+        the request; a stream that breaks before any delta is sent again, at most
+        `max_retries` times); after it, the stream is not retried: a ProviderAPIError says
+        the reply broke off."""
+        dropped: dict[str, str] = {}
+        tried = self._try(request, dropped, stream=True)
+        broken = 0  # streams that broke before their first delta
+        while True:
+            reader = _StreamReader(self.name)
+            try:
+                async for delta in self._stream(request, tried, reader):
+                    yield delta
+                reply = reader.reply()
+            except ProviderAPIError as err:
+                if reader.handed_on and not isinstance(err, MalformedReply):
+                    raise stream_broke_off(err, reader.handed_on) from err
+                if not reader.opened:  # the request failed: as `complete` does
+                    tried = self._next_try(err, request, tried, dropped)
                     continue
-                if not probing or not err.retryable or self.max_retries == 0:
+                # The server accepted the request; its stream failed before a delta.
+                if not err.retryable or broken >= self.max_retries:
                     raise
-            # Not a refusal: the probe's failure is retried as any other request's.
-            reply = await self._complete(request, mode, send_force, retries=self.max_retries - 1)
-            break
-        return self._learn(request, reply, mode, send_force, dropped)
+                broken += 1
+                continue
+            yield self._learn(request, reply, tried, dropped)
+            return
 
     def _learn(
         self,
         request: ModelRequest,
         reply: ModelReply,
-        mode: _Mode,
-        send_force: bool,
+        tried: _Try,
         dropped: Mapping[str, str],
     ) -> ModelReply:
         """Record what the answered request showed about the server; the reply, with a notice
@@ -280,14 +343,18 @@ class OpenAIProvider:
         before = q.describe()
         if "allowed_tools" in dropped:
             q.allowed_tools_refused = dropped["allowed_tools"]
-        elif mode == "allowed_tools" and not request.answer_only:
+        elif tried.mode == "allowed_tools" and not request.answer_only:
             q.allowed_tools_ok = True
         if "forcing" in dropped:
             q.forcing_refused = dropped["forcing"]
-        elif send_force:
+        elif tried.send_force:
             q.forcing_ok = True
             if not reply.tool_calls and self.gating != "allowed_tools":
                 q.forcing_ignored = True
+        if "stream_options" in dropped:
+            q.stream_usage_refused = dropped["stream_options"]
+        elif tried.stream_usage:
+            q.stream_usage_ok = True
         after = q.describe()
         notice = after if after != before else self._announce
         self._announce = None
@@ -296,30 +363,56 @@ class OpenAIProvider:
         log.info("%s: %s", self.name, notice)  # (the run loop shows it)
         return replace(reply, notice=notice)
 
-    async def _complete(
-        self,
-        request: ModelRequest,
-        mode: _Mode,
-        send_force: bool,
-        *,
-        probe: bool = False,
-        retries: int | None = None,
-    ) -> ModelReply:
-        body, tool_choice = self.build_request(request, mode, force=send_force)
-        client = self._client
-        if probe:
+    def _client_for(self, tried: _Try) -> Any:
+        """The client to send with: no retries for a probe (a refusal is answered at once)."""
+        if tried.probing:
             if self._probe_client is None:
                 self._probe_client = self._client.with_options(max_retries=0)
-            client = self._probe_client
-        elif retries is not None:
-            client = self._client.with_options(max_retries=retries)
+            return self._probe_client
+        if tried.retries is not None:
+            return self._client.with_options(max_retries=tried.retries)
+        return self._client
+
+    async def _complete(self, request: ModelRequest, tried: _Try) -> ModelReply:
+        body, tool_choice = self.build_request(request, tried.mode, force=tried.send_force)
         try:
-            raw = await client.chat.completions.with_raw_response.create(**body)
+            raw = await self._client_for(tried).chat.completions.with_raw_response.create(**body)
         except ProviderError:
             raise
         except sdk.OpenAIError as exc:
             raise self._wrap(exc) from exc
         return _parse_raw(raw, tool_choice, self.name)
+
+    async def _stream(
+        self, request: ModelRequest, tried: _Try, reader: _StreamReader
+    ) -> AsyncIterator[ReplyDelta]:
+        """One streamed request: its deltas, gathered by `reader` as they are handed on."""
+        body, reader.tool_choice = self.build_request(request, tried.mode, force=tried.send_force)
+        body["stream"] = True
+        if tried.stream_usage:
+            body["stream_options"] = {"include_usage": True}
+        try:
+            chunks = await self._client_for(tried).chat.completions.create(**body)
+        except sdk.OpenAIError as exc:
+            raise self._wrap(exc) from exc
+        reader.opened = True
+        async with chunks:
+            iterator = aiter(chunks)
+            while True:
+                try:
+                    chunk = await anext(iterator)
+                except StopAsyncIteration:
+                    return
+                except ValueError as exc:  # the SDK's json.loads of an event that is not JSON
+                    raise reader.malformed(f"a stream event is not JSON ({exc})") from exc
+                except sdk.APIError as exc:
+                    # A bare APIError is an error event in the stream; its subclasses are the
+                    # transport's failures (connection, timeout) and HTTP statuses.
+                    error = _stream_error(exc, self.name) if type(exc) is sdk.APIError else None
+                    raise error or self._wrap(exc) from exc
+                for delta in reader.add(chunk):
+                    reader.handed_on += 1
+                    yield delta
 
     def _wrap(self, exc: sdk.OpenAIError) -> ProviderAPIError:
         """An SDK exception (raised after the SDK's retries) as a ProviderAPIError."""
@@ -337,47 +430,13 @@ class OpenAIProvider:
             planned_mode, planned_force = self._plan(request.force, {})
             mode = mode or planned_mode
             force = planned_force if force is None else force
-        tool_choice: Any
-        if request.answer_only:
-            # No tool may be called. allowed_tools keeps the full list (the request prefix
-            # stays the same) with tool_choice "none"; filter sends no tools at all (the API
-            # refuses an empty list, and tool_choice / parallel_tool_calls without tools).
-            specs = request.tools if mode == "allowed_tools" else ()
-            tool_choice = "none" if specs else None
-        elif mode == "allowed_tools":
-            specs = request.tools
-            tool_choice = {
-                "type": "allowed_tools",
-                "allowed_tools": {
-                    "mode": "required" if force else "auto",
-                    "tools": [
-                        {"type": "function", "function": {"name": n}} for n in request.allowed
-                    ],
-                },
-            }
-        else:
-            specs = request.allowed_specs()
-            named = request.named_tool if force else None
-            if named is not None:
-                tool_choice = {"type": "function", "function": {"name": named}}
-            else:
-                tool_choice = "required" if force else "auto"
+        specs, tool_choice = _offer(request, mode, force)
         body: dict[str, Any] = {
             "model": self.model,
             "messages": to_chat_messages(request.system, request.messages),
         }
         if specs:
-            body["tools"] = [
-                {
-                    "type": "function",
-                    "function": {
-                        "name": t.name,
-                        "description": t.description,
-                        "parameters": t.parameters,
-                    },
-                }
-                for t in specs
-            ]
+            body["tools"] = [_function(t) for t in specs]
             body["tool_choice"] = tool_choice
             # Sent only when restricting: the API default is True, and omitting it keeps
             # bodies of servers that do not know the parameter valid.
@@ -387,6 +446,52 @@ class OpenAIProvider:
             body[self.max_tokens_field] = self.max_tokens
         body.update(self.request_options)
         return body, tool_choice
+
+
+@dataclass(frozen=True, slots=True)
+class _Try:
+    """One way of sending a request: the gating mode, whether a forced tool_choice is sent,
+    the features it tries that the server has not accepted yet (sent without retries), the
+    SDK retries (None: the client's), and whether a stream asks for its usage."""
+
+    mode: _Mode
+    send_force: bool
+    probing: tuple[str, ...]
+    stream: bool
+    stream_usage: bool
+    retries: int | None = None
+
+
+def _offer(request: ModelRequest, mode: _Mode, force: bool) -> tuple[tuple[ToolSpec, ...], Any]:
+    """The tools to send and the tool_choice restricting them, for this gating mode."""
+    if request.answer_only:
+        # No tool may be called. allowed_tools keeps the full list (the request prefix
+        # stays the same) with tool_choice "none"; filter sends no tools at all (the API
+        # refuses an empty list, and tool_choice / parallel_tool_calls without tools).
+        specs = request.tools if mode == "allowed_tools" else ()
+        return specs, "none" if specs else None
+    if mode == "allowed_tools":
+        names = [{"type": "function", "function": {"name": n}} for n in request.allowed]
+        choice = {
+            "type": "allowed_tools",
+            "allowed_tools": {"mode": "required" if force else "auto", "tools": names},
+        }
+        return request.tools, choice
+    named = request.named_tool if force else None
+    if named is not None:
+        return request.allowed_specs(), {"type": "function", "function": {"name": named}}
+    return request.allowed_specs(), "required" if force else "auto"
+
+
+def _function(spec: ToolSpec) -> dict[str, Any]:
+    return {
+        "type": "function",
+        "function": {
+            "name": spec.name,
+            "description": spec.description,
+            "parameters": spec.parameters,
+        },
+    }
 
 
 def to_chat_messages(system: str, messages: tuple[Message, ...]) -> list[dict[str, Any]]:
@@ -430,89 +535,199 @@ def to_chat_messages(system: str, messages: tuple[Message, ...]) -> list[dict[st
 def _parse_raw(raw: Any, tool_choice: Any, provider: str) -> ModelReply:
     """The reply in an HTTP 2xx response; MalformedReply (with the body) if it is none."""
     body = raw.http_response.text
+
+    def fail(message: str) -> MalformedReply:
+        return MalformedReply(message, provider=provider, raw=body, tool_choice_sent=tool_choice)
+
     try:
         completion = raw.parse()
     except ValueError as exc:  # the SDK's json.loads of a body that is not JSON
-        raise MalformedReply(
-            f"the body is not JSON ({exc})",
-            provider=provider,
-            raw=body,
-            tool_choice_sent=tool_choice,
-        ) from exc
+        raise fail(f"the body is not JSON ({exc})") from exc
     if isinstance(completion, str) or not hasattr(completion, "choices"):
-        raise MalformedReply(
-            "the body is not a chat completion",
-            provider=provider,
-            raw=body,
-            tool_choice_sent=tool_choice,
-        )
+        raise fail("the body is not a chat completion")
     try:
-        return _parse(completion, tool_choice, provider, body)
+        return _parse(completion, tool_choice, fail)
     except (AttributeError, TypeError, ValueError) as exc:
         # The SDK builds response objects without validating them: a field of the wrong type
         # only shows when it is used.
-        raise MalformedReply(
-            f"the chat completion has an unexpected shape ({exc})",
-            provider=provider,
-            raw=body,
-            tool_choice_sent=tool_choice,
-        ) from exc
+        raise fail(f"the chat completion has an unexpected shape ({exc})") from exc
 
 
-def _parse(completion: Any, tool_choice: Any, provider: str, body: str) -> ModelReply:
+def _parse(completion: Any, tool_choice: Any, fail: Callable[[str], MalformedReply]) -> ModelReply:
     if not completion.choices:
-        raise MalformedReply(
-            "the response has no choices", provider=provider, raw=body, tool_choice_sent=tool_choice
-        )
+        raise fail("the response has no choices")
     message = completion.choices[0].message
     if message is None:
-        raise MalformedReply(
-            "choices[0].message is null", provider=provider, raw=body, tool_choice_sent=tool_choice
-        )
-    calls: list[ToolCall] = []
-    for index, tc in enumerate(message.tool_calls or ()):
-        fn = getattr(tc, "function", None)
-        if fn is not None:
-            name, arguments = fn.name, fn.arguments
-        elif getattr(tc, "custom", None) is not None:
-            # custom (free-form) tool calls: keep the raw input as the arguments text
-            name, arguments = tc.custom.name, tc.custom.input
-        else:
-            name, arguments = None, None
-        if not isinstance(name, str) or not name:
-            raise MalformedReply(
-                f"tool call {index} has no function name",
-                provider=provider,
-                raw=body,
-                tool_choice_sent=tool_choice,
-            )
-        # Some servers send no call id; the history needs one to pair the call with its result.
-        call_id = tc.id if isinstance(tc.id, str) and tc.id else f"call_{uuid.uuid4().hex[:24]}"
-        calls.append(ToolCall(id=call_id, name=name, arguments=str(arguments or "")))
+        raise fail("choices[0].message is null")
+    calls = [_call_parts(tc) for tc in message.tool_calls or ()]
     text = message.content if message.content is not None else message.refusal
+    return _reply(text, calls, _usage(completion.usage), tool_choice, fail)
+
+
+def _call_parts(tc: Any) -> tuple[Any, Any, Any]:
+    """(id, name, arguments) of a tool call as the SDK read it."""
+    fn = getattr(tc, "function", None)
+    if fn is not None:
+        return tc.id, fn.name, fn.arguments
+    custom = getattr(tc, "custom", None)
+    if custom is not None:
+        # custom (free-form) tool calls: keep the raw input as the arguments text
+        return tc.id, custom.name, custom.input
+    return tc.id, None, None
+
+
+def _reply(
+    text: Any,
+    calls: list[tuple[Any, Any, Any]],
+    usage: Usage,
+    tool_choice: Any,
+    fail: Callable[[str], MalformedReply],
+) -> ModelReply:
+    """The reply of a completion, whole or streamed: MalformedReply (from `fail`) when a call
+    has no name or the text is not text."""
+    tool_calls = []
+    for index, (call_id, name, arguments) in enumerate(calls):
+        if not isinstance(name, str) or not name:
+            raise fail(f"tool call {index} has no function name")
+        # Some servers send no call id; the history needs one to pair the call with its result.
+        if not (isinstance(call_id, str) and call_id):
+            call_id = f"call_{uuid.uuid4().hex[:24]}"
+        tool_calls.append(ToolCall(id=call_id, name=name, arguments=str(arguments or "")))
     if text is not None and not isinstance(text, str):
-        raise MalformedReply(
-            "the message content is not text",
-            provider=provider,
-            raw=body,
-            tool_choice_sent=tool_choice,
-        )
-    usage = Usage()
-    if completion.usage is not None:
-        details = completion.usage.prompt_tokens_details
-        usage = Usage(
-            input_tokens=completion.usage.prompt_tokens or 0,
-            output_tokens=completion.usage.completion_tokens or 0,
-            cache_read_tokens=(details.cached_tokens or 0) if details else 0,
-            cache_write_tokens=(getattr(details, "cache_write_tokens", None) or 0)
-            if details
-            else 0,
-        )
+        raise fail("the message content is not text")
     return ModelReply(
-        text=text,
-        tool_calls=tuple(calls),
-        usage=usage,
-        tool_choice_sent=tool_choice,
+        text=text, tool_calls=tuple(tool_calls), usage=usage, tool_choice_sent=tool_choice
+    )
+
+
+def _usage(usage: Any) -> Usage:
+    if usage is None:
+        return Usage()
+    details = usage.prompt_tokens_details
+    return Usage(
+        input_tokens=usage.prompt_tokens or 0,
+        output_tokens=usage.completion_tokens or 0,
+        cache_read_tokens=(details.cached_tokens or 0) if details else 0,
+        cache_write_tokens=(getattr(details, "cache_write_tokens", None) or 0) if details else 0,
+    )
+
+
+class _StreamReader:
+    """Chat Completions chunks gathered into the reply they spell (read as `_parse` reads a
+    whole completion), and the deltas each chunk hands on."""
+
+    def __init__(self, provider: str) -> None:
+        self.provider = provider
+        self.tool_choice: Any = None  # as sent
+        self.opened = False  # the server answered 2xx: the stream has begun
+        self.handed_on = 0  # deltas handed on so far
+        self._raw: list[str] = []  # the chunks as received, for a MalformedReply
+        self._text: list[str] | None = None  # None: no content came
+        self._refusal: list[str] | None = None
+        self._calls: dict[int, list[Any]] = {}  # index -> [id, name, argument fragments]
+        self._usage: Any = None
+        self._finish: Any = None  # the finish_reason: the reply is complete
+
+    def malformed(self, message: str) -> MalformedReply:
+        raw = "".join(self._raw)
+        return MalformedReply(
+            message, provider=self.provider, raw=raw, tool_choice_sent=self.tool_choice
+        )
+
+    def add(self, chunk: Any) -> list[ReplyDelta]:
+        """Take one chunk in; the deltas it carries."""
+        self._raw.append(_event_text(chunk))
+        try:
+            return self._read(chunk)
+        except (AttributeError, TypeError, ValueError, IndexError, KeyError) as exc:
+            raise self.malformed(f"a stream chunk has an unexpected shape ({exc})") from exc
+
+    def _read(self, chunk: Any) -> list[ReplyDelta]:
+        if chunk.usage is not None:
+            self._usage = chunk.usage
+        if not chunk.choices:
+            return []  # the usage chunk (include_usage)
+        choice = chunk.choices[0]
+        if choice.finish_reason is not None:
+            self._finish = choice.finish_reason
+        delta = choice.delta
+        if delta is None:
+            return []
+        out: list[ReplyDelta] = []
+        if delta.content is not None:
+            self._text = self._take(delta.content, self._text, out)
+        if getattr(delta, "refusal", None) is not None:
+            self._refusal = self._take(delta.refusal, self._refusal, out)
+        for tc in delta.tool_calls or ():
+            piece = self._call_piece(tc)
+            if piece.id or piece.name or piece.arguments:
+                out.append(piece)
+        return out
+
+    def _take(self, piece: Any, parts: list[str] | None, out: list[ReplyDelta]) -> list[str]:
+        if not isinstance(piece, str):
+            raise self.malformed("the message content is not text")
+        if piece:
+            out.append(TextChunk(piece))
+        parts = [] if parts is None else parts
+        parts.append(piece)
+        return parts
+
+    def _call_piece(self, tc: Any) -> ToolCallChunk:
+        call_id = tc.id if isinstance(tc.id, str) and tc.id else None
+        index = getattr(tc, "index", None)
+        if not isinstance(index, int):
+            # A server that numbers no calls: an id starts the next one.
+            index = len(self._calls) if call_id or not self._calls else max(self._calls)
+        fn = getattr(tc, "function", None)
+        name = getattr(fn, "name", None)
+        arguments = getattr(fn, "arguments", None)
+        if not isinstance(name, str | None) or not isinstance(arguments, str | None):
+            raise self.malformed(f"tool call {index}: the name or arguments are not text")
+        call = self._calls.setdefault(index, [None, None, []])
+        call[0] = call_id or call[0]
+        call[1] = name or call[1]
+        if arguments:
+            call[2].append(arguments)
+        return ToolCallChunk(index, call_id, name or None, arguments or "")
+
+    def reply(self) -> ModelReply:
+        """The whole reply, once the stream has ended."""
+        if self._finish is None:
+            if not self._raw:
+                raise self.malformed(
+                    "the server sent no stream events (does it stream Chat Completions?)"
+                )
+            raise ProviderAPIError(
+                "the stream ended before the reply was complete (no finish_reason)",
+                provider=self.provider,
+                kind="connection",
+            )
+        text = self._text if self._text is not None else self._refusal
+        calls = [(c[0], c[1], "".join(c[2])) for _, c in sorted(self._calls.items())]
+        try:
+            usage = _usage(self._usage)
+        except (AttributeError, TypeError) as exc:
+            raise self.malformed(f"the usage has an unexpected shape ({exc})") from exc
+        return _reply(
+            None if text is None else "".join(text), calls, usage, self.tool_choice, self.malformed
+        )
+
+
+def _event_text(chunk: Any) -> str:
+    """A chunk as the server-sent event that carried it (for the run's record)."""
+    try:
+        return f"data: {chunk.to_json(indent=None, warnings=False)}\n\n"
+    except Exception:  # a chunk the SDK built from a shape it does not know
+        return f"data: {chunk!r}\n\n"
+
+
+def _stream_error(exc: sdk.APIError, provider: str) -> ProviderAPIError:
+    """An error event in a stream (the server failed after it had begun to answer)."""
+    return ProviderAPIError(
+        f"the server reported an error in the stream: {exc.message}",
+        provider=provider,
+        kind="server_error",
     )
 
 
@@ -544,12 +759,16 @@ def _refused_feature(err: ProviderAPIError, tried: tuple[str, ...]) -> str | Non
 
     A refusal is a 4xx about the request (not auth, rate limits, timeouts, lock conflicts), or
     a 5xx whose body names tool_choice / allowed_tools or is a request-validation error
-    (llama.cpp's server); it is blamed on allowed_tools first. An empty 5xx is blamed on a
-    forced tool_choice only (llama.cpp refuses `required` so with some chat templates).
+    (llama.cpp's server); it is blamed on the feature it names (stream_options), else on
+    allowed_tools first. An empty 5xx is blamed on a forced tool_choice only (llama.cpp
+    refuses `required` so with some chat templates).
     """
     status = err.status_code
     if not tried or status is None:
         return None
+    named = "stream_options" in f"{err.message} {err.body or ''}"
+    if named and "stream_options" in tried and err.kind in ("bad_request", "server_error"):
+        return "stream_options"
     if status < 500:
         return tried[0] if err.kind == "bad_request" else None
     body = (err.body or "").strip()

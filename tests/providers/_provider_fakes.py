@@ -50,7 +50,23 @@ class Hang:
     reached: asyncio.Event = field(default_factory=asyncio.Event)
 
 
-Responder = Reply | Fail | Hang | Callable[[Any], Reply]
+@dataclass(frozen=True)
+class Stream:
+    """A streamed response (server-sent events), sent one event per body chunk.
+
+    Each event is a JSON value, sent as `data: JSON` (with `event: TYPE` first when `named`,
+    as the Messages API names each event by its "type"), or a string sent as it stands (e.g.
+    `data: [DONE]`). `broken`: the connection drops after the last event (a read error)
+    instead of the body ending.
+    """
+
+    events: tuple[Any, ...]
+    named: bool = False
+    broken: bool = False
+    status: int = 200
+
+
+Responder = Reply | Fail | Hang | Stream | Callable[[Any], Reply]
 
 
 class FakeAPI:
@@ -81,6 +97,12 @@ class FakeAPI:
             if item.kind == "timeout":
                 raise self.lib.ReadTimeout("read timed out", request=request)
             raise self.lib.ConnectError("connection refused", request=request)
+        if isinstance(item, Stream):
+            return self.lib.Response(
+                item.status,
+                headers={"content-type": "text/event-stream"},
+                content=_stream_body(item, self.lib),
+            )
         if callable(item):
             item = item(request)
         return self.lib.Response(item.status, headers=item.headers, json=item.body)
@@ -100,6 +122,21 @@ class FakeAPI:
 async def _hang(item: Hang) -> Any:
     item.reached.set()
     await asyncio.Event().wait()  # never set: only a cancellation ends the wait
+
+
+def sse_event(event: Any, *, named: bool = False) -> bytes:
+    """One server-sent event, as the APIs write it."""
+    if isinstance(event, str):
+        return f"{event}\n\n".encode()
+    head = f"event: {event['type']}\n" if named else ""
+    return f"{head}data: {json.dumps(event)}\n\n".encode()
+
+
+async def _stream_body(item: Stream, lib: types.ModuleType) -> Any:
+    for event in item.events:
+        yield sse_event(event, named=item.named)
+    if item.broken:
+        raise lib.ReadError("connection reset by peer")
 
 
 def raw_segment(content: bytes, key: str) -> bytes:
@@ -157,6 +194,60 @@ def oa_completion(
             },
         },
     )
+
+
+def oa_chunk(delta: dict[str, Any] | None, finish: str | None = None, **extra: Any) -> Any:
+    """One chat.completion.chunk event with one choice (`delta` None: no choices)."""
+    choices = [] if delta is None else [{"index": 0, "delta": delta, "finish_reason": finish}]
+    return {
+        "id": "chatcmpl-1",
+        "object": "chat.completion.chunk",
+        "created": 1,
+        "model": "gpt-test",
+        "choices": choices,
+        **extra,
+    }
+
+
+def oa_usage_chunk(prompt_tokens: int = 11, completion_tokens: int = 7) -> Any:
+    """The last chunk of a stream with include_usage: no choices, the usage."""
+    return oa_chunk(
+        None,
+        usage={
+            "prompt_tokens": prompt_tokens,
+            "completion_tokens": completion_tokens,
+            "total_tokens": prompt_tokens + completion_tokens,
+            "prompt_tokens_details": {"cached_tokens": 3},
+        },
+    )
+
+
+def oa_stream(
+    *texts: str,
+    calls: list[tuple[str, str, list[str]]] = (),  # type: ignore[assignment]
+    usage: bool = True,
+    done: bool = True,
+) -> Stream:
+    """The events of a streamed completion as OpenAI's API sends them: the role, each text
+    piece, each call (its id and name first, then each argument fragment), the finish
+    chunk, the usage chunk, `[DONE]`."""
+    events: list[Any] = [oa_chunk({"role": "assistant", "content": "" if texts else None})]
+    events += [oa_chunk({"content": t}) for t in texts]
+    for index, (cid, name, fragments) in enumerate(calls):
+        first = {"index": index, "id": cid, "type": "function"}
+        events.append(
+            oa_chunk({"tool_calls": [{**first, "function": {"name": name, "arguments": ""}}]})
+        )
+        events += [
+            oa_chunk({"tool_calls": [{"index": index, "function": {"arguments": f}}]})
+            for f in fragments
+        ]
+    events.append(oa_chunk({}, "tool_calls" if calls else "stop"))
+    if usage:
+        events.append(oa_usage_chunk())
+    if done:
+        events.append("data: [DONE]")
+    return Stream(tuple(events))
 
 
 def oa_error(
