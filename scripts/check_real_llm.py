@@ -18,6 +18,12 @@ reviewer would. Then, for every stored run:
 5. the stored conversation is a valid Chat Completions history: each tool result answers a
    call of the assistant message before it.
 
+`toolfsm run` streams (its live view prints the model's text as it arrives). Streaming is also
+checked on its own first, through the provider: an answer-only request and a forced tool call,
+each asked with `stream()` and then with `complete()`; the stream must end with its reply, its
+text pieces must join to the reply's text and each call's argument fragments to its arguments,
+a text of several words must come in more than one piece, and both replies must parse.
+
 Prints one line per run and a summary; exit 1 when an invariant breaks.
 """
 
@@ -228,6 +234,91 @@ def history_problems(snap: Any) -> list[str]:
     return problems
 
 
+STREAM_TOOL = {
+    "name": "lookup",
+    "description": "Look an account up by its id.",
+    "parameters": {
+        "type": "object",
+        "properties": {"account": {"type": "string"}},
+        "required": ["account"],
+    },
+}
+
+
+def check_streaming(args: argparse.Namespace) -> list[str]:
+    """Stream an answer and a forced call from the server; one line per request, and what
+    broke (empty: streaming holds)."""
+    import asyncio
+
+    from engine.providers import Message, ModelRequest, ToolSpec, make_provider
+
+    tool = ToolSpec(**STREAM_TOOL)
+    ask = (Message("user", "Say hello in one short sentence, then look up account a1."),)
+    requests = {
+        "answer": ModelRequest("Answer briefly.", ask, (tool,), (), force=False),
+        "forced call": ModelRequest(
+            "Use the tool.", ask, (tool,), ("lookup",), force=True, forced_tool="lookup"
+        ),
+    }
+
+    async def check(name: str, request: Any) -> list[str]:
+        provider = make_provider(
+            args.model, base_url=args.base_url, max_tokens=args.max_tokens, timeout=args.timeout
+        )
+        try:
+            started = time.monotonic()
+            items = [item async for item in provider.stream(request)]
+            seconds = time.monotonic() - started
+            whole = await provider.complete(request)
+        finally:
+            await provider.aclose()
+        broken = stream_problems(items)
+        reply = items[-1]
+        pieces = sum(1 for i in items[:-1] if type(i).__name__ == "TextChunk")
+        print(
+            f"stream {name:<12} {len(items) - 1} delta(s) ({pieces} text) in {seconds:.1f} s, "
+            f"text {reply.text!r:.60}, calls {[c.name for c in reply.tool_calls]}, usage "
+            f"{reply.usage.input_tokens} in / {reply.usage.output_tokens} out; complete(): "
+            f"{len(whole.tool_calls)} call(s)  "
+            + ("ok" if not broken else "BROKEN: " + " | ".join(broken)),
+            flush=True,
+        )
+        return [f"stream {name}: {b}" for b in broken]
+
+    async def both() -> list[str]:
+        return [p for name, request in requests.items() for p in await check(name, request)]
+
+    return asyncio.run(both())
+
+
+def stream_problems(items: list[Any]) -> list[str]:
+    """What a provider's stream broke of its contract (deltas, then the reply they spell)."""
+    from engine.providers import ModelReply
+    from engine.providers.base import TextChunk, ToolCallChunk
+
+    if not items or not isinstance(items[-1], ModelReply):
+        return ["the stream did not end with a ModelReply"]
+    reply, deltas = items[-1], items[:-1]
+    problems = []
+    if any(not isinstance(d, TextChunk | ToolCallChunk) for d in deltas):
+        problems.append("the stream yielded something that is no delta before the reply")
+    text = "".join(d.text for d in deltas if isinstance(d, TextChunk))
+    if text != (reply.text or ""):
+        problems.append(f"the text pieces join to {text!r}, the reply says {reply.text!r}")
+    if len((reply.text or "").split()) > 3 and sum(isinstance(d, TextChunk) for d in deltas) < 2:
+        problems.append("a text of several words came in one piece: nothing was streamed")
+    for index, call in enumerate(reply.tool_calls):
+        parts = [d for d in deltas if isinstance(d, ToolCallChunk) and d.index == index]
+        arguments = "".join(d.arguments for d in parts)
+        names = {d.name for d in parts if d.name}
+        if arguments != call.arguments or names - {call.name}:
+            problems.append(
+                f"call {index}: the pieces spell {names} {arguments!r}, the reply "
+                f"{call.name} {call.arguments!r}"
+            )
+    return problems
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--base-url", required=True)
@@ -240,13 +331,14 @@ def main() -> int:
     args = parser.parse_args()
     sys.path.insert(0, str(REPO))
     args.work.mkdir(parents=True, exist_ok=True)
+    streaming = check_streaming(args)
     outcomes = []
     for agent in sorted(REPO.glob("examples/*/agent.yaml")):
         for index in range(1, args.runs + 1):
             outcome = run_example(agent, args, args.work, index)
             outcomes.append(outcome)
             print(line(outcome), flush=True)
-    return summary(outcomes, args)
+    return summary(outcomes, streaming, args)
 
 
 def line(o: Outcome) -> str:
@@ -261,7 +353,7 @@ def line(o: Outcome) -> str:
     )
 
 
-def summary(outcomes: list[Outcome], args: argparse.Namespace) -> int:
+def summary(outcomes: list[Outcome], streaming: list[str], args: argparse.Namespace) -> int:
     broken = [o for o in outcomes if o.broken]
     stops: dict[str, int] = {}
     for o in outcomes:
@@ -276,18 +368,20 @@ def summary(outcomes: list[Outcome], args: argparse.Namespace) -> int:
         "invariants (allowed tools only, defined stop reason, every step stored, runs show "
         f"renders, valid history): {'all hold' if not broken else f'BROKEN in {len(broken)} run(s)'}"
     )
+    print(f"streaming: {'holds' if not streaming else 'BROKEN: ' + ' | '.join(streaming)}")
     if args.json:
         print(
             json.dumps(
                 {
                     "runs": len(outcomes),
                     "broken": len(broken),
+                    "streaming_broken": streaming,
                     "stop_reasons": stops,
                     "outcomes": [o.__dict__ for o in outcomes],
                 }
             )
         )
-    return 1 if broken else 0
+    return 1 if broken or streaming else 0
 
 
 if __name__ == "__main__":

@@ -7,6 +7,11 @@ or `HANG` (the model is still thinking: the request gets no answer until the ser
 `hung` is set when it arrives) or `DOWN` (sets `down`). While `down` is set, every request
 gets HTTP 503 (a server that is down), which the SDK retries at once (`retry-after-ms: 1`)
 until it gives up; clear `down` to bring the server back.
+
+A `Stream` (tests/providers/_provider_fakes.py) is answered as server-sent events, each one
+written and flushed in turn; a `HOLD` among its events stops the stream there (`holding` is
+set) until the test sets `release`, so a test can see what a client shows of a reply that
+has not finished arriving.
 """
 
 from __future__ import annotations
@@ -18,9 +23,10 @@ from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
-from tests.providers._provider_fakes import Reply
+from tests.providers._provider_fakes import Reply, Stream, sse_event
 
 HANG = "hang"
+HOLD = "<hold>"  # in a Stream's events: wait for `release` before the next one
 DOWN = "down"  # the server goes down here: this request and every later one get HTTP 503
 
 
@@ -30,12 +36,14 @@ _DOWN_REPLY = Reply(
 
 
 class ChatServer:
-    def __init__(self, *replies: Reply | str) -> None:
-        self.queue: list[Reply | str] = list(replies)
+    def __init__(self, *replies: Reply | Stream | str) -> None:
+        self.queue: list[Reply | Stream | str] = list(replies)
         self.bodies: list[dict[str, Any]] = []
         self.paths: list[str] = []
         self.down = False
         self.hung = threading.Event()
+        self.holding = threading.Event()
+        self.release = threading.Event()
         self._closing = threading.Event()
         self._lock = threading.Lock()
         server = self
@@ -49,6 +57,9 @@ class ChatServer:
                     server.hung.set()
                     server._closing.wait()
                     return
+                if isinstance(item, Stream):
+                    self._stream(item)
+                    return
                 assert isinstance(item, Reply)
                 payload = json.dumps(item.body).encode()
                 self.send_response(item.status)
@@ -58,6 +69,18 @@ class ChatServer:
                 self.end_headers()
                 self.wfile.write(payload)
 
+            def _stream(self, item: Stream) -> None:
+                self.send_response(item.status)
+                self.send_header("content-type", "text/event-stream")
+                self.end_headers()  # (HTTP/1.0: the body ends when the connection closes)
+                for event in item.events:
+                    if event == HOLD:
+                        server.holding.set()
+                        server.release.wait()
+                        continue
+                    self.wfile.write(sse_event(event, named=item.named))
+                    self.wfile.flush()
+
             def log_message(self, *_args: Any) -> None:
                 pass
 
@@ -65,7 +88,7 @@ class ChatServer:
         self._httpd.daemon_threads = True
         self._thread = threading.Thread(target=self._httpd.serve_forever, daemon=True)
 
-    def _take(self, path: str, body: dict[str, Any]) -> Reply | str:
+    def _take(self, path: str, body: dict[str, Any]) -> Reply | Stream | str:
         with self._lock:
             if not self.down and self.queue and self.queue[0] == DOWN:
                 self.queue.pop(0)
@@ -78,7 +101,7 @@ class ChatServer:
                 return Reply(400, {"error": {"message": "ChatServer: no reply queued"}})
             return self.queue.pop(0)
 
-    def add(self, *replies: Reply | str) -> None:
+    def add(self, *replies: Reply | Stream | str) -> None:
         with self._lock:
             self.queue.extend(replies)
 
@@ -93,12 +116,13 @@ class ChatServer:
 
     def close(self) -> None:
         self._closing.set()
+        self.release.set()
         self._httpd.shutdown()
         self._httpd.server_close()
 
 
 @contextmanager
-def chat_server(*replies: Reply | str) -> Iterator[ChatServer]:
+def chat_server(*replies: Reply | Stream | str) -> Iterator[ChatServer]:
     server = ChatServer(*replies).start()
     try:
         yield server

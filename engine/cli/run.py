@@ -131,7 +131,11 @@ def _args(arguments: dict[str, Any]) -> str:
 
 class LiveView:
     """Renders run events as they arrive, one line each; with a store, the commands to run
-    next come from the run as stored once it has stopped."""
+    next come from the run as stored once it has stopped.
+
+    The model's text is printed as it streams in, on its `model:` line (whitespace folded,
+    as every line here). In a terminal, a tool call's arguments show as they are written, on a
+    line that the call's own line replaces once the reply is complete."""
 
     def __init__(self, console: Any, store: Any = None) -> None:
         self.console = console
@@ -140,18 +144,17 @@ class LiveView:
         self.run_id: str | None = None  # known once the run has started
         self.result: Any = None  # the RunResult, once the run has stopped
         self.running: dict[str, str] = {}  # call id -> tool, for calls started without a result
+        self._line: Any = None  # the streamed line being printed: "text", or a call's index
+        self._shown = 0  # characters of it shown
+        self._gap = False  # whitespace came last: a space before the next word
 
     def __call__(self, event: Any) -> None:
         from engine.runtime import events as ev
 
+        self._step_header(event)
+        if not isinstance(event, ev.TextDelta | ev.ToolCallDelta):
+            self._end_line()
         c = self.console
-        seq = getattr(event, "seq", None)
-        if seq is not None and seq != self._seq and not isinstance(event, ev.StepStarted):
-            # A resumed run finishes its pending step first; that step started in an
-            # earlier process, so no StepStarted announces it.
-            c.print(f"[bold]step {seq}[/bold]  (resumed)")
-        if seq is not None:
-            self._seq = seq
         match event:
             case ev.RunStarted():
                 self.run_id = event.run_id
@@ -166,14 +169,13 @@ class LiveView:
                     f"{_forced(event.force, event.forced_tool)}"
                 )
             case ev.TextDelta():
-                c.print(f"  [green]model:[/green] {escape(_short(event.text, 400))}")
+                self._stream("text", "  [green]model:[/green] ", event.text, 400)
+            case ev.ToolCallDelta():
+                if c.is_terminal:  # (a log keeps the call's own line only)
+                    label = f"  [cyan]… {escape(event.tool or 'a call')}[/cyan] "
+                    self._stream(event.index, label, event.arguments, 160)
             case ev.ToolCallStarted():
-                if not event.replayed:
-                    self.running[event.call_id] = event.tool
-                tag = " [dim](from the store)[/dim]" if event.replayed else ""
-                c.print(
-                    f"  [cyan]→ {event.tool}[/cyan]({escape(_short(_args(event.arguments)))}){tag}"
-                )
+                self._call_started(event)
             case ev.ToolResultEvent():
                 self.running.pop(event.call_id, None)
                 colour = "red" if event.is_error else "dim"
@@ -192,30 +194,89 @@ class LiveView:
                     f"  [dim]{event.decision} ({event.reason}) → {event.position['node']}[/dim]"
                 )
             case ev.Stopped():
-                r = self.result = event.result
-                colour = "red" if r.error else "bold green"
-                c.print(
-                    f"[{colour}]stopped: {r.stop_reason.value}[/{colour}]  {r.steps} step(s), "
-                    f"tokens {r.usage.input_tokens} in / {r.usage.output_tokens} out  run {r.run_id}"
-                )
-                paused = r.pending_usage
-                if paused is not None and (paused.input_tokens or paused.output_tokens):
-                    # The store counts finished steps only: say which part is not there yet.
-                    c.print(
-                        f"  of which step {r.steps} (paused): {paused.input_tokens} in / "
-                        f"{paused.output_tokens} out, stored when the step finishes (`runs "
-                        "show` and `runs list` count the finished steps)"
-                    )
-                if r.error:
-                    c.print(f"[red]{escape(r.error)}[/red]")
-                if r.stop_reason.value == "awaiting_decision":
-                    c.print(
-                        f"a side-effect call ({r.pending_call}) was interrupted; it may or may "
-                        "not have taken effect"
-                    )
-                for line in self._next_steps(r):
-                    c.print(escape(line))
-                c.print(f"details: toolfsm runs show {r.run_id[:12]}")
+                self._stopped(event.result)
+
+    def _step_header(self, event: Any) -> None:
+        from engine.runtime import events as ev
+
+        seq = getattr(event, "seq", None)
+        if seq is not None and seq != self._seq and not isinstance(event, ev.StepStarted):
+            # A resumed run finishes its pending step first; that step started in an
+            # earlier process, so no StepStarted announces it.
+            self._end_line()
+            self.console.print(f"[bold]step {seq}[/bold]  (resumed)")
+        if seq is not None:
+            self._seq = seq
+
+    def _stream(self, line: Any, label: str, text: str, limit: int) -> None:
+        """Print `text` on the streamed line `line` (opened with `label` if it is not the
+        one being printed), whitespace folded; in a terminal, cut at `limit` characters."""
+        if self._line != line:
+            self._end_line()
+            self.console.print(label, end="", soft_wrap=True)
+            self._line, self._shown, self._gap = line, 0, False
+        words = text.split()
+        if not words:
+            self._gap = self._gap or bool(text)
+            return
+        space = " " if self._shown and (self._gap or text[0].isspace()) else ""
+        piece = space + " ".join(words)
+        self._gap = text[-1].isspace()
+        if self.console.is_terminal and self._shown + len(piece) > limit:
+            if self._shown >= limit:
+                return  # cut already
+            piece = piece[: limit - self._shown - 1] + "…"
+            self._shown = limit
+        else:
+            self._shown += len(piece)
+        self.console.print(piece, end="", soft_wrap=True, markup=False, emoji=False)
+
+    def _end_line(self) -> None:
+        """End the streamed line, if one is open: a call's line is replaced by the call's
+        own (in a terminal only), the text's is ended."""
+        if self._line is None:
+            return
+        if self._line == "text":
+            self.console.print()
+        else:
+            self.console.file.write("\r\x1b[2K")  # erase it: the call's line says it all
+            self.console.file.flush()
+        self._line = None
+
+    def _call_started(self, event: Any) -> None:
+        if not event.replayed:
+            self.running[event.call_id] = event.tool
+        tag = " [dim](from the store)[/dim]" if event.replayed else ""
+        self.console.print(
+            f"  [cyan]→ {event.tool}[/cyan]({escape(_short(_args(event.arguments)))}){tag}"
+        )
+
+    def _stopped(self, r: Any) -> None:
+        self.result = r
+        c = self.console
+        colour = "red" if r.error else "bold green"
+        c.print(
+            f"[{colour}]stopped: {r.stop_reason.value}[/{colour}]  {r.steps} step(s), "
+            f"tokens {r.usage.input_tokens} in / {r.usage.output_tokens} out  run {r.run_id}"
+        )
+        paused = r.pending_usage
+        if paused is not None and (paused.input_tokens or paused.output_tokens):
+            # The store counts finished steps only: say which part is not there yet.
+            c.print(
+                f"  of which step {r.steps} (paused): {paused.input_tokens} in / "
+                f"{paused.output_tokens} out, stored when the step finishes (`runs "
+                "show` and `runs list` count the finished steps)"
+            )
+        if r.error:
+            c.print(f"[red]{escape(r.error)}[/red]")
+        if r.stop_reason.value == "awaiting_decision":
+            c.print(
+                f"a side-effect call ({r.pending_call}) was interrupted; it may or may "
+                "not have taken effect"
+            )
+        for line in self._next_steps(r):
+            c.print(escape(line))
+        c.print(f"details: toolfsm runs show {r.run_id[:12]}")
 
     def _next_steps(self, result: Any) -> list[str]:
         if self.store is not None:

@@ -20,19 +20,30 @@ Script format (YAML or JSON; a top-level list is accepted as the `replies` list)
 Call ids are `call_1`, `call_2`, ... in script order unless a call gives `id:`. When the
 script runs out, `complete` raises ScriptError(kind="script_exhausted"); a failed expectation
 raises ScriptError(kind="script_diverged"); both name the script and the 0-based entry index.
+`stream` hands each reply on as a model API streams it (the text a word at a time, then each
+call), so a streamed run can be tried offline.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping, Sequence
+import re
+from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from engine.providers.base import ModelReply, ModelRequest, ToolCall, Usage
+from engine.providers.base import (
+    ModelReply,
+    ModelRequest,
+    ReplyDelta,
+    TextChunk,
+    ToolCall,
+    ToolCallChunk,
+    Usage,
+)
 from engine.providers.errors import ProviderConfigError, ScriptError
 
 __all__ = ["ScriptedProvider", "ScriptedReply", "load_script"]
@@ -159,6 +170,14 @@ class ScriptedProvider:
             text=entry.text, tool_calls=tuple(calls), usage=entry.usage, tool_choice_sent=None
         )
 
+    async def stream(self, request: ModelRequest) -> AsyncIterator[ReplyDelta | ModelReply]:
+        """`complete`, handed on as a model API streams it: the text a word at a time, each
+        call's id and name, then its arguments; the reply last."""
+        reply = await self.complete(request)
+        for delta in _pieces(reply):
+            yield delta
+        yield reply
+
     def _check(self, entry: ScriptedReply, index: int, request: ModelRequest) -> None:
         problems: list[str] = []
         if entry.expect_allowed is not None and entry.expect_allowed != set(request.allowed):
@@ -188,6 +207,19 @@ class ScriptedProvider:
                 script=self.source,
                 index=index,
             )
+
+
+# A word and the spaces after it (or leading spaces): the pieces a streamed text comes in.
+_WORD = re.compile(r"\s*\S+\s*|\s+")
+
+
+def _pieces(reply: ModelReply) -> Iterator[ReplyDelta]:
+    for word in _WORD.findall(reply.text or ""):
+        yield TextChunk(word)
+    for index, call in enumerate(reply.tool_calls):
+        yield ToolCallChunk(index, call.id, call.name, "")
+        if call.arguments:
+            yield ToolCallChunk(index, None, None, call.arguments)
 
 
 def _parse_entry(entry: Any, index: int, source: str, provider: str) -> ScriptedReply:

@@ -18,6 +18,7 @@ __all__ = [
     "StepStarted",
     "Stopped",
     "TextDelta",
+    "ToolCallDelta",
     "ToolCallStarted",
     "ToolResultEvent",
     "Violation",
@@ -42,10 +43,25 @@ class StepStarted:
 
 @dataclass(frozen=True, slots=True)
 class TextDelta:
-    """Text from the model (providers answer whole replies, so one delta per reply)."""
+    """Text from the model as it arrives: from a streaming provider one piece at a time (a
+    step's pieces, joined, are its reply's text), else the whole text at once."""
 
     seq: int
     text: str
+
+
+@dataclass(frozen=True, slots=True)
+class ToolCallDelta:
+    """A piece of a tool call as the model writes it (streaming providers): `arguments` is the
+    next fragment of the JSON arguments of the reply's call `index`; `call_id` and `tool` as
+    far as they are known yet. The call is judged and run once the reply is complete
+    (`ToolCallStarted` or `Violation` follows)."""
+
+    seq: int
+    index: int
+    call_id: str | None
+    tool: str | None
+    arguments: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -128,6 +144,7 @@ Event = (
     RunStarted
     | StepStarted
     | TextDelta
+    | ToolCallDelta
     | ToolCallStarted
     | ToolResultEvent
     | Violation

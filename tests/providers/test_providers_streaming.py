@@ -36,6 +36,7 @@ from engine.providers.anthropic import AnthropicProvider
 from engine.providers.base import TextChunk, ToolCallChunk, stream_reply
 from engine.providers.openai import OpenAIProvider
 from engine.providers.random import RandomProvider
+from engine.providers.scripted import ScriptedProvider
 
 pytestmark = pytest.mark.anyio
 
@@ -467,3 +468,19 @@ async def test_a_provider_without_streaming_hands_its_reply_on_in_one_delta_per_
 
     (call,) = items[-1].tool_calls
     assert items[:-1] == [ToolCallChunk(0, call.id, "fetch", call.arguments)]
+
+
+async def test_the_scripted_provider_streams_words_then_calls() -> None:
+    script = ScriptedProvider([{"text": "Looking it  up.\n", "call": "search", "args": {"q": "7"}}])
+    items = await collect(script)
+
+    assert items[:-1] == [
+        TextChunk("Looking "),
+        TextChunk("it  "),
+        TextChunk("up.\n"),
+        ToolCallChunk(0, "call_1", "search", ""),
+        ToolCallChunk(0, None, None, '{"q": "7"}'),
+    ]
+    assert items[-1] == ModelReply(
+        text="Looking it  up.\n", tool_calls=(ToolCall("call_1", "search", '{"q": "7"}'),)
+    )
