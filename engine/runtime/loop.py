@@ -21,11 +21,8 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
-import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Generator
-from contextlib import suppress
-from datetime import UTC, datetime
+from datetime import datetime
 from functools import partial
 from typing import Any, Literal, get_args
 
@@ -33,7 +30,16 @@ from pydantic_core import to_jsonable_python
 
 from engine.machine import Position, Reason, StopReason, Verdict
 from engine.machine.trace import violation_message
-from engine.providers.base import Message, Provider, ToolCall, Usage, frozen_builder, tool_message
+from engine.providers.base import (
+    Message,
+    ModelReply,
+    ModelRequest,
+    Provider,
+    ToolCall,
+    Usage,
+    frozen_builder,
+    tool_message,
+)
 from engine.providers.errors import MalformedReply, ProviderError
 from engine.runtime.agent import Agent
 from engine.runtime.caps import cap_arguments, cap_violation
@@ -51,21 +57,19 @@ from engine.runtime.events import (
     ToolResultEvent,
     Violation,
 )
-from engine.runtime.journal import GroupCommit, Journal
-from engine.runtime.state import (
-    PendingStep,
-    RunState,
-    message_to_dict,
-    reply_to_dict,
-)
+from engine.runtime.journal import GroupCommit, Journal, NullJournal, RunJournal, status_for
+from engine.runtime.state import PendingStep, RunState
 from engine.tools import HEARTBEAT_PARAM, ArgumentError, ToolResult
 
 __all__ = ["Decision", "Runner", "status_for"]
 
 Decision = Literal["retry", "fail"]
 
+# The journal of every run without a store (it holds nothing).
+_NULL_JOURNAL = NullJournal()
+
 # What a way into the loop hands it, and the loop itself (see `Runner._steps`).
-_Setup = tuple[RunState, PendingStep | None, Journal | None, RunStarted]
+_Setup = tuple[RunState, PendingStep | None, RunJournal, RunStarted]
 _Steps = Generator[Any, Any, None]
 
 # Everything the loop yields that is not an awaitable (no event type has subclasses).
@@ -76,32 +80,6 @@ _step_started = frozen_builder(StepStarted)
 _call_started = frozen_builder(ToolCallStarted)
 _call_result = frozen_builder(ToolResultEvent)
 _step_committed = frozen_builder(StepCommitted)
-
-# How each stop reason is filed in the store's run status.
-_STATUS = {
-    StopReason.END_TURN: "finished",
-    StopReason.TERMINAL_TOOL: "finished",
-    StopReason.DEAD_END: "finished",
-    StopReason.STEP_LIMIT: "finished",
-    StopReason.AWAITING_APPROVAL: "awaiting_approval",
-    StopReason.AWAITING_DECISION: "awaiting_decision",
-    StopReason.ERROR: "failed",
-    StopReason.CANCELLED: "cancelled",
-    StopReason.FORCING_IGNORED: "failed",
-}
-
-
-def status_for(stop: StopReason) -> str:
-    """The store's run status for a stop reason."""
-    return _STATUS[stop]
-
-
-def _now() -> datetime:
-    return datetime.now(UTC)
-
-
-class _NoStoreError(Exception):
-    """Never raised: what a run without a store catches as its store's errors."""
 
 
 class _Pause(Exception):
@@ -157,43 +135,8 @@ class Runner:
         self.group_commit = group_commit
         self._machine = agent.machine
         self._heartbeat = agent.heartbeat
-        # The store's write operations, imported only when there is a store: a run without
-        # one does not load SQLAlchemy.
-        self._w: Any = None
-        self._allowed_cache: dict[tuple[str, ...], Any] = {}
         self._owner = owner
-        self.lease_seconds = 0.0
-        # What the store raises (a run without one has none to catch).
-        self._store_error: type[Exception] = _NoStoreError
-        if store is not None:
-            from engine.store import LEASE_SECONDS, writes
-            from engine.store.errors import StoreError
-
-            self._w = writes
-            self._store_error = StoreError
-            self.lease_seconds = lease_seconds or _lease_seconds_from_env() or LEASE_SECONDS
-
-    def _start_call(
-        self,
-        key: str,
-        step_seq: int,
-        index: int,
-        call: ToolCall,
-        arguments: Any,
-        side_effects: bool,
-        status: Any,
-    ) -> Any:
-        """The store record of a call about to run (or held for approval), as sent."""
-        return self._w.StartCall(
-            key,
-            step_seq=step_seq,
-            batch_index=index,
-            tool=call.name,
-            arguments_raw=call.arguments,
-            arguments=arguments,
-            status=status,
-            side_effects=side_effects,
-        )
+        self._lease_seconds = lease_seconds
 
     # -- public entry points ---------------------------------------------------------------
 
@@ -290,63 +233,37 @@ class Runner:
         machine = self._machine
         position = machine.start()
         first = Message(role="user", text=input)
-        journal = None
+        journal: RunJournal = _NULL_JOURNAL
         if self.store is not None:
-            from engine.store import new_run_id
-
-            w = self._w
-            record = self.store.save_agent(
-                self.agent.name, self.agent.rules_text, self.agent.rules_path
+            options = {**self.options, "tools": self.agent.tools_ref, "max_steps": self.max_steps}
+            journal = await Journal.create(
+                self.store,
+                self.group_commit,
+                agent=self.agent,
+                model=self.model,
+                options=options,
+                first=first,
+                position=position,
+                position_dump=machine.dump(position),
+                run_id=run_id,
+                owner=self._owner,
+                lease_seconds=self._lease_seconds,
             )
-            options = {
-                **self.options,
-                "tools": self.agent.tools_ref,
-                "max_steps": self.max_steps,
-            }
-            run_id = run_id or new_run_id()
-            journal = Journal(self.store, run_id, self.group_commit)
-            owner = self._new_owner()
-            position_json = w.Encoded(machine.dump(position))
-            journal.add(
-                w.CreateRun(
-                    run_id=run_id,
-                    agent_id=record.id,
-                    rules_hash=record.rules_hash,
-                    model=self.model,
-                    input=input,
-                    options=options,
-                    position=position_json,
-                    owner=owner,
-                    lease_seconds=self.lease_seconds,
-                )
-            )
-            journal.add(w.AppendMessages([message_to_dict(first)], 0))
-            # The run exists in the store before its first model call, held by this process.
-            await journal.flush()
-            journal.lease = w.KeepLease(owner, self.lease_seconds)
-            journal.fresh_until = time.monotonic() + self.lease_seconds
+            run_id = journal.run_id
         state = RunState(run_id or "memory", position, [first], next_message=1)
-        if journal is not None:
-            state.position_json = position_json
         return state, None, journal, RunStarted(state.run_id, self.agent.name, self.model)
 
     async def _resume(self, run_id: str) -> _Setup:
         if self.store is None:
             raise RuntimeError("resuming needs a store")
-        from engine.runtime.resume import load_state
-
-        # The lease first: a run another live process runs is refused (`RunClaimed`) before
-        # anything is read or run.
-        owner = self._new_owner()
-        self.store.claim_run(run_id, owner, seconds=self.lease_seconds)
-        try:
-            state, pending = load_state(self.store, run_id, self.agent)
-        except BaseException:
-            with suppress(Exception):  # the error being raised says what went wrong
-                self.store.release_run(run_id, owner)
-            raise
-        lease = self._w.KeepLease(owner, self.lease_seconds)
-        journal = Journal(self.store, state.run_id, self.group_commit, lease)
+        journal, state, pending = Journal.resume(
+            self.store,
+            self.group_commit,
+            run_id=run_id,
+            agent=self.agent,
+            owner=self._owner,
+            lease_seconds=self._lease_seconds,
+        )
         started = RunStarted(state.run_id, self.agent.name, self.model, resumed=True)
         return state, pending, journal, started
 
@@ -363,8 +280,7 @@ class Runner:
             yield opening
         del opening
         machine = self._machine
-        if journal is not None:
-            journal.start_heartbeat()
+        journal.start_heartbeat()
         try:
             while True:
                 if pending is None:
@@ -384,9 +300,9 @@ class Runner:
                     if not quiet:
                         yield _step_started(state.seq, gate.allowed, gate.force, gate.forced_tool)
                     request = self.agent.request(gate, tuple(state.messages))
-                    started = _now() if journal is not None else None  # for the store only
+                    started = journal.step_started()
                     try:
-                        reply = yield self.provider.complete(request)
+                        reply = yield self._ask_model(request)
                     except MalformedReply as exc:
                         # The server answered, with something that is no reply: kept as a
                         # step of its own, the run's last (resume asks the model again).
@@ -406,21 +322,9 @@ class Runner:
                         started,
                         state.call_keys(state.seq, reply.tool_calls),
                         None,  # nothing recorded: a fresh step
-                        None,
-                        state.position_json,
                         reply.to_message(),
                     )
-                    if journal is not None:
-                        # Stored twice (this message, the step's record), encoded once.
-                        reply_json = pending.reply_json = self._w.Encoded(
-                            reply_to_dict(reply, pending.message)
-                        )
-                        # Tied to its step now: a resume finds the reply of the step that
-                        # is not committed by its number, never an older one.
-                        journal.add(
-                            self._w.AppendMessages([reply_json], state.next_message, state.seq)
-                        )
-                        state.next_message += 1
+                    journal.reply_received(state, pending)
                     if reply.notice is not None and not quiet:
                         # (stored with the reply: `runs show` prints it with the step)
                         yield Notice(state.seq, reply.notice)
@@ -457,45 +361,33 @@ class Runner:
                 if verdict_stop is not None:
                     yield Stopped(self._result(state, verdict_stop))
                     return
-        except self._store_error as exc:
-            from engine.store import LeaseLost
-
-            if isinstance(exc, LeaseLost):
-                raise  # another process runs the run now: nothing more is written
-            # A refused write of this run's owner: the run stops here, on record.
-            yield (yield self._store_failed(state, journal, exc))
         except asyncio.CancelledError:
-            if journal is not None:
-                # Whatever the step buffered is committed with the status, on this thread:
-                # the task is going away and must not wait for a group commit.
-                journal.add(
-                    self._w.UpdateRun(status="cancelled", stop_reason=StopReason.CANCELLED.value)
-                )
-                self._release(journal)
-                journal.flush_now()
+            journal.cancelled()
             raise
         except Exception as exc:
+            if journal.refused(exc):
+                # A refused write of this run's owner: the run stops here, on record.
+                error = f"the store refused a write: {exc}"
+                journal.store_failed(error)
+                yield Stopped(self._result(state, StopReason.ERROR, error))
+                return
             # An error the loop does not handle (the store went away, the lease was lost): the
-            # run stays resumable. Give the lease up if it is still this process's.
-            if journal is not None and journal.lease is not None:
-                from engine.store import LeaseLost
-
-                if not isinstance(exc, LeaseLost):
-                    journal.ops = []
-                    self._release(journal)
-                    with suppress(Exception):
-                        journal.flush_now()
+            # run stays resumable (the lease given up if it is still this process's).
+            journal.abandoned(exc)
             raise
         finally:
-            if journal is not None:
-                journal.stop_heartbeat()
+            journal.stop_heartbeat()
+
+    def _ask_model(self, request: ModelRequest) -> Awaitable[ModelReply]:
+        """The one place the provider is asked for a step's reply (awaited by the driver)."""
+        return self.provider.complete(request)
 
     def _settle(
         self,
         state: RunState,
         step: PendingStep,
         decision: Decision | None,
-        journal: Journal | None,
+        journal: RunJournal,
         quiet: bool,
     ) -> Generator[Any, Any, tuple[StopReason | None, StepCommitted | None]]:
         """Judge, execute (or replay) each call of a step in order, then commit the step.
@@ -506,7 +398,6 @@ class Runner:
         when quiet without a store).
         """
         machine = self._machine
-        w = self._w
         run_id = state.run_id
         reply = step.reply
         recorded = step.recorded
@@ -520,8 +411,10 @@ class Runner:
             record = recorded.get(key) if recorded is not None else None
             if cut is not None:
                 message = f"not executed: the run ended after {cut_tool} ({cut.reason})"
-                if record is None and journal is not None:
-                    self._record_violation(journal, step.seq, index, key, call, message)
+                if record is None:
+                    journal.violation(
+                        step.seq, index, key, call, message, self._side_effects(call.name)
+                    )
                 results.append(tool_message(call.id, message, True))
                 if not quiet:
                     yield Violation(step.seq, key, call.name, message)
@@ -561,8 +454,10 @@ class Runner:
                 except ArgumentError as exc:
                     problem = f"{exc}; the call was not executed"
             if problem is not None:
-                if record is None and journal is not None:
-                    self._record_violation(journal, step.seq, index, key, call, problem)
+                if record is None:
+                    journal.violation(
+                        step.seq, index, key, call, problem, self._side_effects(call.name)
+                    )
                 results.append(tool_message(call.id, problem, True))
                 if not quiet:
                     yield Violation(step.seq, key, call.name, problem)
@@ -571,36 +466,22 @@ class Runner:
             # The arguments as stored and streamed: not needed by a quiet run without a store.
             stored_args: Any = (
                 to_jsonable_python(arguments, fallback=str)
-                if journal is not None or not quiet
+                if journal.durable or not quiet
                 else None
             )
             side_effects = not tool.idempotent
             if call.name in machine.approval:
                 status = record.status if record is not None else None
                 if status is None:
-                    if journal is None:
-                        raise RuntimeError("approval needs a store to pause the run in")
-                    journal.add(
-                        self._start_call(
-                            key,
-                            step.seq,
-                            index,
-                            call,
-                            stored_args,
-                            side_effects,
-                            w.CallStatus.AWAITING_APPROVAL,
-                        )
-                    )
                     # On disk before anyone is told: a reviewer may act on the event at once.
-                    yield journal.flush()
+                    yield journal.call_held(step, index, call, stored_args, side_effects)
                     yield ApprovalRequested(run_id, step.seq, key, call.name, stored_args)
                     raise _Pause(StopReason.AWAITING_APPROVAL, key)
                 if status == "awaiting_approval":
                     raise _Pause(StopReason.AWAITING_APPROVAL, key)
                 # approved (or started after approval, then interrupted): runs below
                 if status == "approved":
-                    assert journal is not None
-                    journal.add(w.SetCallStatus(key, w.CallStatus.STARTED))
+                    journal.call_approved(key)
                     record = None
             if record is not None and record.status == "started":
                 # Started before a crash, never finished.
@@ -611,29 +492,14 @@ class Runner:
                         "the call was interrupted (the process stopped while it ran) and was "
                         "marked failed; it may or may not have taken effect"
                     )
-                    assert journal is not None
-                    journal.add(w.FinishCall(key, w.CallStatus.FAILED, message, True))
-                    journal.urgent = True
+                    journal.call_failed(key, message)
                     results.append(tool_message(call.id, message, True))
                     if not quiet:
                         yield ToolResultEvent(step.seq, key, call.name, message, True, None)
                     continue
-            elif record is None and journal is not None and call.name not in machine.approval:
-                journal.add(
-                    self._start_call(
-                        key,
-                        step.seq,
-                        index,
-                        call,
-                        stored_args,
-                        side_effects,
-                        w.CallStatus.STARTED,
-                    )
-                )
-            if journal is not None and (side_effects or journal.urgent or journal.stale()):
-                # A side effect must be on record as started before it happens, and an
-                # earlier side effect's result before anything else runs; and no tool runs
-                # under a lease that may have lapsed (the flush renews it, or says it is lost).
+            elif record is None and call.name not in machine.approval:
+                journal.call_started(step, index, call, stored_args, side_effects)
+            if journal.flush_due(side_effects):
                 yield journal.flush(renew=True)
             if not quiet:
                 yield _call_started(step.seq, key, call.name, stored_args, False)
@@ -641,17 +507,7 @@ class Runner:
             result = tool.execute_now(arguments)
             if type(result) is not ToolResult:
                 result = yield result
-            if journal is not None:
-                journal.add(
-                    w.FinishCall(
-                        key,
-                        w.CallStatus.ERROR if result.is_error else w.CallStatus.FINISHED,
-                        result.output,
-                        result.is_error,
-                        result.duration_ms,
-                    )
-                )
-                journal.urgent = journal.urgent or side_effects
+            journal.call_finished(key, result, side_effects)
             results.append(tool_message(call.id, result.text(), result.is_error))
             if not quiet:
                 yield _call_result(
@@ -685,46 +541,11 @@ class Runner:
         state.position = position
         state.seq = step.seq + 1
         state.usage = state.usage + usage
-        dumped = machine.dump(position) if journal is not None or not quiet else None
-        if journal is not None:
-            # The new position is the run's and the step's, and the next step's before.
-            position_json = state.position_json = w.Encoded(dumped)
-            journal.add(
-                w.CommitStep(
-                    # Built from the loop's own values: no validation pass needed.
-                    w.StepValues(
-                        seq=step.seq,
-                        position_before=step.position_before_json
-                        or w.Encoded(machine.dump(step.position_before)),
-                        position_after=position_json,
-                        allowed=self._allowed_json(step.gate.allowed),
-                        force=step.gate.force,
-                        forced_tool=step.gate.forced_tool,
-                        tool_choice=reply.tool_choice_sent,
-                        reply=step.reply_json or reply_to_dict(reply),
-                        decision=decision_text,
-                        reason=reason,
-                        started_at=step.started_at,
-                        finished_at=None,
-                        input_tokens=usage.input_tokens,
-                        output_tokens=usage.output_tokens,
-                    ),
-                    [message_to_dict(m) for m in new_messages],
-                    first_message_seq=state.next_message,
-                    **(
-                        {
-                            "status": status_for(stop),
-                            "stop_reason": stop.value,
-                            **({"error": _STOP_ERRORS[stop]} if stop in _STOP_ERRORS else {}),
-                        }
-                        if stop is not None
-                        else {}
-                    ),
-                )
-            )
-            if stop is not None:
-                self._release(journal)
-            state.next_message += len(new_messages)
+        dumped = machine.dump(position) if journal.durable or not quiet else None
+        journal.step_committed(
+            state, step, dumped, decision_text, reason, new_messages, stop, _STOP_ERRORS.get(stop)
+        )
+        if journal.durable:
             yield journal.flush()
         return stop, (
             None if dumped is None else _step_committed(step.seq, decision_text, reason, dumped)
@@ -765,27 +586,6 @@ class Runner:
             return "continue", _VALUE[verdict.reason], None, verdict.message
         return "stop", _VALUE[verdict.reason], verdict.stop_reason, None
 
-    def _new_owner(self) -> str:
-        if self._owner is not None:
-            return self._owner
-        from engine.store import new_owner_id
-
-        return new_owner_id()
-
-    def _release(self, journal: Journal) -> None:
-        """End the batch being written by giving the run's lease up (the run stops here)."""
-        lease = journal.lease
-        if lease is not None:
-            journal.add(self._w.ReleaseLease(lease.owner))
-            journal.lease = None
-
-    def _allowed_json(self, allowed: tuple[str, ...]) -> Any:
-        """A gate's allowed tools as stored with each step: encoded once per gate."""
-        encoded = self._allowed_cache.get(allowed)
-        if encoded is None:
-            encoded = self._allowed_cache[allowed] = self._w.Encoded(list(allowed))
-        return encoded
-
     def _beat_of(self, call: ToolCall) -> bool | None:
         if not self._heartbeat:
             return None
@@ -795,29 +595,15 @@ class Runner:
             return False
         return isinstance(value, dict) and value.get(HEARTBEAT_PARAM) is True
 
-    def _record_violation(
-        self, journal: Journal, seq: int, index: int, key: str, call: ToolCall, message: str
-    ) -> None:
-        w = self._w
-        tool = self.agent.tools.get(call.name)
-        journal.add(
-            w.StartCall(
-                key,
-                step_seq=seq,
-                batch_index=index,
-                tool=call.name,
-                arguments_raw=call.arguments,
-                status=w.CallStatus.VIOLATION,
-                violation=message,
-                side_effects=tool is not None and not tool.idempotent,
-            )
-        )
-        journal.add(w.FinishCall(key, w.CallStatus.VIOLATION, message, True))
+    def _side_effects(self, name: str) -> bool:
+        """Whether a call of `name` would have side effects (an unknown tool: no)."""
+        tool = self.agent.tools.get(name)
+        return tool is not None and not tool.idempotent
 
     async def _stop(
         self,
         state: RunState,
-        journal: Journal | None,
+        journal: RunJournal,
         stop: StopReason,
         error: str | None = None,
         *,
@@ -825,82 +611,22 @@ class Runner:
         pending_usage: Usage | None = None,
     ) -> Stopped:
         """Record a stop that happens outside a step commit (before a call, or a pause)."""
-        if journal is not None:
-            journal.add(
-                self._w.UpdateRun(
-                    status=status_for(stop),
-                    stop_reason=stop.value,
-                    error=error if stop is StopReason.ERROR else None,
-                )
-            )
-            self._release(journal)
-            await journal.flush()
+        await journal.stopped(stop, error)
         return Stopped(self._result(state, stop, error, pending_call, pending_usage))
 
     async def _malformed_step(
         self,
         state: RunState,
-        journal: Journal | None,
+        journal: RunJournal,
         gate: Any,
         started: datetime | None,
         exc: MalformedReply,
     ) -> Stopped:
         """Commit the step of a malformed reply (the server's body as its reply, no message
         in the history) and stop the run with an error."""
-        error = str(exc)
-        if journal is not None:
-            w = self._w
-            position = state.position_json or w.Encoded(self._machine.dump(state.position))
-            journal.add(
-                w.CommitStep(
-                    w.StepValues(
-                        seq=state.seq,
-                        position_before=position,
-                        position_after=position,
-                        allowed=self._allowed_json(gate.allowed),
-                        force=gate.force,
-                        forced_tool=gate.forced_tool,
-                        tool_choice=exc.tool_choice_sent,
-                        reply={"role": "assistant", "malformed": exc.raw, "error": exc.message},
-                        decision="stop",
-                        reason="malformed_reply",
-                        started_at=started or _now(),
-                        finished_at=None,
-                        input_tokens=0,
-                        output_tokens=0,
-                    ),
-                    [],
-                    first_message_seq=state.next_message,
-                    status=status_for(StopReason.ERROR),
-                    stop_reason=StopReason.ERROR.value,
-                    error=error,
-                )
-            )
-            self._release(journal)
-            await journal.flush()
+        await journal.malformed_step(state, gate, started, exc)
         state.seq += 1
-        return Stopped(self._result(state, StopReason.ERROR, error))
-
-    async def _store_failed(
-        self, state: RunState, journal: Journal | None, exc: Exception
-    ) -> Stopped:
-        """Stop after the store refused a write (a conflict, the database gone): what was
-        buffered is dropped, the stop recorded and the lease given up, if the store takes
-        them (the run can be resumed from its last committed step)."""
-        error = f"the store refused a write: {exc}"
-        if journal is not None:
-            journal.ops = []  # what the store refused is not sent again
-            journal.add(
-                self._w.UpdateRun(
-                    status=status_for(StopReason.ERROR),
-                    stop_reason=StopReason.ERROR.value,
-                    error=error,
-                )
-            )
-            self._release(journal)
-            with suppress(Exception):  # the store is gone: the result says why
-                journal.flush_now()
-        return Stopped(self._result(state, StopReason.ERROR, error))
+        return Stopped(self._result(state, StopReason.ERROR, str(exc)))
 
     def _result(
         self,
@@ -921,15 +647,6 @@ class Runner:
             pending_call=pending_call,
             pending_usage=pending_usage,
         )
-
-
-def _lease_seconds_from_env() -> float | None:
-    text = os.environ.get("TOOLFSM_LEASE_SECONDS", "").strip()
-    try:
-        value = float(text) if text else None
-    except ValueError:
-        return None
-    return value if value is not None and value > 0 else None
 
 
 # Steps in a row answered without a tool call where the rules force one, re-asked each time

@@ -107,10 +107,6 @@ class PendingStep:
     call_keys: tuple[str, ...]  # the store's id of each call, in reply order
     # call key -> ToolCallRecord, for a step resumed from the store (None: a fresh step)
     recorded: dict[str, Any] | None = None
-    # Encoded once and stored twice: the reply (its message and the step), the position
-    # before (the previous step's after). None when not known yet.
-    reply_json: Any = None
-    position_before_json: Any = None
     message: Message | None = None  # reply.to_message(), once built
 
 
@@ -128,7 +124,6 @@ class RunState:
     used_call_ids: dict[str, None] = field(default_factory=dict)
     last_text: str | None = None
     next_message: int = 0  # the number the store gives the run's next message
-    position_json: Any = None  # the store's encoding of `position`, when the loop made one
     forced_misses: int = 0  # the last steps in a row that were forced but had no tool call
 
     def call_keys(self, seq: int, calls: tuple[ToolCall, ...]) -> tuple[str, ...]:
