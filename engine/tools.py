@@ -44,6 +44,7 @@ from engine.providers.base import ToolSpec, frozen_builder
 __all__ = [
     "HEARTBEAT_PARAM",
     "ArgumentError",
+    "MissingToolsError",
     "Tool",
     "ToolRegistry",
     "ToolRegistryError",
@@ -167,6 +168,41 @@ def _strip_titles(schema: Any) -> Any:
     return schema
 
 
+def _argument_fields(
+    fn: Callable[..., Any], tool_name: str, param_docs: Mapping[str, str]
+) -> dict[str, Any]:
+    """The pydantic fields of a tool's arguments: one per parameter, typed by its hint."""
+    try:
+        hints = get_type_hints(fn)
+    except Exception as exc:  # a forward reference that does not resolve
+        raise ToolRegistryError(f"tool {tool_name!r}: cannot read type hints: {exc}") from exc
+    fields: dict[str, Any] = {}
+    for param in inspect.signature(fn).parameters.values():
+        if param.kind in (param.VAR_POSITIONAL, param.VAR_KEYWORD):
+            raise ToolRegistryError(
+                f"tool {tool_name!r}: *args/**kwargs cannot be described to a model; "
+                "name every parameter"
+            )
+        if param.name == HEARTBEAT_PARAM:
+            raise ToolRegistryError(
+                f"tool {tool_name!r}: the parameter name {HEARTBEAT_PARAM!r} is reserved "
+                "for heartbeat mode"
+            )
+        default = ... if param.default is param.empty else param.default
+        fields[param.name] = (
+            hints.get(param.name, Any),
+            Field(default, description=param_docs.get(param.name)),
+        )
+    return fields
+
+
+def _problems(exc: ValidationError) -> str:
+    """Every validation problem, `where: what`, on one line."""
+    return "; ".join(
+        f"{'.'.join(str(p) for p in e['loc']) or '(arguments)'}: {e['msg']}" for e in exc.errors()
+    )
+
+
 @dataclass(frozen=True, eq=False)
 class Tool:
     """One registered tool: the function, its argument model and schema, and its marks."""
@@ -195,44 +231,24 @@ class Tool:
         marks: _Marks | None = getattr(fn, _MARK, None)
         tool_name = name or (marks.name if marks else None) or fn.__name__
         doc, param_docs = _docstring_parts(fn)
-        try:
-            hints = get_type_hints(fn)
-        except Exception as exc:  # a forward reference that does not resolve
-            raise ToolRegistryError(f"tool {tool_name!r}: cannot read type hints: {exc}") from exc
-        fields: dict[str, Any] = {}
-        for param in inspect.signature(fn).parameters.values():
-            if param.kind in (param.VAR_POSITIONAL, param.VAR_KEYWORD):
-                raise ToolRegistryError(
-                    f"tool {tool_name!r}: *args/**kwargs cannot be described to a model; "
-                    "name every parameter"
-                )
-            if param.name == HEARTBEAT_PARAM:
-                raise ToolRegistryError(
-                    f"tool {tool_name!r}: the parameter name {HEARTBEAT_PARAM!r} is reserved "
-                    "for heartbeat mode"
-                )
-            annotation = hints.get(param.name, Any)
-            default = ... if param.default is param.empty else param.default
-            fields[param.name] = (
-                annotation,
-                Field(default, description=param_docs.get(param.name)),
-            )
         model = create_model(  # type: ignore[call-overload, unused-ignore]
             f"{tool_name}_arguments",
             __config__=ConfigDict(extra="forbid"),
-            **fields,
+            **_argument_fields(fn, tool_name, param_docs),
         )
         parameters = _strip_titles(model.model_json_schema())
         parameters.setdefault("properties", {})
+        if marks is None:
+            marks = _Marks(None, False, None)
         return cls(
             name=tool_name,
             fn=fn,
-            description=description or (marks.description if marks else None) or doc,
+            description=description or marks.description or doc,
             parameters=parameters,
             model=model,
-            idempotent=bool(idempotent if idempotent is not None else marks and marks.idempotent),
+            idempotent=marks.idempotent if idempotent is None else idempotent,
             is_async=inspect.iscoroutinefunction(fn),
-            inline=bool(inline if inline is not None else marks and marks.inline),
+            inline=marks.inline if inline is None else inline,
         )
 
     def spec(self, *, heartbeat: bool = False) -> ToolSpec:
@@ -271,32 +287,33 @@ class Tool:
                 pass
             else:
                 return dict(validated.__dict__), None
+        value = self._json_object(text)
+        beat = self._pop_heartbeat(value) if heartbeat else None
+        if prefill:
+            value = {**value, **prefill}
+        try:
+            validated = self.model.model_validate(value)
+        except ValidationError as exc:
+            raise ArgumentError(self.name, _problems(exc)) from None
+        # Keep the validated Python values (e.g. enums, dates) for the call itself; the
+        # JSON-friendly copy is what gets stored. The model forbids extra keys, so its
+        # __dict__ holds exactly the parameters, in signature order.
+        return dict(validated.__dict__), beat
+
+    def _json_object(self, text: str) -> dict[str, Any]:
         try:
             value = json.loads(text)
         except ValueError as exc:
             raise ArgumentError(self.name, f"not valid JSON ({exc})") from None
         if not isinstance(value, dict):
             raise ArgumentError(self.name, f"expected a JSON object, got {type(value).__name__}")
-        beat: bool | None = None
-        if heartbeat:
-            flag = value.pop(HEARTBEAT_PARAM, False)
-            if not isinstance(flag, bool):
-                raise ArgumentError(self.name, f"{HEARTBEAT_PARAM} must be true or false")
-            beat = flag
-        if prefill:
-            value = {**value, **prefill}
-        try:
-            validated = self.model.model_validate(value)
-        except ValidationError as exc:
-            problems = "; ".join(
-                f"{'.'.join(str(p) for p in e['loc']) or '(arguments)'}: {e['msg']}"
-                for e in exc.errors()
-            )
-            raise ArgumentError(self.name, problems) from None
-        # Keep the validated Python values (e.g. enums, dates) for the call itself; the
-        # JSON-friendly copy is what gets stored. The model forbids extra keys, so its
-        # __dict__ holds exactly the parameters, in signature order.
-        return dict(validated.__dict__), beat
+        return value
+
+    def _pop_heartbeat(self, value: dict[str, Any]) -> bool:
+        flag = value.pop(HEARTBEAT_PARAM, False)
+        if not isinstance(flag, bool):
+            raise ArgumentError(self.name, f"{HEARTBEAT_PARAM} must be true or false")
+        return flag
 
     async def execute(self, arguments: Mapping[str, Any]) -> ToolResult:
         """Run the tool; an exception becomes an error result (the run goes on)."""
@@ -419,58 +436,61 @@ class ToolRegistry:
         A function counts when its name matches or when `@tool(name=...)` gave it that name.
         `idempotent` / `descriptions` (from the agent file) override the function's marks.
         """
-        by_name: dict[str, Callable[..., Any]] = {}
-        for attr, value in vars(module).items():
-            if not callable(value) or attr.startswith("_"):
-                continue
-            marks: _Marks | None = getattr(value, _MARK, None)
-            by_name.setdefault(marks.name if marks and marks.name else attr, value)
+        found = tool_functions(module)
         wanted = list(names)
-        missing = [n for n in wanted if n not in by_name or not inspect.isfunction(by_name[n])]
+        missing = [n for n in wanted if n not in found]
         if missing:
-            where = getattr(module, "__file__", None) or module.__name__
-            raise ToolRegistryError(
-                f"{where}: no function for tool(s) {', '.join(missing)}; define them there "
-                "(a function of the same name, or one decorated with @tool(name=...))"
-            )
+            raise MissingToolsError(missing, [module_place(module)])
         idem = idempotent or {}
         desc = descriptions or {}
         return cls(
             Tool.from_function(
-                by_name[n], name=n, idempotent=idem.get(n), description=desc.get(n) or None
+                found[n], name=n, idempotent=idem.get(n), description=desc.get(n) or None
             )
             for n in wanted
+        )
+
+
+def tool_functions(module: ModuleType) -> dict[str, Callable[..., Any]]:
+    """A module's public functions by the tool name each stands for (`tool_name_of`); the
+    first one wins when two stand for the same name."""
+    found: dict[str, Callable[..., Any]] = {}
+    for attr, value in vars(module).items():
+        if inspect.isfunction(value) and not attr.startswith("_"):
+            marks: _Marks | None = getattr(value, _MARK, None)
+            found.setdefault(marks.name if marks and marks.name else attr, value)
+    return found
+
+
+def module_place(module: ModuleType) -> str:
+    """Where a module's functions were looked for, as an error message names it."""
+    file = getattr(module, "__file__", None)
+    return file if isinstance(file, str) else f"module {module.__name__}"
+
+
+class MissingToolsError(ToolRegistryError):
+    """Tools the agent file names have no function: `tools` (the names, in declaration order)
+    were looked for in `places` (files or modules, in the order they were tried)."""
+
+    def __init__(self, tools: Iterable[str], places: Iterable[str], *, prefix: str = "") -> None:
+        self.tools = tuple(tools)
+        self.places = tuple(places)
+        where = "; ".join(self.places)
+        super().__init__(
+            f"{prefix}no function for tool(s) {', '.join(self.tools)} (looked in: {where}); "
+            "define them there (a function of the same name, or one decorated with "
+            "@tool(name=...)), or pass tools= to load_agent"
         )
 
 
 def load_tools_module(ref: str, *, base: Path | None = None) -> ModuleType:
     """Import the tools module named by `ref`: a file path (`tools.py`, relative to `base`)
     or a dotted module name (`mypkg.tools`)."""
-    looks_like_path = ref.endswith(".py") or "/" in ref or "\\" in ref
-    if looks_like_path:
+    if ref.endswith(".py") or "/" in ref or "\\" in ref:
         path = Path(ref)
         if not path.is_absolute() and base is not None:
             path = base / path
-        path = path.resolve()
-        if path.is_dir():
-            raise _folder_error(ref, path)
-        if not path.is_file():
-            raise ToolRegistryError(f"tools module {ref!r} not found (looked at {path})")
-        # A stable, path-derived module name: importing the same file twice reuses it.
-        mod_name = "toolfsm_tools_" + re.sub(r"\W", "_", str(path))
-        if mod_name in sys.modules:
-            return sys.modules[mod_name]
-        spec = importlib.util.spec_from_file_location(mod_name, path)
-        if spec is None or spec.loader is None:
-            raise ToolRegistryError(f"cannot import tools module {path}")
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[mod_name] = module
-        try:
-            spec.loader.exec_module(module)
-        except Exception as exc:
-            del sys.modules[mod_name]
-            raise _import_error(str(path), exc) from exc
-        return module
+        return _load_file(ref, path.resolve())
     # A folder of the working directory (or of `base`) imports as an empty namespace
     # package, which would then seem to define no tools at all.
     folder = (base or Path.cwd()) / ref
@@ -482,6 +502,28 @@ def load_tools_module(ref: str, *, base: Path | None = None) -> ModuleType:
         raise ToolRegistryError(f"cannot import tools module {ref!r}: {_one_line(exc)}") from exc
     except Exception as exc:
         raise _import_error(ref, exc) from exc
+
+
+def _load_file(ref: str, path: Path) -> ModuleType:
+    """The module of a `.py` file, imported once under a stable, path-derived name."""
+    if path.is_dir():
+        raise _folder_error(ref, path)
+    if not path.is_file():
+        raise ToolRegistryError(f"tools module {ref!r} not found (looked at {path})")
+    mod_name = "toolfsm_tools_" + re.sub(r"\W", "_", str(path))
+    if mod_name in sys.modules:
+        return sys.modules[mod_name]
+    spec = importlib.util.spec_from_file_location(mod_name, path)
+    if spec is None or spec.loader is None:
+        raise ToolRegistryError(f"cannot import tools module {path}")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[mod_name] = module
+    try:
+        spec.loader.exec_module(module)
+    except Exception as exc:
+        del sys.modules[mod_name]
+        raise _import_error(str(path), exc) from exc
+    return module
 
 
 def _folder_error(ref: str, path: Path) -> ToolRegistryError:
