@@ -4,6 +4,9 @@ Modules: `base` (the contract), `errors` (ProviderError tree), `openai`, `anthro
 through the official SDKs), `scripted` (replays a script), `random` (seeded random policy).
 `make_provider("openai:gpt-4.1")` builds one from a spec string. The SDK-backed classes are
 imported lazily so that offline use does not pay for importing the SDKs.
+
+This package exports what a user of providers needs, or a writer of one (the contract, the
+error tree); helpers such as `base.reply_violation` are imported from their modules.
 """
 
 from __future__ import annotations
@@ -20,7 +23,6 @@ from engine.providers.base import (
     ToolCall,
     ToolSpec,
     Usage,
-    reply_violation,
 )
 from engine.providers.errors import (
     ErrorKind,
@@ -38,7 +40,6 @@ if TYPE_CHECKING:
     from engine.providers.scripted import ScriptedProvider
 
 __all__ = [
-    "PROVIDER_KINDS",
     "AnthropicProvider",
     "ErrorKind",
     "MalformedReply",
@@ -57,7 +58,6 @@ __all__ = [
     "ToolSpec",
     "Usage",
     "make_provider",
-    "reply_violation",
 ]
 
 PROVIDER_KINDS = ("openai", "anthropic", "scripted", "random")
@@ -99,7 +99,7 @@ def make_provider(
     Raises ProviderConfigError for an unknown provider, a missing model/path, or an option the
     provider does not take.
     """
-    kind, sep, arg = spec.partition(":")
+    kind, _, arg = spec.partition(":")
     kind = kind.strip().lower()
     if kind not in PROVIDER_KINDS:
         raise ProviderConfigError(
@@ -107,66 +107,87 @@ def make_provider(
             "scripted[:PATH], random[:SEED]",
             provider=spec,
         )
-
-    def refuse(what: str, value: object) -> None:
-        if value is not None:
+    given = {"base_url": base_url, "script_path": script_path, "seed": seed}
+    for what in _NOT_TAKEN[kind]:
+        if given[what] is not None:
             raise ProviderConfigError(
                 f"{what} does not apply to the {kind} provider", provider=spec
             )
+    return _MAKERS[kind](spec, arg, given, options)
 
-    if kind in ("openai", "anthropic"):
-        if not arg:
-            raise ProviderConfigError(f"{kind} needs a model name: '{kind}:MODEL'", provider=spec)
-        refuse("script_path", script_path)
-        if kind == "openai":
-            from engine.providers.openai import OpenAIProvider
 
-            if seed is not None:
-                options["request_options"] = {**options.get("request_options", {}), "seed": seed}
-            return _build(OpenAIProvider, spec, arg, base_url=base_url, **options)
-        refuse("seed", seed)
-        from engine.providers.anthropic import AnthropicProvider
+# What each kind of provider does not take, of make_provider's own keywords.
+_NOT_TAKEN = {
+    "openai": ("script_path",),
+    "anthropic": ("script_path", "seed"),
+    "scripted": ("base_url", "seed"),
+    "random": ("base_url", "script_path"),
+}
 
-        return _build(AnthropicProvider, spec, arg, base_url=base_url, **options)
 
-    refuse("base_url", base_url)
-    if kind == "scripted":
-        refuse("seed", seed)
-        if arg and script_path is not None and Path(arg) != Path(script_path):
-            raise ProviderConfigError(
-                f"two script paths given: {arg!r} in the spec and {str(script_path)!r}",
-                provider=spec,
-            )
-        path = arg or script_path
-        if not path:
-            raise ProviderConfigError(
-                "the scripted provider needs a script: 'scripted:PATH' or script_path=",
-                provider=spec,
-            )
-        if options:
-            raise ProviderConfigError(
-                f"unknown options for the scripted provider: {sorted(options)}", provider=spec
-            )
-        from engine.providers.scripted import ScriptedProvider
+def _model(spec: str, arg: str) -> str:
+    if not arg:
+        kind = spec.partition(":")[0].strip().lower()
+        raise ProviderConfigError(f"{kind} needs a model name: '{kind}:MODEL'", provider=spec)
+    return arg
 
-        return ScriptedProvider.from_file(path)
 
-    refuse("script_path", script_path)
+def _openai(spec: str, arg: str, given: dict[str, Any], options: dict[str, Any]) -> Provider:
+    from engine.providers.openai import OpenAIProvider
+
+    model = _model(spec, arg)
+    if given["seed"] is not None:
+        options["request_options"] = {**options.get("request_options", {}), "seed": given["seed"]}
+    return _build(OpenAIProvider, spec, model, base_url=given["base_url"], **options)
+
+
+def _anthropic(spec: str, arg: str, given: dict[str, Any], options: dict[str, Any]) -> Provider:
+    from engine.providers.anthropic import AnthropicProvider
+
+    return _build(AnthropicProvider, spec, _model(spec, arg), base_url=given["base_url"], **options)
+
+
+def _scripted(spec: str, arg: str, given: dict[str, Any], options: dict[str, Any]) -> Provider:
+    script_path = given["script_path"]
+    if arg and script_path is not None and Path(arg) != Path(script_path):
+        raise ProviderConfigError(
+            f"two script paths given: {arg!r} in the spec and {str(script_path)!r}",
+            provider=spec,
+        )
+    path = arg or script_path
+    if not path:
+        raise ProviderConfigError(
+            "the scripted provider needs a script: 'scripted:PATH' or script_path=", provider=spec
+        )
+    if options:
+        raise ProviderConfigError(
+            f"unknown options for the scripted provider: {sorted(options)}", provider=spec
+        )
+    from engine.providers.scripted import ScriptedProvider
+
+    return ScriptedProvider.from_file(path)
+
+
+def _random(spec: str, arg: str, given: dict[str, Any], options: dict[str, Any]) -> Provider:
     from engine.providers.random import RandomProvider
 
-    spec_seed: int | None = None
-    if sep and arg:
+    seed: int | None = given["seed"]
+    if arg:
         try:
             spec_seed = int(arg)
         except ValueError:
             raise ProviderConfigError(
                 f"random seed must be an integer, got {arg!r}", provider=spec
             ) from None
-    if spec_seed is not None and seed is not None and spec_seed != seed:
-        raise ProviderConfigError(
-            f"two seeds given: {spec_seed} in the spec and {seed}", provider=spec
-        )
-    return _build(RandomProvider, spec, spec_seed if spec_seed is not None else seed, **options)
+        if seed is not None and spec_seed != seed:
+            raise ProviderConfigError(
+                f"two seeds given: {spec_seed} in the spec and {seed}", provider=spec
+            )
+        seed = spec_seed
+    return _build(RandomProvider, spec, seed, **options)
+
+
+_MAKERS = {"openai": _openai, "anthropic": _anthropic, "scripted": _scripted, "random": _random}
 
 
 def _build(cls: Any, spec: str, *args: Any, **kwargs: Any) -> Provider:

@@ -23,16 +23,14 @@ from engine.providers import (
     ToolCall,
     Usage,
     make_provider,
-    reply_violation,
 )
-from engine.providers.base import tool_message
+from engine.providers.base import reply_violation, tool_message
 from engine.providers.errors import kind_for_status
 
 
 def test_public_api_is_exactly_all() -> None:
     assert sorted(providers.__all__) == sorted(
         [
-            "PROVIDER_KINDS",
             "AnthropicProvider",
             "ErrorKind",
             "MalformedReply",
@@ -51,7 +49,6 @@ def test_public_api_is_exactly_all() -> None:
             "ToolSpec",
             "Usage",
             "make_provider",
-            "reply_violation",
         ]
     )
     for name in providers.__all__:
