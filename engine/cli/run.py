@@ -281,7 +281,7 @@ class LiveView:
     def _next_steps(self, result: Any) -> list[str]:
         if self.store is not None:
             return _store_next_steps(self.store, result.run_id)
-        from engine.runtime import status_for
+        from engine.runtime.loop import status_for
 
         return _next_steps(result.run_id, status_for(result.stop_reason), [])
 
@@ -789,8 +789,8 @@ def _prepare(store: Any, run: Any, tools: str | None, *, deciding: bool, owner: 
     run's settings. Done before a decision is recorded, so a failure here uses nothing up
     (`deciding`: the decision checks the run's status itself; `owner`: the lease id the
     decision will hold the run under, for the resume to go on with)."""
-    from engine.runtime import Runner, open_agent, provider_for_run
-    from engine.runtime.resume import RESUMABLE, rules_file_changed
+    from engine.runtime import Runner
+    from engine.runtime.resume import RESUMABLE, open_agent, provider_for_run, rules_file_changed
 
     if not deciding and run.status not in RESUMABLE:
         fail(

@@ -90,12 +90,14 @@ def violation_message(machine: Machine, position: Position, tool: str) -> str:
 
 
 def trace(
-    machine: Machine, steps: Iterable[TraceStep], *, heartbeat: bool | None = None
+    machine: Machine, steps: Iterable[TraceStep | str], *, heartbeat: bool | None = None
 ) -> list[TraceRow]:
-    """Rows for the start position and after each step."""
+    """Rows for the start position and after each step: a `TraceStep`, or its text form
+    (`tool` or `tool=OUTPUT`, as `toolfsm trace` takes it)."""
     position = machine.start()
     rows = [_row(machine, position, None)]
-    for step in steps:
+    for item in steps:
+        step = TraceStep.parse(item) if isinstance(item, str) else item
         if not machine.is_allowed(position, step.tool):
             message = violation_message(machine, position, step.tool)
             rows.append(

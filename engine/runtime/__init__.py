@@ -1,9 +1,14 @@
-"""Running agents: the step loop, its events, persistence hooks, resume and approval.
+"""Running agents: the step loop, its events, resume and approval.
 
-agent = load_agent("examples/screening/agent.yaml")        # machine + tools + settings
-runner = Runner(agent, provider, store=open_store())
-result = await runner.run("Screen application A-1042")       # or: async for e in stream()
-await runner.resume(run_id)                                  # after a crash or approval
+    agent = load_agent("examples/screening/agent.yaml")      # machine + tools + settings
+    runner = Runner(agent, provider, store=open_store())
+    result = await runner.run("Screen application A-1042")    # or: async for e in stream()
+    result = runner.run_sync("Screen application A-1042")     # the same without an event loop
+    await runner.resume(run_id)                                # after a crash or approval
+
+This package exports what a user of the runtime needs (the same names as `engine`'s); the
+modules' other names (`resume.open_agent`, `loop.status_for`, ...) are the command line's,
+imported from their modules.
 """
 
 from engine.runtime.agent import Agent, agent_from_text, load_agent
@@ -22,13 +27,15 @@ from engine.runtime.events import (
     ToolResultEvent,
     Violation,
 )
-from engine.runtime.loop import Runner, status_for
-from engine.runtime.resume import ResumeError, load_state, open_agent, provider_for_run
+from engine.runtime.loop import Runner
+from engine.runtime.resume import ResumeError
+from engine.runtime.sync import EventLoopRunningError, run_sync
 
 __all__ = [
     "Agent",
     "ApprovalRequested",
     "Event",
+    "EventLoopRunningError",
     "Notice",
     "ResumeError",
     "RunResult",
@@ -45,8 +52,5 @@ __all__ = [
     "approve",
     "deny",
     "load_agent",
-    "load_state",
-    "open_agent",
-    "provider_for_run",
-    "status_for",
+    "run_sync",
 ]

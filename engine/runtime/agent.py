@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sys
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -14,7 +15,14 @@ from engine.language.spec import RunSettings
 from engine.machine import Gate, Machine
 from engine.machine.compiler import compile_rules
 from engine.providers.base import Message, ModelRequest, ToolSpec
-from engine.tools import ToolRegistry, ToolRegistryError, load_tools_module, tool_name_of
+from engine.tools import (
+    MissingToolsError,
+    ToolRegistry,
+    ToolRegistryError,
+    load_tools_module,
+    module_place,
+    tool_name_of,
+)
 
 __all__ = ["Agent", "agent_from_text", "load_agent", "resolve_tools_ref"]
 
@@ -43,9 +51,8 @@ class Agent:
     def __post_init__(self) -> None:
         missing = [t for t in self.machine.tools if t not in self.tools]
         if missing:
-            raise ToolRegistryError(
-                f"{self.rules_path}: the agent declares tool(s) {', '.join(missing)} but no "
-                "function was registered for them"
+            raise MissingToolsError(
+                missing, ["the ToolRegistry given"], prefix=f"{self.rules_path}: "
             )
         heartbeat = self.heartbeat
         # Declaration order, computed once: every request of every run shares this tuple.
@@ -123,45 +130,92 @@ def resolve_tools_ref(rules_path: str | Path, settings: RunSettings, tools: str 
 ToolsSource = str | os.PathLike[str] | ModuleType | Iterable[Callable[..., Any]] | ToolRegistry
 
 
-def _tools_module(
-    rule_file: Any, settings: RunSettings, tools: ToolsSource | None
-) -> tuple[ModuleType, str | None]:
-    """The module holding the tool functions, and the reference stored for resume."""
+@dataclass(frozen=True)
+class _Source:
+    """Where an agent's tool functions are looked up by name."""
+
+    module: ModuleType
+    ref: str | None  # stored with a run, so a resume in another process finds them
+    place: str  # how an error names it
+    tried: tuple[str, ...] = ()  # places looked at before it, for the error too
+
+
+def calling_module(depth: int = 1) -> ModuleType | None:
+    """The module of the code `depth` frames above the caller of this function, unless it is
+    toolfsm's own (the command line, resume): where `load_agent` looks for tool functions
+    when neither the call nor the agent file names a tools module."""
+    name = sys._getframe(depth + 1).f_globals.get("__name__")
+    if not isinstance(name, str) or name == "engine" or name.startswith("engine."):
+        return None
+    return sys.modules.get(name)
+
+
+def _module_source(module: ModuleType, tried: tuple[str, ...] = ()) -> _Source:
+    file = getattr(module, "__file__", None)
+    ref = file if isinstance(file, str) and file.endswith(".py") else module.__name__
+    return _Source(module, ref, module_place(module), tried)
+
+
+def _default_source(rule_file: Any, settings: RunSettings, caller: ModuleType | None) -> _Source:
+    """No `tools=`: the file's `run.tools_module`, else `tools.py` beside it, else the module
+    that called `load_agent`."""
+    beside = Path(rule_file.path).resolve().parent / "tools.py"
+    if settings.tools_module is not None or caller is None or beside.is_file():
+        ref = resolve_tools_ref(rule_file.path, settings, None)
+        return _Source(load_tools_module(ref), ref, ref)
+    tried = (f"run.tools_module (not set), {beside} (no such file)",)
+    return _module_source(caller, tried)
+
+
+def _functions_source(tools: Iterable[Any]) -> _Source:
+    module = ModuleType("<tools>")  # the functions, by tool name, as a module would hold them
+    for function in tools:
+        if not callable(function):
+            raise ToolRegistryError(f"tools: {function!r} is not a function")
+        setattr(module, tool_name_of(function), function)
+    return _Source(module, None, "the functions given as tools=")
+
+
+def _tools_source(
+    rule_file: Any, settings: RunSettings, tools: ToolsSource | None, caller: ModuleType | None
+) -> _Source:
+    if tools is None:
+        return _default_source(rule_file, settings, caller)
     if isinstance(tools, ModuleType):
-        file = getattr(tools, "__file__", None)
-        return tools, file if isinstance(file, str) and file.endswith(".py") else tools.__name__
-    if tools is None or isinstance(tools, str | os.PathLike):
-        ref = resolve_tools_ref(rule_file.path, settings, None if tools is None else str(tools))
-        return load_tools_module(ref), ref
+        return _module_source(tools)
+    if isinstance(tools, str | os.PathLike):
+        ref = resolve_tools_ref(rule_file.path, settings, str(tools))
+        return _Source(load_tools_module(ref), ref, ref)
     if isinstance(tools, Iterable):
-        functions = list(tools)
-        module = ModuleType("<tools>")  # the functions, by tool name, as a module would hold them
-        for function in functions:
-            if not callable(function):
-                raise ToolRegistryError(f"tools: {function!r} is not a function")
-            setattr(module, tool_name_of(function), function)
-        return module, None
+        return _functions_source(tools)
     raise ToolRegistryError(
         "tools must be a module path or dotted name, a module, a list of functions or a "
         f"ToolRegistry, not {type(tools).__name__}"
     )
 
 
-def _build(rule_file: Any, tools: ToolsSource | None) -> Agent:
-    machine = compile_rules(rule_file)
-    spec = machine.spec
-    settings = spec.run
-    if isinstance(tools, ToolRegistry):
-        registry, ref = tools, None
-    else:
-        module, ref = _tools_module(rule_file, settings, tools)
-        decls = spec.tool_decls()
-        registry = ToolRegistry.from_module(
-            module,
+def _registry(rule_file: Any, machine: Machine, source: _Source) -> ToolRegistry:
+    decls = machine.spec.tool_decls()
+    try:
+        return ToolRegistry.from_module(
+            source.module,
             machine.tools,
             idempotent={d.name: True for d in decls if d.idempotent},
             descriptions={d.name: d.description for d in decls if d.description},
         )
+    except MissingToolsError as exc:
+        places = (*source.tried, source.place)
+        raise MissingToolsError(exc.tools, places, prefix=f"{rule_file.path}: ") from None
+
+
+def _build(rule_file: Any, tools: ToolsSource | None, caller: ModuleType | None) -> Agent:
+    machine = compile_rules(rule_file)
+    settings = machine.spec.run
+    if isinstance(tools, ToolRegistry):
+        registry, ref = tools, None
+    else:
+        source = _tools_source(rule_file, settings, tools, caller)
+        registry, ref = _registry(rule_file, machine, source), source.ref
     return Agent(
         machine=machine,
         tools=registry,
@@ -173,14 +227,23 @@ def _build(rule_file: Any, tools: ToolsSource | None) -> Agent:
 
 
 def load_agent(path: str | Path, *, tools: ToolsSource | None = None) -> Agent:
-    """Read, check and compile an agent file and load its tools (`RuleFileError` if invalid).
+    """Read, check and compile an agent file and bind its tools (`RuleFileError` if invalid).
 
-    `tools`: a `.py` path or dotted module name, a module, a list of functions (matched to the
-    agent's tools by name, or by `@tool(name=...)`), or a `ToolRegistry`; default: the file's
-    `run.tools_module`, else `tools.py` beside it."""
-    return _build(read_rule_file(path), tools)
+    The tools the file names are looked up by name (or by `@tool(name=...)`) in `tools`: a
+    `.py` path or dotted module name, a module, or a list of functions; a `ToolRegistry` is
+    used as it is. Without `tools`: the file's `run.tools_module`, else `tools.py` beside
+    it, else the module that calls `load_agent` (a script's own tool functions).
+    `MissingToolsError` names the tools without a function and every place looked in."""
+    return _build(read_rule_file(path), tools, calling_module())
 
 
 def agent_from_text(text: str, path: str, *, tools: ToolsSource | None = None) -> Agent:
-    """The same from stored rule-file text (resume recompiles what the run was started with)."""
-    return _build(parse_rules(text, path), tools)
+    """The same from rule-file text (resume recompiles what the run was started with);
+    `path` names it in errors and places `tools.py`."""
+    return _build(parse_rules(text, path), tools, calling_module())
+
+
+def load_agent_for(path: str | Path, tools: ToolsSource | None, caller: ModuleType | None) -> Agent:
+    """`load_agent` on behalf of `caller` (for `engine.run_sync`, which loads the agent of
+    the module that called it)."""
+    return _build(read_rule_file(path), tools, caller)

@@ -145,6 +145,14 @@ class Runner:
         `await runner.run(...)`)."""
         return self._quietly(self._start, (input, run_id), None)
 
+    def run_sync(self, input: str, *, run_id: str | None = None) -> RunResult:
+        """`run` for code without an event loop: runs to the end and returns the `RunResult`
+        (`EventLoopRunningError` inside a running loop; see `engine.runtime.sync`)."""
+        from engine.runtime.sync import call_sync
+
+        start = partial(self.run, input, run_id=run_id)
+        return call_sync(start, "Runner.run_sync()", "await runner.run(input)")
+
     def resume(
         self, run_id: str, *, decision: Decision | None = None
     ) -> Coroutine[Any, Any, RunResult]:

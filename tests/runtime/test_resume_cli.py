@@ -19,7 +19,8 @@ import yaml
 
 from engine.machine import StopReason
 from engine.providers import make_provider
-from engine.runtime import Runner, load_agent, provider_for_run
+from engine.runtime import Runner, load_agent
+from engine.runtime.resume import provider_for_run
 from engine.store import open_store
 from tests._history import assert_valid_chat_histories
 from tests._llm_server import DOWN, HANG, chat_server
