@@ -1,0 +1,264 @@
+"""A run store written by the release (tests/store/fixtures/release_v0_1: alembic revision
+0002, made by make_release_db.py there) is read, shown and resumed by this toolfsm as the
+release did: `toolfsm runs list` and every `runs show` print the release's goldens, and
+approve, deny and resume (with `--retry` or `--mark-failed` for a cut-off call) go on from
+where the release left each run, running every side effect once at most.
+
+Every command is the real CLI in a subprocess, on a copy of the fixture folder (its working
+directory: the fixture stores paths relative to it). The ledger file of the copy records
+each tool call the command ran; it starts empty, so it holds only what the command ran.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import sqlite3
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+FIXTURE = Path(__file__).resolve().parent / "fixtures" / "release_v0_1"
+GOLDEN = FIXTURE / "golden"
+RUNS: dict[str, dict[str, str]] = json.loads((FIXTURE / "runs.json").read_text())
+RELEASE_REVISION = "0002"
+DENY_REASON = "Damage claims over 30 EUR need photos; offer an exchange."
+
+# The one part of the release's output that legitimately differs from one day to the next:
+# the lease line of a run a killed process left says how long ago its lease lapsed and was
+# renewed, counted from now ("lapsed 144654 s ago (renewed 144684 s ago)").
+_AGO = re.compile(r"\b\d+ s ago\b")
+
+
+def id_of(name: str) -> str:
+    return RUNS[name]["id"]
+
+
+@pytest.fixture
+def release(tmp_path: Path) -> Path:
+    """A copy of the fixture folder (agents, tools, scripts, runs.db), with an empty ledger."""
+    folder = tmp_path / "release"
+    shutil.copytree(FIXTURE, folder, ignore=shutil.ignore_patterns("golden", "__pycache__"))
+    (folder / "ledger").write_text("")
+    return folder
+
+
+def toolfsm(folder: Path, *args: str, code: int = 0) -> subprocess.CompletedProcess[str]:
+    env = {k: v for k, v in os.environ.items() if not k.endswith("_API_KEY")}
+    for name in ("BLOCK_AT", "TOOLFSM_LEASE_SECONDS"):
+        env.pop(name, None)
+    # As the goldens were made (make_release_db.py's cli_env).
+    env.update(
+        COLUMNS="200",
+        NO_COLOR="1",
+        TERM="dumb",
+        TZ="UTC",
+        LEDGER=str(folder / "ledger"),
+        BLOCKED=str(folder / "blocked"),
+        TOOLFSM_DB=f"sqlite:///{folder / 'runs.db'}",
+    )
+    proc = subprocess.run(
+        [sys.executable, "-m", "engine", *args],
+        cwd=folder,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == code, (
+        f"toolfsm {' '.join(args)} exited {proc.returncode}, expected {code}\n"
+        f"--- stdout\n{proc.stdout}\n--- stderr\n{proc.stderr}"
+    )
+    return proc
+
+
+def ledger(folder: Path) -> list[str]:
+    return (folder / "ledger").read_text().splitlines()
+
+
+def shown(folder: Path, name: str) -> dict[str, Any]:
+    return json.loads(toolfsm(folder, "runs", "show", id_of(name), "--json").stdout)
+
+
+def golden(name: str) -> str:
+    return (GOLDEN / name).read_text()
+
+
+def calls_of(run: dict[str, Any], tool: str) -> list[dict[str, Any]]:
+    every = [c for step in run["steps"] for c in step["calls"]] + run["pending_calls"]
+    return [c for c in every if c["tool"] == tool]
+
+
+def as_run(text: str, name: str) -> str:
+    """`runs show` of the run `name` continued here, made comparable with the show of a run the
+    release continued the same way: only the run id, the start time and the measured durations
+    of the calls differ."""
+    text = text.replace(id_of(name), "RUN").replace(id_of(name)[:12], "RUN")
+    text = re.sub(r"started \d{4}-\d\d-\d\d \d\d:\d\d:\d\d", "started T", text)
+    return re.sub(r"\] \d+ ms$", "] N ms", text, flags=re.MULTILINE)
+
+
+def same_as_release(folder: Path, name: str, release_name: str) -> None:
+    """`runs show name` reads as the release's show of `release_name`, a run it continued the
+    same way."""
+    text = toolfsm(folder, "runs", "show", id_of(name)).stdout
+    assert as_run(text, name) == as_run(golden(f"{release_name}.txt"), release_name)
+
+
+# -- the store as the release left it, read by this toolfsm -----------------------------------
+
+
+def test_the_fixture_is_the_releases(release: Path) -> None:
+    # Guards the fixture itself: written at the release's revision, and never regenerated.
+    with sqlite3.connect(release / "runs.db") as db:
+        assert db.execute("SELECT version_num FROM toolfsm_alembic_version").fetchall() == [
+            (RELEASE_REVISION,)
+        ]
+        assert db.execute("SELECT count(*) FROM run").fetchone() == (len(RUNS),)
+
+
+def test_opening_the_store_brings_it_to_the_head(release: Path) -> None:
+    from engine.store import open_store
+    from engine.store.migrate import head_revision
+
+    with open_store(f"sqlite:///{release / 'runs.db'}") as store:
+        assert {r.id: r.status for r in store.list_runs(limit=100)} == {
+            run["id"]: run["status"] for run in RUNS.values()
+        }
+    with sqlite3.connect(release / "runs.db") as db:
+        (revision,) = db.execute("SELECT version_num FROM toolfsm_alembic_version").fetchone()
+    assert revision == head_revision()
+
+
+def test_runs_list_prints_the_releases_list(release: Path) -> None:
+    assert toolfsm(release, "runs", "list").stdout == golden("runs-list.txt")
+    listed = json.loads(toolfsm(release, "runs", "list", "--json").stdout)
+    assert listed == json.loads(golden("runs-list.json"))
+
+
+@pytest.mark.parametrize("name", sorted(RUNS))
+def test_runs_show_prints_the_releases_show(release: Path, name: str) -> None:
+    text = toolfsm(release, "runs", "show", id_of(name)).stdout
+    assert _AGO.sub("N s ago", text) == _AGO.sub("N s ago", golden(f"{name}.txt"))
+    assert shown(release, name) == json.loads(golden(f"{name}.json"))
+
+
+# -- approve, deny and resume go on where the release stopped ---------------------------------
+
+
+def test_approve_runs_the_refund_once_and_finishes_as_the_release_did(release: Path) -> None:
+    name = "support-awaiting-approval"
+    done = toolfsm(release, "runs", "approve", id_of(name)[:12])
+    assert "stopped: terminal_tool  7 step(s), tokens 7322 in / 272 out" in done.stdout
+    assert ledger(release) == [
+        "refund:O-5531",
+        "send_reply:T-8812",
+        "log_interaction:T-8812",
+        "close_ticket:T-8812",
+    ]
+    run = shown(release, name)
+    assert (run["status"], run["stop_reason"]) == ("finished", "terminal_tool")
+    (refund,) = [c for c in calls_of(run, "refund") if c["status"] == "finished"]
+    assert refund["result"].startswith("Refund RF-5531 of 39.90 EUR")
+    # The run now reads as the one the release approved and finished (support-approved).
+    same_as_release(release, name, "support-approved")
+    # The decision is taken: a second approval is refused and runs nothing.
+    again = toolfsm(release, "runs", "approve", id_of(name)[:12], code=2)
+    assert "Traceback" not in again.stderr
+    assert len(ledger(release)) == 4
+
+
+def test_approve_of_a_step_with_a_call_already_run_runs_only_the_approved_one(
+    release: Path,
+) -> None:
+    name = "payments-awaiting-approval"
+    done = toolfsm(release, "runs", "approve", id_of(name)[:12])
+    assert "stopped: terminal_tool" in done.stdout
+    assert ledger(release) == ["approve_refund:r1", "finish:"]  # charge c1 ran before the pause
+    run = shown(release, name)
+    assert (run["status"], run["stop_reason"]) == ("finished", "terminal_tool")
+    assert [c["status"] for c in calls_of(run, "charge")] == ["finished"]
+
+
+def test_deny_sends_the_reason_and_the_run_goes_on_as_the_release_did(release: Path) -> None:
+    name = "support-awaiting-approval-deny-script"
+    done = toolfsm(release, "runs", "deny", id_of(name)[:12], "--reason", DENY_REASON)
+    assert "stopped: terminal_tool" in done.stdout
+    assert "refund:O-5531" not in ledger(release)
+    assert ledger(release) == [
+        "exchange:O-5531",
+        "send_reply:T-8812",
+        "log_interaction:T-8812",
+        "close_ticket:T-8812",
+    ]
+    (refund,) = calls_of(shown(release, name), "refund")[1:]  # the first one broke a rule
+    assert refund["status"] == "denied" and DENY_REASON in refund["result"]
+    same_as_release(release, name, "support-denied")
+
+
+def test_resume_retry_runs_the_cut_off_charge_again_once(release: Path) -> None:
+    name = "payments-awaiting-decision"
+    done = toolfsm(release, "runs", "resume", id_of(name)[:12], "--retry")
+    assert "stopped: terminal_tool" in done.stdout
+    assert ledger(release) == ["charge:c1", "finish:"]
+    run = shown(release, name)
+    assert (run["status"], run["stop_reason"]) == ("finished", "terminal_tool")
+    (charge,) = calls_of(run, "charge")
+    assert (charge["status"], charge["result"]) == ("finished", "charged 10 (c1)")
+
+
+def test_resume_mark_failed_records_the_charge_failed_without_running_it(release: Path) -> None:
+    name = "payments-awaiting-decision"
+    done = toolfsm(release, "runs", "resume", id_of(name)[:12], "--mark-failed")
+    assert "stopped: terminal_tool" in done.stdout
+    assert ledger(release) == ["finish:"]
+    run = shown(release, name)
+    assert (run["status"], run["stop_reason"]) == ("finished", "terminal_tool")
+    (charge,) = calls_of(run, "charge")
+    assert charge["status"] != "finished" and charge["is_error"] is True
+
+
+def test_a_run_killed_in_a_side_effect_call_waits_for_a_decision(release: Path) -> None:
+    name = "payments-killed-in-charge"
+    paused = toolfsm(release, "runs", "resume", id_of(name)[:12])
+    assert "stopped: awaiting_decision" in paused.stdout
+    short = id_of(name)[:12]
+    assert f"retry:   toolfsm runs resume {short} --retry" in paused.stdout
+    assert f"give up: toolfsm runs resume {short} --mark-failed" in paused.stdout
+    assert ledger(release) == []  # the cut-off charge is not run again on its own
+    # It now reads as the run the release resumed to the same point.
+    same_as_release(release, name, "payments-awaiting-decision")
+
+
+@pytest.mark.parametrize("name", ["payments-killed-in-model-call", "payments-cancelled"])
+def test_a_run_stopped_during_the_model_call_asks_the_model_again(release: Path, name: str) -> None:
+    done = toolfsm(release, "runs", "resume", id_of(name)[:12])
+    assert "stopped: terminal_tool" in done.stdout
+    assert ledger(release) == ["charge:c1", "finish:"]  # step 0's lookup is not run again
+    run = shown(release, name)
+    assert (run["status"], run["stop_reason"], len(run["steps"])) == (
+        "finished",
+        "terminal_tool",
+        3,
+    )
+
+
+def test_a_failed_run_resumes_from_its_last_step(release: Path) -> None:
+    # Its script is still used up: the resume asks the model again and fails the same way.
+    name = "payments-failed"
+    again = toolfsm(release, "runs", "resume", id_of(name)[:12], code=1)
+    assert "stopped: error" in again.stdout and "script_exhausted" in again.stdout
+    assert ledger(release) == []
+    run = shown(release, name)
+    assert (run["status"], run["steps_count"]) == ("failed", 1)
+
+
+def test_a_finished_run_is_not_resumed(release: Path) -> None:
+    refused = toolfsm(release, "runs", "resume", id_of("payments-terminal")[:12], code=2)
+    assert "finished" in refused.stderr and "Traceback" not in refused.stderr
+    assert ledger(release) == []
