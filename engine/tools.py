@@ -33,7 +33,7 @@ from collections.abc import Callable, Coroutine, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
-from typing import Any, get_type_hints
+from typing import Any, TypeVar, get_type_hints, overload
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model
 from pydantic_core import to_jsonable_python
@@ -89,8 +89,26 @@ class _Marks:
     inline: bool = False
 
 
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+@overload
+def tool(fn: F, /) -> F: ...
+
+
+@overload
+def tool(
+    *,
+    name: str | None = None,
+    idempotent: bool = False,
+    description: str | None = None,
+    inline: bool = False,
+) -> Callable[[F], F]: ...
+
+
 def tool(
     fn: Callable[..., Any] | None = None,
+    /,
     *,
     name: str | None = None,
     idempotent: bool = False,
@@ -100,11 +118,12 @@ def tool(
     """Mark a function as a tool (optional: any function named in the agent file is a tool).
 
     `@tool` or `@tool(idempotent=True, name=..., description=..., inline=True)`; returns the
-    function itself. `inline=True` runs a sync tool on the event loop's thread rather than in
-    a worker thread: only for trivial CPU-only functions (see the module docstring).
+    function itself, its type unchanged. `inline=True` runs a sync tool on the event loop's
+    thread rather than in a worker thread: only for trivial CPU-only functions (see the
+    module docstring).
     """
 
-    def mark(f: Callable[..., Any]) -> Callable[..., Any]:
+    def mark(f: F) -> F:
         setattr(f, _MARK, _Marks(name, idempotent, description, inline))
         return f
 
@@ -388,17 +407,32 @@ class ToolRegistry:
         self._tools[t.name] = t
         return t
 
+    @overload
+    def register(self, fn: F, /) -> F: ...
+
+    @overload
+    def register(
+        self,
+        /,
+        *,
+        name: str | None = None,
+        idempotent: bool | None = None,
+        inline: bool | None = None,
+    ) -> Callable[[F], F]: ...
+
     def register(
         self,
         fn: Callable[..., Any] | None = None,
+        /,
         *,
         name: str | None = None,
         idempotent: bool | None = None,
         inline: bool | None = None,
     ) -> Any:
-        """Register a function (usable as a decorator, with or without options)."""
+        """Register a function (usable as a decorator, with or without options); returns the
+        function itself."""
 
-        def add(f: Callable[..., Any]) -> Callable[..., Any]:
+        def add(f: F) -> F:
             self.add(Tool.from_function(f, name=name, idempotent=idempotent, inline=inline))
             return f
 
