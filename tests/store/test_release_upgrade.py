@@ -7,6 +7,10 @@ where the release left each run, running every side effect once at most.
 Every command is the real CLI in a subprocess, on a copy of the fixture folder (its working
 directory: the fixture stores paths relative to it). The ledger file of the copy records
 each tool call the command ran; it starts empty, so it holds only what the command ran.
+
+On PostgreSQL, the fixture's rows are loaded into a fresh schema migrated to the release's
+revision (`load_release_into`), which is what a PostgreSQL store the release wrote holds; then
+the same commands run against it.
 """
 
 from __future__ import annotations
@@ -18,10 +22,13 @@ import shutil
 import sqlite3
 import subprocess
 import sys
+from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import pytest
+from sqlalchemy import JSON, Boolean, DateTime, MetaData, create_engine, text
 
 FIXTURE = Path(__file__).resolve().parent / "fixtures" / "release_v0_1"
 GOLDEN = FIXTURE / "golden"
@@ -39,16 +46,84 @@ def id_of(name: str) -> str:
     return RUNS[name]["id"]
 
 
+@dataclass(frozen=True)
+class Release:
+    """A copy of the fixture folder (agents, tools, scripts, runs.db, an empty ledger), and the
+    URL of the store the commands use: the copy's runs.db, or PostgreSQL holding its rows."""
+
+    folder: Path
+    url: str
+
+
 @pytest.fixture
-def release(tmp_path: Path) -> Path:
-    """A copy of the fixture folder (agents, tools, scripts, runs.db), with an empty ledger."""
-    folder = tmp_path / "release"
-    shutil.copytree(FIXTURE, folder, ignore=shutil.ignore_patterns("golden", "__pycache__"))
-    (folder / "ledger").write_text("")
-    return folder
+def folder(tmp_path: Path) -> Path:
+    copy = tmp_path / "release"
+    shutil.copytree(FIXTURE, copy, ignore=shutil.ignore_patterns("golden", "__pycache__"))
+    (copy / "ledger").write_text("")
+    return copy
 
 
-def toolfsm(folder: Path, *args: str, code: int = 0) -> subprocess.CompletedProcess[str]:
+TABLES = ("agent", "run", "step", "tool_call", "message")  # the release's, parents first
+
+
+def load_release_into(url: str, release_db: Path) -> None:
+    """Copy the fixture's rows into the empty PostgreSQL database at `url`, migrated to the
+    release's revision first: the database the release would have written there."""
+    from alembic import command
+
+    from engine.store.migrate import alembic_config
+
+    engine = create_engine(url)
+    try:
+        with engine.begin() as connection:
+            command.upgrade(alembic_config(connection), RELEASE_REVISION)
+        schema = MetaData()
+        schema.reflect(engine, only=TABLES)
+        source = sqlite3.connect(release_db)
+        source.row_factory = sqlite3.Row
+        with engine.begin() as connection:
+            for name in TABLES:
+                table = schema.tables[name]
+                rows = [
+                    {
+                        column: _pg_value(table.c[column].type, value)
+                        for column, value in dict(row).items()
+                    }
+                    for row in source.execute(f"SELECT * FROM {name}")
+                ]
+                connection.execute(table.insert(), rows)
+            # The ids were copied: the next agent the store saves gets the next one.
+            connection.execute(
+                text("SELECT setval(pg_get_serial_sequence('agent', 'id'), max(id)) FROM agent")
+            )
+        source.close()
+    finally:
+        engine.dispose()
+
+
+def _pg_value(kind: Any, value: Any) -> Any:
+    """A value as SQLite holds it (JSON as text, times as naive UTC text, 0/1) for PostgreSQL."""
+    if value is None:
+        return None
+    if isinstance(kind, JSON):
+        return json.loads(value)
+    if isinstance(kind, DateTime):
+        return datetime.fromisoformat(value).replace(tzinfo=UTC)
+    if isinstance(kind, Boolean):
+        return bool(value)
+    return value
+
+
+@pytest.fixture
+def release(folder: Path, backend: str, request: pytest.FixtureRequest) -> Release:
+    if backend == "sqlite":
+        return Release(folder, f"sqlite:///{folder / 'runs.db'}")
+    url = str(request.getfixturevalue("empty_db_url"))
+    load_release_into(url, folder / "runs.db")
+    return Release(folder, url)
+
+
+def toolfsm(release: Release, *args: str, code: int = 0) -> subprocess.CompletedProcess[str]:
     env = {k: v for k, v in os.environ.items() if not k.endswith("_API_KEY")}
     for name in ("BLOCK_AT", "TOOLFSM_LEASE_SECONDS"):
         env.pop(name, None)
@@ -58,13 +133,13 @@ def toolfsm(folder: Path, *args: str, code: int = 0) -> subprocess.CompletedProc
         NO_COLOR="1",
         TERM="dumb",
         TZ="UTC",
-        LEDGER=str(folder / "ledger"),
-        BLOCKED=str(folder / "blocked"),
-        TOOLFSM_DB=f"sqlite:///{folder / 'runs.db'}",
+        LEDGER=str(release.folder / "ledger"),
+        BLOCKED=str(release.folder / "blocked"),
+        TOOLFSM_DB=release.url,
     )
     proc = subprocess.run(
         [sys.executable, "-m", "engine", *args],
-        cwd=folder,
+        cwd=release.folder,
         env=env,
         capture_output=True,
         text=True,
@@ -77,12 +152,12 @@ def toolfsm(folder: Path, *args: str, code: int = 0) -> subprocess.CompletedProc
     return proc
 
 
-def ledger(folder: Path) -> list[str]:
-    return (folder / "ledger").read_text().splitlines()
+def ledger(release: Release) -> list[str]:
+    return (release.folder / "ledger").read_text().splitlines()
 
 
-def shown(folder: Path, name: str) -> dict[str, Any]:
-    return json.loads(toolfsm(folder, "runs", "show", id_of(name), "--json").stdout)
+def shown(release: Release, name: str) -> dict[str, Any]:
+    return json.loads(toolfsm(release, "runs", "show", id_of(name), "--json").stdout)
 
 
 def golden(name: str) -> str:
@@ -103,46 +178,49 @@ def as_run(text: str, name: str) -> str:
     return re.sub(r"\] \d+ ms$", "] N ms", text, flags=re.MULTILINE)
 
 
-def same_as_release(folder: Path, name: str, release_name: str) -> None:
+def same_as_release(release: Release, name: str, release_name: str) -> None:
     """`runs show name` reads as the release's show of `release_name`, a run it continued the
     same way."""
-    text = toolfsm(folder, "runs", "show", id_of(name)).stdout
+    text = toolfsm(release, "runs", "show", id_of(name)).stdout
     assert as_run(text, name) == as_run(golden(f"{release_name}.txt"), release_name)
 
 
 # -- the store as the release left it, read by this toolfsm -----------------------------------
 
 
-def test_the_fixture_is_the_releases(release: Path) -> None:
+def test_the_fixture_is_the_releases(folder: Path) -> None:
     # Guards the fixture itself: written at the release's revision, and never regenerated.
-    with sqlite3.connect(release / "runs.db") as db:
+    with sqlite3.connect(folder / "runs.db") as db:
         assert db.execute("SELECT version_num FROM toolfsm_alembic_version").fetchall() == [
             (RELEASE_REVISION,)
         ]
         assert db.execute("SELECT count(*) FROM run").fetchone() == (len(RUNS),)
 
 
-def test_opening_the_store_brings_it_to_the_head(release: Path) -> None:
+def test_opening_the_store_brings_it_to_the_head(release: Release) -> None:
     from engine.store import open_store
-    from engine.store.migrate import head_revision
+    from engine.store.migrate import current_revision, head_revision
 
-    with open_store(f"sqlite:///{release / 'runs.db'}") as store:
+    with open_store(release.url) as store:
         assert {r.id: r.status for r in store.list_runs(limit=100)} == {
             run["id"]: run["status"] for run in RUNS.values()
         }
-    with sqlite3.connect(release / "runs.db") as db:
-        (revision,) = db.execute("SELECT version_num FROM toolfsm_alembic_version").fetchone()
-    assert revision == head_revision()
+    engine = create_engine(release.url)
+    try:
+        with engine.connect() as connection:
+            assert current_revision(connection) == head_revision()
+    finally:
+        engine.dispose()
 
 
-def test_runs_list_prints_the_releases_list(release: Path) -> None:
+def test_runs_list_prints_the_releases_list(release: Release) -> None:
     assert toolfsm(release, "runs", "list").stdout == golden("runs-list.txt")
     listed = json.loads(toolfsm(release, "runs", "list", "--json").stdout)
     assert listed == json.loads(golden("runs-list.json"))
 
 
 @pytest.mark.parametrize("name", sorted(RUNS))
-def test_runs_show_prints_the_releases_show(release: Path, name: str) -> None:
+def test_runs_show_prints_the_releases_show(release: Release, name: str) -> None:
     text = toolfsm(release, "runs", "show", id_of(name)).stdout
     assert _AGO.sub("N s ago", text) == _AGO.sub("N s ago", golden(f"{name}.txt"))
     assert shown(release, name) == json.loads(golden(f"{name}.json"))
@@ -151,7 +229,7 @@ def test_runs_show_prints_the_releases_show(release: Path, name: str) -> None:
 # -- approve, deny and resume go on where the release stopped ---------------------------------
 
 
-def test_approve_runs_the_refund_once_and_finishes_as_the_release_did(release: Path) -> None:
+def test_approve_runs_the_refund_once_and_finishes_as_the_release_did(release: Release) -> None:
     name = "support-awaiting-approval"
     done = toolfsm(release, "runs", "approve", id_of(name)[:12])
     assert "stopped: terminal_tool  7 step(s), tokens 7322 in / 272 out" in done.stdout
@@ -174,7 +252,7 @@ def test_approve_runs_the_refund_once_and_finishes_as_the_release_did(release: P
 
 
 def test_approve_of_a_step_with_a_call_already_run_runs_only_the_approved_one(
-    release: Path,
+    release: Release,
 ) -> None:
     name = "payments-awaiting-approval"
     done = toolfsm(release, "runs", "approve", id_of(name)[:12])
@@ -185,7 +263,7 @@ def test_approve_of_a_step_with_a_call_already_run_runs_only_the_approved_one(
     assert [c["status"] for c in calls_of(run, "charge")] == ["finished"]
 
 
-def test_deny_sends_the_reason_and_the_run_goes_on_as_the_release_did(release: Path) -> None:
+def test_deny_sends_the_reason_and_the_run_goes_on_as_the_release_did(release: Release) -> None:
     name = "support-awaiting-approval-deny-script"
     done = toolfsm(release, "runs", "deny", id_of(name)[:12], "--reason", DENY_REASON)
     assert "stopped: terminal_tool" in done.stdout
@@ -201,7 +279,7 @@ def test_deny_sends_the_reason_and_the_run_goes_on_as_the_release_did(release: P
     same_as_release(release, name, "support-denied")
 
 
-def test_resume_retry_runs_the_cut_off_charge_again_once(release: Path) -> None:
+def test_resume_retry_runs_the_cut_off_charge_again_once(release: Release) -> None:
     name = "payments-awaiting-decision"
     done = toolfsm(release, "runs", "resume", id_of(name)[:12], "--retry")
     assert "stopped: terminal_tool" in done.stdout
@@ -212,7 +290,7 @@ def test_resume_retry_runs_the_cut_off_charge_again_once(release: Path) -> None:
     assert (charge["status"], charge["result"]) == ("finished", "charged 10 (c1)")
 
 
-def test_resume_mark_failed_records_the_charge_failed_without_running_it(release: Path) -> None:
+def test_resume_mark_failed_records_the_charge_failed_without_running_it(release: Release) -> None:
     name = "payments-awaiting-decision"
     done = toolfsm(release, "runs", "resume", id_of(name)[:12], "--mark-failed")
     assert "stopped: terminal_tool" in done.stdout
@@ -223,7 +301,7 @@ def test_resume_mark_failed_records_the_charge_failed_without_running_it(release
     assert charge["status"] != "finished" and charge["is_error"] is True
 
 
-def test_a_run_killed_in_a_side_effect_call_waits_for_a_decision(release: Path) -> None:
+def test_a_run_killed_in_a_side_effect_call_waits_for_a_decision(release: Release) -> None:
     name = "payments-killed-in-charge"
     paused = toolfsm(release, "runs", "resume", id_of(name)[:12])
     assert "stopped: awaiting_decision" in paused.stdout
@@ -236,7 +314,9 @@ def test_a_run_killed_in_a_side_effect_call_waits_for_a_decision(release: Path) 
 
 
 @pytest.mark.parametrize("name", ["payments-killed-in-model-call", "payments-cancelled"])
-def test_a_run_stopped_during_the_model_call_asks_the_model_again(release: Path, name: str) -> None:
+def test_a_run_stopped_during_the_model_call_asks_the_model_again(
+    release: Release, name: str
+) -> None:
     done = toolfsm(release, "runs", "resume", id_of(name)[:12])
     assert "stopped: terminal_tool" in done.stdout
     assert ledger(release) == ["charge:c1", "finish:"]  # step 0's lookup is not run again
@@ -248,7 +328,7 @@ def test_a_run_stopped_during_the_model_call_asks_the_model_again(release: Path,
     )
 
 
-def test_a_failed_run_resumes_from_its_last_step(release: Path) -> None:
+def test_a_failed_run_resumes_from_its_last_step(release: Release) -> None:
     # Its script is still used up: the resume asks the model again and fails the same way.
     name = "payments-failed"
     again = toolfsm(release, "runs", "resume", id_of(name)[:12], code=1)
@@ -258,7 +338,7 @@ def test_a_failed_run_resumes_from_its_last_step(release: Path) -> None:
     assert (run["status"], run["steps_count"]) == ("failed", 1)
 
 
-def test_a_finished_run_is_not_resumed(release: Path) -> None:
+def test_a_finished_run_is_not_resumed(release: Release) -> None:
     refused = toolfsm(release, "runs", "resume", id_of("payments-terminal")[:12], code=2)
     assert "finished" in refused.stderr and "Traceback" not in refused.stderr
     assert ledger(release) == []
