@@ -4,6 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
 import warnings
 from pathlib import Path
 
@@ -132,3 +138,68 @@ def test_engine_run_sync_without_any_input_is_refused(tmp_path: Path) -> None:
     )
     with pytest.raises(engine.ToolfsmError, match=r"no input given and no run\.input"):
         engine.run_sync(agent, provider=engine.ScriptedProvider(SCRIPT))
+
+
+CTRL_C_SCRIPT = """\
+import pathlib, time, engine
+
+def wait() -> str:
+    pathlib.Path("started").touch()
+    while not pathlib.Path("release").exists():  # the test releases it once it has looked
+        time.sleep(0.02)
+    return "waited"
+
+def done() -> str:
+    return "ok"
+
+store = engine.open_store("sqlite:///runs.db")
+provider = engine.ScriptedProvider([{"call": "wait", "args": {}}, {"call": "done", "args": {}}])
+try:
+    engine.Runner(engine.load_agent("agent.yaml"), provider, store=store).run_sync("go")
+except KeyboardInterrupt:
+    (run,) = store.list_runs(limit=1)
+    # Whether the tool was released yet: not, when the interrupt came at once.
+    print("interrupted", run.status, run.stop_reason, pathlib.Path("release").exists())
+"""
+
+
+def test_ctrl_c_during_run_sync_cancels_the_run_on_record_and_raises_at_once(
+    tmp_path: Path,
+) -> None:
+    """A real process: SIGINT while a sync tool runs. KeyboardInterrupt reaches the caller
+    while the tool is still running (it waits for `release`), with the run stored cancelled."""
+    (tmp_path / "agent.yaml").write_text(
+        "version: 1\nagent: slow\ntools: [wait, done]\nrules:\n  - init: wait\n"
+        "  - terminal: done\n",
+        encoding="utf-8",
+    )
+    (tmp_path / "script.py").write_text(CTRL_C_SCRIPT, encoding="utf-8")
+    repo = Path(__file__).resolve().parents[2]
+    proc = subprocess.Popen(
+        [sys.executable, "script.py"],
+        cwd=tmp_path,
+        env={**os.environ, "PYTHONPATH": str(repo)},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    # A watchdog, not a timing assertion: should the interrupt wait for the tool, the tool is
+    # released after a minute and the script prints True below.
+    watchdog = threading.Timer(60, (tmp_path / "release").touch)
+    watchdog.start()
+    try:
+        while not (tmp_path / "started").exists():
+            assert proc.poll() is None, proc.communicate()
+            time.sleep(0.02)
+        proc.send_signal(signal.SIGINT)
+        assert proc.stdout is not None
+        line = proc.stdout.readline()  # then the tool may finish, and the process exit
+        (tmp_path / "release").touch()
+        out, err = proc.communicate(timeout=180)
+    finally:
+        watchdog.cancel()
+        (tmp_path / "release").touch()
+        if proc.poll() is None:
+            proc.kill()
+    assert (line, out) == ("interrupted cancelled cancelled False\n", ""), (line, out, err)
+    assert proc.returncode == 0, err
