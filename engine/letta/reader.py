@@ -172,21 +172,9 @@ def _agent(
     notes: list[str] = []
     tools: list[LettaTool] | None = None
     if tools_by_id is not None and isinstance(raw.get("tool_ids"), list):
-        tools = []
-        for tool_id in raw["tool_ids"]:
-            tool = tools_by_id.get(tool_id) if isinstance(tool_id, str) else None
-            if tool is None:
-                notes.append(f"tool id {tool_id!r} is not in the file's `tools` list; skipped")
-            else:
-                tools.append(tool)
+        tools = _tools_by_id(raw["tool_ids"], tools_by_id, notes)
     elif isinstance(raw.get("tools"), list):
-        tools = []
-        for entry in raw["tools"]:
-            tool = _tool(entry)
-            if tool is None:
-                notes.append(f"a tool entry without a name was skipped: {_short(entry)}")
-            else:
-                tools.append(tool)
+        tools = _tools_inline(raw["tools"], notes)
     return LettaAgent(
         name=name or default_name,
         tools=None if tools is None else tuple(tools),
@@ -198,6 +186,32 @@ def _agent(
     )
 
 
+def _tools_by_id(
+    tool_ids: list[Any], tools_by_id: dict[str, LettaTool], notes: list[str]
+) -> list[LettaTool]:
+    """An agent file's agent: its `tool_ids` resolved against the file's `tools` list."""
+    tools = []
+    for tool_id in tool_ids:
+        tool = tools_by_id.get(tool_id) if isinstance(tool_id, str) else None
+        if tool is None:
+            notes.append(f"tool id {tool_id!r} is not in the file's `tools` list; skipped")
+        else:
+            tools.append(tool)
+    return tools
+
+
+def _tools_inline(entries: list[Any], notes: list[str]) -> list[LettaTool]:
+    """An agent object's own `tools` entries, each with a name."""
+    tools = []
+    for entry in entries:
+        tool = _tool(entry)
+        if tool is None:
+            notes.append(f"a tool entry without a name was skipped: {_short(entry)}")
+        else:
+            tools.append(tool)
+    return tools
+
+
 def _short(value: Any, limit: int = 200) -> str:
     text = json.dumps(value, ensure_ascii=False, sort_keys=False)
     return text if len(text) <= limit else text[: limit - 3] + "..."
@@ -205,46 +219,16 @@ def _short(value: Any, limit: int = 200) -> str:
 
 def parse_letta(text: str, path: str = "<string>") -> LettaDocument:
     """Parse Letta JSON text; `LettaFormatError` when it is none of the three forms."""
-    data: Any = _loads(text, path)
-    layers = 1
-    while isinstance(data, str):
-        if layers >= MAX_ENCODING_LAYERS:
-            raise LettaFormatError(
-                path, f"JSON string encoded more than {MAX_ENCODING_LAYERS} times"
-            )
-        what = "the file is a JSON string, and its content is not JSON"
-        data = _loads(data, path, what, in_file=False)
-        layers += 1
+    data, layers = _decoded(text, path)
     notes = (
         ("the JSON document was itself JSON-encoded as a string; decoded",) if layers > 1 else ()
     )
-
     if isinstance(data, list):
-        if not all(isinstance(rule, dict) for rule in data):
-            raise LettaFormatError(
-                path, "a list must be Letta `tool_rules`: a list of JSON objects"
-            )
-        agent = LettaAgent(name=Path(path).stem or "agent", tools=None, tool_rules=tuple(data))
-        return LettaDocument(path, "tool_rules", (agent,), layers, notes)
+        return _rules_document(data, path, layers, notes)
     if not isinstance(data, dict):
         raise LettaFormatError(path, f"expected a JSON object or list, got {type(data).__name__}")
-
     if isinstance(data.get("agents"), list):
-        tools_by_id: dict[str, LettaTool] = {}
-        for entry in data.get("tools") or []:
-            tool = _tool(entry)
-            if tool is not None and isinstance(entry, dict) and isinstance(entry.get("id"), str):
-                tools_by_id[entry["id"]] = tool
-        agents = []
-        for index, raw in enumerate(data["agents"]):
-            if not isinstance(raw, dict):
-                raise LettaFormatError(path, f"agent #{index + 1} is not a JSON object")
-            where = f"agent #{index + 1}"
-            agents.append(_agent(raw, where, f"agent-{index + 1}", tools_by_id, path))
-        if not agents:
-            raise LettaFormatError(path, "the agent file lists no agents")
-        return LettaDocument(path, "agent_file", tuple(agents), layers, notes)
-
+        return _agent_file(data, path, layers, notes)
     if "tool_rules" in data or "tools" in data or "tool_ids" in data:
         agent = _agent(data, "the agent", Path(path).stem or "agent", None, path)
         extra = (
@@ -258,6 +242,52 @@ def parse_letta(text: str, path: str = "<string>") -> LettaDocument:
         "not a Letta agent file (no `agents`), agent object (no `tool_rules`/`tools`) "
         "or `tool_rules` list",
     )
+
+
+def _decoded(text: str, path: str) -> tuple[Any, int]:
+    """The JSON value, decoding a document that was JSON-encoded as a string again (up to
+    `MAX_ENCODING_LAYERS` times), and how many layers it had."""
+    data: Any = _loads(text, path)
+    layers = 1
+    while isinstance(data, str):
+        if layers >= MAX_ENCODING_LAYERS:
+            raise LettaFormatError(
+                path, f"JSON string encoded more than {MAX_ENCODING_LAYERS} times"
+            )
+        what = "the file is a JSON string, and its content is not JSON"
+        data = _loads(data, path, what, in_file=False)
+        layers += 1
+    return data, layers
+
+
+def _rules_document(
+    data: list[Any], path: str, layers: int, notes: tuple[str, ...]
+) -> LettaDocument:
+    """A bare `tool_rules` list: one agent without a tool list."""
+    if not all(isinstance(rule, dict) for rule in data):
+        raise LettaFormatError(path, "a list must be Letta `tool_rules`: a list of JSON objects")
+    agent = LettaAgent(name=Path(path).stem or "agent", tools=None, tool_rules=tuple(data))
+    return LettaDocument(path, "tool_rules", (agent,), layers, notes)
+
+
+def _agent_file(
+    data: dict[str, Any], path: str, layers: int, notes: tuple[str, ...]
+) -> LettaDocument:
+    """An agent file: `agents` whose `tool_ids` point into the file's `tools`."""
+    tools_by_id: dict[str, LettaTool] = {}
+    for entry in data.get("tools") or []:
+        tool = _tool(entry)
+        if tool is not None and isinstance(entry, dict) and isinstance(entry.get("id"), str):
+            tools_by_id[entry["id"]] = tool
+    agents = []
+    for index, raw in enumerate(data["agents"]):
+        if not isinstance(raw, dict):
+            raise LettaFormatError(path, f"agent #{index + 1} is not a JSON object")
+        where = f"agent #{index + 1}"
+        agents.append(_agent(raw, where, f"agent-{index + 1}", tools_by_id, path))
+    if not agents:
+        raise LettaFormatError(path, "the agent file lists no agents")
+    return LettaDocument(path, "agent_file", tuple(agents), layers, notes)
 
 
 def read_letta(path: str | Path) -> LettaDocument:

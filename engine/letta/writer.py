@@ -14,6 +14,7 @@ import json
 import re
 from typing import Any
 
+from engine.language import spec
 from engine.language.loader import parse_rules
 from engine.language.yamltree import MAX_BYTES
 from engine.letta.translate import Translation, TranslationError, too_large_message
@@ -168,9 +169,25 @@ def _run_lines(run: Any) -> list[str]:
 def render_rule_file(translation: Translation, source: str) -> str:
     """The rule file text of one imported agent; re-loaded and compared before it is returned."""
     agent = translation.spec
+    lines = _header_lines(translation, source)
+    lines += ["", "version: 1", f"agent: {scalar(agent.agent)}"]
+    if agent.description:
+        lines.append(f"description: {scalar(agent.description)}")
+    lines += _tool_lines(translation)
+    lines += _rules_lines(translation)
+    lines += _run_lines(agent.run)
+    text = "\n".join(lines) + "\n"
+    _check_reloads(text, agent, source)
+    return text
+
+
+def _header_lines(translation: Translation, source: str) -> list[str]:
+    """The comments that open the file: where it came from, the notes, whether it is lossy."""
     lines = [
         "# yaml-language-server: $schema=https://toolfsm.dev/schemas/toolfsm.schema.json",
-        _comment(f"Imported from Letta by `toolfsm import`: {source}, agent {agent.agent!r}."),
+        _comment(
+            f"Imported from Letta by `toolfsm import`: {source}, agent {translation.spec.agent!r}."
+        ),
         "# Output cases are quoted strings: Letta matches its (always string) keys exactly.",
     ]
     if translation.tools_derived:
@@ -186,11 +203,13 @@ def render_rule_file(translation: Translation, source: str) -> str:
             f"# LOSSY: {len(translation.skipped)} item(s) could not be translated; see NOT "
             "TRANSLATED below."
         )
-    lines += ["", "version: 1", f"agent: {scalar(agent.agent)}"]
-    if agent.description:
-        lines.append(f"description: {scalar(agent.description)}")
-    lines.append("tools:")
-    for tool in agent.tools:
+    return lines
+
+
+def _tool_lines(translation: Translation) -> list[str]:
+    """The `tools:` list, then a comment per tool that was left out."""
+    lines = ["tools:"]
+    for tool in translation.spec.tools:
         if isinstance(tool, str):
             lines.append(f"  - {scalar(tool)}")
             continue
@@ -199,9 +218,14 @@ def render_rule_file(translation: Translation, source: str) -> str:
     tool_level = [s for s in translation.skipped if s.index is None]
     for item in tool_level:
         lines.append(_comment(f"NOT TRANSLATED: {item.reason}", 2))
+    return lines
 
-    lines.append("rules:" if agent.rules else "rules: []")
-    for rule, origin in zip(agent.rules, translation.origins, strict=True):
+
+def _rules_lines(translation: Translation) -> list[str]:
+    """The `rules:` list, each rule under a comment naming its Letta rules, then the skipped."""
+    rules = translation.spec.rules
+    lines = ["rules:" if rules else "rules: []"]
+    for rule, origin in zip(rules, translation.origins, strict=True):
         lines.append(_comment(_origin(translation, origin), 2))
         lines += _rule_lines(rule)
     for item in translation.skipped:
@@ -209,9 +233,11 @@ def render_rule_file(translation: Translation, source: str) -> str:
             continue
         lines.append(_comment(f"NOT TRANSLATED tool_rules[{item.index}]: {item.reason}", 2))
         lines.append(_comment("Letta: " + json.dumps(item.rule, ensure_ascii=False), 2))
-    lines += _run_lines(agent.run)
-    text = "\n".join(lines) + "\n"
+    return lines
 
+
+def _check_reloads(text: str, agent: spec.AgentSpec, source: str) -> None:
+    """`TranslationError` unless the text fits a rule file and loads back as `agent`."""
     if len(text.encode("utf-8")) > MAX_BYTES:
         raise TranslationError(too_large_message(agent.agent))
     reloaded = parse_rules(text, source)
@@ -221,7 +247,6 @@ def render_rule_file(translation: Translation, source: str) -> str:
             f"internal: the emitted YAML for {agent.agent!r} does not re-load as the same rules"
             + (f": {problems}" if problems else "")
         )
-    return text
 
 
 __all__ = ["block", "quote", "render_rule_file", "scalar"]
