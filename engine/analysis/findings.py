@@ -130,6 +130,12 @@ def _narrowing_rule(machine: Machine, node: int) -> int | None:
     return None
 
 
+def _strict(machine: Machine, index: int | None) -> bool:
+    """Whether rule `index` is a strict conditional rule."""
+    rule = machine.spec.rules[index] if index is not None else None
+    return isinstance(rule, spec.ConditionalRule) and rule.strict
+
+
 class _Findings:
     def __init__(self, graph: Graph, locator: Locator) -> None:
         self.graph = graph
@@ -187,66 +193,79 @@ class _Findings:
         *,
         text: bool = False,
     ) -> None:
+        """Report the dead end at `position` once per node and rule behind it."""
         machine = self.machine
-        base = machine.base_gate(position.node).mask
-        used_up = base & position.exhausted
-        node = machine.nodes[position.node]
-        where = f"after {_quote(trace)}" + (" and a reply without a tool call" if text else "")
+        used_up = machine.base_gate(position.node).mask & position.exhausted
         if used_up:
-            used = _bits(used_up, machine.tools)
-            tool = used[0]
-            index = _max_calls_rule(machine, tool)
-            key = (position.node, index if index is not None else -1)
-            if key in seen:
-                return
-            seen.add(key)
-            others = ", ".join(_bits(base, machine.tools))
-            forcing = forcing_rule(machine, position.node)
-            by = (
-                f" (the rule on line {machine.rules[forcing].span.line})"
-                if forcing is not None
-                else ""
-            )
-            self.add(
-                Severity.ERROR,
-                "C107",
-                f"max_calls conflict: {where}, the rules allow only {others}{by}, and the "
-                f"max_calls limit of {', '.join(used)} is used up: no tool is allowed "
-                "(dead end)",
-                self.rule_span(index),
-                rule=index,
-                hint="raise the limit, or allow another tool after the limit is reached",
-                trace=trace,
-                position=position,
-            )
-            return
-        index = _narrowing_rule(machine, position.node)
+            index = _max_calls_rule(machine, _bits(used_up, machine.tools)[0])
+        else:
+            index = _narrowing_rule(machine, position.node)
         key = (position.node, index if index is not None else -1)
         if key in seen:
             return
         seen.add(key)
-        if node.case == "no match" and not text:
-            rule = machine.spec.rules[index] if index is not None else None
-            if isinstance(rule, spec.ConditionalRule) and rule.strict:
-                self.add(
-                    Severity.WARNING,
-                    "C108",
-                    f"strict conditional: after {_quote(trace)}, the output matches no case, so "
-                    "the run stops at a dead end",
-                    self.rule_span(index),
-                    rule=index,
-                    hint="add a `default`, or silence C108 if the tool can only return the "
-                    "listed outputs",
-                    trace=trace,
-                    position=position,
-                )
-                return
+        where = f"after {_quote(trace)}" + (" and a reply without a tool call" if text else "")
+        if used_up:
+            self._max_calls_conflict(position, trace, where, used_up, index)
+        elif (
+            not text and machine.nodes[position.node].case == "no match" and _strict(machine, index)
+        ):
+            self.add(
+                Severity.WARNING,
+                "C108",
+                f"strict conditional: after {_quote(trace)}, the output matches no case, so "
+                "the run stops at a dead end",
+                self.rule_span(index),
+                rule=index,
+                hint="add a `default`, or silence C108 if the tool can only return the "
+                "listed outputs",
+                trace=trace,
+                position=position,
+            )
+        else:
+            self._no_tool_allowed(position, trace, where, index)
+
+    def _max_calls_conflict(
+        self,
+        position: Position,
+        trace: tuple[str, ...],
+        where: str,
+        used_up: int,
+        index: int | None,
+    ) -> None:
+        """C107: the only tools the rules allow have used up their max_calls limit."""
+        machine = self.machine
+        others = ", ".join(_bits(machine.base_gate(position.node).mask, machine.tools))
+        forcing = forcing_rule(machine, position.node)
+        by = (
+            f" (the rule on line {machine.rules[forcing].span.line})" if forcing is not None else ""
+        )
+        self.add(
+            Severity.ERROR,
+            "C107",
+            f"max_calls conflict: {where}, the rules allow only {others}{by}, and the "
+            f"max_calls limit of {', '.join(_bits(used_up, machine.tools))} is used up: no tool "
+            "is allowed (dead end)",
+            self.rule_span(index),
+            rule=index,
+            hint="raise the limit, or allow another tool after the limit is reached",
+            trace=trace,
+            position=position,
+        )
+
+    def _no_tool_allowed(
+        self, position: Position, trace: tuple[str, ...], where: str, index: int | None
+    ) -> None:
+        """C101: the rules allow no tool where the run cannot end with a reply."""
         # No tool allowed is a dead end only where a call is forced or a required tool is
         # pending (else the position is answer-only: a reply ends the run there).
+        machine = self.machine
+        node = machine.nodes[position.node]
         pending = machine.pending_required(position)
+        forced = machine.base_gate(position.node).force
         why = (
             "a call is forced"
-            if machine.base_gate(position.node).force
+            if forced
             else f"the run must go on (required before exit: {', '.join(pending)})"
         )
         self.add(
@@ -257,7 +276,7 @@ class _Findings:
             rule=index,
             hint=(
                 "allow at least one tool here, or make the tool before it terminal"
-                if not pending or machine.base_gate(position.node).force
+                if not pending or forced
                 else f"allow {', '.join(pending)} here, or call it earlier in the run"
             ),
             trace=trace,
@@ -289,8 +308,9 @@ class _Findings:
                     order.append(target)
         return sorted(order)
 
-    def traps(self) -> None:
-        graph, machine = self.graph, self.machine
+    def _can_finish(self) -> tuple[bytearray, bytearray]:
+        """Per position: whether some run from it can end, and whether one can dead-end."""
+        graph = self.graph
         size = len(graph)
         preds: list[list[int]] = [[] for _ in range(size)]
         can_end = bytearray(size)
@@ -308,70 +328,86 @@ class _Findings:
                 can_end[source] = 1
             if graph.text_dead[source]:
                 can_dead[source] = 1
-        can_end = self._backward(can_end, preds)
-        can_dead = self._backward(can_dead, preds)
-        covered = bytearray(size)
+        return self._backward(can_end, preds), self._backward(can_dead, preds)
+
+    def traps(self) -> None:
+        """C105 and C110: positions from which no run can ever end (nor dead-end)."""
+        graph = self.graph
+        can_end, can_dead = self._can_finish()
+        covered = bytearray(len(graph))
         reported: set[tuple[str, int]] = set()
-        for position_id in range(size):
+        for position_id in range(len(graph)):
             if can_end[position_id] or can_dead[position_id] or covered[position_id]:
                 continue
             closure = self._closure(position_id)
-            for member in closure:
-                covered[member] = 1
             called = 0
             for member in closure:
+                covered[member] = 1
                 called |= graph.allowed[member]
-            position = graph.position(position_id)
-            trace = graph.trace(position_id)
-            uncallable = [
-                t
-                for t in machine.pending_required(position)
-                if not called >> machine.tool_index[t] & 1
-            ]
-            if uncallable:
-                tool = uncallable[0]
-                index = next(
-                    (
-                        i
-                        for i, r in enumerate(_rules(machine))
-                        if isinstance(r, spec.RequiredBeforeExitRule)
-                        and tool in spec.as_tuple(r.required_before_exit)
-                    ),
-                    None,
-                )
-                if ("C105", index or -1) in reported:
-                    continue
-                reported.add(("C105", index or -1))
-                self.add(
-                    Severity.ERROR,
-                    "C105",
-                    f"{tool!r} is required before exit, but after {_quote(trace)} it can never "
-                    "be called: the run can never end from there",
-                    self.rule_span(index),
-                    rule=index,
-                    hint=f"make {tool!r} reachable from there, or drop the requirement",
-                    trace=trace,
-                    position=position,
-                )
-                continue
-            forced = next((m for m in closure if graph.forced(m)), position_id)
-            index = forcing_rule(machine, graph.node(forced))
-            if ("C110", index if index is not None else -1) in reported:
-                continue
-            reported.add(("C110", index if index is not None else -1))
-            loop = ", ".join(_bits(called, machine.tools)) or "no tool"
-            self.add(
-                Severity.ERROR,
-                "C110",
-                f"no way to finish: after {_quote(trace)}, every continuation keeps calling "
-                f"{loop} and never reaches a terminal tool or a point where the model may "
-                "reply without a tool call",
-                self.rule_span(index, graph.last_tool(forced)),
-                rule=index,
-                hint="allow a terminal tool in the loop, or stop forcing a call somewhere in it",
-                trace=trace,
-                position=position,
-            )
+            if not self._required_trap(position_id, called, reported):
+                self._endless_trap(position_id, closure, called, reported)
+
+    def _required_trap(self, position_id: int, called: int, reported: set[tuple[str, int]]) -> bool:
+        """C105, once per rule: a tool required before exit can no longer be called.
+        True when a required tool is uncallable (reported now or before)."""
+        machine, graph = self.machine, self.graph
+        position = graph.position(position_id)
+        uncallable = [
+            t for t in machine.pending_required(position) if not called >> machine.tool_index[t] & 1
+        ]
+        if not uncallable:
+            return False
+        tool = uncallable[0]
+        index = next(
+            (
+                i
+                for i, r in enumerate(_rules(machine))
+                if isinstance(r, spec.RequiredBeforeExitRule)
+                and tool in spec.as_tuple(r.required_before_exit)
+            ),
+            None,
+        )
+        if ("C105", index or -1) in reported:
+            return True
+        reported.add(("C105", index or -1))
+        trace = graph.trace(position_id)
+        self.add(
+            Severity.ERROR,
+            "C105",
+            f"{tool!r} is required before exit, but after {_quote(trace)} it can never "
+            "be called: the run can never end from there",
+            self.rule_span(index),
+            rule=index,
+            hint=f"make {tool!r} reachable from there, or drop the requirement",
+            trace=trace,
+            position=position,
+        )
+        return True
+
+    def _endless_trap(
+        self, position_id: int, closure: list[int], called: int, reported: set[tuple[str, int]]
+    ) -> None:
+        """C110, once per forcing rule: every continuation keeps calling tools forever."""
+        machine, graph = self.machine, self.graph
+        forced = next((m for m in closure if graph.forced(m)), position_id)
+        index = forcing_rule(machine, graph.node(forced))
+        if ("C110", index if index is not None else -1) in reported:
+            return
+        reported.add(("C110", index if index is not None else -1))
+        loop = ", ".join(_bits(called, machine.tools)) or "no tool"
+        trace = graph.trace(position_id)
+        self.add(
+            Severity.ERROR,
+            "C110",
+            f"no way to finish: after {_quote(trace)}, every continuation keeps calling "
+            f"{loop} and never reaches a terminal tool or a point where the model may "
+            "reply without a tool call",
+            self.rule_span(index, graph.last_tool(forced)),
+            rule=index,
+            hint="allow a terminal tool in the loop, or stop forcing a call somewhere in it",
+            trace=trace,
+            position=graph.position(position_id),
+        )
 
     # -- coverage -------------------------------------------------------------------
 
@@ -390,42 +426,40 @@ class _Findings:
         return all(not self.graph.called >> self.machine.tool_index[t] & 1 for t in names)
 
     def silent_rules(self) -> None:
-        machine, graph = self.machine, self.graph
-        for index, rule in enumerate(_rules(machine)):
+        """C103: max_calls and required_before_exit rules that no run ever triggers."""
+        for index, rule in enumerate(_rules(self.machine)):
             message = None
-            match rule:
-                case spec.ChildRule() | spec.ConditionalRule():
-                    if self._tools_never_called((rule.after,)):
-                        continue  # C102 says it
-                case spec.MaxCallsRule():
-                    names = spec.as_tuple(rule.tools)
-                    if self._tools_never_called(names):
-                        continue
-                    binding = [t for t in names if machine.max_calls(t) == rule.max_calls]
-                    reached = any(
-                        graph.exhausted_seen >> machine.tool_index[t] & 1 for t in binding
-                    )
-                    if not reached:
-                        message = (
-                            f"this max_calls rule never fires: no run can call "
-                            f"{', '.join(names)} {rule.max_calls} time(s)"
-                        )
-                case spec.RequiredBeforeExitRule():
-                    names = spec.as_tuple(rule.required_before_exit)
-                    if self._tools_never_called(names):
-                        continue  # C102 and the trap say it
-                    stopped = any(
-                        graph.required_stopped >> machine.tool_index[t] & 1 for t in names
-                    )
-                    if not stopped:
-                        message = (
-                            f"this required_before_exit rule never fires: every run has already "
-                            f"called {', '.join(names)} whenever it tries to stop"
-                        )
-                case _:
-                    continue
+            if isinstance(rule, spec.MaxCallsRule):
+                message = self._silent_max_calls(rule)
+            elif isinstance(rule, spec.RequiredBeforeExitRule):
+                message = self._silent_required(rule)
             if message:
                 self.add(Severity.WARNING, "C103", message, self.at.rule(index), rule=index)
+
+    def _silent_max_calls(self, rule: spec.MaxCallsRule) -> str | None:
+        machine, graph = self.machine, self.graph
+        names = spec.as_tuple(rule.tools)
+        if self._tools_never_called(names):
+            return None  # C102 says it
+        binding = [t for t in names if machine.max_calls(t) == rule.max_calls]
+        if any(graph.exhausted_seen >> machine.tool_index[t] & 1 for t in binding):
+            return None
+        return (
+            f"this max_calls rule never fires: no run can call "
+            f"{', '.join(names)} {rule.max_calls} time(s)"
+        )
+
+    def _silent_required(self, rule: spec.RequiredBeforeExitRule) -> str | None:
+        machine, graph = self.machine, self.graph
+        names = spec.as_tuple(rule.required_before_exit)
+        if self._tools_never_called(names):
+            return None  # C102 and the trap say it
+        if any(graph.required_stopped >> machine.tool_index[t] & 1 for t in names):
+            return None
+        return (
+            f"this required_before_exit rule never fires: every run has already "
+            f"called {', '.join(names)} whenever it tries to stop"
+        )
 
     def shadowed_cases(self) -> None:
         graph, machine = self.graph, self.machine

@@ -19,12 +19,13 @@ import json
 import random
 import statistics
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 from engine.analysis.explore import case_outputs, taken_transitions
 from engine.language import spec
-from engine.machine import Machine, StopReason
+from engine.machine import Machine, Position, StopReason
 from engine.machine.fsm import MAX_TRANSITIONS, DiagramTooLarge, edges, reachable_nodes
 
 REPLY = "<reply>"
@@ -146,20 +147,25 @@ def _sample_value(schema: dict[str, Any], rng: random.Random) -> Any:
     kind = schema.get("type")
     if isinstance(kind, list):
         kind = rng.choice(kind)
-    match kind:
-        case "boolean":
-            return rng.random() < 0.5
-        case "integer":
-            return rng.randint(int(schema.get("minimum", 0)), int(schema.get("maximum", 10)))
-        case "number":
-            return round(rng.uniform(schema.get("minimum", 0), schema.get("maximum", 10)), 2)
-        case "array":
-            return [_sample_value(schema.get("items") or {}, rng) for _ in range(rng.randint(0, 2))]
-        case "object":
-            return sample_arguments(schema, rng)
-        case "null":
-            return None
-    return rng.choice(["a", "b", "example"])
+    sample = _SAMPLERS.get(kind) if isinstance(kind, str) else None
+    return sample(schema, rng) if sample else rng.choice(["a", "b", "example"])
+
+
+# A sampled value per JSON Schema type (any other type: a short string).
+_SAMPLERS: dict[str, Callable[[dict[str, Any], random.Random], Any]] = {
+    "boolean": lambda schema, rng: rng.random() < 0.5,
+    "integer": lambda schema, rng: rng.randint(
+        int(schema.get("minimum", 0)), int(schema.get("maximum", 10))
+    ),
+    "number": lambda schema, rng: round(
+        rng.uniform(schema.get("minimum", 0), schema.get("maximum", 10)), 2
+    ),
+    "array": lambda schema, rng: [
+        _sample_value(schema.get("items") or {}, rng) for _ in range(rng.randint(0, 2))
+    ],
+    "object": lambda schema, rng: sample_arguments(schema, rng),
+    "null": lambda schema, rng: None,
+}
 
 
 def simulate_runs(
@@ -175,18 +181,9 @@ def simulate_runs(
 
     `tools` is an `engine.tools.ToolRegistry`: when given, calls execute the real tools.
     """
-    rng = random.Random(seed)
     loop = asyncio.new_event_loop() if tools is not None else None
     report = SimulationReport(machine.agent, runs, seed, max_steps)
-    outputs = {t: [text for text, _ in case_outputs(machine, t)] for t in machine.tools}
-    on_call, on_limit = _rule_fires(machine)
-    required_rules = [
-        (i, set(spec.as_tuple(r.required_before_exit)))
-        for i, r in enumerate(machine.spec.rules)
-        if isinstance(r, spec.RequiredBeforeExitRule)
-    ]
-    init_rules = [i for i, r in enumerate(machine.spec.rules) if isinstance(r, spec.InitRule)]
-    names = [n.name for n in machine.nodes]
+    simulation = _Simulation(machine, report, random.Random(seed), tools, loop)
     bar = None
     if progress:
         from rich.progress import Progress
@@ -196,57 +193,7 @@ def simulate_runs(
         task = bar.add_task(f"simulating {machine.agent}", total=runs)
     try:
         for run in range(runs):
-            position = machine.start()
-            for i in init_rules:
-                report.rules_fired[i] += 1
-            steps = 0
-            stop: StopReason | None = None
-            while stop is None:
-                if steps >= max_steps:
-                    stop = StopReason.STEP_LIMIT
-                    break
-                gate = machine.gate(position)
-                choices: list[str] = list(gate.allowed)
-                if not gate.force:
-                    choices.append(REPLY)
-                choice = rng.choice(choices)
-                steps += 1
-                if choice == REPLY:
-                    verdict = machine.after_text(position)
-                    if verdict.continues or verdict.stop_reason is StopReason.DEAD_END:
-                        pending = set(machine.pending_required(position))
-                        for i, required in required_rules:
-                            if required & pending:
-                                report.rules_fired[i] += 1
-                    stop = verdict.stop_reason
-                    continue
-                if tools is None:
-                    output = rng.choice(outputs[choice])
-                else:
-                    ran = _run_tool(tools[choice], machine, position, choice, rng, loop, report)
-                    if ran is _REFUSED:
-                        continue  # refused like the runtime refuses it: no advance
-                    output = ran
-                before = position
-                position = machine.advance(position, choice, output)
-                report.tools_called[choice] += 1
-                report.transitions[(names[before.node], choice, names[position.node])] += 1
-                if choice in machine.approval:
-                    report.approvals += 1
-                for i in on_call.get(choice, ()):
-                    report.rules_fired[i] += 1
-                if choice in on_limit and position.exhausted != before.exhausted:
-                    for i in on_limit[choice]:
-                        report.rules_fired[i] += 1
-                verdict = machine.after_call(position, choice)
-                if choice in machine.terminal and verdict.continues:
-                    pending = set(machine.pending_required(position))
-                    for i, required in required_rules:
-                        if required & pending:
-                            report.rules_fired[i] += 1
-                stop = verdict.stop_reason
-            report.stop_reasons[str(stop)] += 1
-            report.lengths.append(steps)
+            simulation.run_once()
             if bar is not None and (run % 64 == 63 or run == runs - 1):
                 bar.update(task, completed=run + 1)
     finally:
@@ -254,6 +201,105 @@ def simulate_runs(
             bar.stop()
         if loop is not None:
             loop.close()
+    _add_coverage(machine, report)
+    return report
+
+
+class _Simulation:
+    """One machine's random-policy runs, counted into one report."""
+
+    def __init__(
+        self,
+        machine: Machine,
+        report: SimulationReport,
+        rng: random.Random,
+        tools: Any,
+        loop: asyncio.AbstractEventLoop | None,
+    ) -> None:
+        self.machine = machine
+        self.report = report
+        self.rng = rng
+        self.tools = tools
+        self.loop = loop
+        self.outputs = {t: [text for text, _ in case_outputs(machine, t)] for t in machine.tools}
+        self.on_call, self.on_limit = _rule_fires(machine)
+        self.required_rules = [
+            (i, set(spec.as_tuple(r.required_before_exit)))
+            for i, r in enumerate(machine.spec.rules)
+            if isinstance(r, spec.RequiredBeforeExitRule)
+        ]
+        self.init_rules = [
+            i for i, r in enumerate(machine.spec.rules) if isinstance(r, spec.InitRule)
+        ]
+        self.names = [n.name for n in machine.nodes]
+
+    def run_once(self) -> None:
+        """One run from the start until it stops or reaches the step limit."""
+        report = self.report
+        position = self.machine.start()
+        for i in self.init_rules:
+            report.rules_fired[i] += 1
+        steps = 0
+        stop: StopReason | None = None
+        while stop is None:
+            if steps >= report.max_steps:
+                stop = StopReason.STEP_LIMIT
+                break
+            gate = self.machine.gate(position)
+            choices: list[str] = list(gate.allowed)
+            if not gate.force:
+                choices.append(REPLY)
+            choice = self.rng.choice(choices)
+            steps += 1
+            if choice == REPLY:
+                stop = self._reply(position)
+            else:
+                position, stop = self._call(position, choice)
+        report.stop_reasons[str(stop)] += 1
+        report.lengths.append(steps)
+
+    def _reply(self, position: Position) -> StopReason | None:
+        verdict = self.machine.after_text(position)
+        if verdict.continues or verdict.stop_reason is StopReason.DEAD_END:
+            self._fire_required(position)
+        return verdict.stop_reason
+
+    def _call(self, position: Position, choice: str) -> tuple[Position, StopReason | None]:
+        """Call `choice`: the position after it and why the run stops (None: it goes on)."""
+        machine, report = self.machine, self.report
+        if self.tools is None:
+            output = self.rng.choice(self.outputs[choice])
+        else:
+            tool = self.tools[choice]
+            output = _run_tool(tool, machine, position, choice, self.rng, self.loop, report)
+            if output is _REFUSED:
+                return position, None  # refused like the runtime refuses it: no advance
+        before = position
+        position = machine.advance(position, choice, output)
+        report.tools_called[choice] += 1
+        report.transitions[(self.names[before.node], choice, self.names[position.node])] += 1
+        if choice in machine.approval:
+            report.approvals += 1
+        for i in self.on_call.get(choice, ()):
+            report.rules_fired[i] += 1
+        if choice in self.on_limit and position.exhausted != before.exhausted:
+            for i in self.on_limit[choice]:
+                report.rules_fired[i] += 1
+        verdict = machine.after_call(position, choice)
+        if choice in machine.terminal and verdict.continues:
+            self._fire_required(position)
+        return position, verdict.stop_reason
+
+    def _fire_required(self, position: Position) -> None:
+        """Count the required_before_exit rules that hold the run back at `position`."""
+        pending = set(self.machine.pending_required(position))
+        for i, required in self.required_rules:
+            if required & pending:
+                self.report.rules_fired[i] += 1
+
+
+def _add_coverage(machine: Machine, report: SimulationReport) -> None:
+    """What the runs never reached: tools, transitions some run can take, rules."""
     report.tools_never = [t for t in machine.tools if t not in report.tools_called]
     # Only transitions some run can take count (none out of a terminal tool's node, none a
     # used-up max_calls limit forbids).
@@ -275,7 +321,6 @@ def simulate_runs(
     report.rules_never = [
         (ref.index, ref.text) for ref in machine.rules if ref.index not in report.rules_fired
     ]
-    return report
 
 
 _REFUSED = object()
@@ -310,13 +355,20 @@ def _run_tool(
 def render_report(report: SimulationReport) -> None:
     """Print the coverage report with rich tables."""
     from rich.console import Console
-    from rich.table import Table
 
     console = Console()
     console.print(
         f"[bold]{report.agent}[/]: {report.runs} run(s), seed {report.seed}, "
         f"step limit {report.max_steps}"
     )
+    _print_coverage(console, report)
+    _print_stops(console, report)
+
+
+def _print_coverage(console: Any, report: SimulationReport) -> None:
+    """Tools called and never called, transitions never reached, rules that never fired."""
+    from rich.table import Table
+
     tools = Table("tool", "calls", title="Tools")
     for tool, count in report.tools_called.most_common():
         tools.add_row(tool, str(count))
@@ -337,6 +389,12 @@ def render_report(report: SimulationReport) -> None:
             console.print(f"  [yellow]rule {index}[/]: {text}")
     else:
         console.print("Every rule fired at least once.")
+
+
+def _print_stops(console: Any, report: SimulationReport) -> None:
+    """How the runs stopped, how long they were, and the errors the real tools gave."""
+    from rich.table import Table
+
     stops = Table("stop reason", "runs", title="Stop reasons")
     for reason, count in report.stop_reasons.most_common():
         stops.add_row(reason, str(count))
