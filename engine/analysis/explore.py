@@ -170,6 +170,24 @@ class _Kernel:
         if len(machine.start().counts) != len(self.counted):  # pragma: no cover - invariant
             raise AssertionError("machine counters do not match its max_calls tools")
 
+    def plan(self) -> tuple[tuple[Any, ...], ...]:
+        """Per tool, its table as a plain tuple (unpacking beats attribute access in the
+        hot loop), each case with its next node's allowed mask."""
+        base_mask = self.base_mask
+        return tuple(
+            (
+                t.bit,
+                t.required,
+                t.count_shift,
+                t.count_mask,
+                t.limit,
+                t.terminal,
+                t.may_end,
+                tuple((step, node, base_mask[node]) for step, node in t.cases),
+            )
+            for t in self.tables
+        )
+
     def position(self, key: int, exhausted: int) -> Position:
         node = key & ((1 << self.node_bits) - 1)
         required = (key >> self.required_shift) & (
@@ -276,7 +294,10 @@ def _cut(
     edge_step: list[int],
     edge_target: list[int],
 ) -> None:
-    """Drop the positions from `explored` on (found, never expanded) and the edges into them."""
+    """Drop the positions from `explored` on (found, never expanded) and the edges into them:
+    a no-op unless the exploration stopped at the edge bound."""
+    if explored == len(keys):
+        return
     for column in (keys, exhausted, parent, via):
         del column[explored:]
     steps, targets = edge_step[:], edge_target[:]
@@ -293,6 +314,34 @@ def _cut(
     del edge_start[explored + 1 :]
 
 
+def _text_verdicts(
+    kernel: _Kernel, keys: list[int], allowed_of: list[int]
+) -> tuple[list[bool], list[bool], list[bool], int]:
+    """Per explored position, what a reply without a tool call does: ends the run, is refused
+    (required tools pending, some tool allowed) or dead-ends; and the required tools pending
+    where a reply tries to stop the run."""
+    force, node_mask = kernel.force, (1 << kernel.node_bits) - 1
+    required_shift = kernel.required_shift
+    required_mask = kernel.required_all << required_shift
+    text_end: list[bool] = []
+    text_blocked: list[bool] = []
+    text_dead: list[bool] = []
+    end, blocked, dead = text_end.append, text_blocked.append, text_dead.append
+    stopped = 0
+    for key, allowed in zip(keys, allowed_of, strict=False):  # keys: also the unexplored
+        if force[key & node_mask]:  # a call is forced: no reply at all
+            end(False)
+            blocked(False)
+            dead(False)
+            continue
+        pending = (required_mask & ~key) >> required_shift
+        stopped |= pending
+        end(not pending)
+        blocked(bool(pending and allowed))
+        dead(bool(pending) and not allowed)
+    return text_end, text_blocked, text_dead, stopped
+
+
 def explore(
     machine: Machine, *, max_states: int = LIVE_LIMIT, max_edges: int | None = None
 ) -> Graph:
@@ -302,7 +351,6 @@ def explore(
     edge_bound = max_states * EDGES_PER_STATE if max_edges is None else max_edges
     steps, steps_of = all_steps(machine)
     kernel = _Kernel(machine, steps, steps_of)
-    tables = kernel.tables
     base_mask = kernel.base_mask
     force = kernel.force
     node_mask = (1 << kernel.node_bits) - 1
@@ -319,27 +367,11 @@ def explore(
     edge_step: list[int] = []
     edge_target: list[int] = []
     allowed_of: list[int] = []
-    text_end: list[bool] = []
-    text_blocked: list[bool] = []
-    text_dead: list[bool] = []
     called = offered = exhausted_seen = required_stopped = 0
     truncated = False
     add_step, add_target = edge_step.append, edge_target.append
     index_get = index.get
-    # Per tool, as a plain tuple (unpacking beats attribute access in the hot loop).
-    plan = tuple(
-        (
-            t.bit,
-            t.required,
-            t.count_shift,
-            t.count_mask,
-            t.limit,
-            t.terminal,
-            t.may_end,
-            tuple((step, node, base_mask[node]) for step, node in t.cases),
-        )
-        for t in tables
-    )
+    plan = kernel.plan()
     current = 0
     # Calls tried so far (stored as edges or not): what the edge bound limits. A packed key of
     # many bits costs that many machine words per operation, so a call counts once per word.
@@ -374,17 +406,10 @@ def explore(
                     if count + 1 >= limit:
                         new_ex = ex | bit
                         exhausted_seen |= bit
-            if terminal:
-                pending = (required_mask & ~new_rest) >> required_shift
-                if not pending:
-                    for step_id, _, _ in cases:
-                        add_step(step_id)
-                        add_target(END)
-                    continue
-                required_stopped |= pending
-            elif may_end:
-                # Heartbeat mode: the same call without a heartbeat ends the run (an END edge
-                # beside the continuing one), or is refused while required tools are pending.
+            if terminal or may_end:
+                # The call may end the run (a terminal tool; in heartbeat mode, the same call
+                # without a heartbeat, an END edge beside the continuing one) unless required
+                # tools are pending: then it is refused and the run goes on.
                 pending = (required_mask & ~new_rest) >> required_shift
                 if pending:
                     required_stopped |= pending
@@ -392,6 +417,8 @@ def explore(
                     for step_id, _, _ in cases:
                         add_step(step_id)
                         add_target(END)
+                    if terminal:
+                        continue
             for step_id, next_node, next_mask in cases:
                 # Nothing allowed next: a dead end where a call is forced or a required tool
                 # is pending; otherwise an answer-only position (a reply ends the run there).
@@ -415,24 +442,12 @@ def explore(
                     via.append(step_id)
                 add_step(step_id)
                 add_target(target)
-        ends = blocked = dead = False
-        if not force[node]:
-            pending = (required_mask & ~key) >> required_shift
-            if not pending:
-                ends = True
-            elif allowed:
-                blocked = True
-                required_stopped |= pending
-            else:
-                dead = True
-                required_stopped |= pending
-        text_end.append(ends)
-        text_blocked.append(blocked)
-        text_dead.append(dead)
         current += 1
     edge_start.append(len(edge_target))
-    if current < len(keys):  # stopped at the edge bound: keep the explored positions only
-        _cut(current, keys, exhausted, parent, via, edge_start, edge_step, edge_target)
+    text_end, text_blocked, text_dead, text_stopped = _text_verdicts(kernel, keys, allowed_of)
+    required_stopped |= text_stopped
+    # Stopped at the edge bound: keep the explored positions only.
+    _cut(current, keys, exhausted, parent, via, edge_start, edge_step, edge_target)
     return Graph(
         machine=machine,
         steps=steps,
