@@ -326,17 +326,90 @@ def _check_prefill(agent: spec.AgentSpec, report: _Report, bad_schema: set[str])
 
 def _check_sets(agent: spec.AgentSpec, report: _Report) -> None:
     """Child, parent and conditional rules on one tool must leave something to call after it."""
-    parents_of: dict[str, list[tuple[str, int]]] = defaultdict(list)
+    parents = _Parents(agent)
+    conflicted = _check_two_parents(parents, report)
+    by_tool, conditionals = _gates_by_tool(agent, report)
+    _check_one_conditional_per_tool(conditionals, report)
+    all_tools = agent.tool_names()
+    for tool in dict.fromkeys([*by_tool, *conditionals]):
+        blame = by_tool.get(tool, [])
+        permitted = set(all_tools)
+        for index in blame:
+            gate = agent.rules[index]
+            assert isinstance(gate, spec.ChildRule | spec.ParentRule)  # by_tool holds only these
+            children = gate.allow if isinstance(gate, spec.ChildRule) else gate.tools
+            permitted &= set(spec.as_tuple(children))
+        # Children of other tools' parent rules may not follow `tool`.
+        excluded = parents.excluded_after(tool)
+        allowed = permitted - set(excluded)
+        lines = ("line " if len(blame) == 1 else "lines ") + ", ".join(
+            str(report.line(("rules", i))) for i in blame
+        )
+        if not blame or allowed:
+            for index in conditionals.get(tool, []):
+                _check_cases(agent, report, tool, index, allowed, excluded, lines)
+        elif not (permitted and permitted <= conflicted):  # else E025 says why
+            message = _nothing_allowed(all_tools, tool, lines, permitted, excluded)
+            report.error("E024", message, ("rules", blame[-1]), rule=blame[-1])
+
+
+def _gates_by_tool(
+    agent: spec.AgentSpec, report: _Report
+) -> tuple[dict[str, list[int]], dict[str, list[int]]]:
+    """Per tool, its child and parent rules, and its conditional rules (each checked)."""
+    by_tool: dict[str, list[int]] = defaultdict(list)
+    conditionals: dict[str, list[int]] = defaultdict(list)
     for index, rule in enumerate(agent.rules):
-        if isinstance(rule, spec.ParentRule):
-            for child in spec.as_tuple(rule.tools):
-                parents_of[child].append((rule.only_after, index))
+        if isinstance(rule, spec.ChildRule):
+            by_tool[rule.after].append(index)
+        elif isinstance(rule, spec.ParentRule):
+            by_tool[rule.only_after].append(index)
+        elif isinstance(rule, spec.ConditionalRule):
+            conditionals[rule.after].append(index)
+            _check_conditional(index, rule, report)
+    return by_tool, conditionals
+
+
+class _Parents:
+    """The parent rules: each child's parents, and the children excluded after a tool."""
+
+    def __init__(self, agent: spec.AgentSpec) -> None:
+        self.of: dict[str, list[tuple[str, int]]] = defaultdict(list)
+        for index, rule in enumerate(agent.rules):
+            if isinstance(rule, spec.ParentRule):
+                for child in spec.as_tuple(rule.tools):
+                    self.of[child].append((rule.only_after, index))
+        # Children of parent rules, each with the last of its parents (for messages); after a
+        # tool, every child with a parent other than that tool is excluded. Computed once, and
+        # adjusted only for the tools that are parents themselves.
+        self.last_parent = {c: ps[-1][0] for c, ps in self.of.items()}
+        self.own_children: dict[str, set[str]] = defaultdict(set)
+        for child, parents in self.of.items():
+            for parent, _ in parents:
+                self.own_children[parent].add(child)
+
+    def excluded_after(self, tool: str) -> dict[str, str]:
+        """Child -> the parent it may only follow, for each child that may not follow `tool`."""
+        if tool not in self.own_children:
+            return self.last_parent
+        excluded = dict(self.last_parent)
+        for child in self.own_children[tool]:
+            others = [p for p, _ in self.of[child] if p != tool]
+            if others:
+                excluded[child] = others[-1]
+            else:
+                del excluded[child]
+        return excluded
+
+
+def _check_two_parents(parents: _Parents, report: _Report) -> set[str]:
+    """E025 for each child of two different parents; those children."""
     conflicted: set[str] = set()
-    for child, parents in parents_of.items():
-        distinct = sorted({p for p, _ in parents})
+    for child, of in parents.of.items():
+        distinct = sorted({p for p, _ in of})
         if len(distinct) > 1:
             conflicted.add(child)
-            index = parents[-1][1]
+            index = of[-1][1]
             report.error(
                 "E025",
                 f"{child!r} may only be called right after {distinct[0]!r} and "
@@ -345,31 +418,30 @@ def _check_sets(agent: spec.AgentSpec, report: _Report) -> None:
                 rule=index,
                 hint="list both parents' children in one place",
             )
+    return conflicted
 
-    by_tool: dict[str, list[int]] = defaultdict(list)
-    conditionals: dict[str, list[int]] = defaultdict(list)
-    for index, rule in enumerate(agent.rules):
-        if isinstance(rule, spec.ChildRule | spec.ParentRule):
-            by_tool[rule.after if isinstance(rule, spec.ChildRule) else rule.only_after].append(
-                index
-            )
-        elif isinstance(rule, spec.ConditionalRule):
-            conditionals[rule.after].append(index)
-            if not rule.on_output:
-                report.error(
-                    "E031",
-                    f"conditional rule on {rule.after!r} has no cases",
-                    ("rules", index, "on_output"),
-                    rule=index,
-                    hint="add cases, or use `allow:` for a plain child rule",
-                )
-            if rule.default is not None and rule.strict:
-                report.warning(
-                    "W203",
-                    "`strict` has no effect when a `default` is given",
-                    ("rules", index, "strict"),
-                    rule=index,
-                )
+
+def _check_conditional(index: int, rule: spec.ConditionalRule, report: _Report) -> None:
+    """E031 for a conditional rule without cases, W203 for `strict` beside a `default`."""
+    if not rule.on_output:
+        report.error(
+            "E031",
+            f"conditional rule on {rule.after!r} has no cases",
+            ("rules", index, "on_output"),
+            rule=index,
+            hint="add cases, or use `allow:` for a plain child rule",
+        )
+    if rule.default is not None and rule.strict:
+        report.warning(
+            "W203",
+            "`strict` has no effect when a `default` is given",
+            ("rules", index, "strict"),
+            rule=index,
+        )
+
+
+def _check_one_conditional_per_tool(conditionals: dict[str, list[int]], report: _Report) -> None:
+    """E032 for a second conditional rule on one tool."""
     for tool, indices in conditionals.items():
         if len(indices) > 1:
             line = report.line(("rules", indices[0]))
@@ -381,81 +453,57 @@ def _check_sets(agent: spec.AgentSpec, report: _Report) -> None:
                 rule=indices[1],
             )
 
-    all_tools = agent.tool_names()
-    # Children of parent rules, each with the last of its parents (for messages); after a
-    # tool, every child with a parent other than that tool is excluded. Computed once, and
-    # adjusted only for the tools that are parents themselves.
-    last_parent = {c: ps[-1][0] for c, ps in parents_of.items()}
-    own_children: dict[str, set[str]] = defaultdict(set)
-    for child, parents in parents_of.items():
-        for parent, _ in parents:
-            own_children[parent].add(child)
 
-    def excluded_after(tool: str) -> dict[str, str]:
-        if tool not in own_children:
-            return last_parent
-        excluded = dict(last_parent)
-        for child in own_children[tool]:
-            others = [p for p, _ in parents_of[child] if p != tool]
-            if others:
-                excluded[child] = others[-1]
-            else:
-                del excluded[child]
-        return excluded
+def _nothing_allowed(
+    all_tools: tuple[str, ...],
+    tool: str,
+    lines: str,
+    permitted: set[str],
+    excluded: dict[str, str],
+) -> str:
+    """E024's message: the child and parent rules on `tool` leave no tool to call after it."""
+    if not permitted:
+        return f"after {tool!r} no tool is allowed: the rules on {lines} have no tool in common"
+    why = "; ".join(
+        f"{c!r} may only be called right after {excluded[c]!r}" for c in all_tools if c in permitted
+    )
+    return (
+        f"after {tool!r} no tool is allowed: the rules on {lines} allow only "
+        f"tools that other rules forbid there ({why})"
+    )
 
-    for tool in dict.fromkeys([*by_tool, *conditionals]):
-        allowed = set(all_tools)
-        blame: list[int] = []
-        for index in by_tool.get(tool, []):
-            gate = agent.rules[index]
-            assert isinstance(gate, spec.ChildRule | spec.ParentRule)  # by_tool holds only these
-            children = spec.as_tuple(gate.allow if isinstance(gate, spec.ChildRule) else gate.tools)
-            allowed &= set(children)
-            blame.append(index)
-        # Children of other tools' parent rules may not follow `tool`.
-        excluded = excluded_after(tool)
-        permitted = set(allowed)
-        allowed -= set(excluded)
-        lines = ", ".join(str(report.line(("rules", i))) for i in blame)
-        lines = ("line " if len(blame) == 1 else "lines ") + lines
-        if blame and not allowed:
-            if permitted and permitted <= conflicted:
-                continue  # a child of two parents: E025 already says why it can never be called
-            if permitted:
-                why = "; ".join(
-                    f"{c!r} may only be called right after {excluded[c]!r}"
-                    for c in all_tools
-                    if c in permitted
-                )
-                message = (
-                    f"after {tool!r} no tool is allowed: the rules on {lines} allow only "
-                    f"tools that other rules forbid there ({why})"
-                )
-            else:
-                message = f"after {tool!r} no tool is allowed: the rules on {lines} have no tool in common"
-            report.error("E024", message, ("rules", blame[-1]), rule=blame[-1])
+
+def _check_cases(
+    agent: spec.AgentSpec,
+    report: _Report,
+    tool: str,
+    index: int,
+    allowed: set[str],
+    excluded: dict[str, str],
+    lines: str,
+) -> None:
+    """E026 for each case (and the default) of a conditional rule that leads to a tool the
+    other rules forbid after `tool`."""
+    rule = agent.rules[index]
+    assert isinstance(rule, spec.ConditionalRule)  # conditionals holds only these
+    targets: list[tuple[str, Path]] = [
+        (name, ("rules", index, "on_output", key)) for key, name in rule.on_output.items()
+    ]
+    if rule.default is not None:
+        targets.append((rule.default, ("rules", index, "default")))
+    for name, path in targets:
+        if name in allowed:
             continue
-        for index in conditionals.get(tool, []):
-            rule = agent.rules[index]
-            assert isinstance(rule, spec.ConditionalRule)  # conditionals holds only these
-            targets: list[tuple[str, Path]] = [
-                (name, ("rules", index, "on_output", key)) for key, name in rule.on_output.items()
-            ]
-            if rule.default is not None:
-                targets.append((rule.default, ("rules", index, "default")))
-            for name, path in targets:
-                if name in allowed:
-                    continue
-                if name in excluded:
-                    why = f"{name!r} may only be called right after {excluded[name]!r}"
-                else:
-                    why = f"the rules on {lines} do not allow {name!r} after {tool!r}"
-                report.error(
-                    "E026",
-                    f"this case leads to {name!r}, but {why}: the run would dead-end",
-                    path,
-                    rule=index,
-                )
+        if name in excluded:
+            why = f"{name!r} may only be called right after {excluded[name]!r}"
+        else:
+            why = f"the rules on {lines} do not allow {name!r} after {tool!r}"
+        report.error(
+            "E026",
+            f"this case leads to {name!r}, but {why}: the run would dead-end",
+            path,
+            rule=index,
+        )
 
 
 def check_spec(agent: spec.AgentSpec, source: SourceMap) -> list[Diagnostic]:
