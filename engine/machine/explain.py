@@ -6,7 +6,9 @@ asks each what it contributes at the position's node, as the reference semantics
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 from engine.language import spec
 from engine.machine import Machine, Position, RuleRef
@@ -42,86 +44,99 @@ def explain(machine: Machine, position: Position, tool: str) -> Explanation:
     allowed = tool in gate.allowed
     agent: spec.AgentSpec = machine.spec
     reasons: list[tuple[RuleRef | None, str]] = []
-    last = node.last_tool
     init_rules = [i for i, r in enumerate(agent.rules) if isinstance(r, spec.InitRule)]
-    if last is None and init_rules:
-        for i in init_rules:
-            rule = agent.rules[i]
-            assert isinstance(rule, spec.InitRule)
-            inside = tool in spec.as_tuple(rule.init)
-            verb = "allows" if inside else "does not include"
-            reasons.append(
-                (
-                    machine.rules[i],
-                    f"init rule {verb} {tool!r} as the first call; "
-                    f"at the start only init tools may be called",
-                )
-            )
+    if node.last_tool is None and init_rules:
+        reasons += [(machine.rules[i], _init_reason(agent.rules[i], tool)) for i in init_rules]
         return Explanation(tool, allowed, gate.force, node.name, tuple(reasons))
+    ask = _Question(machine, position, tool, node.last_tool, node.case)
     for i, rule in enumerate(agent.rules):
-        ref = machine.rules[i]
-        match rule:
-            case spec.ChildRule() if rule.after == last:
-                children = spec.as_tuple(rule.allow)
-                if tool not in children:
-                    reasons.append(
-                        (ref, f"after {last!r} only {', '.join(children)} may be called")
-                    )
-                else:
-                    reasons.append((ref, f"after {last!r} the child rule allows {tool!r}"))
-            case spec.ParentRule():
-                children = spec.as_tuple(rule.tools)
-                if tool in children and rule.only_after != last:
-                    reasons.append(
-                        (
-                            ref,
-                            f"{tool!r} may only be called right after "
-                            f"{rule.only_after!r}, and "
-                            + (f"the last tool was {last!r}" if last else "no tool was called yet"),
-                        )
-                    )
-                elif rule.only_after == last and tool not in children:
-                    reasons.append(
-                        (ref, f"after {last!r} only {', '.join(children)} may be called")
-                    )
-            case spec.ConditionalRule() if rule.after == last:
-                if node.case == "no match":
-                    if rule.strict:
-                        reasons.append(
-                            (
-                                ref,
-                                f"the output of {last!r} matched no case and the "
-                                "rule is strict: no tool may be called",
-                            )
-                        )
-                    continue
-                target = (
-                    rule.default
-                    if node.case == "default"
-                    else next(v for k, v in rule.on_output.items() if repr(k) == node.case)
-                )
-                case = (
-                    "no case matched"
-                    if node.case == "default"
-                    else f"its output matched {node.case}"
-                )
-                verb = "allows" if target == tool else "allows only"
-                reasons.append((ref, f"after {last!r}, {case}: the rule {verb} {target!r}"))
-            case spec.MaxCallsRule() if tool in spec.as_tuple(rule.tools):
-                used = machine.count(position, tool)
-                if used >= rule.max_calls:
-                    reasons.append(
-                        (ref, f"{tool!r} was called {used} time(s), its limit is {rule.max_calls}")
-                    )
-                else:
-                    reasons.append(
-                        (ref, f"{tool!r} was called {used} of {rule.max_calls} allowed time(s)")
-                    )
+        reason = _REASONS.get(type(rule))
+        said = reason(ask, rule) if reason else None
+        if said is not None:
+            reasons.append((machine.rules[i], said))
     if allowed and not reasons:
         reasons.append((None, "no rule restricts it here"))
     if not gate.allowed:
         reasons.append((None, _nothing_allowed(machine, position)))
     return Explanation(tool, allowed, gate.force, node.name, tuple(reasons))
+
+
+@dataclass(frozen=True)
+class _Question:
+    """Why `tool` is (not) allowed at `position`, whose node follows `last` (output `case`)."""
+
+    machine: Machine
+    position: Position
+    tool: str
+    last: str | None
+    case: str | None
+
+
+def _init_reason(rule: Any, tool: str) -> str:
+    assert isinstance(rule, spec.InitRule)
+    verb = "allows" if tool in spec.as_tuple(rule.init) else "does not include"
+    return (
+        f"init rule {verb} {tool!r} as the first call; at the start only init tools may be called"
+    )
+
+
+def _child_reason(ask: _Question, rule: Any) -> str | None:
+    if rule.after != ask.last:
+        return None
+    children = spec.as_tuple(rule.allow)
+    if ask.tool not in children:
+        return f"after {ask.last!r} only {', '.join(children)} may be called"
+    return f"after {ask.last!r} the child rule allows {ask.tool!r}"
+
+
+def _parent_reason(ask: _Question, rule: Any) -> str | None:
+    children = spec.as_tuple(rule.tools)
+    last = ask.last
+    if ask.tool in children and rule.only_after != last:
+        return f"{ask.tool!r} may only be called right after {rule.only_after!r}, and " + (
+            f"the last tool was {last!r}" if last else "no tool was called yet"
+        )
+    if rule.only_after == last and ask.tool not in children:
+        return f"after {last!r} only {', '.join(children)} may be called"
+    return None
+
+
+def _conditional_reason(ask: _Question, rule: Any) -> str | None:
+    if rule.after != ask.last:
+        return None
+    if ask.case == "no match":
+        if not rule.strict:
+            return None
+        return (
+            f"the output of {ask.last!r} matched no case and the rule is strict: "
+            "no tool may be called"
+        )
+    if ask.case == "default":
+        target, case = rule.default, "no case matched"
+    else:
+        target = next(v for k, v in rule.on_output.items() if repr(k) == ask.case)
+        case = f"its output matched {ask.case}"
+    verb = "allows" if target == ask.tool else "allows only"
+    return f"after {ask.last!r}, {case}: the rule {verb} {target!r}"
+
+
+def _max_calls_reason(ask: _Question, rule: Any) -> str | None:
+    if ask.tool not in spec.as_tuple(rule.tools):
+        return None
+    used = ask.machine.count(ask.position, ask.tool)
+    if used >= rule.max_calls:
+        return f"{ask.tool!r} was called {used} time(s), its limit is {rule.max_calls}"
+    return f"{ask.tool!r} was called {used} of {rule.max_calls} allowed time(s)"
+
+
+# What each kind of rule says about a tool at a position (None: nothing); other kinds say
+# nothing about whether a tool is allowed.
+_REASONS: dict[type, Callable[[_Question, Any], str | None]] = {
+    spec.ChildRule: _child_reason,
+    spec.ParentRule: _parent_reason,
+    spec.ConditionalRule: _conditional_reason,
+    spec.MaxCallsRule: _max_calls_reason,
+}
 
 
 def _nothing_allowed(machine: Machine, position: Position) -> str:
