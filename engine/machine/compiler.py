@@ -186,13 +186,8 @@ def _flagged(agent: spec.AgentSpec, kind: type[Any], attribute: str) -> frozense
     )
 
 
-def compile_rules(rule_file: RuleFile) -> Machine:
-    """Build the machine of a valid rule file; `RuleFileError` if the file has errors."""
-    agent = rule_file.require()
-    tools = agent.tool_names()
-    nodes, next_node, case_keys, case_nodes = _nodes(agent)
-
-    index = _RuleIndex(agent)
+def _gates(index: _RuleIndex, nodes: list[Node], tools: tuple[str, ...]) -> list[Gate]:
+    """Each node's static gate: allowed tools in declared order, forcing, prefilled args."""
     ordered_sets: dict[int, tuple[str, ...]] = {}  # many nodes share one allowed set
     gates = []
     for node in nodes:
@@ -204,13 +199,28 @@ def compile_rules(rule_file: RuleFile) -> Machine:
         forced_tool = ordered[0] if forced and len(ordered) == 1 else None
         prefill = MappingProxyType({t: MappingProxyType(a) for t, a in index.prefill(node).items()})
         gates.append(Gate(ordered, forced, forced_tool, prefill, mask))
+    return gates
 
+
+def _limits(agent: spec.AgentSpec) -> dict[str, int]:
+    """Tool -> its max_calls limit; several limits on one tool: the smallest binds (each rule
+    removes the tool)."""
     limits: dict[str, int] = {}
     for rule in agent.rules:
         if isinstance(rule, spec.MaxCallsRule):
             for tool in spec.as_tuple(rule.tools):
-                # Several limits on one tool: the smallest binds (each rule removes the tool).
                 limits[tool] = min(rule.max_calls, limits.get(tool, rule.max_calls))
+    return limits
+
+
+def compile_rules(rule_file: RuleFile) -> Machine:
+    """Build the machine of a valid rule file; `RuleFileError` if the file has errors."""
+    agent = rule_file.require()
+    tools = agent.tool_names()
+    nodes, next_node, case_keys, case_nodes = _nodes(agent)
+
+    gates = _gates(_RuleIndex(agent), nodes, tools)
+    limits = _limits(agent)
     slot_of = {t: i for i, t in enumerate(t for t in tools if t in limits)}
     count_slot = tuple(slot_of.get(t, -1) for t in tools)
     count_limit = tuple(limits.get(t, 0) for t in tools)

@@ -165,24 +165,24 @@ def markup(
     `DiagramTooLarge` past `limit` transitions (None: no bound). With `taken`, only the
     transitions runs take (`engine.analysis.explore.taken_transitions`)."""
     drawn = to_transitions(machine, only_reachable=only_reachable, limit=limit, taken=taken)
-    machine_markup = drawn.markup
-    data: dict[str, Any] = dict(machine_markup)
-    terminal_nodes = {
+    data: dict[str, Any] = dict(drawn.markup)
+    tags = _node_tags(machine)
+    for state in data["states"]:
+        state["tags"] = [tag for tag, names in tags if state["name"] in names]
+    return data
+
+
+def _node_tags(machine: Machine) -> tuple[tuple[str, set[str]], ...]:
+    """Each state tag, in the order states list them, with the names of the nodes it marks."""
+    gates = [machine.base_gate(i) for i in range(len(machine.nodes))]
+    names = [n.name for n in machine.nodes]
+    terminal = {
         n.name for n in machine.nodes if n.last_tool is not None and n.last_tool in machine.terminal
     }
-    dead = {n.name for i, n in enumerate(machine.nodes) if machine.base_gate(i).dead_end}
-    # No tool allowed, none forced: the model may only answer, which ends the run.
-    answer = {n.name for i, n in enumerate(machine.nodes) if machine.base_gate(i).answer_only}
-    forced = {n.name for i, n in enumerate(machine.nodes) if machine.base_gate(i).force}
-    for state in data["states"]:
-        tags = []
-        if state["name"] in terminal_nodes:
-            tags.append("terminal")
-        if state["name"] in dead:
-            tags.append("dead_end")
-        if state["name"] in answer:
-            tags.append("answer_only")
-        if state["name"] in forced:
-            tags.append("forced")
-        state["tags"] = tags
-    return data
+    return (
+        ("terminal", terminal),
+        ("dead_end", {name for name, g in zip(names, gates, strict=True) if g.dead_end}),
+        # No tool allowed, none forced: the model may only answer, which ends the run.
+        ("answer_only", {name for name, g in zip(names, gates, strict=True) if g.answer_only}),
+        ("forced", {name for name, g in zip(names, gates, strict=True) if g.force}),
+    )
