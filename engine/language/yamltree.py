@@ -198,23 +198,25 @@ def _plain_scalar(text: str) -> Any:
         return None
     if _BOOL.match(text):
         return text[0] in "tT"
-    if len(text) > MAX_INT_CHARS and (
-        _INT10.match(text) or _INT8.match(text) or _INT16.match(text)
-    ):
-        raise _IntTooLong
-    if _INT10.match(text):
-        return int(text)
-    if _INT8.match(text):
-        return int(text[2:], 8)
-    if _INT16.match(text):
-        return int(text[2:], 16)
+    number = _plain_number(text)
+    return text if number is None else number
+
+
+def _plain_number(text: str) -> int | float | None:
+    """The number a plain scalar spells (YAML 1.2 core schema), or None for none."""
+    if _INT10.match(text) or _INT8.match(text) or _INT16.match(text):
+        if len(text) > MAX_INT_CHARS:
+            raise _IntTooLong
+        if _INT10.match(text):
+            return int(text)
+        return int(text[2:], 8 if _INT8.match(text) else 16)
     if _FLOAT.match(text):
         return float(text)
     if _INF.match(text):
         return -math.inf if text.startswith("-") else math.inf
     if _NAN.match(text):
         return math.nan
-    return text
+    return None
 
 
 def _pos(node: yaml.Node) -> tuple[int, int]:
@@ -244,64 +246,73 @@ class _Builder:
             self.source.values[path] = _pos(node)
             self.source.value_ends[path] = self._end(node)
         if isinstance(node, yaml.ScalarNode):
-            if node.tag != _STR:
-                raise _Refused("E002", f"YAML tags are not allowed here ({node.tag})", node)
-            if node.style == '"' and self.surrogates and _SURROGATES.search(node.value):
-                joined = _join_surrogates(node.value)
-                if joined is None:
-                    raise _Refused(
-                        "E001",
-                        "malformed YAML: a \\u escape is half of a UTF-16 surrogate pair "
-                        "without its other half",
-                        node,
-                    )
-                return joined
-            if node.style:
-                return node.value
-            try:
-                return _plain_scalar(node.value)
-            except _IntTooLong:
-                raise _Refused(
-                    "E003",
-                    f"integer of {len(node.value)} characters; the limit is {MAX_INT_CHARS}",
-                    node,
-                ) from None
+            return self._scalar(node)
         if isinstance(node, yaml.SequenceNode):
             if node.tag != _SEQ:
                 raise _Refused("E002", f"YAML tags are not allowed here ({node.tag})", node)
             assert path is not None  # only scalars are keys
             return [self.build(item, (*path, i), depth + 1) for i, item in enumerate(node.value)]
         if isinstance(node, yaml.MappingNode):
-            if node.tag != _MAP:
-                raise _Refused("E002", f"YAML tags are not allowed here ({node.tag})", node)
-            assert path is not None
-            result: dict[Any, Any] = {}
-            typed: set[tuple[type, Any]] = set()  # keys by YAML type: true and 1 differ
-            for key_node, value_node in node.value:
-                if not isinstance(key_node, yaml.ScalarNode):
-                    raise _Refused("E001", "mapping keys must be plain values", key_node)
-                key = self.build(key_node, None, depth + 1)
-                if isinstance(key, float) and math.isnan(key):
-                    raise _Refused("E001", "NaN cannot be a mapping key", key_node)
-                if (type(key), key) in typed:
-                    line, column = _pos(key_node)
-                    self.duplicates.append(
-                        Diagnostic(
-                            Severity.ERROR,
-                            "E004",
-                            f"duplicate key {key!r} in mapping",
-                            SourceSpan(self.source.path, line, column, *self._end(key_node)),
-                        )
-                    )
-                    continue
-                typed.add((type(key), key))
-                if key in result:  # equal to a key of another type (True == 1 == 1.0)
-                    key = TypedKey(key)
-                self.source.keys[(*path, key)] = _pos(key_node)
-                self.source.key_ends[(*path, key)] = self._end(key_node)
-                result[key] = self.build(value_node, (*path, key), depth + 1)
-            return result
+            assert path is not None  # only scalars are keys
+            return self._mapping(node, path, depth)
         raise _Refused("E001", f"unsupported YAML node {type(node).__name__}", node)
+
+    def _scalar(self, node: yaml.ScalarNode) -> Any:
+        if node.tag != _STR:
+            raise _Refused("E002", f"YAML tags are not allowed here ({node.tag})", node)
+        if node.style == '"' and self.surrogates and _SURROGATES.search(node.value):
+            joined = _join_surrogates(node.value)
+            if joined is None:
+                raise _Refused(
+                    "E001",
+                    "malformed YAML: a \\u escape is half of a UTF-16 surrogate pair "
+                    "without its other half",
+                    node,
+                )
+            return joined
+        if node.style:
+            return node.value
+        try:
+            return _plain_scalar(node.value)
+        except _IntTooLong:
+            raise _Refused(
+                "E003",
+                f"integer of {len(node.value)} characters; the limit is {MAX_INT_CHARS}",
+                node,
+            ) from None
+
+    def _mapping(self, node: yaml.MappingNode, path: Path, depth: int) -> dict[Any, Any]:
+        if node.tag != _MAP:
+            raise _Refused("E002", f"YAML tags are not allowed here ({node.tag})", node)
+        result: dict[Any, Any] = {}
+        typed: set[tuple[type, Any]] = set()  # keys by YAML type: true and 1 differ
+        for key_node, value_node in node.value:
+            if not isinstance(key_node, yaml.ScalarNode):
+                raise _Refused("E001", "mapping keys must be plain values", key_node)
+            key = self.build(key_node, None, depth + 1)
+            if isinstance(key, float) and math.isnan(key):
+                raise _Refused("E001", "NaN cannot be a mapping key", key_node)
+            if (type(key), key) in typed:
+                self._duplicate(key_node, key)
+                continue
+            typed.add((type(key), key))
+            if key in result:  # equal to a key of another type (True == 1 == 1.0)
+                key = TypedKey(key)
+            self.source.keys[(*path, key)] = _pos(key_node)
+            self.source.key_ends[(*path, key)] = self._end(key_node)
+            result[key] = self.build(value_node, (*path, key), depth + 1)
+        return result
+
+    def _duplicate(self, key_node: yaml.Node, key: Any) -> None:
+        line, column = _pos(key_node)
+        self.duplicates.append(
+            Diagnostic(
+                Severity.ERROR,
+                "E004",
+                f"duplicate key {key!r} in mapping",
+                SourceSpan(self.source.path, line, column, *self._end(key_node)),
+            )
+        )
 
     def _end(self, node: yaml.Node) -> tuple[int, int]:
         """Where `node` ends: 1-based line, and the column just past its last character.
@@ -337,6 +348,47 @@ def _malformed(path: str, text: str, index: int, message: str) -> Diagnostic:
     )
 
 
+def _compose(text: str) -> tuple[yaml.Node | None, bool]:
+    """The document's node tree, and whether it was read again for surrogate-pair escapes."""
+    loader: Any = None
+    try:
+        try:
+            loader = _Loader(text)  # the pure-Python reader already checks characters here
+            return loader.get_single_node(), False
+        except yaml.MarkedYAMLError as exc:
+            if exc.problem != _SURROGATE_ESCAPE or _Loader is _PyLoader:
+                raise
+            # JSON-style `\uD83D\uDE80`: YAML 1.2 reads it as one character (U+1F680).
+            loader.dispose()
+            loader = None
+            return _compose_with_surrogates(text, exc), True
+    finally:
+        if loader is not None:
+            loader.dispose()
+
+
+def _unreadable(path: str, text: str, exc: yaml.YAMLError | UnicodeEncodeError) -> Diagnostic:
+    """The diagnostic for a document YAML cannot read."""
+    if isinstance(exc, yaml.reader.ReaderError):
+        # A character YAML forbids (control characters): point at its first occurrence
+        # (libyaml counts bytes, the pure-Python reader characters; the text is what we have).
+        character = chr(exc.character) if isinstance(exc.character, int) else ""
+        index = max(text.find(character), 0) if character else 0
+        message = f"character {character!r} is not allowed ({exc.reason})"
+        return _malformed(path, text, index, message)
+    if isinstance(exc, UnicodeEncodeError):
+        message = f"{text[exc.start]!r} is not a Unicode character"
+        return _malformed(path, text, exc.start, message)
+    if isinstance(exc, yaml.MarkedYAMLError):
+        mark = exc.problem_mark or exc.context_mark
+        line, column = (mark.line + 1, mark.column + 1) if mark else (1, 1)
+        message = " ".join(p for p in (exc.context, exc.problem) if p) or "malformed YAML"
+        span = SourceSpan(path, line, column)
+        return Diagnostic(Severity.ERROR, "E001", f"malformed YAML: {message}", span)
+    span = SourceSpan(path, 1, 1)
+    return Diagnostic(Severity.ERROR, "E001", f"malformed YAML: {exc}", span)
+
+
 def parse_yaml(text: str, path: str) -> tuple[Any, SourceMap, list[Diagnostic]]:
     """Parse one YAML document into plain values, its source map, and any problems found.
 
@@ -347,46 +399,10 @@ def parse_yaml(text: str, path: str) -> tuple[Any, SourceMap, list[Diagnostic]]:
         span = SourceSpan(path, 1, 1)
         message = f"file is larger than {MAX_BYTES} bytes; a rule file should be small"
         return None, source, [Diagnostic(Severity.ERROR, "E003", message, span)]
-    loader: Any = None
-    surrogates = False
     try:
-        try:
-            loader = _Loader(text)  # the pure-Python reader already checks characters here
-            root = loader.get_single_node()
-        except yaml.MarkedYAMLError as exc:
-            if exc.problem != _SURROGATE_ESCAPE or _Loader is _PyLoader:
-                raise
-            # JSON-style `\uD83D\uDE80`: YAML 1.2 reads it as one character (U+1F680).
-            loader.dispose()
-            loader = None
-            root = _compose_with_surrogates(text, exc)
-            surrogates = True
-    except yaml.reader.ReaderError as exc:
-        # A character YAML forbids (control characters): point at its first occurrence
-        # (libyaml counts bytes, the pure-Python reader characters; the text is what we have).
-        character = chr(exc.character) if isinstance(exc.character, int) else ""
-        index = max(text.find(character), 0) if character else 0
-        message = f"character {character!r} is not allowed ({exc.reason})"
-        return None, source, [_malformed(path, text, index, message)]
-    except UnicodeEncodeError as exc:
-        message = f"{text[exc.start]!r} is not a Unicode character"
-        return None, source, [_malformed(path, text, exc.start, message)]
-    except yaml.MarkedYAMLError as exc:
-        mark = exc.problem_mark or exc.context_mark
-        line, column = (mark.line + 1, mark.column + 1) if mark else (1, 1)
-        message = " ".join(p for p in (exc.context, exc.problem) if p) or "malformed YAML"
-        span = SourceSpan(path, line, column)
-        return (
-            None,
-            source,
-            [Diagnostic(Severity.ERROR, "E001", f"malformed YAML: {message}", span)],
-        )
-    except yaml.YAMLError as exc:
-        span = SourceSpan(path, 1, 1)
-        return None, source, [Diagnostic(Severity.ERROR, "E001", f"malformed YAML: {exc}", span)]
-    finally:
-        if loader is not None:
-            loader.dispose()
+        root, surrogates = _compose(text)
+    except (yaml.YAMLError, UnicodeEncodeError) as exc:
+        return None, source, [_unreadable(path, text, exc)]
     if root is None:
         return (
             None,
