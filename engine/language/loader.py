@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import difflib
 import hashlib
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -109,58 +110,91 @@ def _schema_diagnostics(data: Any, errors: list[Any], source: SourceMap) -> list
     seen: set[tuple[Any, ...]] = set()
     for item in errors:
         path, value = _walk_loc(data, item["loc"])
-        kind = item["type"]
-        rule = path[1] if len(path) >= 2 and path[0] == "rules" else None
-        hint = None
         if "[key]" in item["loc"] and path:
-            # A mapping key of the wrong type (output cases): one error at the key itself.
-            code = "E010"
-            shown = "null" if path[-1] is None else str(path[-1])
-            message = f"output case {shown} must be true/false, a number or a string"
-            hint = f'quote it ("{shown}") to match the output text {shown}'
-            span = source.span(path, key=True)
-        elif kind == "extra_forbidden":
-            key = path[-1]
-            owner = path[:-1]
-            choices = _owner_fields(data, owner)
-            close = difflib.get_close_matches(str(key), choices, n=1)
-            where = (
-                "rule"
-                if len(owner) == 2 and owner[0] == "rules"
-                else ("tool" if len(owner) == 2 else "file")
-            )
-            code, message = "E013", f"unknown key {key!r} in this {where}"
-            hint = (
-                f"did you mean {close[0]!r}?"
-                if close
-                else ("allowed keys: " + ", ".join(choices) if choices else None)
-            )
-            span = source.span(path, key=True)
-        elif kind == "missing":
-            missing = item["loc"][-1]
-            code, message = "E014", f"missing key {missing!r}"
-            span = source.span(path)
-        elif kind == "string_pattern_mismatch" and isinstance(value, str):
-            code = "E015"
-            message = (
-                f"{value!r} is not a valid tool name "
-                "(letters, digits, '_' and '-', 1 to 64 characters)"
-            )
-            span = source.span(path)
+            problem = _bad_case_key(path, source)
         else:
-            code, message = "E010", f"{item['msg']} (got {value!r})"
-            if kind in ("literal_error",) and path == ("version",):
-                message = f"unsupported version {value!r}; this toolfsm reads version 1"
-            elif kind == "int_type" and isinstance(value, bool):
-                # YAML's true/false are booleans, and a boolean is not a count (True == 1).
-                message = f"expected a whole number, got the boolean {str(value).lower()}"
-            span = source.span(path)
+            explain = _SCHEMA_PROBLEMS.get(item["type"], _other_problem)
+            problem = explain(item, path, value, data, source)
+        code, message, hint, span = problem
         key = (span.line, span.column, code)
         if key in seen:
             continue
         seen.add(key)
+        rule = path[1] if len(path) >= 2 and path[0] == "rules" else None
         out.append(Diagnostic(Severity.ERROR, code, message, span, rule=rule, hint=hint))
     return out
+
+
+# A schema problem in words: code, message, hint, and where.
+_Problem = tuple[str, str, str | None, SourceSpan]
+
+
+def _bad_case_key(path: tuple[Any, ...], source: SourceMap) -> _Problem:
+    """A mapping key of the wrong type (output cases): one error at the key itself."""
+    shown = "null" if path[-1] is None else str(path[-1])
+    return (
+        "E010",
+        f"output case {shown} must be true/false, a number or a string",
+        f'quote it ("{shown}") to match the output text {shown}',
+        source.span(path, key=True),
+    )
+
+
+def _unknown_key(
+    item: Any, path: tuple[Any, ...], value: Any, data: Any, source: SourceMap
+) -> _Problem:
+    key = path[-1]
+    owner = path[:-1]
+    choices = _owner_fields(data, owner)
+    close = difflib.get_close_matches(str(key), choices, n=1)
+    where = (
+        "rule"
+        if len(owner) == 2 and owner[0] == "rules"
+        else ("tool" if len(owner) == 2 else "file")
+    )
+    hint = (
+        f"did you mean {close[0]!r}?"
+        if close
+        else ("allowed keys: " + ", ".join(choices) if choices else None)
+    )
+    return "E013", f"unknown key {key!r} in this {where}", hint, source.span(path, key=True)
+
+
+def _missing_key(
+    item: Any, path: tuple[Any, ...], value: Any, data: Any, source: SourceMap
+) -> _Problem:
+    return "E014", f"missing key {item['loc'][-1]!r}", None, source.span(path)
+
+
+def _bad_tool_name(
+    item: Any, path: tuple[Any, ...], value: Any, data: Any, source: SourceMap
+) -> _Problem:
+    if not isinstance(value, str):
+        return _other_problem(item, path, value, data, source)
+    message = (
+        f"{value!r} is not a valid tool name (letters, digits, '_' and '-', 1 to 64 characters)"
+    )
+    return "E015", message, None, source.span(path)
+
+
+def _other_problem(
+    item: Any, path: tuple[Any, ...], value: Any, data: Any, source: SourceMap
+) -> _Problem:
+    message = f"{item['msg']} (got {value!r})"
+    if item["type"] == "literal_error" and path == ("version",):
+        message = f"unsupported version {value!r}; this toolfsm reads version 1"
+    elif item["type"] == "int_type" and isinstance(value, bool):
+        # YAML's true/false are booleans, and a boolean is not a count (True == 1).
+        message = f"expected a whole number, got the boolean {str(value).lower()}"
+    return "E010", message, None, source.span(path)
+
+
+# Pydantic error types with words of their own; any other: `_other_problem`.
+_SCHEMA_PROBLEMS: dict[str, Callable[[Any, tuple[Any, ...], Any, Any, SourceMap], _Problem]] = {
+    "extra_forbidden": _unknown_key,
+    "missing": _missing_key,
+    "string_pattern_mismatch": _bad_tool_name,
+}
 
 
 def _rule_shape_diagnostics(
@@ -207,42 +241,53 @@ def parse_rules(text: str, path: str = "<string>") -> RuleFile:
             path, text, None, source, (Diagnostic(Severity.ERROR, "E010", message, span),)
         )
     shape, skipped = _rule_shape_diagnostics(data, source)
+    errors = _rule_errors(data.get("rules"), skipped)
+    found = _schema_diagnostics(data, errors, source)
+    agent, checked = _validated(data, source, skipped)
+    found += checked
+    return RuleFile(path, text, agent, source, tuple(_sorted([*shape, *found])))
+
+
+def _rule_errors(rules: Any, skipped: set[int]) -> list[dict[str, Any]]:
+    """Each rule validated on its own first, so one broken rule does not hide the others'
+    problems: their errors; each broken rule joins `skipped`."""
     errors: list[dict[str, Any]] = []
-    rules = data.get("rules")
-    if isinstance(rules, list):
-        # Each rule on its own first, so one broken rule does not hide the others' problems.
-        for index, rule in enumerate(rules):
-            if index in skipped:
-                continue
-            try:
-                _RULE_ADAPTER.validate_python(rule)
-            except ValidationError as error:
-                skipped.add(index)
-                # loc[0] is the union tag (the rule kind). Drop it: a tag such as `terminal`
-                # is also a key of the rule, and walking it would blame the wrong key.
-                errors += [{**e, "loc": ("rules", index, *e["loc"][1:])} for e in error.errors()]
+    if not isinstance(rules, list):
+        return errors
+    for index, rule in enumerate(rules):
+        if index in skipped:
+            continue
+        try:
+            _RULE_ADAPTER.validate_python(rule)
+        except ValidationError as error:
+            skipped.add(index)
+            # loc[0] is the union tag (the rule kind). Drop it: a tag such as `terminal`
+            # is also a key of the rule, and walking it would blame the wrong key.
+            errors += [{**e, "loc": ("rules", index, *e["loc"][1:])} for e in error.errors()]
+    return errors
+
+
+def _validated(
+    data: dict[str, Any], source: SourceMap, skipped: set[int]
+) -> tuple[AgentSpec | None, list[Diagnostic]]:
+    """The spec (None if any rule was skipped) and the problems of the file without the
+    skipped rules: all problems in one pass, with rule indices of the document's."""
     candidate, view, kept = data, source, None
-    if skipped and isinstance(rules, list):  # (rules is a list whenever a rule was skipped)
-        # Validate and check the rest without the broken rules (all problems in one pass),
-        # then map rule indices of the filtered list back to the document's.
+    if skipped:  # rules is a list whenever a rule was skipped
+        # Validate and check the rest without the broken rules, then map rule indices of
+        # the filtered list back to the document's.
+        rules = data["rules"]
         kept = [i for i in range(len(rules)) if i not in skipped]
         candidate = {**data, "rules": [rules[i] for i in kept]}
         view = _ReindexedSource(source, kept)
-    found = _schema_diagnostics(data, errors, source)
-    agent: AgentSpec | None = None
     try:
         agent = AgentSpec.model_validate(candidate)
     except ValidationError as error:
-        found += _schema_diagnostics(candidate, error.errors(), view)
-    else:
-        found += (
-            [_reindex(d, kept) for d in check_spec(agent, view)]
-            if kept
-            else check_spec(agent, view)
-        )
-    if skipped:
-        agent = None
-    return RuleFile(path, text, agent, source, tuple(_sorted([*shape, *found])))
+        return None, _schema_diagnostics(candidate, error.errors(), view)
+    found = check_spec(agent, view)
+    if kept:
+        found = [_reindex(d, kept) for d in found]
+    return (None if skipped else agent), found
 
 
 _RULE_ADAPTER: TypeAdapter[Any] = TypeAdapter(spec.Rule)
