@@ -77,12 +77,76 @@ def _subschemas(schema: dict[str, Any], path: Path) -> Iterator[tuple[Any, Path,
                     yield item, (*path, key, name), key in _IN_PLACE_MAP
 
 
+def _object_subschemas(
+    schema: dict[str, Any], path: Path
+) -> Iterator[tuple[dict[str, Any], Path, bool]]:
+    """`_subschemas` that are objects (a boolean schema has nothing to walk)."""
+    for sub, sub_path, in_place in _subschemas(schema, path):
+        if isinstance(sub, dict):
+            yield sub, sub_path, in_place
+
+
 @dataclass
 class _Walk:
     """The path of every subschema (by identity), and the same-instance edges between them."""
 
     path_of: dict[int, Path]
     edges: dict[int, list[tuple[int, Path]]]  # subschema -> (same-instance target, via path)
+
+
+def _resolve(key: str, ref: Any, where: Path, resolver: Any) -> SchemaProblem | Any:
+    """What reference `ref` (under `key`) points to: a resolved object schema, None for a
+    boolean schema, or the problem with the reference."""
+    if not isinstance(ref, str):
+        return SchemaProblem(f"{key} must be a string", where)
+    if not ref.startswith("#"):
+        return SchemaProblem(
+            f"{key} {ref!r} refers outside the schema; only references inside it "
+            "('#...') are allowed (nothing is fetched)",
+            where,
+        )
+    try:
+        resolved = resolver.lookup(ref)
+    except (Unresolvable, ValueError, LookupError, TypeError):
+        return SchemaProblem(f"{key} {ref!r} points to nothing in this schema", where)
+    if isinstance(resolved.contents, dict):
+        return resolved
+    if isinstance(resolved.contents, bool):
+        return None
+    return SchemaProblem(f"{key} {ref!r} points to something that is not a schema", where)
+
+
+def _target_problem(
+    cls: type[jsonschema.protocols.Validator], target: dict[str, Any], where: Path
+) -> SchemaProblem | None:
+    """A reference's target checked against the metaschema (it may be no subschema of its
+    own, say under `const`)."""
+    try:
+        cls.check_schema(target)
+    except jsonschema.SchemaError as exc:
+        return SchemaProblem(f"the schema it refers to is not valid: {exc.message}", where)
+    return None
+
+
+def _follow_refs(
+    node: dict[str, Any],
+    path: Path,
+    resolver: Any,
+    edges: list[tuple[int, Path]],
+    referenced: list[tuple[dict[str, Any], Path, Any]],
+) -> SchemaProblem | None:
+    """Each reference of `node` becomes an edge to its target, and the target is queued."""
+    for key in _REFS:
+        if key not in node:
+            continue
+        where = (*path, key)
+        resolved = _resolve(key, node[key], where, resolver)
+        if isinstance(resolved, SchemaProblem):
+            return resolved
+        if resolved is not None:  # None: a boolean schema, nothing to walk
+            edges.append((id(resolved.contents), where))
+            referenced.append((resolved.contents, where, resolved.resolver))
+    return None
 
 
 def _walk(
@@ -104,10 +168,9 @@ def _walk(
             target, where, resolver = referenced.pop()
             if id(target) in walk.path_of:
                 continue
-            try:
-                cls.check_schema(target)
-            except jsonschema.SchemaError as exc:
-                return SchemaProblem(f"the schema it refers to is not valid: {exc.message}", where)
+            problem = _target_problem(cls, target, where)
+            if problem is not None:
+                return problem
             pending.append((target, where, resolver))
         node, path, resolver = pending.pop()
         if id(node) in walk.path_of:
@@ -115,35 +178,13 @@ def _walk(
         walk.path_of[id(node)] = path
         resolver = resolver.in_subresource(specification.create_resource(node))
         edges = walk.edges.setdefault(id(node), [])
-        for key in _REFS:
-            if key not in node:
-                continue
-            ref = node[key]
-            where = (*path, key)
-            if not isinstance(ref, str):
-                return SchemaProblem(f"{key} must be a string", where)
-            if not ref.startswith("#"):
-                return SchemaProblem(
-                    f"{key} {ref!r} refers outside the schema; only references inside it "
-                    "('#...') are allowed (nothing is fetched)",
-                    where,
-                )
-            try:
-                resolved = resolver.lookup(ref)
-            except (Unresolvable, ValueError, LookupError, TypeError):
-                return SchemaProblem(f"{key} {ref!r} points to nothing in this schema", where)
-            if isinstance(resolved.contents, dict):
-                edges.append((id(resolved.contents), where))
-                referenced.append((resolved.contents, where, resolved.resolver))
-            elif not isinstance(resolved.contents, bool):
-                return SchemaProblem(
-                    f"{key} {ref!r} points to something that is not a schema", where
-                )
-        for sub, sub_path, in_place in _subschemas(node, path):
-            if isinstance(sub, dict):
-                if in_place:
-                    edges.append((id(sub), sub_path))
-                pending.append((sub, sub_path, resolver))
+        problem = _follow_refs(node, path, resolver, edges, referenced)
+        if problem is not None:
+            return problem
+        for sub, sub_path, in_place in _object_subschemas(node, path):
+            if in_place:  # applied to the same instance: an edge too
+                edges.append((id(sub), sub_path))
+            pending.append((sub, sub_path, resolver))
     return walk
 
 
