@@ -125,36 +125,62 @@ def _at_most(x: int, n: int) -> Call:
 
 def monitors(expect: Any, tool_index: dict[str, int]) -> list[Monitor]:
     """One monitor per subject tool of an assertion (an assertion holds when all of them do)."""
-    match expect:
-        case spec.NeverExpect():
-            return [Monitor(t, _never(tool_index[t])) for t in spec.as_tuple(expect.never)]
-        case spec.NeverAfterExpect():
-            y = tool_index[expect.never_after]
-            return [Monitor(t, _never_after(tool_index[t], y)) for t in spec.as_tuple(expect.tools)]
-        case spec.OnlyAfterExpect():
-            y = tool_index[expect.only_after]
-            return [Monitor(t, _only_after(tool_index[t], y)) for t in spec.as_tuple(expect.tools)]
-        case spec.AlwaysBeforeExpect():
-            return [
-                Monitor(t, _flag(tool_index[t]), lambda s, final, last: bool(s))
-                for t in spec.as_tuple(expect.always_before)
-            ]
-        case spec.EventuallyExpect():
-            out = []
-            for t in spec.as_tuple(expect.eventually):
-                x = tool_index[t]
-                out.append(Monitor(t, _flag(x), _called_or_final(x)))
-            return out
-        case spec.AtMostExpect():
-            n = expect.at_most
-            return [Monitor(t, _at_most(tool_index[t], n)) for t in spec.as_tuple(expect.tools)]
-        case spec.EndsWithExpect():
-            names = spec.as_tuple(expect.ends_with)
-            allowed = {tool_index[t] for t in names}
-            return [
-                Monitor(", ".join(names), lambda s, t: 0, lambda s, final, last: last in allowed)
-            ]
-    raise AssertionError(f"unknown assertion {expect!r}")  # pragma: no cover - closed union
+    build = _MONITORS.get(type(expect))
+    if build is None:  # pragma: no cover - closed union
+        raise AssertionError(f"unknown assertion {expect!r}")
+    return build(expect, tool_index)
+
+
+def _never_monitors(expect: Any, tool_index: dict[str, int]) -> list[Monitor]:
+    return [Monitor(t, _never(tool_index[t])) for t in spec.as_tuple(expect.never)]
+
+
+def _never_after_monitors(expect: Any, tool_index: dict[str, int]) -> list[Monitor]:
+    y = tool_index[expect.never_after]
+    return [Monitor(t, _never_after(tool_index[t], y)) for t in spec.as_tuple(expect.tools)]
+
+
+def _only_after_monitors(expect: Any, tool_index: dict[str, int]) -> list[Monitor]:
+    y = tool_index[expect.only_after]
+    return [Monitor(t, _only_after(tool_index[t], y)) for t in spec.as_tuple(expect.tools)]
+
+
+def _always_before_monitors(expect: Any, tool_index: dict[str, int]) -> list[Monitor]:
+    return [
+        Monitor(t, _flag(tool_index[t]), lambda s, final, last: bool(s))
+        for t in spec.as_tuple(expect.always_before)
+    ]
+
+
+def _eventually_monitors(expect: Any, tool_index: dict[str, int]) -> list[Monitor]:
+    out = []
+    for t in spec.as_tuple(expect.eventually):
+        x = tool_index[t]
+        out.append(Monitor(t, _flag(x), _called_or_final(x)))
+    return out
+
+
+def _at_most_monitors(expect: Any, tool_index: dict[str, int]) -> list[Monitor]:
+    n = expect.at_most
+    return [Monitor(t, _at_most(tool_index[t], n)) for t in spec.as_tuple(expect.tools)]
+
+
+def _ends_with_monitors(expect: Any, tool_index: dict[str, int]) -> list[Monitor]:
+    names = spec.as_tuple(expect.ends_with)
+    allowed = {tool_index[t] for t in names}
+    return [Monitor(", ".join(names), lambda s, t: 0, lambda s, final, last: last in allowed)]
+
+
+# The monitors of each kind of assertion.
+_MONITORS: dict[type, Callable[[Any, dict[str, int]], list[Monitor]]] = {
+    spec.NeverExpect: _never_monitors,
+    spec.NeverAfterExpect: _never_after_monitors,
+    spec.OnlyAfterExpect: _only_after_monitors,
+    spec.AlwaysBeforeExpect: _always_before_monitors,
+    spec.EventuallyExpect: _eventually_monitors,
+    spec.AtMostExpect: _at_most_monitors,
+    spec.EndsWithExpect: _ends_with_monitors,
+}
 
 
 class _TooLarge(Exception):
@@ -312,22 +338,32 @@ def _at_most_by_loop(graph: Graph, tool: int, bound: int) -> Violation | None:
                 continue
             repeats, rest = divmod(needed - 1, per_loop)
             # Then one more pass through the loop, up to and including the (rest+1)-th call.
-            tail: list[int] = []
-            seen = 0
-            for s in loop:
-                tail.append(s)
-                if steps[s].tool_index == tool:
-                    seen += 1
-                    if seen == rest + 1:
-                        break
-            # The position the last step leaves from: replay the tail's positions.
-            position = source
-            for s in tail[:-1]:
-                position = next(t for sid, t in graph.out(position) if sid == s and t >= 0)
+            tail = _up_to_call(graph, loop, tool, rest + 1)
+            position = _replay(graph, source, tail[:-1])
             return Violation(
                 [*prefix, *tail], position, tail[-1], "call", loop=(len(prefix), loop, repeats)
             )
     return None
+
+
+def _up_to_call(graph: Graph, loop: list[int], tool: int, nth: int) -> list[int]:
+    """The steps of `loop` up to and including its `nth` call of `tool`."""
+    tail: list[int] = []
+    seen = 0
+    for s in loop:
+        tail.append(s)
+        if graph.steps[s].tool_index == tool:
+            seen += 1
+            if seen == nth:
+                break
+    return tail
+
+
+def _replay(graph: Graph, position: int, step_ids: list[int]) -> int:
+    """The position reached from `position` by taking `step_ids` in turn."""
+    for s in step_ids:
+        position = next(t for sid, t in graph.out(position) if sid == s and t >= 0)
+    return position
 
 
 def _describe(kind: str, expect: Any, subject: str, graph: Graph, v: Violation) -> str:
