@@ -84,32 +84,30 @@ def traces(machine: Machine, *, max_length: int = 20) -> st.SearchStrategy[list[
 def _distances(graph: Graph, cost: list[int | None]) -> list[int]:
     """Fewest steps from each live position to a goal; `cost` is a goal's own cost (0 or 1)
     or None for a position that is no goal. A large number means never."""
-    never = 1 << 30
-    preds: list[list[int]] = [[] for _ in range(len(graph))]
-    for source in range(len(graph)):
-        for _, target in graph.out(source):
-            if target >= 0:
-                preds[target].append(source)
-    dist = [never] * len(graph)
+    preds = _predecessors(graph)
+    dist = [1 << 30 if c is None else c for c in cost]
     level = [p for p, c in enumerate(cost) if c == 0]
-    for p in level:
-        dist[p] = 0
+    following = [p for p, c in enumerate(cost) if c == 1]  # goals that cost one step: level 1
     depth = 0
-    while level or depth == 0:
-        following: list[int] = []
-        if depth == 0:  # goals that cost one step join at level 1
-            for p, c in enumerate(cost):
-                if c == 1 and dist[p] > 1:
-                    dist[p] = 1
-                    following.append(p)
+    while level or following:
         for target in level:
             for source in preds[target]:
                 if dist[source] > depth + 1:
                     dist[source] = depth + 1
                     following.append(source)
-        level = following
+        level, following = following, []
         depth += 1
     return dist
+
+
+def _predecessors(graph: Graph) -> list[list[int]]:
+    """Per live position, the live positions with a step into it."""
+    preds: list[list[int]] = [[] for _ in range(len(graph))]
+    for source in range(len(graph)):
+        for _, target in graph.out(source):
+            if target >= 0:
+                preds[target].append(source)
+    return preds
 
 
 def _steered(
