@@ -254,3 +254,26 @@ def test_a_command_group_alone_prints_its_help_once() -> None:
         result = toolfsm(*args)
         assert result.returncode == 2
         assert (result.stdout + result.stderr).count("Usage: toolfsm") == 1
+
+
+def test_format_json_is_one_document_also_for_the_command_lines_own_errors() -> None:
+    # Click refuses these before the command runs (an option out of range, a missing
+    # argument, an unknown option): the document must come all the same, saying what the
+    # error line says.
+    for args, fragment in (
+        (("check", SCREENING, "--max-states", "0", "--format", "json"), "'--max-states'"),
+        (("validate", "--format=json"), "missing argument"),
+        (("-q", "check", "-fjson", SCREENING, "--no-such-option"), "--no-such-option"),
+    ):
+        result = toolfsm(*args)
+        assert result.returncode == 2, result.stderr
+        (record,) = json.loads(result.stdout)
+        assert (record["code"], record["severity"], record["file"]) == ("usage", "error", None)
+        assert fragment in record["message"]
+        assert result.stderr == f"toolfsm: error: {record['message']}\n"
+    # Text stays text: the last --format is text, or the command's --format has no json.
+    one_error_line(
+        toolfsm("check", SCREENING, "-f", "json", "-f", "text", "--max-states", "0"),
+        "--max-states",
+    )
+    one_error_line(toolfsm("graph", SCREENING, "--format", "json"), "'json'")

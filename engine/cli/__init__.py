@@ -85,6 +85,40 @@ def _usage_message(exc: typer.TyperException) -> str:
     return text
 
 
+def _asks_for_json(args: Sequence[str]) -> bool:
+    """Whether `toolfsm ARGS` runs a command with `--format json` (the last `--format` given
+    counts, as click takes it; words after `--` are arguments, not options)."""
+    words = list(args)
+    if "--" in words:
+        words = words[: words.index("--")]
+    # The global options are flags: the first other word names the command.
+    command = next((word for word in words if not word.startswith("-")), None)
+    if command not in common.JSON_FORMAT_COMMANDS:
+        return False
+    fmt = None
+    for word, following in zip(words, [*words[1:], None], strict=True):
+        if word in ("--format", "-f"):
+            fmt = following
+        elif word.startswith("--format="):
+            fmt = word.partition("=")[2]
+        elif word.startswith("-f") and not word.startswith("--"):
+            fmt = word[2:]  # -fjson
+    return fmt == common.DiagnosticFormat.json.value
+
+
+def _usage_error(exc: typer.TyperException, args: Sequence[str]) -> int:
+    """Report a command-line error (click's) in toolfsm's style; with `--format json` also as
+    the JSON document on standard output that the command's other errors come as."""
+    message = _usage_message(exc)
+    code = int(getattr(exc, "exit_code", common.EXIT_USAGE))
+    typer.echo(f"toolfsm: error: {message}", err=True)
+    if _asks_for_json(args):
+        typer.echo(
+            common.error_document("usage" if code == common.EXIT_USAGE else "error", message)
+        )
+    return code
+
+
 def run_cli(args: Sequence[str]) -> int:
     """Run `toolfsm ARGS...` and return its exit code (errors printed in one style)."""
     from engine.errors import ToolfsmError
@@ -97,8 +131,7 @@ def run_cli(args: Sequence[str]) -> int:
             # The help: click's is the message; typer's rich help printed itself already.
             exc.show()  # type: ignore[attr-defined]  # click's UsageError.show
             return common.EXIT_USAGE
-        typer.echo(f"toolfsm: error: {_usage_message(exc)}", err=True)
-        return int(getattr(exc, "exit_code", common.EXIT_USAGE))
+        return _usage_error(exc, args)
     except typer.Abort:
         typer.echo("toolfsm: error: interrupted", err=True)
         return common.EXIT_INTERRUPTED

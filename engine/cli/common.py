@@ -80,7 +80,14 @@ def fail(message: str, code: int = EXIT_USAGE) -> NoReturn:
     raise Failure(message, code)
 
 
-def _error_record(code: str, message: str) -> str:
+# The commands whose `--format json` makes standard output one JSON document, whatever
+# happens: inside the command `json_document` sees to it, for the command line's own errors
+# (an option out of range, a missing argument) `engine.cli.run_cli`.
+JSON_FORMAT_COMMANDS = ("validate", "check")
+
+
+def error_document(code: str, message: str) -> str:
+    """The JSON document of a failure with no place in a file: one diagnostic-shaped record."""
     import json
 
     record = {
@@ -108,7 +115,7 @@ def json_document(fmt: DiagnosticFormat) -> Iterator[None]:
         yield
     except Failure as failure:
         typer.echo(
-            _error_record("usage" if failure.exit_code == EXIT_USAGE else "error", failure.message)
+            error_document("usage" if failure.exit_code == EXIT_USAGE else "error", failure.message)
         )
         raise
     except (typer.Exit, KeyboardInterrupt):
@@ -116,7 +123,7 @@ def json_document(fmt: DiagnosticFormat) -> Iterator[None]:
     except Exception as exc:  # a bug: the document is still printed, saying what broke
         message = f"internal: unexpected {type(exc).__name__}: {exc}"
         typer.echo(f"toolfsm: error: {message}", err=True)
-        typer.echo(_error_record("internal", message))
+        typer.echo(error_document("internal", message))
         raise typer.Exit(EXIT_ERRORS) from exc
 
 
