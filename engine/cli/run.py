@@ -398,6 +398,24 @@ def _client_options(settings: Any, flags: dict[str, Any], kind: str) -> dict[str
     return {name: value for name, value in options.items() if name in takes}
 
 
+def _script_beside(agent_path: Path, model: str | None) -> Path:
+    """The script.yaml beside the agent file, which `--model scripted` (and no --model)
+    replays; exit 2 when there is none."""
+    script = agent_path.resolve().parent / "script.yaml"
+    if not script.is_file():
+        if model is None:
+            fail(
+                f"no --model given and no script.yaml beside {agent_path}; pass e.g. "
+                "--model openai:gpt-4.1-mini (OPENAI_API_KEY) or --model "
+                "anthropic:claude-sonnet-4-0 (ANTHROPIC_API_KEY)"
+            )
+        fail(
+            f"--model {model} replays the script.yaml beside the agent file, and there is "
+            f"none beside {agent_path}; name the script: --model scripted:PATH"
+        )
+    return script
+
+
 def _provider(
     model: str | None, agent_path: Path, provider_options: dict[str, Any]
 ) -> tuple[Any, str, dict[str, Any]]:
@@ -409,20 +427,11 @@ def _provider(
     """
     from engine.providers import make_provider
 
-    if model is None:
-        script = agent_path.resolve().parent / "script.yaml"
-        if not script.is_file():
-            fail(
-                f"no --model given and no script.yaml beside {agent_path}; pass e.g. "
-                "--model openai:gpt-4.1-mini (OPENAI_API_KEY) or --model "
-                "anthropic:claude-sonnet-4-0 (ANTHROPIC_API_KEY)"
-            )
-        model = f"scripted:{script}"
-    kind, _, arg = model.partition(":")
-    if kind == "scripted":
-        path = str(Path(arg).resolve()) if arg else ""
-        provider = make_provider(f"scripted:{path}" if path else "scripted")
-        return provider, f"scripted:{path}", {"provider": "scripted", "script": path}
+    kind, _, arg = (model or "scripted").partition(":")
+    if model is None or kind.strip().lower() == "scripted":
+        script = Path(arg).resolve() if arg else _script_beside(agent_path, model)
+        provider = make_provider(f"scripted:{script}")
+        return provider, f"scripted:{script}", {"provider": "scripted", "script": str(script)}
     provider = make_provider(model, **provider_options)
     return provider, model, {"provider": kind, "provider_options": provider_options}
 
@@ -436,7 +445,8 @@ def run_command(
         typer.Option(
             "--model",
             help="PROVIDER:MODEL, e.g. openai:gpt-4.1-mini, anthropic:claude-sonnet-4-0, "
-            "scripted:PATH, random:SEED (default: the script.yaml beside the agent file).",
+            "scripted[:PATH], random[:SEED] (default, and scripted without PATH: the "
+            "script.yaml beside the agent file).",
         ),
     ] = None,
     input: Annotated[

@@ -1,0 +1,66 @@
+"""`toolfsm run` and `toolfsm runs ...` refusing what they cannot do as given, through the
+installed script in subprocesses: the model spec, the store's location."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).parent.parent
+TOOLFSM = Path(sys.executable).parent / "toolfsm"
+
+
+def toolfsm(*args: str | Path, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
+    env = {k: v for k, v in os.environ.items() if not k.endswith("_API_KEY")}
+    result = subprocess.run(
+        [str(TOOLFSM), *map(str, args)],
+        capture_output=True,
+        text=True,
+        env={**env, "NO_COLOR": "1", "TERM": "dumb"},
+        cwd=cwd,
+        timeout=120,
+        check=False,
+    )
+    assert "Traceback" not in result.stderr, result.stderr
+    return result
+
+
+def support_copy(tmp_path: Path) -> Path:
+    """The support example (agent, tools, script.yaml) in a folder of its own."""
+    return Path(shutil.copytree(ROOT / "examples" / "support", tmp_path / "support"))
+
+
+def test_model_scripted_without_a_path_replays_the_script_beside_the_agent(
+    tmp_path: Path,
+) -> None:
+    folder = support_copy(tmp_path)
+    db = tmp_path / "runs.db"
+    for model in ("scripted", "scripted:"):
+        done = toolfsm("run", folder / "agent.yaml", "--model", model, "--db", db)
+        assert done.returncode == 0, done.stderr
+    listed = json.loads(toolfsm("runs", "list", "--db", db, "--json").stdout)
+    script = (folder / "script.yaml").resolve()
+    assert [run["model"] for run in listed] == [f"scripted:{script}"] * 2
+    # The run resumes (and is approved) with that same script.
+    approved = toolfsm("runs", "approve", listed[0]["run_id"], "--db", db)
+    assert approved.returncode == 0, approved.stderr
+    assert "stopped: terminal_tool" in approved.stdout
+
+
+def test_model_scripted_without_a_script_beside_the_agent_says_what_to_give(
+    tmp_path: Path,
+) -> None:
+    folder = support_copy(tmp_path)
+    (folder / "script.yaml").unlink()
+    result = toolfsm("run", folder / "agent.yaml", "--model", "scripted", "--db", tmp_path / "x.db")
+    assert result.returncode == 2
+    assert result.stdout == ""
+    assert result.stderr == (
+        "toolfsm: error: --model scripted replays the script.yaml beside the agent file, and "
+        f"there is none beside {folder / 'agent.yaml'}; name the script: --model "
+        "scripted:PATH\n"
+    )
