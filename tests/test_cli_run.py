@@ -64,3 +64,33 @@ def test_model_scripted_without_a_script_beside_the_agent_says_what_to_give(
         f"there is none beside {folder / 'agent.yaml'}; name the script: --model "
         "scripted:PATH\n"
     )
+
+
+def test_db_in_a_folder_that_does_not_exist_is_refused_and_creates_nothing(
+    tmp_path: Path,
+) -> None:
+    folder = support_copy(tmp_path)
+    missing = tmp_path / "no" / "such"
+    commands = [
+        ("run", folder / "agent.yaml"),
+        ("runs", "list"),
+        ("runs", "show"),
+        ("runs", "resume", "abc"),
+        ("runs", "approve", "abc"),
+        ("runs", "deny", "abc", "--reason", "no"),
+    ]
+    as_url = f"sqlite:///{missing / 'runs.db'}"
+    for args, db in [*((args, missing / "runs.db") for args in commands), (commands[1], as_url)]:
+        result = toolfsm(*args, "--db", db)
+        assert result.returncode == 2, (args, result.stdout, result.stderr)
+        assert result.stdout == ""
+        assert result.stderr == (
+            f"toolfsm: error: --db {db}: the folder {missing} does not exist (toolfsm creates "
+            "the database file, not its folder); create the folder first, or name a file in an "
+            "existing one\n"
+        ), args
+    assert not (tmp_path / "no").exists()
+    # A file in an existing folder is created as before.
+    done = toolfsm("run", folder / "agent.yaml", "--db", tmp_path / "runs.db")
+    assert done.returncode == 0, done.stderr
+    assert (tmp_path / "runs.db").is_file()

@@ -496,7 +496,6 @@ def run_command(
 ) -> None:
     """Run an agent: every step is checked against the rules and persisted."""
     from engine.runtime import Runner, load_agent
-    from engine.store import open_store
 
     require_file(file, "an agent file")
     try:
@@ -524,9 +523,9 @@ def run_command(
         provider, name, options = _provider(model, file, {**provider_options, **client})
         # Where the rules came from: resume and approve warn when the file changes.
         options["rules_file"] = str(file.resolve())
-        store = open_store(db)
     except ToolfsmError as exc:
         fail(str(exc))
+    store = _open(db)
     runner = Runner(agent, provider, store=store, max_steps=max_steps, model=name, options=options)
     view = LiveView(_out, store)
     _out.print(f"[dim]store: {store.url}[/dim]")
@@ -542,12 +541,35 @@ def run_command(
 
 
 def _open(db: str | None) -> Any:
+    """The run store `--db` names (default: $TOOLFSM_DB, else the per-user SQLite file); a
+    one-line error when it cannot be opened."""
     from engine.store import open_store
 
     try:
+        if db is not None:
+            _require_db_folder(db)
         return open_store(db)
     except ToolfsmError as exc:
         fail(str(exc))
+
+
+def _require_db_folder(db: str) -> None:
+    """Exit 2 when `--db` names a SQLite file in a folder that does not exist: a typo in the
+    path must not create folders (the per-user default's folder is made when first used)."""
+    from sqlalchemy.engine import make_url
+
+    from engine.store import resolve_db_url
+
+    url = make_url(resolve_db_url(db))
+    name = url.database or ""
+    if url.get_backend_name() != "sqlite" or name in ("", ":memory:") or "mode" in url.query:
+        return  # not a file path (another database, or SQLite in memory / a URI filename)
+    folder = Path(name).parent
+    if not folder.is_dir():
+        fail(
+            f"--db {db}: the folder {folder} does not exist (toolfsm creates the database "
+            "file, not its folder); create the folder first, or name a file in an existing one"
+        )
 
 
 def _find(store: Any, run_id: str) -> Any:
