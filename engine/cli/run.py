@@ -648,12 +648,8 @@ def runs_show(
     """Show a run: header, every step with its gate, calls and results, and what to do next."""
     store = _open(db)
     try:
-        if run_id is None:
-            newest = store.list_runs(limit=1)
-            if not newest:
-                fail(f"no runs in {store.url}")
-            run_id = newest[0].id
-        snap = store.load_run(_find(store, run_id).id)
+        found = _find(store, run_id if run_id is not None else _newest_run(store))
+        snap = store.load_run(found.id)
     finally:
         store.close()
     if as_json:
@@ -662,6 +658,28 @@ def runs_show(
         print(json.dumps({**whole, **_run_json(snap)}, indent=2))
         return
     r = snap.run
+    held = _lease_line(r)
+    _print_run_header(r, held)
+    _print_steps(snap)
+    _print_paused_step(snap)
+    if held.startswith("held by"):
+        # Resuming, approving or deciding would be refused while that process holds it.
+        _out.print("wait:    another process is running it (resume once that process is gone)")
+        return
+    for line in _next_steps(r.id, r.status, list(snap.pending_calls)):
+        _out.print(escape(line))
+
+
+def _newest_run(store: Any) -> str:
+    """The id of the run started last (exit 2 when the store holds none)."""
+    newest = store.list_runs(limit=1)
+    if not newest:
+        fail(f"no runs in {store.url}")
+    return str(newest[0].id)
+
+
+def _print_run_header(r: Any, held: str) -> None:
+    """What `runs show` says of the run itself: ids, status, totals, lease, client, input."""
     _out.print(
         f"[bold]run {r.id}[/bold]  agent {escape(r.agent_name)}  model {escape(r.model)}\n"
         f"status {r.status}  stop reason {r.stop_reason or '-'}  steps {r.steps_count}  "
@@ -671,13 +689,16 @@ def runs_show(
     )
     if r.error:
         _out.print(f"[red]error: {escape(r.error)}[/red]")
-    held = _lease_line(r)
     if held:
         _out.print(escape(held))
     settings = _client_settings(r.options)
     if settings:
         _out.print(f"client: {escape(settings)}")
     _out.print(f"input: {escape(r.input)}")
+
+
+def _print_steps(snap: Any) -> None:
+    """Every committed step: its gate, the model's reply, its calls and the loop's notices."""
     calls_by_step: dict[int, list[Any]] = {}
     for call in snap.calls:
         calls_by_step.setdefault(call.step_seq, []).append(call)
@@ -692,35 +713,39 @@ def runs_show(
             f"{_node(step.position_after)}  [dim]{step.decision} ({step.reason})[/dim]"
         )
         _out.print(f"  allowed: {_allowed(step.allowed)}{_forced(step.force, step.forced_tool)}")
-        reply = step.reply if isinstance(step.reply, dict) else {}
-        if reply.get("notice"):
-            _out.print(f"  [yellow]! {escape(str(reply['notice']))}[/yellow]")
-        if reply.get("text"):
-            _out.print(f"  [green]model:[/green] {escape(_short(reply['text'], 400))}")
-        if "malformed" in reply:
-            _out.print(f"  [red]reply as received:[/red] {escape(_short(reply['malformed'], 400))}")
+        _print_reply(step.reply if isinstance(step.reply, dict) else {})
         for call in calls_by_step.get(step.seq, []):
             _print_call(call)
         for text in notices.get(step.seq, []):
             _out.print(f"  [yellow]! {escape(text)}[/yellow]")
-    pending = [c for c in snap.calls if c.step_seq >= r.steps_count]
-    if pending:
-        _out.print(f"[bold]step {r.steps_count}[/bold]  (not committed yet)")
-        # The paused step's reply is stored (before any tool ran); its step is not committed.
-        from engine.runtime.resume import pending_reply
 
-        reply_record = pending_reply(snap)
-        paused_text = reply_record.content.get("text") if reply_record is not None else None
-        if paused_text:
-            _out.print(f"  [green]model:[/green] {escape(_short(str(paused_text), 400))}")
-        for call in pending:
-            _print_call(call)
-    if held.startswith("held by"):
-        # Resuming, approving or deciding would be refused while that process holds it.
-        _out.print("wait:    another process is running it (resume once that process is gone)")
+
+def _print_reply(reply: dict[str, Any]) -> None:
+    """A committed step's reply: the loop's notice, the model's text, or what was malformed."""
+    if reply.get("notice"):
+        _out.print(f"  [yellow]! {escape(str(reply['notice']))}[/yellow]")
+    if reply.get("text"):
+        _out.print(f"  [green]model:[/green] {escape(_short(reply['text'], 400))}")
+    if "malformed" in reply:
+        _out.print(f"  [red]reply as received:[/red] {escape(_short(reply['malformed'], 400))}")
+
+
+def _print_paused_step(snap: Any) -> None:
+    """The step not committed yet, when it has calls: its reply (stored before any tool ran)
+    and those calls."""
+    r = snap.run
+    pending = [c for c in snap.calls if c.step_seq >= r.steps_count]
+    if not pending:
         return
-    for line in _next_steps(r.id, r.status, list(snap.pending_calls)):
-        _out.print(escape(line))
+    from engine.runtime.resume import pending_reply
+
+    _out.print(f"[bold]step {r.steps_count}[/bold]  (not committed yet)")
+    reply_record = pending_reply(snap)
+    paused_text = reply_record.content.get("text") if reply_record is not None else None
+    if paused_text:
+        _out.print(f"  [green]model:[/green] {escape(_short(str(paused_text), 400))}")
+    for call in pending:
+        _print_call(call)
 
 
 def _run_json(snap: Any) -> dict[str, Any]:
