@@ -10,13 +10,17 @@ from __future__ import annotations
 import json
 import re
 import sys
+from dataclasses import replace
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from engine.cli import app
 from engine.cli.common import EXIT_ERRORS, fail, load_rule_file, require_file
+
+if TYPE_CHECKING:
+    from engine.letta import Imported, LettaDocument
 
 AGENT_PLACEHOLDER = "{agent}"
 
@@ -36,29 +40,30 @@ def _targets(names: list[str], out: str | None) -> list[Path | None]:
                 "--agent NAME, or write them all with -o FOLDER/ or -o 'PATTERN{agent}.yaml'"
             )
         return [None]
-    text = out
-    folder = Path(out).is_dir() or text.endswith(("/", "\\"))
-    if AGENT_PLACEHOLDER not in text and not folder:
+    folder = Path(out).is_dir() or out.endswith(("/", "\\"))
+    if AGENT_PLACEHOLDER not in out and not folder:
         if len(names) > 1:
             fail(
                 f"the file holds {len(names)} agents: -o must be a folder (existing, or ending "
                 "with '/') or a pattern containing {agent}; or choose one with --agent NAME"
             )
         return [Path(out)]
-    paths: list[Path | None] = []
-    used: set[str] = set()
+    return [
+        Path(out) / f"{stem}.yaml" if folder else Path(out.replace(AGENT_PLACEHOLDER, stem))
+        for stem in _unique_stems(names)
+    ]
+
+
+def _unique_stems(names: list[str]) -> list[str]:
+    """A file-name stem per agent: its slug, with -2, -3, ... for a name (or slug) seen before."""
+    stems: list[str] = []
     for name in names:
         stem = slug(name)
         unique, n = stem, 2
-        while unique in used:  # two agents with the same name (or slug) get -2, -3, ...
+        while unique in stems:
             unique, n = f"{stem}-{n}", n + 1
-        used.add(unique)
-        paths.append(
-            Path(out) / f"{unique}.yaml"
-            if folder
-            else Path(text.replace(AGENT_PLACEHOLDER, unique))
-        )
-    return paths
+        stems.append(unique)
+    return stems
 
 
 @app.command("import")
@@ -96,39 +101,47 @@ def import_(
         document = read_letta(file)
     except LettaFormatError as exc:
         fail(str(exc))
-    agents = document.agents
     if agent is not None:
-        agents = tuple(a for a in agents if agent in (a.name, a.agent_id))
-        if not agents:
-            names = ", ".join(a.name for a in document.agents)
-            fail(f"no agent named {agent!r} in {file}; agents: {names}")
-    document = type(document)(
-        document.path, document.form, agents, document.encoding_layers, document.notes
-    )
-    targets = _targets([a.name for a in agents], out)
+        document = _only_agent(document, agent, file)
+    targets = _targets([a.name for a in document.agents], out)
     try:
         imported = import_document(document)
     except TranslationError as exc:
         fail(f"{file}: {exc}", EXIT_ERRORS)
     lossy = False
     for item, target in zip(imported, targets, strict=True):
-        if target is None:
-            sys.stdout.write(item.text)
-        else:
-            target.parent.mkdir(parents=True, exist_ok=True)
-            target.write_text(item.text, encoding="utf-8")
-        where = "standard output" if target is None else str(target)
-        rules = len(item.translation.spec.rules)
-        typer.echo(f"{item.name}: {rules} rule(s) written to {where}", err=True)
-        for skipped in item.translation.skipped:
-            at = "" if skipped.index is None else f"tool_rules[{skipped.index}]: "
-            typer.echo(f"  lossy: {at}{skipped.reason}", err=True)
+        _write_imported(item, target)
         lossy = lossy or item.lossy
     if lossy and not allow_lossy:
         fail(
             "the import is lossy (see the NOT TRANSLATED comments); --allow-lossy accepts it",
             EXIT_ERRORS,
         )
+
+
+def _only_agent(document: LettaDocument, agent: str, file: Path) -> LettaDocument:
+    """`document` with only the agents named or with the id `agent` (exit 2 when none is)."""
+    agents = tuple(a for a in document.agents if agent in (a.name, a.agent_id))
+    if not agents:
+        names = ", ".join(a.name for a in document.agents)
+        fail(f"no agent named {agent!r} in {file}; agents: {names}")
+    return replace(document, agents=agents)
+
+
+def _write_imported(item: Imported, target: Path | None) -> None:
+    """Write one imported agent's rule file to `target` (None: standard output) and say so on
+    standard error, with each rule that could not be translated."""
+    if target is None:
+        sys.stdout.write(item.text)
+    else:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_text(item.text, encoding="utf-8")
+    where = "standard output" if target is None else str(target)
+    rules = len(item.translation.spec.rules)
+    typer.echo(f"{item.name}: {rules} rule(s) written to {where}", err=True)
+    for skipped in item.translation.skipped:
+        at = "" if skipped.index is None else f"tool_rules[{skipped.index}]: "
+        typer.echo(f"  lossy: {at}{skipped.reason}", err=True)
 
 
 @app.command("export")

@@ -36,6 +36,25 @@ def test_import_several_agents_with_a_pattern(tmp_path: Path) -> None:
     assert (tmp_path / "rules-support_bot.yaml").exists()
 
 
+def test_import_agents_of_one_name_get_numbered_files(tmp_path: Path) -> None:
+    document = json.loads((FIXTURES / "support.af").read_text())
+    for agent in document["agents"]:
+        agent["name"] = "bot/one"  # the same name, not file-name safe
+    source = tmp_path / "twins.af"
+    source.write_text(json.dumps(document))
+    result = _run("import", source, "-o", f"{tmp_path}/out/")
+    assert result.exit_code == 0, result.output
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == [
+        "bot-one-2.yaml",
+        "bot-one.yaml",
+    ]
+    pattern = _run("import", source, "-o", f"{tmp_path}/rules-{{agent}}.yaml")
+    assert pattern.exit_code == 0, pattern.output
+    assert (tmp_path / "rules-bot-one.yaml").exists() and (
+        tmp_path / "rules-bot-one-2.yaml"
+    ).exists()
+
+
 def test_import_several_agents_needs_a_folder_pattern_or_agent(tmp_path: Path) -> None:
     result = _run("import", FIXTURES / "support.af", "-o", tmp_path / "one.yaml")
     assert result.exit_code == 2
