@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from enum import StrEnum
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
@@ -27,6 +27,10 @@ from engine.cli.common import (
     rule_files_from_args,
 )
 from engine.errors import Diagnostic
+
+if TYPE_CHECKING:
+    from engine.machine import Machine
+    from engine.machine.trace import TraceRow
 
 # Kept importable from here (benchmarks use them).
 __all__ = ["DiagnosticFormat", "collect_rule_files", "explain", "graph", "trace", "validate"]
@@ -132,25 +136,29 @@ def trace(
         typer.echo(json.dumps([row.as_json() for row in rows], indent=2))
         return
     for row in rows:
-        head = (
-            "start"
-            if row.after is None
-            else (f"after {row.after}" + (f" = {row.output!r}" if row.output is not None else ""))
-        )
-        typer.echo(f"{head}  [{row.node}]")
-        if row.violation:
-            typer.echo(f"  VIOLATION: {row.violation}")
-        if row.decision:
-            detail = f" ({row.message})" if row.message else ""
-            typer.echo(f"  decision: {row.decision} ({row.reason}){detail}")
-        allowed = ", ".join(row.allowed) or (
-            "none: dead end"
-            if machine.dead_end(row.position)
-            else "none: answer only (a reply without a tool call ends the run)"
-        )
-        typer.echo(f"  allowed:  {allowed}")
-        if row.force:
-            typer.echo(f"  forced:   {row.forced_tool or 'yes (any allowed tool)'}")
+        _print_trace_row(machine, row)
+
+
+def _print_trace_row(machine: Machine, row: TraceRow) -> None:
+    """One replayed call as `trace` prints it: where it led, a violation, the decision, then
+    what the next call may be."""
+    head = "start" if row.after is None else f"after {row.after}"
+    if row.output is not None and row.after is not None:
+        head += f" = {row.output!r}"
+    typer.echo(f"{head}  [{row.node}]")
+    if row.violation:
+        typer.echo(f"  VIOLATION: {row.violation}")
+    if row.decision:
+        detail = f" ({row.message})" if row.message else ""
+        typer.echo(f"  decision: {row.decision} ({row.reason}){detail}")
+    allowed = ", ".join(row.allowed) or (
+        "none: dead end"
+        if machine.dead_end(row.position)
+        else "none: answer only (a reply without a tool call ends the run)"
+    )
+    typer.echo(f"  allowed:  {allowed}")
+    if row.force:
+        typer.echo(f"  forced:   {row.forced_tool or 'yes (any allowed tool)'}")
 
 
 @app.command()
