@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -222,12 +222,41 @@ def _pieces(reply: ModelReply) -> Iterator[ReplyDelta]:
             yield ToolCallChunk(index, None, None, call.arguments)
 
 
+# Makes the error for a problem in one script entry, naming the script and the entry.
+_Bad = Callable[[str], ProviderConfigError]
+
+
 def _parse_entry(entry: Any, index: int, source: str, provider: str) -> ScriptedReply:
     def bad(msg: str) -> ProviderConfigError:
         return ProviderConfigError(f"script {source}, reply #{index}: {msg}", provider=provider)
 
     if not isinstance(entry, Mapping):
         raise bad(f"expected a mapping, got {type(entry).__name__}")
+    _check_keys(entry, bad)
+    calls = _parse_calls(entry, bad)
+    text = entry.get("text")
+    if text is not None and not isinstance(text, str):
+        raise bad("'text' must be a string")
+    if not calls and text is None:
+        raise bad("a reply needs 'call', 'calls' or 'text'")
+    usage = _parse_usage(entry, bad)
+    allowed = _expect_allowed(entry, bad)
+    for key in ("expect_force", "expect_parallel"):
+        if key in entry and not isinstance(entry[key], bool):
+            raise bad(f"'{key}' must be true or false")
+    return ScriptedReply(
+        calls=calls,
+        text=text,
+        usage=usage,
+        expect_allowed=allowed,
+        expect_force=entry.get("expect_force"),
+        expect_forced_tool=entry.get("expect_forced_tool", _MISSING),
+        expect_parallel=entry.get("expect_parallel"),
+    )
+
+
+def _check_keys(entry: Mapping[str, Any], bad: _Bad) -> None:
+    """Refuse unknown keys, and keys that do not go together."""
     unknown = set(entry) - _REPLY_KEYS
     if unknown:
         raise bad(f"unknown keys {sorted(unknown)}; allowed: {sorted(_REPLY_KEYS)}")
@@ -235,74 +264,70 @@ def _parse_entry(entry: Any, index: int, source: str, provider: str) -> Scripted
         raise bad("give either 'call' or 'calls', not both")
     if "call" not in entry and ({"args", "raw_args", "id"} & set(entry)):
         raise bad("'args', 'raw_args' and 'id' need 'call'")
+
+
+def _parse_calls(entry: Mapping[str, Any], bad: _Bad) -> tuple[ScriptedCall, ...]:
+    """The entry's tool calls: its one `call`, its `calls` list, or none."""
     if "call" in entry:
-        calls: tuple[ScriptedCall, ...] = (_parse_call(entry, bad),)
-    elif "calls" in entry:
-        raw_calls = entry["calls"]
-        if not isinstance(raw_calls, list) or not raw_calls:
-            raise bad("'calls' must be a non-empty list")
-        parsed = []
-        for j, c in enumerate(raw_calls):
-            if not isinstance(c, Mapping) or set(c) - _CALL_KEYS or "call" not in c:
-                optional = sorted(_CALL_KEYS - {"call"})
-                raise bad(f"calls[{j}] must be a mapping with 'call' and optional {optional}")
-            parsed.append(_parse_call(c, bad))
-        calls = tuple(parsed)
-    else:
-        calls = ()
-    text = entry.get("text")
-    if text is not None and not isinstance(text, str):
-        raise bad("'text' must be a string")
-    if not calls and text is None:
-        raise bad("a reply needs 'call', 'calls' or 'text'")
-    usage_raw = entry.get("usage", {})
-    if not isinstance(usage_raw, Mapping) or set(usage_raw) - {"input_tokens", "output_tokens"}:
+        return (_parse_call(entry, bad),)
+    if "calls" not in entry:
+        return ()
+    raw_calls = entry["calls"]
+    if not isinstance(raw_calls, list) or not raw_calls:
+        raise bad("'calls' must be a non-empty list")
+    parsed = []
+    for j, c in enumerate(raw_calls):
+        if not isinstance(c, Mapping) or set(c) - _CALL_KEYS or "call" not in c:
+            optional = sorted(_CALL_KEYS - {"call"})
+            raise bad(f"calls[{j}] must be a mapping with 'call' and optional {optional}")
+        parsed.append(_parse_call(c, bad))
+    return tuple(parsed)
+
+
+def _parse_usage(entry: Mapping[str, Any], bad: _Bad) -> Usage:
+    usage = entry.get("usage", {})
+    if not isinstance(usage, Mapping) or set(usage) - {"input_tokens", "output_tokens"}:
         raise bad("'usage' must be a mapping with input_tokens / output_tokens")
-    allowed = entry.get("expect_allowed")
-    if allowed is not None and (
-        not isinstance(allowed, list) or not all(isinstance(a, str) for a in allowed)
-    ):
-        raise bad("'expect_allowed' must be a list of tool names")
-    for key in ("expect_force", "expect_parallel"):
-        if key in entry and not isinstance(entry[key], bool):
-            raise bad(f"'{key}' must be true or false")
-    return ScriptedReply(
-        calls=calls,
-        text=text,
-        usage=Usage(
-            input_tokens=int(usage_raw.get("input_tokens", 0)),
-            output_tokens=int(usage_raw.get("output_tokens", 0)),
-        ),
-        expect_allowed=frozenset(allowed) if allowed is not None else None,
-        expect_force=entry.get("expect_force"),
-        expect_forced_tool=entry.get("expect_forced_tool", _MISSING),
-        expect_parallel=entry.get("expect_parallel"),
+    return Usage(
+        input_tokens=int(usage.get("input_tokens", 0)),
+        output_tokens=int(usage.get("output_tokens", 0)),
     )
 
 
-def _parse_call(c: Mapping[str, Any], bad: Any) -> ScriptedCall:
+def _expect_allowed(entry: Mapping[str, Any], bad: _Bad) -> frozenset[str] | None:
+    allowed = entry.get("expect_allowed")
+    if allowed is None:
+        return None
+    if not isinstance(allowed, list) or not all(isinstance(a, str) for a in allowed):
+        raise bad("'expect_allowed' must be a list of tool names")
+    return frozenset(allowed)
+
+
+def _parse_call(c: Mapping[str, Any], bad: _Bad) -> ScriptedCall:
     name = c["call"]
     if not isinstance(name, str) or not name:
         raise bad("'call' must be a tool name")
+    arguments = _call_arguments(c, name, bad)
+    call_id = c.get("id")
+    if call_id is not None and not isinstance(call_id, str):
+        raise bad(f"call {name!r}: 'id' must be a string")
+    return ScriptedCall(name=name, arguments=arguments, id=call_id)
+
+
+def _call_arguments(c: Mapping[str, Any], name: str, bad: _Bad) -> str:
+    """The arguments text of a call: its `raw_args` verbatim, or its `args` as JSON."""
     if "args" in c and "raw_args" in c:
         raise bad(f"call {name!r}: give either 'args' or 'raw_args', not both")
     if "raw_args" in c:
         raw = c["raw_args"]
         if not isinstance(raw, str):
             raise bad(f"call {name!r}: 'raw_args' must be a string")
-        arguments = raw
-    else:
-        args = c.get("args", {})
-        if not isinstance(args, Mapping):
-            raise bad(f"call {name!r}: 'args' must be a mapping (use raw_args for other JSON)")
-        # Same text the OpenAI SDK would carry for these arguments; key order as written.
-        try:
-            arguments = json.dumps(args, ensure_ascii=False)
-        except (TypeError, ValueError) as exc:
-            raise bad(
-                f"call {name!r}: 'args' is not JSON ({exc}); quote dates and the like"
-            ) from exc
-    call_id = c.get("id")
-    if call_id is not None and not isinstance(call_id, str):
-        raise bad(f"call {name!r}: 'id' must be a string")
-    return ScriptedCall(name=name, arguments=arguments, id=call_id)
+        return raw
+    args = c.get("args", {})
+    if not isinstance(args, Mapping):
+        raise bad(f"call {name!r}: 'args' must be a mapping (use raw_args for other JSON)")
+    # Same text the OpenAI SDK would carry for these arguments; key order as written.
+    try:
+        return json.dumps(args, ensure_ascii=False)
+    except (TypeError, ValueError) as exc:
+        raise bad(f"call {name!r}: 'args' is not JSON ({exc}); quote dates and the like") from exc
