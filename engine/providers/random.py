@@ -96,18 +96,28 @@ class _Generator:
             return schema["const"]
         if "enum" in schema:
             return self.rng.choice(list(schema["enum"]))
+        combined = self._combined(schema)
+        if combined is not None:
+            return self.value(combined, depth)
+        return self._typed(schema, depth)
+
+    def _combined(self, schema: Mapping[str, Any]) -> dict[str, Any] | None:
+        """The schema an `allOf` stands for (all merged), or an `anyOf` / `oneOf` (one branch
+        chosen, merged with the rest); None without either."""
         if "allOf" in schema:
             merged: dict[str, Any] = {k: v for k, v in schema.items() if k != "allOf"}
             for sub in schema["allOf"]:
                 merged = _merge(merged, self._resolve(sub))
-            return self.value(merged, depth)
+            return merged
         for key in ("anyOf", "oneOf"):
             if key in schema:
                 branch = self._resolve(self.rng.choice(list(schema[key])))
                 rest = {k: v for k, v in schema.items() if k not in ("anyOf", "oneOf")}
-                return self.value(_merge(rest, branch), depth)
-        kind = self._type_of(schema)
-        match kind:
+                return _merge(rest, branch)
+        return None
+
+    def _typed(self, schema: Mapping[str, Any], depth: int) -> Any:
+        match self._type_of(schema):
             case "object":
                 return self._object(schema, depth)
             case "array":
@@ -129,19 +139,24 @@ class _Generator:
         seen = 0
         while isinstance(schema, Mapping) and "$ref" in schema:
             ref = schema["$ref"]
-            if not isinstance(ref, str) or not ref.startswith("#"):
-                raise ProviderConfigError(
-                    f"only local $ref is supported, got {ref!r}", provider="random"
-                )
-            target: Any = self.root
-            for part in [p for p in ref[1:].split("/") if p]:
-                target = target[part.replace("~1", "/").replace("~0", "~")]
+            target = self._target(ref)
             rest = {k: v for k, v in schema.items() if k != "$ref"}
             schema = _merge(rest, target) if rest else target
             seen += 1
             if seen > 50:
                 raise ProviderConfigError(f"$ref loop at {ref!r}", provider="random")
         return schema
+
+    def _target(self, ref: Any) -> Any:
+        """What a local `$ref` (a JSON pointer into the root schema) points at."""
+        if not isinstance(ref, str) or not ref.startswith("#"):
+            raise ProviderConfigError(
+                f"only local $ref is supported, got {ref!r}", provider="random"
+            )
+        target: Any = self.root
+        for part in [p for p in ref[1:].split("/") if p]:
+            target = target[part.replace("~1", "/").replace("~0", "~")]
+        return target
 
     def _type_of(self, schema: Mapping[str, Any]) -> str | None:
         t = schema.get("type")
@@ -254,27 +269,40 @@ class _Generator:
         return self.rng.randint(ilo, max(ilo, ihi))
 
     def _number(self, schema: Mapping[str, Any]) -> float | int:
-        lo, lo_ex, hi, hi_ex = self._bounds(schema)
-        flo = -100.0 if lo is None else float(lo)
-        fhi = flo + 200.0 if hi is None else float(hi)
-        if lo is None and hi is not None:
-            flo = fhi - 200.0
+        flo, lo_ex, fhi, hi_ex = self._float_bounds(schema)
         step = schema.get("multipleOf")
         if isinstance(step, (int, float)) and not isinstance(step, bool) and step > 0:
-            kmin, kmax = math.ceil(flo / step), math.floor(fhi / step)
-            if lo_ex and kmin * step <= flo:
-                kmin += 1
-            if hi_ex and kmax * step >= fhi:
-                kmax -= 1
-            if kmin <= kmax:
-                k = self.rng.randint(kmin, kmax)
-                # An integer multiple of an integer step stays an int (exact multipleOf check).
-                return k * step
+            multiple = self._multiple(step, flo, lo_ex, fhi, hi_ex)
+            if multiple is not None:
+                return multiple
         for _ in range(100):
             v = self.rng.uniform(flo, fhi)
             if (not lo_ex or v > flo) and (not hi_ex or v < fhi):
                 return v
         return (flo + fhi) / 2
+
+    def _float_bounds(self, schema: Mapping[str, Any]) -> tuple[float, bool, float, bool]:
+        """A number's range (low, low exclusive, high, high exclusive): 200 wide where open."""
+        lo, lo_ex, hi, hi_ex = self._bounds(schema)
+        flo = -100.0 if lo is None else float(lo)
+        fhi = flo + 200.0 if hi is None else float(hi)
+        if lo is None and hi is not None:
+            flo = fhi - 200.0
+        return flo, lo_ex, fhi, hi_ex
+
+    def _multiple(
+        self, step: float, flo: float, lo_ex: bool, fhi: float, hi_ex: bool
+    ) -> float | int | None:
+        """A multiple of `step` within the range, or None when the range holds none."""
+        kmin, kmax = math.ceil(flo / step), math.floor(fhi / step)
+        if lo_ex and kmin * step <= flo:
+            kmin += 1
+        if hi_ex and kmax * step >= fhi:
+            kmax -= 1
+        if kmin > kmax:
+            return None
+        # An integer multiple of an integer step stays an int (exact multipleOf check).
+        return self.rng.randint(kmin, kmax) * step
 
 
 def _merge(a: Mapping[str, Any], b: Mapping[str, Any]) -> dict[str, Any]:
