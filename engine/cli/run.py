@@ -495,16 +495,9 @@ def run_command(
     ] = None,
 ) -> None:
     """Run an agent: every step is checked against the rules and persisted."""
-    from engine.runtime import Runner, load_agent
+    from engine.runtime import Runner
 
-    require_file(file, "an agent file")
-    try:
-        agent = load_agent(file, tools=tools)
-    except RuleFileError as exc:
-        print_errors(exc.diagnostics)
-        raise typer.Exit(EXIT_ERRORS) from None
-    except ToolfsmError as exc:
-        fail(str(exc))
+    agent = _load_agent(file, tools)
     text = input if input is not None else agent.settings.input
     if not text:
         fail(f"{file}: no --input given and no run.input in the agent file")
@@ -515,16 +508,16 @@ def run_command(
         "gating": gating.value if gating is not None else None,
     }
     kind = (model or "scripted").partition(":")[0].strip().lower()
-    client = _client_options(agent.settings, flags, kind)
+    # Every provider setting of the command line and the run: block, as make_provider takes
+    # it (unset ones left out, so the provider's defaults apply then and on resume).
+    provider_options = {k: v for k, v in {"base_url": base_url}.items() if v is not None}
+    provider_options.update(_client_options(agent.settings, flags, kind))
     try:
-        # Every provider setting of the command line and the run: block, as make_provider
-        # takes it (unset ones left out, so the provider's defaults apply then and on resume).
-        provider_options = {k: v for k, v in {"base_url": base_url}.items() if v is not None}
-        provider, name, options = _provider(model, file, {**provider_options, **client})
-        # Where the rules came from: resume and approve warn when the file changes.
-        options["rules_file"] = str(file.resolve())
+        provider, name, options = _provider(model, file, provider_options)
     except ToolfsmError as exc:
         fail(str(exc))
+    # Where the rules came from: resume and approve warn when the file changes.
+    options["rules_file"] = str(file.resolve())
     store = _open(db)
     runner = Runner(agent, provider, store=store, max_steps=max_steps, model=name, options=options)
     view = LiveView(_out, store)
@@ -538,6 +531,21 @@ def run_command(
     finally:
         store.close()
     raise typer.Exit(_exit_code(result))
+
+
+def _load_agent(file: Path, tools: str | None) -> Any:
+    """The agent file compiled, with its tools module loaded; exit 1 printing the rule file's
+    errors when it is invalid, 2 on any other problem (a missing file, a tools module)."""
+    from engine.runtime import load_agent
+
+    require_file(file, "an agent file")
+    try:
+        return load_agent(file, tools=tools)
+    except RuleFileError as exc:
+        print_errors(exc.diagnostics)
+        raise typer.Exit(EXIT_ERRORS) from None
+    except ToolfsmError as exc:
+        fail(str(exc))
 
 
 def _open(db: str | None) -> Any:
@@ -610,6 +618,11 @@ def runs_list(
         which = " matching the filters" if status or agent else ""
         _out.print(f"no runs{which} in {store.url}")
         return
+    _print_runs_table(runs)
+
+
+def _print_runs_table(runs: list[Any]) -> None:
+    """One row a run, then a note when some run's token totals leave out a paused step."""
     from rich.table import Table
 
     table = Table("run", "agent", "status", "stop reason", "steps", "tokens", "started")
