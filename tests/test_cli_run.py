@@ -94,3 +94,18 @@ def test_db_in_a_folder_that_does_not_exist_is_refused_and_creates_nothing(
     done = toolfsm("run", folder / "agent.yaml", "--db", tmp_path / "runs.db")
     assert done.returncode == 0, done.stderr
     assert (tmp_path / "runs.db").is_file()
+
+
+def test_base_url_with_the_scripted_model_is_refused_as_with_random(tmp_path: Path) -> None:
+    folder = support_copy(tmp_path)
+    for model in ("scripted", "random:1"):
+        url = ("--base-url", "http://127.0.0.1:9/v1")
+        result = toolfsm(
+            "run", folder / "agent.yaml", "--model", model, *url, "--db", tmp_path / "runs.db"
+        )
+        assert result.returncode == 2, result.stdout
+        assert result.stdout == ""
+        assert result.stderr.endswith(
+            f"config: base_url does not apply to the {model.partition(':')[0]} provider\n"
+        )
+    assert not (tmp_path / "runs.db").exists()  # nothing was run, nothing stored

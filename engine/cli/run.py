@@ -430,7 +430,7 @@ def _provider(
     kind, _, arg = (model or "scripted").partition(":")
     if model is None or kind.strip().lower() == "scripted":
         script = Path(arg).resolve() if arg else _script_beside(agent_path, model)
-        provider = make_provider(f"scripted:{script}")
+        provider = make_provider(f"scripted:{script}", **provider_options)
         return provider, f"scripted:{script}", {"provider": "scripted", "script": str(script)}
     provider = make_provider(model, **provider_options)
     return provider, model, {"provider": kind, "provider_options": provider_options}
