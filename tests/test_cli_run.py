@@ -109,3 +109,14 @@ def test_base_url_with_the_scripted_model_is_refused_as_with_random(tmp_path: Pa
             f"config: base_url does not apply to the {model.partition(':')[0]} provider\n"
         )
     assert not (tmp_path / "runs.db").exists()  # nothing was run, nothing stored
+
+
+def test_an_empty_input_is_refused_as_empty_not_as_missing(tmp_path: Path) -> None:
+    folder = support_copy(tmp_path)
+    for text in ("", "  "):
+        result = toolfsm("run", folder / "agent.yaml", "--input", text, "--db", tmp_path / "x.db")
+        assert result.returncode == 2
+        assert result.stderr == (
+            "toolfsm: error: --input is empty: give the user message the run starts with\n"
+        )
+    assert not (tmp_path / "x.db").exists()

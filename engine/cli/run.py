@@ -498,9 +498,7 @@ def run_command(
     from engine.runtime import Runner
 
     agent = _load_agent(file, tools)
-    text = input if input is not None else agent.settings.input
-    if not text:
-        fail(f"{file}: no --input given and no run.input in the agent file")
+    text = _input_text(input, agent.settings.input, file)
     flags = {
         "max_tokens": max_tokens,
         "timeout": timeout,
@@ -531,6 +529,16 @@ def run_command(
     finally:
         store.close()
     raise typer.Exit(_exit_code(result))
+
+
+def _input_text(given: str | None, from_file: str | None, file: Path) -> str:
+    """The user message the run starts with: --input, else the agent file's run.input."""
+    if given is not None and not given.strip():
+        fail("--input is empty: give the user message the run starts with")
+    text = given if given is not None else from_file
+    if not text:
+        fail(f"{file}: no --input given and no run.input in the agent file")
+    return text
 
 
 def _load_agent(file: Path, tools: str | None) -> Any:
