@@ -806,7 +806,7 @@ def _lease_line(run: Any) -> str:
         else "never renewed"
     )
     expires = run.lease_expires_at
-    from engine.store.run_store import owner_is_gone
+    from engine.store.ids import owner_is_gone
 
     if owner_is_gone(run.owner):
         # Killed (kill -9 leaves its lease behind): a resume takes it over at once.

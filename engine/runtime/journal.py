@@ -2,29 +2,30 @@
 
 The loop tells the run's journal what happened (`reply_received`, `call_started`,
 `call_held`, `call_finished`, `violation`, `step_committed`, `stopped`, ...) and awaits
-`flush` at the durability points; it builds no store operation itself. A run without a store
-has a `NullJournal`, which records nothing. `Journal` maps each record onto today's store
-operations (`engine.store.writes`), buffered and committed, as one transaction, only where
-durability matters:
+`flush` at the durability points; it builds no store write itself. A run without a store has
+a `NullJournal`, which records nothing. `Journal` turns the records into the store's events
+(`engine.store.events`), buffered and appended, one event per durability point:
 
 - before a tool with side effects runs (its "started" record must be on disk first), and
-  before any tool runs while a side-effect call's result is still buffered (`flush_due`);
-- at the end of every step (`step_committed`), before the next model call;
-- when the run stops or pauses, and when its task is cancelled.
+  before any tool runs while a side-effect call's result is still buffered (`flush_due`):
+  `calls_started`, with the step's reply if it is not on disk yet;
+- at the end of every step, before the next model call: `step_committed`;
+- when the run pauses or stops, and when its task is cancelled: `paused` / `stopped`.
 
-Every batch is fenced by the run's lease (`KeepLease` first in it, or `ReleaseLease` last when
-the run stops): a process whose lease was taken over writes nothing more, so it cannot record
-or start a call; and every flush renews the lease. While the run waits (a model call, a slow
-tool) a heartbeat renews it every third of its length.
+Every append is fenced by the run's lease: a process whose lease was taken over appends
+nothing more, so it cannot record or start a call. The lease is renewed by a heartbeat every
+third of its length while the run waits (a model call, a slow tool), and by the flush before
+a tool runs when more than half of it has passed since (`stale`).
 
-So a step whose calls are idempotent costs one transaction, a step with one side-effect call
-two. What stays in the buffer until the step commit (the reply, the records of idempotent
-calls and of violations) is lost with the process; a resume then asks the model again and
-re-runs the idempotent calls, which is what it does for an interrupted idempotent call anyway.
+So a step whose calls are idempotent costs one transaction (one row), a step with one
+side-effect call two. What stays in the buffer until the step commit (the reply, the records
+of idempotent calls and of violations) is lost with the process; a resume then asks the model
+again and re-runs the idempotent calls, which is what it does for an interrupted idempotent
+call anyway.
 
-`GroupCommit` collects the flushes that all runs of one event loop make during one loop
-iteration and commits them in a single transaction (`RunStore.write_many`); every run still
-waits for its own flush to be committed before it goes on.
+`GroupCommit` collects the appends that all runs of one event loop make during one loop
+iteration and commits them in a single transaction; every run still waits for its own append
+to be committed before it goes on.
 """
 
 from __future__ import annotations
@@ -41,29 +42,31 @@ from engine.machine import Gate, StopReason
 from engine.providers.base import Message, ToolCall
 from engine.providers.errors import MalformedReply
 from engine.runtime.state import PendingStep, RunState, message_to_dict, reply_to_dict
+from engine.store.errors import LeaseLost, StoreError
+from engine.store.protocol import LEASE_SECONDS, Append, Store
+from engine.store.status import RunStatus
 from engine.tools import ToolResult
 
-if TYPE_CHECKING:  # the store (SQLAlchemy) is imported only when a run has a store
+if TYPE_CHECKING:
     from engine.runtime.agent import Agent
-    from engine.store.writes import KeepLease, Op
 
 __all__ = ["GroupCommit", "Journal", "NullJournal", "RunJournal", "status_for"]
 
 # How each stop reason is filed in the store's run status.
 _STATUS = {
-    StopReason.END_TURN: "finished",
-    StopReason.TERMINAL_TOOL: "finished",
-    StopReason.DEAD_END: "finished",
-    StopReason.STEP_LIMIT: "finished",
-    StopReason.AWAITING_APPROVAL: "awaiting_approval",
-    StopReason.AWAITING_DECISION: "awaiting_decision",
-    StopReason.ERROR: "failed",
-    StopReason.CANCELLED: "cancelled",
-    StopReason.FORCING_IGNORED: "failed",
+    StopReason.END_TURN: RunStatus.FINISHED,
+    StopReason.TERMINAL_TOOL: RunStatus.FINISHED,
+    StopReason.DEAD_END: RunStatus.FINISHED,
+    StopReason.STEP_LIMIT: RunStatus.FINISHED,
+    StopReason.AWAITING_APPROVAL: RunStatus.AWAITING_APPROVAL,
+    StopReason.AWAITING_DECISION: RunStatus.AWAITING_DECISION,
+    StopReason.ERROR: RunStatus.FAILED,
+    StopReason.CANCELLED: RunStatus.CANCELLED,
+    StopReason.FORCING_IGNORED: RunStatus.FAILED,
 }
 
 
-def status_for(stop: StopReason) -> str:
+def status_for(stop: StopReason) -> RunStatus:
     """The store's run status for a stop reason."""
     return _STATUS[stop]
 
@@ -79,25 +82,25 @@ def lease_seconds_from_env() -> float | None:
 
 
 class GroupCommit:
-    """Commits the batches handed to `write` during one event-loop iteration together.
+    """Commits the appends handed to `write` during one event-loop iteration together.
 
     Runs on the event loop's thread: the commit blocks the loop for one transaction, as a
     direct store call would, but one transaction now carries the steps of every run that
     reached a durability point in that iteration.
     """
 
-    def __init__(self, store: Any) -> None:
+    def __init__(self, store: Store) -> None:
         self.store = store
-        self._pending: list[tuple[str, Sequence[Op], asyncio.Future[None]]] = []
+        self._pending: list[tuple[Append, asyncio.Future[None]]] = []
         self._scheduled = False
         self.transactions = 0  # commits made (for benchmarks and tests)
-        self.batches = 0  # run batches committed in them
+        self.batches = 0  # run appends committed in them
 
-    async def write(self, run_id: str, ops: Sequence[Op]) -> None:
-        """Commit `ops` for `run_id`; returns once they are committed (or raises why not)."""
+    async def write(self, append: Append) -> None:
+        """Commit `append`; returns once it is committed (or raises why not)."""
         loop = asyncio.get_running_loop()
         future: asyncio.Future[None] = loop.create_future()
-        self._pending.append((run_id, ops, future))
+        self._pending.append((append, future))
         if not self._scheduled:
             self._scheduled = True
             loop.call_soon(self._commit)
@@ -107,15 +110,15 @@ class GroupCommit:
         self._scheduled = False
         pending, self._pending = self._pending, []
         try:
-            errors = self.store.write_many([(run_id, ops) for run_id, ops, _ in pending])
+            errors = self.store.append([append for append, _ in pending])
         except Exception as exc:
-            for _, _, future in pending:
+            for _, future in pending:
                 if not future.done():
                     future.set_exception(exc)
             return
         self.transactions += 1
         self.batches += len(pending)
-        for (_, _, future), error in zip(pending, errors, strict=True):
+        for (_, future), error in zip(pending, errors, strict=True):
             if future.done():  # its run was cancelled meanwhile; the write stands
                 continue
             if error is None:
@@ -124,20 +127,27 @@ class GroupCommit:
                 future.set_exception(error)
 
 
+_Built = tuple[str, dict[str, Any]]  # an event not built yet: its kind and fields
+
+
 class Journal:
-    """A stored run's journal: its records as store operations, buffered until `flush`."""
+    """A stored run's journal: its records buffered as events until `flush` appends them."""
 
     __slots__ = (
-        "_allowed",
         "_beat",
+        "_calls",
         "_dump",
+        "_events",
         "_group",
         "_position",
+        "_release",
         "_reply",
-        "_w",
+        "_seq",
+        "_staged",
+        "_totals",
         "fresh_until",
         "lease",
-        "ops",
+        "owner",
         "run_id",
         "store",
         "urgent",
@@ -147,42 +157,45 @@ class Journal:
 
     def __init__(
         self,
-        store: Any,
+        store: Store,
         run_id: str,
+        owner: str,
         group: GroupCommit | None = None,
-        lease: KeepLease | None = None,
+        *,
+        lease: float | None,
         dump: Callable[[Any], Any] | None = None,
     ) -> None:
-        from engine.store import writes
-
-        self._w = writes
         self.store = store
         self.run_id = run_id
+        self.owner = owner
         self._group = group
-        self.ops: list[Op] = []
-        # True while the buffer holds something a crash must not lose before another tool
-        # runs: the result of a call with side effects.
-        self.urgent = False
-        # The lease every batch is fenced by and renews (None: not held, e.g. released).
+        # The lease length while it is held (None: released, nothing more is written).
         self.lease = lease
-        # Until when (time.monotonic) the lease is known to be held: renewed by a write
-        # that started before this minus its length.
-        self.fresh_until = time.monotonic() + lease.seconds if lease is not None else 0.0
+        # Until when (time.monotonic) the lease is known to be held: its last renewal.
+        self.fresh_until = time.monotonic() + lease if lease is not None else 0.0
         self._beat: asyncio.TimerHandle | None = None
-        # Encoded once and stored twice: the run's position (the last step's after, the next
-        # one's before), and the pending step's reply (its message and the step), by seq.
-        self._position: tuple[Any, Any] | None = None  # (position, Encoded)
-        self._reply: tuple[int, Any] | None = None  # (seq, Encoded)
-        # A gate's allowed tools as stored with each step: encoded once per gate.
-        self._allowed: dict[tuple[str, ...], Any] = {}
+        # The buffer: finished events, and the open step's reply and call records.
+        self._events: list[_Built] = []
+        self._reply: dict[str, Any] | None = None
+        self._calls: list[dict[str, Any]] = []
+        self._seq = 0  # the open step's number
+        self._release = False  # give the lease up with the next append
+        # True while the buffer holds a side-effect call's result: on disk before any
+        # other tool runs.
+        self.urgent = False
         self._dump = dump  # the machine's `dump` (a position as stored)
+        self._position: tuple[Any, Any] = (None, None)  # (position, its dump)
+        # Where the run stands as committed (for a pause or stop event's totals), and as it
+        # will once the buffered step commit is (None: nothing buffered).
+        self._totals: dict[str, Any] = {"steps": 0, "input_tokens": 0, "output_tokens": 0}
+        self._staged: dict[str, Any] | None = None
 
     # -- opening -----------------------------------------------------------------------
 
     @classmethod
     async def create(
         cls,
-        store: Any,
+        store: Store,
         group: GroupCommit | None,
         *,
         agent: Agent,
@@ -197,38 +210,37 @@ class Journal:
     ) -> Journal:
         """Record a new run (with its first message) and hold it: the run exists in the
         store before its first model call, leased to `owner` (default: a new id)."""
-        from engine.store import new_owner_id, new_run_id
+        from engine.store.ids import new_owner_id, new_run_id
 
-        w = cls._writes()
         seconds = resolve_lease_seconds(lease_seconds)
-        owner = owner or new_owner_id()
         record = store.save_agent(agent.name, agent.rules_text, agent.rules_path)
-        journal = cls(store, run_id or new_run_id(), group, dump=agent.machine.dump)
-        encoded = w.Encoded(position_dump)
-        journal._position = (position, encoded)
-        journal.add(
-            w.CreateRun(
-                run_id=journal.run_id,
-                agent_id=record.id,
-                rules_hash=record.rules_hash,
-                model=model,
-                input=first.text or "",
-                options=options,
-                position=encoded,
-                owner=owner,
-                lease_seconds=seconds,
-            )
+        journal = cls(
+            store,
+            run_id or new_run_id(),
+            owner or new_owner_id(),
+            group,
+            lease=seconds,
+            dump=agent.machine.dump,
         )
-        journal.add(w.AppendMessages([message_to_dict(first)], 0))
-        await journal.flush()
-        journal.lease = w.KeepLease(owner, seconds)
-        journal.fresh_until = time.monotonic() + seconds
+        journal._position = (position, position_dump)
+        journal._totals["position"] = position_dump
+        created = {
+            "agent_id": record.id,
+            "rules_hash": record.rules_hash,
+            "model": model,
+            "input": first.text or "",
+            "options": options,
+            "position": position_dump,
+            "messages": [message_to_dict(first)],
+        }
+        journal._events.append(("run_created", created))
+        await journal.flush(renew=True)  # the new run's first lease
         return journal
 
     @classmethod
     def resume(
         cls,
-        store: Any,
+        store: Store,
         group: GroupCommit | None,
         *,
         run_id: str,
@@ -239,26 +251,21 @@ class Journal:
         """Claim a stored run (`RunClaimed` if another live process holds it, before
         anything is read) and load where it stands."""
         from engine.runtime.resume import load_state
-        from engine.store import new_owner_id
+        from engine.store.ids import new_owner_id
 
         seconds = resolve_lease_seconds(lease_seconds)
         owner = owner or new_owner_id()
         store.claim_run(run_id, owner, seconds=seconds)
         try:
-            state, pending = load_state(store, run_id, agent)
+            state, pending = load_state(store, run_id, agent, owner)
         except BaseException:
             with suppress(Exception):  # the error being raised says what went wrong
                 store.release_run(run_id, owner)
             raise
-        lease = cls._writes().KeepLease(owner, seconds)
-        journal = cls(store, state.run_id, group, lease, agent.machine.dump)
+        journal = cls(store, state.run_id, owner, group, lease=seconds, dump=agent.machine.dump)
+        journal._totals = _totals(state, journal._dumped(state.position))
+        journal._seq = state.seq
         return journal, state, pending
-
-    @staticmethod
-    def _writes() -> Any:
-        from engine.store import writes
-
-        return writes
 
     # -- what happened -----------------------------------------------------------------
 
@@ -267,12 +274,9 @@ class Journal:
         return datetime.now(UTC)
 
     def reply_received(self, state: RunState, step: PendingStep) -> None:
-        """The reply of `step` arrived: stored as an assistant message tied to the step (a
-        resume finds the reply of the step that is not committed by its number)."""
-        w = self._w
-        reply_json = w.Encoded(reply_to_dict(step.reply, step.message))
-        self._reply = (step.seq, reply_json)
-        self.ops.append(w.AppendMessages([reply_json], state.next_message, step.seq))
+        """The reply of `step` arrived: recorded with the step's first append."""
+        self._seq = step.seq
+        self._reply = reply_to_dict(step.reply, step.message)
         state.next_message += 1
 
     def call_started(
@@ -280,59 +284,67 @@ class Journal:
     ) -> None:
         """Call `index` of `step` is about to run (`flush_due` says whether it must be on
         disk first)."""
-        self.ops.append(
-            self._start(step, index, call, arguments, side_effects, self._w.CallStatus.STARTED)
-        )
+        self._open(step.seq, step.call_keys[index], index, call, arguments, side_effects)
 
     async def call_held(
         self, step: PendingStep, index: int, call: ToolCall, arguments: Any, side_effects: bool
     ) -> None:
         """Call `index` of `step` waits for approval: on disk when this returns (a reviewer
         may act on it at once)."""
-        w = self._w
-        self.ops.append(
-            self._start(step, index, call, arguments, side_effects, w.CallStatus.AWAITING_APPROVAL)
-        )
+        key = step.call_keys[index]
+        self._open(step.seq, key, index, call, arguments, side_effects)
+        self._calls[-1]["status"] = "awaiting_approval"
         await self.flush()
 
-    def _start(
+    def _open(
         self,
-        step: PendingStep,
+        seq: int,
+        key: str,
         index: int,
         call: ToolCall,
         arguments: Any,
         side_effects: bool,
-        status: Any,
-    ) -> Any:
-        return self._w.StartCall(
-            step.call_keys[index],
-            step_seq=step.seq,
-            batch_index=index,
-            tool=call.name,
-            arguments_raw=call.arguments,
-            arguments=arguments,
-            status=status,
-            side_effects=side_effects,
+        **more: Any,
+    ) -> None:
+        self._seq = seq
+        self._calls.append(
+            {
+                "id": key,
+                "status": "started",
+                "step": seq,
+                "index": index,
+                "tool": call.name,
+                "arguments_raw": call.arguments,
+                "arguments": arguments,
+                "side_effects": side_effects,
+                **more,
+            }
         )
 
     def call_approved(self, key: str) -> None:
         """An approved call starts running."""
-        self.ops.append(self._w.SetCallStatus(key, self._w.CallStatus.STARTED))
+        self._calls.append({"id": key, "status": "started"})
 
     def call_finished(self, key: str, result: ToolResult, side_effects: bool) -> None:
         """A call returned (or raised: `result.is_error`)."""
-        w = self._w
-        status = w.CallStatus.ERROR if result.is_error else w.CallStatus.FINISHED
-        self.ops.append(
-            w.FinishCall(key, status, result.output, result.is_error, result.duration_ms)
+        self._calls.append(
+            {
+                "id": key,
+                "status": "error" if result.is_error else "finished",
+                "done": True,
+                "result": result.output,
+                "is_error": result.is_error,
+                "duration_ms": result.duration_ms,
+            }
         )
         if side_effects:
             self.urgent = True
 
     def call_failed(self, key: str, message: str) -> None:
         """A side-effect call interrupted by a crash is given up as failed (a decision)."""
-        w = self._w
-        self.ops.append(w.FinishCall(key, w.CallStatus.FAILED, message, True))
+        self._close_open()
+        decided = {"call": key, "decision": "mark_failed", "by": self.owner, "result": message}
+        self._events.append(("decided", decided))
         self.urgent = True
 
     def violation(
@@ -345,20 +357,19 @@ class Journal:
         side_effects: bool,
     ) -> None:
         """Call `index` of step `seq` was refused, not executed, for `message`."""
-        w = self._w
-        self.ops.append(
-            w.StartCall(
-                key,
-                step_seq=seq,
-                batch_index=index,
-                tool=call.name,
-                arguments_raw=call.arguments,
-                status=w.CallStatus.VIOLATION,
-                violation=message,
-                side_effects=side_effects,
-            )
+        self._open(
+            seq,
+            key,
+            index,
+            call,
+            None,
+            side_effects,
+            violation=message,
+            done=True,
+            result=message,
+            is_error=True,
         )
-        self.ops.append(w.FinishCall(key, w.CallStatus.VIOLATION, message, True))
+        self._calls[-1]["status"] = "violation"
 
     def step_committed(
         self,
@@ -374,57 +385,39 @@ class Journal:
         """`step` is done: `state` stands at its end (`position`, the machine's dump of
         `state.position`), `messages` (the tool results and any nag) follow its reply.
         With `stop`, the run stops here (and gives its lease up). Durable after `flush`."""
-        w = self._w
         reply = step.reply
         usage = reply.usage
-        position_json = w.Encoded(position)
-        before = self._encoded_position(step.position_before)
-        self._position = (state.position, position_json)
-        reply_json = self._reply[1] if self._reply and self._reply[0] == step.seq else None
-        self._reply = None
-        end: dict[str, Any] = {}
-        if stop is not None:
-            end = {"status": status_for(stop), "stop_reason": stop.value}
-            if error is not None:
-                end["error"] = error
-        self.ops.append(
-            w.CommitStep(
-                # Built from the loop's own values: no validation pass needed.
-                w.StepValues(
-                    seq=step.seq,
-                    position_before=before,
-                    position_after=position_json,
-                    allowed=self._allowed_json(step.gate.allowed),
-                    force=step.gate.force,
-                    forced_tool=step.gate.forced_tool,
-                    tool_choice=reply.tool_choice_sent,
-                    reply=reply_json or reply_to_dict(reply),
-                    decision=decision,
-                    reason=reason,
-                    started_at=step.started_at,
-                    finished_at=None,
-                    input_tokens=usage.input_tokens,
-                    output_tokens=usage.output_tokens,
-                ),
-                [message_to_dict(m) for m in messages],
-                first_message_seq=state.next_message,
-                **end,
-            )
-        )
+        recorded = {
+            "seq": step.seq,
+            "position_before": self._dumped(step.position_before),
+            "position_after": position,
+            "allowed": step.gate.allowed,
+            "force": step.gate.force,
+            "forced_tool": step.gate.forced_tool,
+            "tool_choice": reply.tool_choice_sent,
+            "reply": self._reply or reply_to_dict(reply, step.message),
+            "decision": decision,
+            "reason": reason,
+            "started_at": step.started_at,
+            "input_tokens": usage.input_tokens,
+            "output_tokens": usage.output_tokens,
+        }
+        self._commit_step(recorded, [message_to_dict(m) for m in messages])
         state.next_message += len(messages)
+        self._position = (state.position, position)
+        self._staged = _totals(state, position)
         if stop is not None:
-            self._release()
+            self._stop(stop, error)
+
+    def _commit_step(self, recorded: dict[str, Any], messages: list[Any], **more: Any) -> None:
+        self._reply = None
+        calls, self._calls = self._calls, []
+        event = {"step": recorded, "calls": calls, "messages": messages, **more}
+        self._events.append(("step_committed", event))
 
     async def stopped(self, stop: StopReason, error: str | None = None) -> None:
         """The run stops (or pauses) outside a step commit: on disk, lease given up."""
-        self.ops.append(
-            self._w.UpdateRun(
-                status=status_for(stop),
-                stop_reason=stop.value,
-                error=error if stop is StopReason.ERROR else None,
-            )
-        )
-        self._release()
+        self._stop(stop, error if stop is StopReason.ERROR else None)
         await self.flush()
 
     async def malformed_step(
@@ -432,104 +425,94 @@ class Journal:
     ) -> None:
         """A step whose reply was no reply: committed with the server's body as its reply
         (no message in the history); the run stops with an error, on disk."""
-        w = self._w
-        position = self._encoded_position(state.position)
-        self.ops.append(
-            w.CommitStep(
-                w.StepValues(
-                    seq=state.seq,
-                    position_before=position,
-                    position_after=position,
-                    allowed=self._allowed_json(gate.allowed),
-                    force=gate.force,
-                    forced_tool=gate.forced_tool,
-                    tool_choice=exc.tool_choice_sent,
-                    reply={"role": "assistant", "malformed": exc.raw, "error": exc.message},
-                    decision="stop",
-                    reason="malformed_reply",
-                    started_at=started or datetime.now(UTC),
-                    finished_at=None,
-                    input_tokens=0,
-                    output_tokens=0,
-                ),
-                [],
-                first_message_seq=state.next_message,
-                status=status_for(StopReason.ERROR),
-                stop_reason=StopReason.ERROR.value,
-                error=str(exc),
-            )
-        )
-        self._release()
+        position = self._dumped(state.position)
+        recorded = {
+            "seq": state.seq,
+            "position_before": position,
+            "position_after": position,
+            "allowed": gate.allowed,
+            "force": gate.force,
+            "forced_tool": gate.forced_tool,
+            "tool_choice": exc.tool_choice_sent,
+            "reply": {"role": "assistant", "malformed": exc.raw, "error": exc.message},
+            "decision": "stop",
+            "reason": "malformed_reply",
+            "started_at": started or datetime.now(UTC),
+        }
+        self._commit_step(recorded, [], reply_in_history=False)
+        self._staged = {**self._totals, "steps": state.seq + 1}
+        self._stop(StopReason.ERROR, str(exc))
         await self.flush()
 
     def cancelled(self) -> None:
         """The run's task is being cancelled: whatever is buffered is committed with the
         status, at once, on this thread (the task must not wait for a group commit)."""
-        self.ops.append(
-            self._w.UpdateRun(status="cancelled", stop_reason=StopReason.CANCELLED.value)
-        )
-        self._release()
+        self._stop(StopReason.CANCELLED, None)
         self.flush_now()
 
     def abandoned(self, exc: BaseException) -> None:
         """An error the loop does not handle ends it: the run stays resumable; the lease is
         given up if it is still this process's (nothing buffered is written)."""
-        from engine.store import LeaseLost
-
         if self.lease is None or isinstance(exc, LeaseLost):
             return
-        self.ops = []
-        self._release()
+        self._drop()
+        self._release = True
         with suppress(Exception):
             self.flush_now()
 
     def refused(self, exc: BaseException) -> bool:
         """Whether `exc` is the store refusing this run's write (the run then stops on
         record, `store_failed`), rather than a lost lease (the run is another process's)."""
-        from engine.store import LeaseLost
-        from engine.store.errors import StoreError
-
         return isinstance(exc, StoreError) and not isinstance(exc, LeaseLost)
 
     def store_failed(self, error: str) -> None:
         """After a refused write: what was buffered is dropped, the stop recorded and the
         lease given up, if the store takes them (resumable from the last committed step)."""
-        self.ops = []  # what the store refused is not sent again
-        self.ops.append(
-            self._w.UpdateRun(
-                status=status_for(StopReason.ERROR),
-                stop_reason=StopReason.ERROR.value,
-                error=error,
-            )
-        )
-        self._release()
+        self._drop()  # what the store refused is not sent again
+        self._stop(StopReason.ERROR, error)
         with suppress(Exception):  # the store is gone: the result says why
             self.flush_now()
 
-    def _release(self) -> None:
-        """End the batch being written by giving the run's lease up (the run stops here)."""
-        lease = self.lease
-        if lease is not None:
-            self.ops.append(self._w.ReleaseLease(lease.owner))
-            self.lease = None
+    # -- the buffer --------------------------------------------------------------------
 
-    def _encoded_position(self, position: Any) -> Any:
-        cached = self._position
-        if cached is not None and cached[0] is position:
-            return cached[1]
+    def _stop(self, stop: StopReason, error: str | None) -> None:
+        """Buffer the pause or stop event; the lease is given up with it."""
+        self._close_open()
+        status = status_for(stop)
+        end: dict[str, Any] = {"status": status, "stop_reason": stop.value}
+        end["totals"] = dict(self._staged or self._totals)
+        if status.is_terminal:
+            self._events.append(("stopped", {**end, "error": error}))
+        else:
+            self._events.append(("paused", end))
+        if self.lease is not None:
+            self._release = True
+
+    def _close_open(self) -> None:
+        """The open step's reply and calls as a `calls_started` event."""
+        if self._reply is not None or self._calls:
+            opened = {"step": self._seq, "reply": self._reply, "calls": self._calls}
+            self._events.append(("calls_started", opened))
+            self._reply, self._calls = None, []
+
+    def _drop(self) -> None:
+        self._events, self._calls, self._reply, self._staged = [], [], None, None
+        self.urgent = False
+
+    def _committed(self, fresh: float) -> None:
+        """The append is on disk: what it says is where the run stands."""
+        self.fresh_until = max(self.fresh_until, fresh)
+        if self._staged is not None:
+            self._totals, self._staged = self._staged, None
+
+    def _dumped(self, position: Any) -> Any:
+        known, dumped = self._position
+        if known is position and dumped is not None:
+            return dumped
         assert self._dump is not None
-        return self._w.Encoded(self._dump(position))
-
-    def _allowed_json(self, allowed: tuple[str, ...]) -> Any:
-        encoded = self._allowed.get(allowed)
-        if encoded is None:
-            encoded = self._allowed[allowed] = self._w.Encoded(list(allowed))
-        return encoded
+        return self._dump(position)
 
     # -- durability --------------------------------------------------------------------
-
-    def add(self, op: Op) -> None:
-        self.ops.append(op)
 
     def flush_due(self, side_effects: bool) -> bool:
         """Whether the buffer must be on disk before the next call runs: a side effect must
@@ -538,40 +521,55 @@ class Journal:
         flush renews it, or says it is lost)."""
         return side_effects or self.urgent or self.stale()
 
-    def _take(self) -> tuple[list[Op], float]:
-        ops, self.ops = self.ops, []
-        self.urgent = False
+    def _take(self, renew: bool) -> tuple[Append | None, float]:
+        """The buffer as one append (None: nothing to write), and the lease's new fresh_until
+        once it is committed (0: not renewed)."""
+        self._close_open()
         lease = self.lease
-        if lease is None:
-            return ops, 0.0
-        ops.insert(0, lease)
-        return ops, time.monotonic() + lease.seconds
+        # The fence proves the lease is held; it is renewed only when more than half of it
+        # has passed (the heartbeat renews it otherwise), or for a new run (its first).
+        renewing = lease is not None and (self.stale() or (renew and self._creating()))
+        if not self._events and not renewing and not self._release:
+            return None, 0.0
+        built, self._events = self._events, []
+        events = _build(built)
+        release, self._release = self._release, False
+        if release:
+            self.lease = None
+        self.urgent = False
+        seconds = lease if renewing else None
+        append = Append(self.run_id, self.owner, events, lease_seconds=seconds, release=release)
+        return append, (time.monotonic() + lease if renewing and lease else 0.0)
+
+    def _creating(self) -> bool:
+        return any(kind == "run_created" for kind, _ in self._events)
 
     async def flush(self, *, renew: bool = False) -> None:
-        """Commit the buffer (one transaction, possibly shared with other runs); with
-        `renew`, renew the lease even when nothing is buffered."""
-        if not self.ops and not (renew and self.lease is not None):
+        """Append the buffer (one transaction, possibly shared with other runs). `renew`:
+        the lease must be fresh when this returns (before a tool runs): renewed when more
+        than half of it has passed, else proven held by the append's fence."""
+        append, fresh = self._take(renew)
+        if append is None:
             return
-        ops, fresh = self._take()
         if self._group is None:
-            self.store.write(self.run_id, ops)
+            _raise_first(self.store.append([append]))
         else:
-            await self._group.write(self.run_id, ops)
-        self.fresh_until = max(self.fresh_until, fresh)
+            await self._group.write(append)
+        self._committed(fresh)
 
     def flush_now(self) -> None:
-        """Commit the buffer at once, on this thread (for a task being cancelled)."""
-        if self.ops:
-            ops, fresh = self._take()
-            self.store.write(self.run_id, ops)
-            self.fresh_until = max(self.fresh_until, fresh)
+        """Append the buffer at once, on this thread (for a task being cancelled)."""
+        append, fresh = self._take(False)
+        if append is not None:
+            _raise_first(self.store.append([append]))
+            self._committed(fresh)
 
     def stale(self) -> bool:
         """Whether the lease must be renewed before a tool runs: more than half of it has
-        passed since it was last confirmed (a heartbeat that could not run, e.g. while a
+        passed since it was last renewed (a heartbeat that could not run, e.g. while a
         blocking tool held the event loop)."""
         lease = self.lease
-        return lease is not None and time.monotonic() > self.fresh_until - lease.seconds / 2
+        return lease is not None and time.monotonic() > self.fresh_until - lease / 2
 
     # -- the heartbeat -----------------------------------------------------------------
 
@@ -579,7 +577,7 @@ class Journal:
         """Renew the lease every third of its length until `stop_heartbeat` (or release)."""
         if self.lease is not None:
             loop = asyncio.get_running_loop()
-            self._beat = loop.call_later(self.lease.seconds / 3, self._heartbeat)
+            self._beat = loop.call_later(self.lease / 3, self._heartbeat)
 
     def stop_heartbeat(self) -> None:
         if self._beat is not None:
@@ -592,18 +590,40 @@ class Journal:
             self._beat = None
             return
         now = time.monotonic()
-        # A write in the last third renewed it already.
-        if now > self.fresh_until - lease.seconds * 2 / 3:
+        # A renewal in the last third counts.
+        if now > self.fresh_until - lease * 2 / 3:
             try:
-                self.store.write(self.run_id, [lease])
+                self.store.renew_lease(self.run_id, self.owner, seconds=lease)
             except Exception:
-                # Lost, or the store is unreachable: the next flush (fenced) says which and
-                # stops the run; the heartbeat keeps trying meanwhile.
+                # Lost, or the store is unreachable: the next append (fenced) says which
+                # and stops the run; the heartbeat keeps trying meanwhile.
                 pass
             else:
-                self.fresh_until = max(self.fresh_until, now + lease.seconds)
+                self.fresh_until = max(self.fresh_until, now + lease)
         loop = asyncio.get_running_loop()
-        self._beat = loop.call_later(lease.seconds / 3, self._heartbeat)
+        self._beat = loop.call_later(lease / 3, self._heartbeat)
+
+
+def _totals(state: RunState, position: Any) -> dict[str, Any]:
+    usage = state.usage
+    return {
+        "steps": state.seq,
+        "input_tokens": usage.input_tokens,
+        "output_tokens": usage.output_tokens,
+        "position": position,
+    }
+
+
+def _build(built: list[_Built]) -> list[dict[str, Any]]:
+    """The buffered events as drafts: their models' fields by name (`engine.store.events`),
+    which the store encodes as they are (and the reader validates)."""
+    return [{"kind": kind, "version": 1, **fields} for kind, fields in built]
+
+
+def _raise_first(errors: Sequence[StoreError | None]) -> None:
+    for error in errors:
+        if error is not None:
+            raise error
 
 
 class NullJournal:
@@ -707,6 +727,4 @@ def resolve_lease_seconds(given: float | None) -> float:
     default (`engine.store.LEASE_SECONDS`)."""
     if given:
         return given
-    from engine.store import LEASE_SECONDS
-
     return lease_seconds_from_env() or LEASE_SECONDS

@@ -9,6 +9,10 @@ from engine.errors import ToolfsmError
 from engine.providers.base import Provider, Usage
 from engine.runtime.agent import Agent, agent_from_text
 from engine.runtime.state import PendingStep, RunState, message_from_dict, reply_from_dict
+from engine.store.ids import rules_hash
+from engine.store.protocol import Append, Store
+from engine.store.records import MessageRecord, RunRecord, RunSnapshot
+from engine.store.status import RunStatus
 
 __all__ = [
     "ResumeError",
@@ -23,14 +27,14 @@ __all__ = [
 # Statuses a run can be resumed from: "running" means the process that ran it died;
 # "failed" is a stop with `error` (a server down, a timeout), resumed once the cause is fixed.
 # A finished run stays finished.
-RESUMABLE = ("running", "awaiting_approval", "awaiting_decision", "cancelled", "failed")
+RESUMABLE = tuple(status for status in RunStatus if status.is_resumable)
 
 
 class ResumeError(ToolfsmError):
     """A run cannot be resumed (finished, rules changed, tools missing...)."""
 
 
-def open_agent(store: Any, run_id: str, *, tools: str | None = None) -> tuple[Agent, Any]:
+def open_agent(store: Store, run_id: str, *, tools: str | None = None) -> tuple[Agent, RunRecord]:
     """The agent of a stored run, recompiled from the rule text stored with it, and the run.
 
     `tools` overrides the tools module recorded when the run started.
@@ -49,7 +53,7 @@ def open_agent(store: Any, run_id: str, *, tools: str | None = None) -> tuple[Ag
     return agent, run
 
 
-def provider_settings(run: Any) -> dict[str, Any]:
+def provider_settings(run: RunRecord) -> dict[str, Any]:
     """The provider settings stored with a run: `options["provider_options"]`, the keyword
     arguments `make_provider` got when the run started (base URL, gating mode, timeout, ...;
     never a secret). Runs stored before it kept only `base_url`."""
@@ -60,7 +64,9 @@ def provider_settings(run: Any) -> dict[str, Any]:
     return {"base_url": opts["base_url"]} if opts.get("base_url") is not None else {}
 
 
-def provider_for_run(run: Any, snapshot: Any | None = None, **options: Any) -> Provider:
+def provider_for_run(
+    run: RunRecord, snapshot: RunSnapshot | None = None, **options: Any
+) -> Provider:
     """Rebuild the provider a run was started with, with the settings stored with it
     (`provider_settings`; `options` override them). API keys come from the environment.
 
@@ -72,7 +78,7 @@ def provider_for_run(run: Any, snapshot: Any | None = None, **options: Any) -> P
     if opts.get("provider") == "scripted":
         from engine.providers.scripted import ScriptedProvider, load_script
 
-        path = opts["script"]
+        path = str(opts["script"])
         used = 0
         if snapshot is not None:
             used = sum(1 for m in snapshot.messages if m.role == "assistant")
@@ -80,18 +86,16 @@ def provider_for_run(run: Any, snapshot: Any | None = None, **options: Any) -> P
     return make_provider(run.model, **{**provider_settings(run), **options})
 
 
-def rules_file_changed(store: Any, run: Any) -> str | None:
+def rules_file_changed(store: Store, run: RunRecord) -> str | None:
     """A warning when the rule file a run was started from now holds other rules than the
     text stored with the run (which the run keeps), naming both hashes; None otherwise."""
     path = run.options.get("rules_file") or store.get_agent(run.agent_id).rules_path
     if not path:
         return None
     try:
-        text = Path(path).read_bytes().decode("utf-8")
+        text = Path(str(path)).read_bytes().decode("utf-8")
     except (OSError, UnicodeDecodeError):
         return None  # gone or unreadable: nothing to compare
-    from engine.store import rules_hash
-
     on_disk = rules_hash(text)
     if on_disk == run.rules_hash:
         return None
@@ -101,7 +105,7 @@ def rules_file_changed(store: Any, run: Any) -> str | None:
     )
 
 
-def pending_reply(snapshot: Any) -> Any | None:
+def pending_reply(snapshot: RunSnapshot) -> MessageRecord | None:
     """The stored message of the reply whose step is not committed (step `steps_count`), if
     any. A reply is stored when it arrives, tied to its step; the step commit comes later.
 
@@ -119,21 +123,22 @@ def pending_reply(snapshot: Any) -> Any | None:
     return None
 
 
-def load_state(store: Any, run_id: str, agent: Agent) -> tuple[RunState, PendingStep | None]:
+def load_state(
+    store: Store, run_id: str, agent: Agent, owner: str
+) -> tuple[RunState, PendingStep | None]:
     """The state after the run's last committed step, and its pending step, if any.
 
-    Marks the run running again; only a run in a resumable status is accepted (a second
-    process resuming the same paused run gets `RunStateConflict`).
+    Marks the run running again (a `resumed` event, under `owner`'s lease, which the caller
+    holds); only a run in a resumable status is accepted (a second process resuming the
+    same paused run gets `RunStateConflict`).
     """
     snapshot = store.load_run(run_id)
     run = snapshot.run
-    if run.status not in RESUMABLE:
+    if not run.status.is_resumable:
         raise ResumeError(
             f"run {run.id} is {run.status} ({run.stop_reason}); only runs that are "
             f"{', '.join(RESUMABLE)} can be resumed"
         )
-    from engine.store import rules_hash
-
     if rules_hash(agent.rules_text) != run.rules_hash:
         raise ResumeError(
             f"run {run.id} was started with rules {run.rules_hash[:12]}, but the agent given "
@@ -174,7 +179,10 @@ def load_state(store: Any, run_id: str, agent: Agent) -> tuple[RunState, Pending
             call_keys=state.call_keys(seq, stored_reply.tool_calls),
             recorded=recorded,
         )
-    store.update_run(
-        run.id, status="running", stop_reason=None, error=None, expect_status=run.status
-    )
+    from engine.store.events import Resumed
+
+    resumed = Resumed(previous=run.status, by=owner)
+    (error,) = store.append([Append(run.id, owner, [resumed])])
+    if error is not None:
+        raise error
     return state, pending

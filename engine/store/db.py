@@ -9,14 +9,13 @@ failing with "database is locked" when two writers race.
 
 from __future__ import annotations
 
-import json
 import os
 import sqlite3
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import orjson
 from platformdirs import user_data_dir
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.engine import URL, make_url
@@ -47,29 +46,11 @@ PG_CONNECT_TIMEOUT_S = 10
 # Execution option that marks a connection as a writer; see `_sqlite_begin`.
 WRITE_OPTION = "toolfsm_write"
 
-# allow_nan=False: PostgreSQL's json type rejects NaN/Infinity, so SQLite must too, or a run
-# saved on one backend could not be copied to the other. ensure_ascii=False keeps text readable.
-# One encoder for every value: json.dumps with options builds a new one per call.
-_ENCODER = json.JSONEncoder(allow_nan=False, ensure_ascii=False)
-_encode: Callable[[Any], str] = _ENCODER.encode
-_c_make_encoder: Any = getattr(json.encoder, "c_make_encoder", None)
-_c_encode_text: Any = getattr(json.encoder, "c_encode_basestring", None)
-
-
-def _encode_fast(value: Any) -> str:
-    # What `_ENCODER.encode` does, without its per-call Python layers (iterencode builds the
-    # same C encoder each call): about half the time for the loop's small values. A fresh
-    # markers dict per call keeps the circular-reference check and thread safety.
-    # Arguments: markers, default, string encoder, indent, key and item separators,
-    # sort_keys, skipkeys, allow_nan - `_ENCODER`'s settings.
-    encode = _c_make_encoder(
-        {}, _ENCODER.default, _c_encode_text, None, ": ", ", ", False, False, False
-    )
-    return "".join(encode(value, 0))
-
-
-if _c_make_encoder is not None and _c_encode_text is not None:  # CPython's accelerator
-    _encode = _encode_fast
+# orjson: a step's event body encodes in about 1 µs against the stdlib encoder's 15-30 µs
+# (measured side by side; see the commit that brought it). Non-string keys become strings as
+# json.dumps would make them; non-finite floats are stored as null (PostgreSQL's json type
+# has no NaN), and text stays readable (UTF-8, not \u escapes).
+_OPTIONS = orjson.OPT_NON_STR_KEYS
 
 
 class NotJsonSerialisable(InvalidValue):
@@ -80,7 +61,7 @@ def json_dumps(value: Any) -> str:
     # Raise our own error: psycopg lets the encoder's exception escape as is, while SQLite's
     # path wraps it in a StatementError; the store translates this one type either way.
     try:
-        return _encode(value)
+        return orjson.dumps(value, option=_OPTIONS).decode()
     except (TypeError, ValueError) as exc:
         raise NotJsonSerialisable(f"a value is not JSON-serialisable ({exc})") from exc
 

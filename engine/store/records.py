@@ -9,10 +9,11 @@ which keeps it free of imports from the rule compiler and the providers.
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from enum import StrEnum
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, JsonValue
+
+from engine.store.status import CallStatus, RunStatus
 
 __all__ = [
     "AgentRecord",
@@ -30,47 +31,6 @@ __all__ = [
 def utcnow() -> datetime:
     """Return the current time as an aware UTC datetime (the only clock the store uses)."""
     return datetime.now(UTC)
-
-
-class RunStatus(StrEnum):
-    """Where a run stands; `is_terminal` ones have a `finished_at`."""
-
-    RUNNING = "running"
-    AWAITING_APPROVAL = "awaiting_approval"
-    AWAITING_DECISION = "awaiting_decision"
-    FINISHED = "finished"
-    FAILED = "failed"
-    CANCELLED = "cancelled"
-
-    @property
-    def is_terminal(self) -> bool:
-        """True for statuses after which the loop does not continue by itself."""
-        return self in _TERMINAL_RUN
-
-
-_TERMINAL_RUN = frozenset({RunStatus.FINISHED, RunStatus.FAILED, RunStatus.CANCELLED})
-
-
-class CallStatus(StrEnum):
-    """Life of one tool call.
-
-    started -> finished | error | failed          (executed)
-    awaiting_approval -> approved | denied        (requires-approval rule)
-    approved -> started -> ...                    (executed after approval)
-    violation                                     (not executed: outside the allowed set)
-
-    `error` means the tool ran and reported an error; `failed` means the call could not
-    complete (the executor raised, or the loop found it unfinished after a crash).
-    """
-
-    STARTED = "started"
-    FINISHED = "finished"
-    ERROR = "error"
-    VIOLATION = "violation"
-    AWAITING_APPROVAL = "awaiting_approval"
-    APPROVED = "approved"
-    DENIED = "denied"
-    FAILED = "failed"
 
 
 class _Record(BaseModel):
@@ -109,7 +69,7 @@ class RunRecord(_Record):
     created_at: datetime
     updated_at: datetime
     finished_at: datetime | None
-    # The run lease (see `RunStore.claim_run`): who may write the run now, None when nobody.
+    # The run lease (see `SqlStore.claim_run`): who may write the run now, None when nobody.
     owner: str | None = None
     lease_renewed_at: datetime | None = None
     lease_expires_at: datetime | None = None
@@ -118,9 +78,8 @@ class RunRecord(_Record):
 class StepRecord(_Record):
     """One step of the loop: the gate that was applied, the reply, and where it led.
 
-    The run loop builds it and hands it to `RunStore.commit_step`; `load_run` returns the same
-    type. `seq` numbers steps 0, 1, 2, ... within a run; `finished_at=None` is filled with the
-    commit time.
+    The body of a `step_committed` event (`engine.store.events`); `load_run` returns it with
+    `finished_at`, the commit's time. `seq` numbers steps 0, 1, 2, ... within a run.
     """
 
     seq: int = Field(ge=0)

@@ -15,7 +15,6 @@ from typing import Any
 
 from sqlalchemy import (
     JSON,
-    Boolean,
     DateTime,
     Index,
     Integer,
@@ -31,10 +30,8 @@ __all__ = [
     "METADATA",
     "VERSION_TABLE",
     "AgentRow",
-    "MessageRow",
+    "RunEventRow",
     "RunRow",
-    "StepRow",
-    "ToolCallRow",
 ]
 
 # Deterministic constraint names: SQLite can only alter a constraint through Alembic's batch
@@ -76,7 +73,13 @@ class AgentRow(_Table, table=True):
 
 
 class RunRow(_Table, table=True):
-    """One run: the header the loop updates after each committed step."""
+    """One run's header: what `runs list` filters on and shows.
+
+    Created with the run's `run_created` event; its status, counters and position are brought
+    up to date by the events that change the status (paused, resumed, stopped), its lease
+    columns by `claim_run`, renewals and releases. While a run runs, its journal is ahead of
+    the header's counters: `load_run` folds them from the events.
+    """
 
     __tablename__ = "run"
     __table_args__ = (
@@ -111,69 +114,21 @@ class RunRow(_Table, table=True):
     lease_expires_at: datetime | None = Field(default=None, sa_type=_TIMESTAMP, nullable=True)
 
 
-class StepRow(_Table, table=True):
-    """One loop step; append-only, keyed by (run_id, seq)."""
+class RunEventRow(_Table, table=True):
+    """One event of a run's journal (`engine.store.events`), numbered 0, 1, 2, ... per run.
 
-    __tablename__ = "step"
-
-    run_id: str = Field(
-        sa_type=String(64), foreign_key="run.id", ondelete="CASCADE", primary_key=True
-    )
-    seq: int = Field(sa_type=Integer, primary_key=True, sa_column_kwargs={"autoincrement": False})
-    position_before: Any = Field(default=None, sa_type=_JSON, nullable=True)
-    position_after: Any = Field(default=None, sa_type=_JSON, nullable=True)
-    allowed: list[str] = Field(sa_type=_JSON, nullable=False)
-    force: bool = Field(sa_type=Boolean, nullable=False)
-    forced_tool: str | None = Field(default=None, sa_type=String, nullable=True)
-    tool_choice: Any = Field(default=None, sa_type=_JSON, nullable=True)
-    reply: Any = Field(default=None, sa_type=_JSON, nullable=True)
-    decision: str | None = Field(default=None, sa_type=String(16), nullable=True)
-    reason: str | None = Field(default=None, sa_type=Text, nullable=True)
-    started_at: datetime = Field(sa_type=_TIMESTAMP, nullable=False)
-    finished_at: datetime = Field(sa_type=_TIMESTAMP, nullable=False)
-    input_tokens: int = Field(default=0, sa_type=Integer, nullable=False)
-    output_tokens: int = Field(default=0, sa_type=Integer, nullable=False)
-
-
-class ToolCallRow(_Table, table=True):
-    """One tool call, keyed by the provider's call id within its run.
-
-    No foreign key to `step`: the loop may record a call before or after it commits the step
-    whose reply asked for it, and the store must not dictate that order.
+    Append-only. `body` is the event's JSON text as its pydantic model writes it; `kind` is
+    the body's kind, copied so a reader can filter without parsing. Without a rowid on
+    SQLite: the primary key is the table, so an append writes one b-tree page.
     """
 
-    __tablename__ = "tool_call"
-
-    run_id: str = Field(
-        sa_type=String(64), foreign_key="run.id", ondelete="CASCADE", primary_key=True
-    )
-    call_id: str = Field(sa_type=String, primary_key=True)
-    step_seq: int = Field(sa_type=Integer, nullable=False)
-    batch_index: int = Field(sa_type=Integer, nullable=False)
-    tool: str = Field(sa_type=String, nullable=False)
-    arguments_raw: str = Field(sa_type=Text, nullable=False)
-    arguments: Any = Field(default=None, sa_type=_JSON, nullable=True)
-    status: str = Field(sa_type=String(32), nullable=False)
-    result: Any = Field(default=None, sa_type=_JSON, nullable=True)
-    is_error: bool = Field(default=False, sa_type=Boolean, nullable=False)
-    violation: str | None = Field(default=None, sa_type=Text, nullable=True)
-    side_effects: bool = Field(default=False, sa_type=Boolean, nullable=False)
-    started_at: datetime = Field(sa_type=_TIMESTAMP, nullable=False)
-    finished_at: datetime | None = Field(default=None, sa_type=_TIMESTAMP, nullable=True)
-    duration_ms: int | None = Field(default=None, sa_type=Integer, nullable=True)
-
-
-class MessageRow(_Table, table=True):
-    """One conversation message, keyed by (run_id, seq); `content` is the loop's dict."""
-
-    __tablename__ = "message"
+    __tablename__ = "run_event"
+    __table_args__ = {"sqlite_with_rowid": False}
 
     run_id: str = Field(
         sa_type=String(64), foreign_key="run.id", ondelete="CASCADE", primary_key=True
     )
     seq: int = Field(sa_type=Integer, primary_key=True, sa_column_kwargs={"autoincrement": False})
-    role: str = Field(sa_type=String, nullable=False)
-    content: dict[str, Any] = Field(sa_type=_JSON, nullable=False)
-    # The step whose commit appended the message (None when appended on its own).
-    step_seq: int | None = Field(default=None, sa_type=Integer, nullable=True)
-    created_at: datetime = Field(sa_type=_TIMESTAMP, nullable=False)
+    kind: str = Field(sa_type=String(32), nullable=False)
+    at: datetime = Field(sa_type=_TIMESTAMP, nullable=False)
+    body: str = Field(sa_type=Text, nullable=False)

@@ -240,15 +240,19 @@ run:
 CONFLICT_TOOLS = '''\
 import os
 
-from engine.store import open_store
+from engine.store import Append, open_store
+from engine.store.events import Paused, Totals
 
 
 def poke() -> str:
-    """Write into this very run from another connection, as a second process would."""
+    """Pause this very run from another connection, under its lease, as a second writer
+    with the same owner id would: the run's next step event is refused (not running)."""
     store = open_store(os.environ["TOOLFSM_DB"])
     try:
         run = store.list_runs(limit=1)[0]
-        store.append_messages(run.id, [{"role": "user", "text": "from elsewhere"}])
+        totals = Totals(steps=0, input_tokens=0, output_tokens=0)
+        paused = Paused(status="awaiting_decision", stop_reason="elsewhere", totals=totals)
+        assert store.append([Append(run.id, run.owner, [paused])]) == [None]
     finally:
         store.close()
     return "poked"

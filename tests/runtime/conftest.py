@@ -15,7 +15,7 @@ import pytest
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
 
-from engine.store import RunStore, open_store
+from engine.store import SqlStore, open_store
 
 DEFAULT_PG_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
 
@@ -51,7 +51,7 @@ def sqlite_url(tmp_path: Path) -> str:
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
-def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[RunStore]:
+def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[SqlStore]:
     """A migrated store on each backend (runs are told apart by their ids, so PostgreSQL's
     session schema is shared between tests)."""
     if request.param == "sqlite":
@@ -63,7 +63,7 @@ def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[RunStore]:
 
 
 @pytest.fixture
-def sqlite_store(sqlite_url: str) -> Iterator[RunStore]:
+def sqlite_store(sqlite_url: str) -> Iterator[SqlStore]:
     with open_store(sqlite_url) as opened:
         yield opened
 

@@ -12,7 +12,7 @@ import pytest
 
 from engine.providers.scripted import ScriptedProvider
 from engine.runtime import Runner, Violation
-from engine.store import RunStore, open_store
+from engine.store import SqlStore, open_store
 from tests.runtime._helpers import make_agent, of
 
 RAN: list[int] = []
@@ -54,7 +54,7 @@ def _huge(size: int) -> str:
     return json.dumps({"text": "x" * size})
 
 
-def _run(store: RunStore | None, yaml: str, replies: list[dict[str, Any]], **kw: Any) -> Any:
+def _run(store: SqlStore | None, yaml: str, replies: list[dict[str, Any]], **kw: Any) -> Any:
     provider = Recording(replies)
     runner = Runner(make_agent(yaml, save, done), provider, store=store, **kw)
 
@@ -65,7 +65,7 @@ def _run(store: RunStore | None, yaml: str, replies: list[dict[str, Any]], **kw:
     return events, provider.requests
 
 
-def _stored_text(store: RunStore, run_id: str) -> str:
+def _stored_text(store: SqlStore, run_id: str) -> str:
     return store.load_run(run_id).model_dump_json()
 
 
@@ -106,7 +106,7 @@ def test_oversized_arguments_are_refused_and_stored_truncated(tmp_path: Path) ->
     assert size < 2 * MB, size
 
 
-def test_the_cap_is_a_run_setting_and_a_runner_option(store: RunStore) -> None:
+def test_the_cap_is_a_run_setting_and_a_runner_option(store: SqlStore) -> None:
     RAN.clear()
     small_cap = AGENT + "run:\n  max_argument_bytes: 64\n"
     replies = [
@@ -125,7 +125,7 @@ def test_the_cap_is_a_run_setting_and_a_runner_option(store: RunStore) -> None:
     assert RAN == [100, 2]
 
 
-def test_a_call_exactly_at_the_cap_runs(store: RunStore) -> None:
+def test_a_call_exactly_at_the_cap_runs(store: SqlStore) -> None:
     RAN.clear()
     raw = _huge(200)
     capped = AGENT + f"run:\n  max_argument_bytes: {len(raw.encode())}\n"
@@ -135,7 +135,7 @@ def test_a_call_exactly_at_the_cap_runs(store: RunStore) -> None:
 
 
 def test_anthropic_tool_use_blocks_are_cut_down_too(
-    store: RunStore, monkeypatch: pytest.MonkeyPatch
+    store: SqlStore, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # Anthropic replies carry their content blocks (tool_use input included) into the
     # history: the cap applies there as well, on the real SDK's wire.

@@ -9,7 +9,7 @@ from engine.machine import StopReason
 from engine.providers.scripted import ScriptedProvider
 from engine.runtime import Runner
 from engine.runtime.journal import GroupCommit
-from engine.store.writes import CommitStep
+from engine.store.events import Decided
 from tests.runtime._helpers import make_agent
 
 AGENT = """
@@ -70,17 +70,16 @@ def test_a_failing_run_does_not_undo_the_others(store) -> None:
     group = GroupCommit(store)
 
     class Conflicting(GroupCommit):
-        """Commits through `group`, but sends run 0's step commits with a wrong number."""
+        """Commits through `group`, but adds a decision on a call that does not exist to
+        run 0's step commits (the store refuses it: `CallNotFound`)."""
 
-        async def write(self, run_id, ops):
-            if run_id == ids[0]:
-                ops = [
-                    CommitStep(replace(op.step, seq=op.step.seq + 5), op.messages)
-                    if isinstance(op, CommitStep)
-                    else op
-                    for op in ops
-                ]
-            await group.write(run_id, ops)
+        async def write(self, append):
+            if append.run_id == ids[0] and any(
+                e["kind"] == "step_committed" for e in append.events
+            ):
+                bogus = Decided(call="no-such-call", decision="approve")
+                append = replace(append, events=[*append.events, bogus])
+            await group.write(append)
 
     ids = ["g-bad", "g-good-1", "g-good-2"]
 
@@ -99,7 +98,7 @@ def test_a_failing_run_does_not_undo_the_others(store) -> None:
     bad, *good = asyncio.run(main())
     # The refused write stops that run (a conflict: nothing more written), not the others.
     assert bad.stop_reason is StopReason.ERROR
-    assert bad.error.startswith("the store refused a write: ") and "step" in bad.error
+    assert bad.error.startswith("the store refused a write: ") and "no-such-call" in bad.error
     assert store.get_run(ids[0]).steps_count == 0
     for result in good:
         assert result.stop_reason is StopReason.TERMINAL_TOOL

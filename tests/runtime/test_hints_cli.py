@@ -15,7 +15,8 @@ from pathlib import Path
 import pytest
 
 from engine.runtime import approve
-from engine.store import open_store
+from engine.store import Append, open_store
+from engine.store.events import CallEntry, CallsStarted, Paused, Totals
 from tests.runtime._cli import (
     copy_workdir,
     env_for,
@@ -136,11 +137,22 @@ def test_no_decision_is_asked_for_a_call_that_finished(tmp_path: Path, follower:
     # What two owners of one run left behind: one finished the call, the other marked the
     # run as waiting for a decision on it.
     with open_store(env_for(workdir)["TOOLFSM_DB"]) as store:
-        (cut,) = store.pending_calls(run_id)
-        store.record_call_finished(
-            run_id, cut.call_id, status="finished", result="charged 20", is_error=False
+        snap = store.load_run(run_id)
+        (cut,) = snap.pending_calls
+        run = snap.run
+        finished = CallEntry(id=cut.call_id, status="finished", done=True, result="charged 20")
+        totals = Totals(
+            steps=run.steps_count,
+            input_tokens=run.input_tokens,
+            output_tokens=run.output_tokens,
+            position=run.position,
         )
-        store.update_run(run_id, status="awaiting_decision", stop_reason="awaiting_decision")
+        events = [
+            CallsStarted(step=cut.step_seq, calls=[finished]),
+            Paused(status="awaiting_decision", stop_reason="awaiting_decision", totals=totals),
+        ]
+        store.claim_run(run_id, "test:1:x")
+        assert store.append([Append(run_id, "test:1:x", events, release=True)]) == [None]
     shown = toolfsm(workdir, "runs", "show", run_id)
     assert "decide:" not in shown.stdout and "--retry" not in shown.stdout
     follower.follow(workdir, shown.stdout)

@@ -22,12 +22,12 @@ import pytest
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
 
-from engine.store import RunStore, open_store
+from engine.store import SqlStore, open_store
 from engine.store.db import redact_url
 
 DEFAULT_PG_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
 BACKENDS = ["sqlite", "postgresql"]
-TABLES = ("agent", "run", "step", "tool_call", "message")
+TABLES = ("agent", "run", "run_event")
 
 
 def _pg_base_url() -> str:
@@ -112,7 +112,7 @@ def store_url(backend: str, request: pytest.FixtureRequest, tmp_path: Path) -> s
 
 
 @pytest.fixture
-def store(store_url: str) -> Iterator[RunStore]:
+def store(store_url: str) -> Iterator[SqlStore]:
     """An open store on an empty, migrated database of the current backend."""
     with open_store(store_url) as opened:
         yield opened

@@ -1,6 +1,6 @@
 """Child process for the crash and multi-process tests (run as a script, not collected).
 
-store_child.py crash URL    commit a step, start a call, leave a write half done, wait
+store_child.py crash URL    commit a step, start a call, leave an append half done, wait
 store_child.py writer URL N create a run and commit N steps to it, then print its id
 store_child.py claim URL RUN GO   wait for the file GO, claim RUN, print WON or the refusal,
                                  stay alive until GO.done exists
@@ -13,75 +13,46 @@ import sys
 import time
 from pathlib import Path
 
-from sqlalchemy.orm import Session
-
-from engine.store import RunClaimed, StepRecord, new_owner_id, open_store
+from engine.store import Append, RunClaimed, new_owner_id, open_store
 from engine.store.db import WRITE_OPTION
-from engine.store.tables import MessageRow, StepRow
-
-
-def step(seq: int) -> StepRecord:
-    return StepRecord(
-        seq=seq,
-        position_before={"state": f"s{seq}"},
-        position_after={"state": f"s{seq + 1}"},
-        allowed=("lookup",),
-    )
+from engine.store.records import utcnow
+from engine.store.sql import _event_values
+from tests.store._journal import append, committed, done, new_run, opened, started
 
 
 def crash(url: str) -> None:
     store = open_store(url)
-    agent = store.save_agent("crashy", "tools: [lookup]\n")
-    run = store.create_run(agent.id, model="scripted:x", input="go", position={"state": "s0"})
-    store.commit_step(
-        run.id,
-        step(0),
-        messages=[{"role": "user", "content": "go"}, {"role": "assistant", "content": "ok"}],
-    )
-    store.record_call_started(
-        run.id, "call_0", step_seq=0, batch_index=0, tool="lookup", arguments_raw="{}"
-    )
-    # A second step written but never committed: what a kill in the middle of commit_step
-    # leaves behind. It must vanish with the process.
-    session = Session(store.engine.execution_options(**{WRITE_OPTION: True}))
-    session.add(
-        StepRow(
-            run_id=run.id,
-            seq=1,
-            allowed=["lookup"],
-            force=False,
-            started_at=step(1).started_at,
-            finished_at=step(1).started_at,
-        )
-    )
-    session.add(
-        MessageRow(
-            run_id=run.id,
-            seq=2,
-            role="assistant",
-            content={"role": "assistant"},
-            created_at=step(1).started_at,
-        )
-    )
-    session.flush()
-    print(run.id, flush=True)
+    owner = new_owner_id()  # this process: once it is killed, its lease is taken over
+    run_id = new_run(store, f"crash-{os.getpid()}", owner=owner)
+    reply = {"role": "assistant", "text": "ok"}
+    append(store, run_id, committed(0, reply=reply), started(1, opened("call_0", 1)), owner=owner)
+    # A step appended but never committed: what a kill in the middle of an append leaves
+    # behind. It must vanish with the process.
+    connection = store.engine.execution_options(**{WRITE_OPTION: True}).raw_connection()
+    cursor = connection.cursor()
+    if store.engine.dialect.name == "sqlite":
+        cursor.execute("BEGIN IMMEDIATE")
+    sql = store._sql.append_event
+
+    event = committed(1, done("call_0"))
+    values = _event_values(Append(run_id, owner, [event]), event, store._sql.at(utcnow()))
+    params = sql.bind(values)
+    cursor.execute(sql.sql, params)
+    print(run_id, flush=True)
     print("READY", flush=True)
     time.sleep(120)  # killed long before this returns
 
 
 def writer(url: str, steps: int) -> None:
     with open_store(url) as store:
-        agent = store.save_agent("shared", "tools: [lookup]\n")
-        run = store.create_run(agent.id, model="scripted:x", input="go")
+        run_id = new_run(store, f"writer-{os.getpid()}", agent="shared")
         for seq in range(steps):
-            store.commit_step(run.id, step(seq), messages=[{"role": "assistant", "n": seq}])
-            store.record_call_started(
-                run.id, f"c{seq}", step_seq=seq, batch_index=0, tool="lookup", arguments_raw=""
+            append(
+                store,
+                run_id,
+                committed(seq, opened(f"c{seq}", seq, tool="lookup"), done(f"c{seq}", seq)),
             )
-            store.record_call_finished(
-                run.id, f"c{seq}", status="finished", result=seq, is_error=False
-            )
-        print(run.id, flush=True)
+        print(run_id, flush=True)
 
 
 def claim(url: str, run_id: str, go: str) -> None:

@@ -1,20 +1,35 @@
-"""The store's public surface stays small, documented and free of upward imports."""
+"""The store's public surface stays small, documented, cheap to import and free of upward
+imports; its events are the checked-in JSON Schema."""
 
 from __future__ import annotations
 
 import inspect
+import json
 import subprocess
 import sys
+from pathlib import Path
+
+import jsonschema
 
 import engine.store
-from engine.store import RunStore
+from engine.store import NullStore, SqlStore, Store
+from engine.store.events import EVENT_ADAPTER, event_schema_text
+
+ROOT = Path(__file__).resolve().parents[2]
+EVENTS_SCHEMA = ROOT / "schemas" / "toolfsm-events.schema.json"
 
 PUBLIC = {
-    "RunStore",
+    "Append",
+    "Store",
+    "NullStore",
+    "SqlStore",
     "open_store",
     "resolve_db_url",
     "new_run_id",
+    "new_owner_id",
+    "owner_is_gone",
     "rules_hash",
+    "LEASE_SECONDS",
     "AgentRecord",
     "RunRecord",
     "StepRecord",
@@ -31,38 +46,24 @@ PUBLIC = {
     "CallNotFound",
     "InvalidValue",
     "StoreConflict",
-    "DuplicateStep",
-    "StepOutOfOrder",
-    "DuplicateCall",
     "CallStateConflict",
     "RunStateConflict",
     "RunClaimed",
     "LeaseLost",
-    "new_owner_id",
-    "LEASE_SECONDS",
 }
 
-LOOP_API = {
+STORE_API = {
     "save_agent",
     "get_agent",
-    "create_run",
-    "commit_step",
-    "append_step",
-    "append_messages",
-    "record_call_started",
-    "record_call_finished",
-    "set_call_status",
-    "update_run",
-    "get_run",
-    "find_run",
-    "load_run",
-    "list_runs",
-    "pending_calls",
+    "append",
     "claim_run",
     "renew_lease",
     "release_run",
-    "write",
-    "write_many",
+    "get_run",
+    "find_run",
+    "list_runs",
+    "load_run",
+    "pending_calls",
     "close",
 }
 
@@ -73,15 +74,17 @@ def test_public_names() -> None:
         assert getattr(engine.store, name).__doc__, name
 
 
-def test_run_store_methods_are_documented() -> None:
-    methods = {
-        name
-        for name, member in inspect.getmembers(RunStore, inspect.isfunction)
-        if not name.startswith("_")
-    }
-    assert methods == LOOP_API
-    for name in methods:
-        doc = getattr(RunStore, name).__doc__
+def _methods(cls: type) -> set[str]:
+    return {n for n, _ in inspect.getmembers(cls, inspect.isfunction) if not n.startswith("_")}
+
+
+def test_both_stores_are_the_protocol_and_nothing_more() -> None:
+    assert _methods(Store) == STORE_API
+    assert _methods(SqlStore) == STORE_API  # `url` and `engine` are properties
+    assert _methods(NullStore) == STORE_API
+    assert isinstance(NullStore(), Store)
+    for name in STORE_API:
+        doc = getattr(SqlStore, name).__doc__
         assert doc and doc.strip(), name
 
 
@@ -92,16 +95,54 @@ def test_errors_form_one_tree() -> None:
             assert issubclass(value, engine.store.StoreError), name
 
 
+def _imported(code: str) -> list[str]:
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True
+    ).stdout
+    return list(json.loads(out))
+
+
+def test_the_store_package_and_the_null_store_load_no_sqlalchemy() -> None:
+    loaded = _imported(
+        "import json, sys, engine.store; from engine.store import NullStore, RunStatus, Append;"
+        "store = NullStore(); store.append([Append('r', 'o', [])]); store.save_agent('a', 'x');"
+        "print(json.dumps(sorted(m for m in sys.modules if m.split('.')[0] in "
+        "('sqlalchemy', 'sqlmodel', 'alembic'))))"
+    )
+    assert loaded == []
+    # ... which the SQL store does load (the check above can fail).
+    assert "sqlalchemy" in _imported(
+        "import json, sys; from engine.store import open_store;"
+        "print(json.dumps([m for m in sys.modules if m == 'sqlalchemy']))"
+    )
+
+
 def test_store_imports_nothing_else_from_the_engine() -> None:
     # `import engine` loads the core's public API; the store must add nothing beyond it
     # except itself (it sits at the bottom of the chain: no providers, runtime or CLI).
     code = (
-        "import sys, engine; [getattr(engine, name) for name in engine.__all__]; "
-        "before = set(sys.modules); import engine.store; "
-        "print(sorted(m for m in set(sys.modules) - before if m.startswith('engine.') "
-        "and not m.startswith('engine.store')))"
+        "import json, sys, engine; [getattr(engine, name) for name in engine.__all__]; "
+        "before = set(sys.modules); import engine.store.sql; "
+        "print(json.dumps(sorted(m for m in set(sys.modules) - before if m.startswith('engine.') "
+        "and not m.startswith('engine.store'))))"
     )
-    out = subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, check=True
-    ).stdout
-    assert out.strip() == "[]"
+    assert _imported(code) == []
+
+
+def test_the_event_schema_file_is_generated_from_the_models() -> None:
+    assert EVENTS_SCHEMA.read_text() == event_schema_text(), (
+        "stale schema: run `python -m engine.store.events > schemas/toolfsm-events.schema.json`"
+    )
+    schema = json.loads(EVENTS_SCHEMA.read_text())
+    jsonschema.Draft202012Validator.check_schema(schema)
+    validator = jsonschema.Draft202012Validator(schema)
+    stopped = {
+        "kind": "stopped",
+        "version": 1,
+        "status": "finished",
+        "totals": {"steps": 1, "input_tokens": 0, "output_tokens": 0},
+    }
+    validator.validate(stopped)
+    EVENT_ADAPTER.validate_python(stopped)
+    assert not validator.is_valid({**stopped, "version": 2})
+    assert not validator.is_valid({**stopped, "kind": "exploded"})

@@ -1,4 +1,4 @@
-"""Tool calls: started -> finished, approvals, violations, pending calls, illegal moves."""
+"""Tool calls in the journal: started, finished, held for approval, decided, refused."""
 
 from __future__ import annotations
 
@@ -8,157 +8,121 @@ from engine.store import (
     CallNotFound,
     CallStateConflict,
     CallStatus,
-    DuplicateCall,
-    InvalidValue,
-    RunRecord,
-    RunStore,
+    RunStateConflict,
+    RunStatus,
+    SqlStore,
 )
+from engine.store.events import Decided, Resumed
+from tests.store._journal import append, committed, done, new_run, opened, paused, started
 
 
-@pytest.fixture
-def run(store: RunStore) -> RunRecord:
-    agent = store.save_agent("ops", "tools: [lookup, delete_user]\n")
-    return store.create_run(agent.id, model="scripted:demo", input="clean up")
-
-
-def start(store: RunStore, run: RunRecord, call_id: str, **extra: object) -> None:
-    kwargs: dict[str, object] = {
-        "step_seq": 0,
-        "batch_index": 0,
-        "tool": "lookup",
-        "arguments_raw": '{"q": "x"}',
-        "arguments": {"q": "x"},
-    }
-    kwargs.update(extra)
-    store.record_call_started(run.id, call_id, **kwargs)  # type: ignore[arg-type]
-
-
-def test_call_started_then_finished(store: RunStore, run: RunRecord) -> None:
-    started = store.record_call_started(
-        run.id,
-        "call_1",
-        step_seq=0,
-        batch_index=0,
-        tool="lookup",
-        arguments_raw='{"q": "x", }',
-        arguments=None,
-        side_effects=False,
+def test_a_call_started_then_finished(store: SqlStore) -> None:
+    run_id = new_run(store)
+    append(store, run_id, started(0, opened("c1", 0)))
+    (pending,) = store.pending_calls(run_id)
+    assert (pending.status, pending.is_pending, pending.result) == ("started", True, None)
+    assert (pending.tool, pending.arguments, pending.arguments_raw) == (
+        "charge",
+        {"amount": 1},
+        '{"amount": 1}',
     )
-    assert started.status is CallStatus.STARTED and started.is_pending
-    assert store.pending_calls(run.id) == [started]
-
-    finished = store.record_call_finished(
-        run.id,
-        "call_1",
-        status=CallStatus.FINISHED,
-        result={"message": "found 3"},
-        is_error=False,
-        duration_ms=12,
-        arguments={"q": "x", "limit": 10},  # validated and merged with prefilled values
+    append(store, run_id, committed(0, done("c1", {"ok": True}, duration_ms=12)))
+    (call,) = store.load_run(run_id).calls
+    assert (call.status, call.result, call.is_error, call.duration_ms) == (
+        CallStatus.FINISHED,
+        {"ok": True},
+        False,
+        12,
     )
-    assert finished.status is CallStatus.FINISHED and not finished.is_pending
-    assert finished.result == {"message": "found 3"}
-    assert finished.arguments == {"q": "x", "limit": 10}
-    assert finished.arguments_raw == '{"q": "x", }'
-    assert finished.duration_ms == 12
-    assert finished.finished_at is not None and finished.finished_at >= finished.started_at
-    assert store.pending_calls(run.id) == []
-    assert store.load_run(run.id).calls == (finished,)
+    assert call.finished_at is not None and call.finished_at >= call.started_at
+    assert store.pending_calls(run_id) == []
 
 
-def test_error_results_and_text_results(store: RunStore, run: RunRecord) -> None:
-    start(store, run, "c1")
-    failed = store.record_call_finished(
-        run.id, "c1", status="error", result="ValueError: bad id", is_error=True, duration_ms=1
+def test_an_error_result_and_new_arguments(store: SqlStore) -> None:
+    run_id = new_run(store)
+    fixed = {"amount": 2}
+    append(
+        store,
+        run_id,
+        committed(
+            0, opened("c1", 0), done("c1", "boom", status="error", is_error=True, arguments=fixed)
+        ),
     )
-    assert (failed.status, failed.result, failed.is_error) == (
-        CallStatus.ERROR,
-        "ValueError: bad id",
+    (call,) = store.load_run(run_id).calls
+    assert (call.status, call.result, call.is_error, call.arguments) == (
+        "error",
+        "boom",
         True,
+        fixed,
     )
 
 
-def test_approval_flow(store: RunStore, run: RunRecord) -> None:
-    start(store, run, "a1", tool="delete_user", side_effects=True, status="awaiting_approval")
-    start(store, run, "d1", tool="delete_user", batch_index=1, status="awaiting_approval")
-    assert [c.call_id for c in store.pending_calls(run.id)] == ["a1", "d1"]
-
-    assert store.set_call_status(run.id, "a1", "approved").status is CallStatus.APPROVED
-    assert store.set_call_status(run.id, "a1", "started").status is CallStatus.STARTED
-    done = store.record_call_finished(run.id, "a1", status="finished", result="ok", is_error=False)
-    assert done.side_effects and done.duration_ms is None
-
-    store.set_call_status(run.id, "d1", CallStatus.DENIED)
-    assert [c.call_id for c in store.pending_calls(run.id)] == ["d1"]  # no result sent yet
-    denied = store.record_call_finished(
-        run.id, "d1", status="denied", result="denied by operator: too risky", is_error=True
+def test_a_violation_is_recorded_with_its_reason(store: SqlStore) -> None:
+    run_id = new_run(store)
+    reason = "charge is not allowed here"
+    entry = opened(
+        "c1", 0, status="violation", violation=reason, done=True, result=reason, is_error=True
     )
-    assert denied.status is CallStatus.DENIED
-    assert store.pending_calls(run.id) == []
-
-
-def test_violation_is_recorded_with_its_reason(store: RunStore, run: RunRecord) -> None:
-    call = store.record_call_started(
-        run.id,
-        "v1",
-        step_seq=2,
-        batch_index=1,
-        tool="delete_user",
-        arguments_raw="{}",
-        status="violation",
-        violation="delete_user is not allowed after lookup (child rule: lookup -> answer)",
+    append(store, run_id, committed(0, entry))
+    (call,) = store.load_run(run_id).calls
+    assert (call.status, call.violation, call.is_error, call.is_pending) == (
+        "violation",
+        reason,
+        True,
+        False,
     )
-    assert call.status is CallStatus.VIOLATION and call.violation is not None
-    store.record_call_finished(
-        run.id, "v1", status="violation", result={"error": call.violation}, is_error=True
+
+
+def test_approval_and_denial_are_decisions(store: SqlStore) -> None:
+    run_id = new_run(store)
+    append(store, run_id, started(0, opened("c1", 0, status="awaiting_approval")))
+    append(store, run_id, started(0, opened("c2", 0, 1, status="awaiting_approval")), paused(0))
+    (first, second) = store.pending_calls(run_id)
+    assert first.status == second.status == "awaiting_approval"
+    append(store, run_id, Decided(call="c1", decision="approve", by="reviewer"))
+    append(store, run_id, Decided(call="c2", decision="deny", reason="no", result="Denied: no"))
+    approved, denied = store.load_run(run_id).calls
+    assert (approved.status, approved.is_pending) == ("approved", True)
+    assert (denied.status, denied.result, denied.is_error, denied.is_pending) == (
+        "denied",
+        "Denied: no",
+        True,
+        False,
     )
-    with pytest.raises(InvalidValue, match="exactly when status is 'violation'"):
-        start(store, run, "v2", status="violation")
-    with pytest.raises(InvalidValue, match="exactly when status is 'violation'"):
-        start(store, run, "v3", violation="why")
+    # Steps wait for the resume; the approved call then runs as any other.
+    with pytest.raises(RunStateConflict, match="is 'awaiting_approval', expected 'running'"):
+        append(store, run_id, committed(0))
+    append(store, run_id, Resumed(previous=RunStatus.AWAITING_APPROVAL))
+    append(store, run_id, committed(0, opened("c1", 0, status="started"), done("c1")))
+    assert store.load_run(run_id).calls[0].status == "finished"
 
 
-def test_illegal_call_transitions(store: RunStore, run: RunRecord) -> None:
-    start(store, run, "c1")
-    with pytest.raises(CallStateConflict, match="'started' and cannot become 'approved'"):
-        store.set_call_status(run.id, "c1", "approved")
-    with pytest.raises(CallStateConflict, match="may become: error, failed, finished"):
-        store.record_call_finished(run.id, "c1", status="denied", result=None, is_error=True)
-    store.record_call_finished(run.id, "c1", status="finished", result=1, is_error=False)
-    # A recorded result is final: a second process resuming the run cannot run it again.
+def test_a_decision_needs_a_call_that_can_take_it(store: SqlStore) -> None:
+    run_id = new_run(store)
+    append(
+        store, run_id, started(0, opened("c1", 0), opened("c2", 0, 1, status="awaiting_approval"))
+    )
+    with pytest.raises(CallNotFound, match="run run-1 has no tool call with id 'ghost'"):
+        append(store, run_id, Decided(call="ghost", decision="approve"))
+    with pytest.raises(
+        CallStateConflict, match="'c1' of run run-1 is 'started' and cannot become 'approved'"
+    ):
+        append(store, run_id, Decided(call="c1", decision="approve"))
+    append(store, run_id, Decided(call="c2", decision="deny", result="no"))
     with pytest.raises(CallStateConflict, match="nothing \\(its result is recorded\\)"):
-        store.record_call_finished(run.id, "c1", status="finished", result=2, is_error=False)
-    with pytest.raises(InvalidValue, match="a call starts as one of"):
-        start(store, run, "c2", status="finished")
-    with pytest.raises(InvalidValue, match="unknown call status 'done'"):
-        store.set_call_status(run.id, "c1", "done")
+        append(store, run_id, Decided(call="c2", decision="approve"))
+    # An interrupted side-effect call may be given up (or retried), once.
+    append(store, run_id, Decided(call="c1", decision="mark_failed", result="interrupted"))
+    with pytest.raises(CallStateConflict):
+        append(store, run_id, Decided(call="c1", decision="retry"))
+    c1, c2 = store.load_run(run_id).calls
+    assert (c1.status, c1.result, c1.is_error) == ("failed", "interrupted", True)
+    assert c2.status == "denied"
 
 
-def test_call_ids_are_unique_per_run(store: RunStore, run: RunRecord) -> None:
-    start(store, run, "dup")
-    with pytest.raises(DuplicateCall, match="already has a tool call with id 'dup'"):
-        start(store, run, "dup", batch_index=1)
-    agent = store.save_agent("ops", "tools: [lookup, delete_user]\n")
-    other = store.create_run(agent.id, model="m:x", input="")
-    start(store, other, "dup")  # the same provider id in another run is fine
-
-
-def test_unknown_calls_and_runs(store: RunStore, run: RunRecord) -> None:
-    with pytest.raises(CallNotFound, match=f"run {run.id} has no tool call with id 'nope'"):
-        store.set_call_status(run.id, "nope", "failed")
-    with pytest.raises(LookupError):
-        store.record_call_finished(run.id, "nope", status="failed", result=None, is_error=True)
-    with pytest.raises(LookupError):
-        start(store, run.model_copy(update={"id": "ghost"}), "c1")
-
-
-def test_pending_calls_order_and_crash_recovery(store: RunStore, run: RunRecord) -> None:
-    start(store, run, "s1-b", step_seq=1, batch_index=1)
-    start(store, run, "s0", step_seq=0, batch_index=0)
-    start(store, run, "s1-a", step_seq=1, batch_index=0)
-    assert [c.call_id for c in store.pending_calls(run.id)] == ["s0", "s1-a", "s1-b"]
-    # What a resuming loop does with a call cut off by a crash: mark it failed, then record
-    # the error result it sends to the model.
-    store.set_call_status(run.id, "s0", "failed")
-    store.record_call_finished(run.id, "s0", status="failed", result="interrupted", is_error=True)
-    assert [c.call_id for c in store.pending_calls(run.id)] == ["s1-a", "s1-b"]
+def test_pending_calls_keep_the_models_order(store: SqlStore) -> None:
+    run_id = new_run(store)
+    append(store, run_id, committed(0, opened("z", 0, 1), opened("a", 0, 0), done("a")))
+    append(store, run_id, started(1, opened("m", 1, 0)))
+    assert [c.call_id for c in store.pending_calls(run_id)] == ["z", "m"]
+    assert [c.call_id for c in store.load_run(run_id).calls] == ["a", "z", "m"]

@@ -9,11 +9,10 @@ from pathlib import Path
 
 import pytest
 
-from engine.store import RunStore, open_store
+from engine.store import SqlStore, open_store
 from engine.store.checkpoint import BACKSTOP_PAGES, Checkpointer
-from engine.store.writes import AppendMessages, CreateRun, StartCall
+from tests.store._journal import append, new_run, opened, started
 
-RULES = "version: 1\nagent: ckpt\ntools: [a]\nrules: []\n"
 THREAD = "toolfsm-wal-checkpoint"
 
 
@@ -31,26 +30,21 @@ def _wait_for(condition, timeout: float = 10.0) -> bool:
     return condition()
 
 
-def _write_steps(store: RunStore, run_id: str, count: int) -> None:
-    agent = store.save_agent("ckpt", RULES)
-    store.write(run_id, [CreateRun(run_id, agent.id, agent.rules_hash, "m", "go", {})])
+def _write_steps(store: SqlStore, run_id: str, count: int) -> None:
+    """The run's creation and `count` mid-step appends: `count` + 1 events."""
+    new_run(store, run_id)
     for seq in range(count):
-        store.write(
-            run_id,
-            [
-                AppendMessages([{"role": "assistant", "text": "x" * 500}], first_seq=seq),
-                StartCall(f"c{seq}", 0, seq, "a", "{}", {}, side_effects=True),
-            ],
-        )
+        reply = {"role": "assistant", "text": "x" * 500}
+        append(store, run_id, started(seq, opened(f"c{seq}", seq), reply=reply))
 
 
 def _messages_in_database_file(path: Path, scratch: Path) -> int:
-    """Messages in the database file itself, without its log: what checkpoints copied back."""
+    """Events in the database file itself, without its log: what checkpoints copied back."""
     scratch.write_bytes(path.read_bytes())  # no -wal beside the copy
     try:
         connection = sqlite3.connect(scratch)
         try:
-            return connection.execute("SELECT count(*) FROM message").fetchone()[0]
+            return connection.execute("SELECT count(*) FROM run_event").fetchone()[0]
         finally:
             connection.close()
     except sqlite3.DatabaseError:  # copied mid-checkpoint, or the table not copied back yet
@@ -70,13 +64,14 @@ def test_the_thread_copies_the_log_back_after_writes(tmp_path: Path) -> None:
         # be seen before the count: wait for both.
         assert _wait_for(
             lambda: (
-                _messages_in_database_file(path, scratch) == 30 and checkpointer.checkpoints >= 1
+                _messages_in_database_file(path, scratch) == 31 and checkpointer.checkpoints >= 1
             )
         )
         assert checkpointer.error is None
         assert len(_threads()) >= 1
         # The write connection leaves checkpoints to the thread, up to the backstop.
-        (threshold,) = store._write_cursor.execute("PRAGMA wal_autocheckpoint").fetchone()
+        cursor = store._connection.cursor()
+        (threshold,) = cursor.execute("PRAGMA wal_autocheckpoint").fetchone()
         assert threshold == BACKSTOP_PAGES
         assert store.get_run("r1").status == "running"
     finally:

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 import engine.store.db as db
-from engine.store import RunStore, StoreUnavailable, open_store, resolve_db_url
+from engine.store import SqlStore, StoreUnavailable, open_store, resolve_db_url
 
 
 @pytest.fixture
@@ -103,5 +103,5 @@ def test_in_memory_store_is_shared_across_threads() -> None:
 
 def test_store_repr_and_url_hide_the_password(tmp_path: Path) -> None:
     with open_store(f"sqlite:///{tmp_path / 'r.db'}") as store:
-        assert isinstance(store, RunStore)
-        assert repr(store) == f"RunStore('sqlite:///{tmp_path / 'r.db'}')"
+        assert isinstance(store, SqlStore)
+        assert repr(store) == f"SqlStore('sqlite:///{tmp_path / 'r.db'}')"

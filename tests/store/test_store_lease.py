@@ -12,27 +12,22 @@ import pytest
 from alembic import command
 from sqlalchemy import text
 
-from engine.store import (
-    LeaseLost,
-    RunClaimed,
-    RunStore,
-    new_owner_id,
-    open_store,
-)
+from engine.store import LeaseLost, RunClaimed, SqlStore, new_owner_id, open_store
 from engine.store.migrate import alembic_config
 from engine.store.records import utcnow
-from engine.store.writes import AppendMessages, KeepLease, ReleaseLease
+from tests.store._journal import append, committed, new_run, stopped
 from tests.store.test_store_processes import spawn
 
 TIMEOUT_S = 60
 
 
-def _run(store: RunStore) -> str:
-    agent = store.save_agent("leased", "tools: [lookup]\n")
-    return store.create_run(agent.id, model="scripted:x", input="go").id
+def _run(store: SqlStore) -> str:
+    run_id = new_run(store, new_owner_id().replace(":", "-").lower()[-8:] + "-run")
+    append(store, run_id, stopped(0), release=True)  # nobody holds it now
+    return run_id
 
 
-def _set_lease(store: RunStore, run_id: str, owner: str, expires_in_s: float) -> None:
+def _set_lease(store: SqlStore, run_id: str, owner: str, expires_in_s: float) -> None:
     now = utcnow()
     with store.engine.begin() as connection:
         connection.execute(
@@ -49,7 +44,7 @@ def _set_lease(store: RunStore, run_id: str, owner: str, expires_in_s: float) ->
         )
 
 
-def test_one_owner_at_a_time(store: RunStore) -> None:
+def test_one_owner_at_a_time(store: SqlStore) -> None:
     run_id = _run(store)
     assert store.get_run(run_id).owner is None
     first, second = new_owner_id(), new_owner_id()
@@ -74,13 +69,13 @@ def test_one_owner_at_a_time(store: RunStore) -> None:
     assert store.claim_run(run_id, second).owner == second
 
 
-def test_a_lapsed_lease_is_taken_over(store: RunStore) -> None:
+def test_a_lapsed_lease_is_taken_over(store: SqlStore) -> None:
     run_id = _run(store)
     _set_lease(store, run_id, "elsewhere:4242:abcd", expires_in_s=-1)
     assert store.claim_run(run_id, "here:1:x").owner == "here:1:x"
 
 
-def test_a_live_lease_of_another_host_is_respected(store: RunStore) -> None:
+def test_a_live_lease_of_another_host_is_respected(store: SqlStore) -> None:
     run_id = _run(store)
     _set_lease(store, run_id, "elsewhere:4242:abcd", expires_in_s=30)
     with pytest.raises(RunClaimed, match=r"elsewhere:4242:abcd, lease renewed \d+ s ago"):
@@ -88,7 +83,7 @@ def test_a_live_lease_of_another_host_is_respected(store: RunStore) -> None:
 
 
 def test_the_lease_of_a_dead_process_on_this_host_is_taken_over_at_once(
-    store: RunStore,
+    store: SqlStore,
 ) -> None:
     run_id = _run(store)
     dead = subprocess.run(
@@ -102,19 +97,22 @@ def test_the_lease_of_a_dead_process_on_this_host_is_taken_over_at_once(
     assert store.claim_run(run_id, new_owner_id()).owner != owner
 
 
-def test_writes_under_a_lost_lease_store_nothing(store: RunStore) -> None:
-    run_id = _run(store)
+def test_appends_under_a_lost_lease_store_nothing(store: SqlStore) -> None:
     old, new = new_owner_id(), new_owner_id()
-    store.claim_run(run_id, old)
-    store.write(run_id, [KeepLease(old, 30), AppendMessages([{"role": "user"}])])
+    run_id = new_run(store, owner=old)
+    append(store, run_id, committed(0), owner=old)
+    store.renew_lease(run_id, old)
     _set_lease(store, run_id, "elsewhere:1:x", expires_in_s=-1)
-    store.claim_run(run_id, new)  # took over: the old owner's writes are fenced off
-    for fence in (KeepLease(old, 30), ReleaseLease(old)):
+    store.claim_run(run_id, new)  # took over: the old owner's appends are fenced off
+    for kw in ({}, {"lease_seconds": 30.0}, {"release": True}):
         with pytest.raises(LeaseLost) as lost:
-            store.write(run_id, [AppendMessages([{"role": "assistant"}]), fence])
+            append(store, run_id, committed(1), owner=old, **kw)
         assert lost.value.holder == new
         assert f"now held by {new}" in str(lost.value)
-    assert [m.role for m in store.load_run(run_id).messages] == ["user"]
+    for call in (store.renew_lease, store.release_run):
+        with pytest.raises(LeaseLost):
+            call(run_id, old)
+    assert [s.seq for s in store.load_run(run_id).steps] == [0]
     assert store.get_run(run_id).owner == new
 
 

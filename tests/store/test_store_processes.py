@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from engine.store import CallStatus, open_store
+from tests.store._journal import append, committed, done
 
 CHILD = Path(__file__).with_name("store_child.py")
 ROOT = Path(__file__).resolve().parents[2]
@@ -54,12 +55,14 @@ def test_killed_process_leaves_only_committed_data(store_url: str) -> None:
         assert [step.seq for step in snapshot.steps] == [0]
         assert snapshot.run.steps_count == 1
         assert snapshot.run.position == {"state": "s1"}
-        assert [m.content["content"] for m in snapshot.messages] == ["go", "ok"]
+        assert [m.content["text"] for m in snapshot.messages] == ["go", "ok"]
         (pending,) = store.pending_calls(run_id)
         assert (pending.call_id, pending.status) == ("call_0", CallStatus.STARTED)
-        # The store is fully usable after the crash: the half-written step 1 can be redone.
-        snapshot_step = snapshot.steps[0].model_copy(update={"seq": 1})
-        assert store.commit_step(run_id, snapshot_step).steps_count == 2
+        # The store is fully usable after the crash: the half-written step 1 can be redone
+        # (the dead writer's lease is taken over at once).
+        store.claim_run(run_id, "here:1:x")
+        append(store, run_id, committed(1, done("call_0")), owner="here:1:x")
+        assert store.load_run(run_id).run.steps_count == 2
 
 
 def test_two_processes_write_one_sqlite_file(tmp_path: Path) -> None:
@@ -76,6 +79,6 @@ def test_two_processes_write_one_sqlite_file(tmp_path: Path) -> None:
         for run_id in run_ids:
             snapshot = store.load_run(run_id)
             assert [s.seq for s in snapshot.steps] == list(range(steps))
-            assert [m.seq for m in snapshot.messages] == list(range(steps))
+            assert [m.seq for m in snapshot.messages] == list(range(steps + 1))
             assert all(c.status is CallStatus.FINISHED for c in snapshot.calls)
         assert len(store.list_runs(agent="shared")) == 2

@@ -1,0 +1,70 @@
+"""Statuses of runs and tool calls, as the store records them.
+
+This module imports nothing but the standard library, so the run loop can use the enums
+without loading the SQL store (SQLAlchemy, SQLModel).
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+__all__ = ["CallStatus", "RunStatus"]
+
+
+class RunStatus(StrEnum):
+    """Where a run stands; `is_terminal` ones have a `finished_at`."""
+
+    RUNNING = "running"
+    AWAITING_APPROVAL = "awaiting_approval"
+    AWAITING_DECISION = "awaiting_decision"
+    FINISHED = "finished"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+    @property
+    def is_terminal(self) -> bool:
+        """True for statuses after which the loop does not continue by itself."""
+        return self in (RunStatus.FINISHED, RunStatus.FAILED, RunStatus.CANCELLED)
+
+    @property
+    def is_resumable(self) -> bool:
+        """True for statuses `resume` accepts (a finished run stays finished)."""
+        return self is not RunStatus.FINISHED
+
+
+class CallStatus(StrEnum):
+    """Life of one tool call.
+
+    started -> finished | error | failed          (executed)
+    awaiting_approval -> approved | denied        (requires-approval rule)
+    approved -> started -> ...                    (executed after approval)
+    violation                                     (not executed: outside the allowed set)
+
+    `error` means the tool ran and reported an error; `failed` means the call could not
+    complete (the executor raised, or it was given up after a crash).
+    """
+
+    STARTED = "started"
+    FINISHED = "finished"
+    ERROR = "error"
+    VIOLATION = "violation"
+    AWAITING_APPROVAL = "awaiting_approval"
+    APPROVED = "approved"
+    DENIED = "denied"
+    FAILED = "failed"
+
+    @property
+    def has_result(self) -> bool:
+        """True for statuses that come with the call's result."""
+        return self in _WITH_RESULT
+
+
+_WITH_RESULT = frozenset(
+    {
+        CallStatus.FINISHED,
+        CallStatus.ERROR,
+        CallStatus.FAILED,
+        CallStatus.DENIED,
+        CallStatus.VIOLATION,
+    }
+)
