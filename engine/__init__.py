@@ -32,7 +32,8 @@ Providers
     OpenAIProvider, AnthropicProvider, ScriptedProvider, RandomProvider
 
 Stores
-    open_store, RunStore                      where runs are persisted ($TOOLFSM_DB, SQLite)
+    open_store, Store, NullStore              where runs are journaled ($TOOLFSM_DB, SQLite);
+                                              the protocol; a store that keeps nothing
 
 Errors
     ToolfsmError                              the base of every error toolfsm raises
@@ -93,7 +94,7 @@ if _typing.TYPE_CHECKING:
     from engine.runtime.loop import Runner
     from engine.runtime.resume import ResumeError
     from engine.runtime.sync import EventLoopRunningError, run_sync
-    from engine.store import RunStore, open_store
+    from engine.store import NullStore, Store, open_store
     from engine.store.errors import StoreError
     from engine.tools import MissingToolsError, Tool, ToolRegistry, ToolRegistryError, tool
 
@@ -148,7 +149,8 @@ _EXPORTS = {
     "RandomProvider": "engine.providers.random",
     "ScriptedProvider": "engine.providers.scripted",
     # stores
-    "RunStore": "engine.store",
+    "NullStore": "engine.store",
+    "Store": "engine.store",
     "open_store": "engine.store",
     # errors
     "Diagnostic": "engine.errors",
@@ -181,6 +183,7 @@ __all__ = [
     "MissingExtraError",
     "MissingToolsError",
     "Notice",
+    "NullStore",
     "OpenAIProvider",
     "Position",
     "PositionError",
@@ -195,7 +198,6 @@ __all__ = [
     "RuleFileError",
     "RunResult",
     "RunStarted",
-    "RunStore",
     "Runner",
     "ScriptedProvider",
     "SourceSpan",
@@ -203,6 +205,7 @@ __all__ = [
     "StepStarted",
     "StopReason",
     "Stopped",
+    "Store",
     "StoreError",
     "TextDelta",
     "Tool",

@@ -1,6 +1,6 @@
 """Store errors: the one exception tree the persistence layer raises.
 
-Every public `RunStore` method and `open_store` raise only these; raw SQLAlchemy and driver
+Every `Store` method and `open_store` raise only these; raw SQLAlchemy and driver
 errors are translated at the boundary (and kept as `__cause__` for debugging), so the CLI can
 print `str(error)` and never a database traceback.
 
@@ -12,11 +12,8 @@ print `str(error)` and never a database traceback.
     ├── CallNotFound         no tool call with that id in the run     (also a LookupError)
     ├── InvalidValue         a value does not fit (unknown status, not JSON, bad limit, ...)
     └── StoreConflict        the write contradicts what is already stored
-        ├── DuplicateStep    a step with that sequence number exists (steps are append-only)
-        ├── StepOutOfOrder   the sequence number skips ahead of the next expected one
-        ├── DuplicateCall    a tool call with that id exists in the run
         ├── CallStateConflict  the call's current status does not allow the requested change
-        ├── RunStateConflict   the run is not in the status the caller expected
+        ├── RunStateConflict   the run is not in the status the append needs
         ├── RunClaimed       another live process holds the run's lease
         └── LeaseLost        this process no longer holds the lease it wrote under
 
@@ -36,14 +33,11 @@ __all__ = [
     "AmbiguousRunId",
     "CallNotFound",
     "CallStateConflict",
-    "DuplicateCall",
-    "DuplicateStep",
     "InvalidValue",
     "LeaseLost",
     "RunClaimed",
     "RunNotFound",
     "RunStateConflict",
-    "StepOutOfOrder",
     "StoreConflict",
     "StoreError",
     "StoreUnavailable",
@@ -111,43 +105,6 @@ class InvalidValue(StoreError):
 
 class StoreConflict(StoreError):
     """The write contradicts what is already stored; nothing was written."""
-
-
-class DuplicateStep(StoreConflict):
-    """A step with this sequence number is already stored; steps are never overwritten."""
-
-    def __init__(self, run_id: str, seq: int, next_seq: int) -> None:
-        self.run_id = run_id
-        self.seq = seq
-        self.next_seq = next_seq
-        super().__init__(
-            f"run {run_id} already has step {seq}; steps are append-only "
-            f"(the next step is {next_seq})"
-        )
-
-
-class StepOutOfOrder(StoreConflict):
-    """The sequence number skips ahead: steps are numbered 0, 1, 2, ... without gaps."""
-
-    def __init__(self, run_id: str, seq: int, next_seq: int) -> None:
-        self.run_id = run_id
-        self.seq = seq
-        self.next_seq = next_seq
-        super().__init__(
-            f"run {run_id} has {next_seq} step(s); the next step must be {next_seq}, got {seq}"
-        )
-
-
-class DuplicateCall(StoreConflict):
-    """A tool call with this id is already stored for the run."""
-
-    def __init__(self, run_id: str, call_id: str) -> None:
-        self.run_id = run_id
-        self.call_id = call_id
-        super().__init__(
-            f"run {run_id} already has a tool call with id {call_id!r} "
-            "(call ids must be unique within a run)"
-        )
 
 
 class CallStateConflict(StoreConflict):

@@ -138,7 +138,7 @@ class SqlStore:
         self._sqlite = engine.dialect.name == "sqlite"
         self._keep = self._sqlite and not is_memory_sqlite(engine.url)
         self._write_lock = threading.Lock()
-        self._connection: Any = None  # SQLite file: the write path's own connection
+        self._connection: tuple[Any, Any] | None = None  # SQLite file: the write path's own
         self._checkpointer = Checkpointer(engine.raw_connection)
         self._agents: dict[int, AgentRecord] = {}
         self._writer = engine.execution_options(**{WRITE_OPTION: True})
@@ -162,7 +162,7 @@ class SqlStore:
         with self._write_lock:
             if self._connection is not None:
                 with suppress(Exception):
-                    self._connection.close()
+                    self._connection[0].close()
                 self._connection = None
         self._engine.dispose()
 
@@ -364,15 +364,18 @@ class SqlStore:
             raise error
 
     def _transaction(self, appends: Sequence[Append]) -> list[StoreError | _Missed | None]:
-        connection = self._connection if self._keep else None
-        if connection is None:
+        # SQLite file: one connection (and cursor) kept for every append, not a pool checkout.
+        kept = self._connection if self._keep else None
+        if kept is None:
             connection = self._engine.raw_connection()
+            cursor = connection.cursor()
             if self._keep:
                 # Checkpoints are the checkpoint thread's job; this connection runs one
                 # itself only past the backstop.
-                connection.cursor().execute(f"PRAGMA wal_autocheckpoint = {BACKSTOP_PAGES}")
+                cursor.execute(f"PRAGMA wal_autocheckpoint = {BACKSTOP_PAGES}")
+        else:
+            connection, cursor = kept
         keep = self._keep
-        cursor = connection.cursor()
         try:
             errors = self._attempt(connection, cursor, appends)
             connection.commit()
@@ -387,10 +390,8 @@ class SqlStore:
                 raise DBAPIError.instance(None, None, exc, self._sql.dbapi_error) from exc
             raise
         finally:
-            if keep:
-                self._connection = connection
-            else:
-                self._connection = None
+            self._connection = (connection, cursor) if keep else None
+            if not keep:
                 with suppress(Exception):
                     connection.close()
 
@@ -446,34 +447,39 @@ class SqlStore:
         """One run's events, with their header changes, in the open transaction."""
         sql = self._sql
         at = sql.at(now)
-        for draft in append.events:
-            event = _model(append.run_id, draft) if _kind(draft) in _HEADER_KINDS else draft
-            if isinstance(event, RunCreated):
-                self._create(cursor, append, event, now)
-            elif isinstance(event, Decided):
-                check_decision(self._fold_in(cursor, append.run_id), event)
-            stmt = sql.append_event if _kind(event) in _STEP_KINDS else sql.append_any
-            sql.run(cursor, stmt, _event_values(append, event, at), append, event)
-            if isinstance(event, Paused | Stopped):
-                values = {**event.totals.model_dump(), "status": event.status.value}
-                values.update(stop_reason=event.stop_reason, error=getattr(event, "error", None))
-                finished = now if isinstance(event, Stopped) else None
-                values.update(run_id=append.run_id, owner=append.owner, now=now, done=finished)
-                sql.run(cursor, sql.stop_run, values, append, event)
-            elif isinstance(event, Resumed):
-                values = {"run_id": append.run_id, "owner": append.owner, "now": now}
-                sql.run(
-                    cursor, sql.resume_run, {**values, "previous": event.previous}, append, event
-                )
+        for event in append.events:
+            kind = _kind(event)
+            if kind in _HEADER_KINDS:
+                self._header_event(cursor, append, _model(append.run_id, event), now, at)
+            else:  # a step's event: the run's hot path, one statement
+                sql.run(cursor, sql.append_event, _event_values(append, event, at), append, event)
         fence = {"run_id": append.run_id, "owner": append.owner}
-        created = any(isinstance(e, RunCreated) for e in append.events)
-        if append.lease_seconds is not None and not created:
+        if append.lease_seconds is not None and not _creates(append):
             expires = now + timedelta(seconds=append.lease_seconds)
             sql.run(cursor, sql.renew, {**fence, "now": now, "expires": expires}, append, None)
         if append.release:
             sql.run(cursor, sql.release, fence, append, None)
         if not append.events and append.lease_seconds is None and not append.release:
             sql.run(cursor, sql.fence, fence, append, None)
+
+    def _header_event(
+        self, cursor: Any, append: Append, event: Event, now: datetime, at: Any
+    ) -> None:
+        """An event that also writes the run's header row (or, a decision, checks the call)."""
+        sql, fence = self._sql, {"run_id": append.run_id, "owner": append.owner, "now": now}
+        if isinstance(event, RunCreated):
+            self._create(cursor, append, event, now)
+        elif isinstance(event, Decided):
+            check_decision(self._fold_in(cursor, append.run_id), event)
+        stmt = sql.append_event if event.kind == "paused" else sql.append_any
+        sql.run(cursor, stmt, _event_values(append, event, at), append, event)
+        if isinstance(event, Paused | Stopped):
+            values = {**event.totals.model_dump(), "status": event.status.value, **fence}
+            values.update(stop_reason=event.stop_reason, error=getattr(event, "error", None))
+            values["done"] = now if isinstance(event, Stopped) else None
+            sql.run(cursor, sql.stop_run, values, append, event)
+        elif isinstance(event, Resumed):
+            sql.run(cursor, sql.resume_run, {**fence, "previous": event.previous}, append, event)
 
     def _create(self, cursor: Any, append: Append, event: RunCreated, now: datetime) -> None:
         if not RUN_ID.fullmatch(append.run_id):
@@ -736,6 +742,10 @@ def _row_values(row: RunRow) -> dict[str, Any]:
     for name in _TIME_COLUMNS:
         values[name] = _utc_or_none(values[name])
     return values
+
+
+def _creates(append: Append) -> bool:
+    return any(_kind(event) == "run_created" for event in append.events)
 
 
 def _kind(event: Event | dict[str, Any]) -> str:

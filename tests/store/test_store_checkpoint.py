@@ -70,7 +70,8 @@ def test_the_thread_copies_the_log_back_after_writes(tmp_path: Path) -> None:
         assert checkpointer.error is None
         assert len(_threads()) >= 1
         # The write connection leaves checkpoints to the thread, up to the backstop.
-        cursor = store._connection.cursor()
+        assert store._connection is not None
+        cursor = store._connection[1]
         (threshold,) = cursor.execute("PRAGMA wal_autocheckpoint").fetchone()
         assert threshold == BACKSTOP_PAGES
         assert store.get_run("r1").status == "running"
