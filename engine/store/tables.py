@@ -117,14 +117,14 @@ class RunRow(_Table, table=True):
 class RunEventRow(_Table, table=True):
     """One event of a run's journal (`engine.store.events`), numbered 0, 1, 2, ... per run.
 
-    Append-only. `body` is the event's JSON text as its pydantic model writes it; `kind` is
-    the body's kind, copied so a reader can filter without parsing. Without a rowid on
-    SQLite: the primary key is the table, so an append writes one b-tree page.
+    Append-only. `body` is the event's JSON text (its model's fields); `kind` is
+    the body's kind, copied so a reader can filter without parsing. On SQLite the rows go
+    in rowid order (appended at the table's end) and the primary key is a slim index: many
+    runs' appends in one transaction touch few pages (keyed by run, without a rowid, each
+    run's row dirtied a page of its own: half the group-commit rate, measured).
     """
 
     __tablename__ = "run_event"
-    __table_args__ = {"sqlite_with_rowid": False}
-
     run_id: str = Field(
         sa_type=String(64), foreign_key="run.id", ondelete="CASCADE", primary_key=True
     )

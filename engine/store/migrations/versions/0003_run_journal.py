@@ -115,7 +115,6 @@ def upgrade() -> None:
             ["run_id"], ["run.id"], name="fk_run_event_run_id_run", ondelete="CASCADE"
         ),
         sa.PrimaryKeyConstraint("run_id", "seq", name="pk_run_event"),
-        sqlite_with_rowid=False,
     )
     connection = op.get_bind()
     for run in connection.execute(sa.select(_RUN)).mappings().all():
