@@ -9,74 +9,49 @@
 (SQLite with WAL by default, PostgreSQL by URL) and `NullStore` keeps nothing. The events
 are in `engine.store.events`, the statuses in `engine.store.status`.
 
-Names load on first use: importing this package, the statuses or `NullStore` does not import
-SQLAlchemy or SQLModel. The store imports nothing else from the engine.
+The SQL store loads on first use: importing this package, the statuses or `NullStore` does
+not import SQLAlchemy or SQLModel. The store imports nothing else from the engine.
 """
 
 from __future__ import annotations
 
-from importlib import import_module
 from typing import TYPE_CHECKING, Any
 
-if TYPE_CHECKING:
-    from engine.store.db import resolve_db_url
-    from engine.store.errors import (
-        AgentNotFound,
-        AmbiguousRunId,
-        CallNotFound,
-        CallStateConflict,
-        InvalidValue,
-        LeaseLost,
-        RunClaimed,
-        RunNotFound,
-        RunStateConflict,
-        StoreConflict,
-        StoreError,
-        StoreUnavailable,
-    )
-    from engine.store.ids import new_owner_id, new_run_id, owner_is_gone, rules_hash
-    from engine.store.protocol import LEASE_SECONDS, Append, NullStore, Store
-    from engine.store.records import (
-        AgentRecord,
-        MessageRecord,
-        RunRecord,
-        RunSnapshot,
-        StepRecord,
-        ToolCallRecord,
-    )
-    from engine.store.sql import SqlStore, open_store
-    from engine.store.status import CallStatus, RunStatus
+from engine.store.errors import (
+    AgentNotFound,
+    AmbiguousRunId,
+    CallNotFound,
+    CallStateConflict,
+    InvalidValue,
+    LeaseLost,
+    RunClaimed,
+    RunNotFound,
+    RunStateConflict,
+    StoreConflict,
+    StoreError,
+    StoreUnavailable,
+)
+from engine.store.ids import new_owner_id, new_run_id, owner_is_gone, rules_hash
+from engine.store.protocol import LEASE_SECONDS, Append, NullStore, Store
+from engine.store.records import (
+    AgentRecord,
+    MessageRecord,
+    RunRecord,
+    RunSnapshot,
+    StepRecord,
+    ToolCallRecord,
+)
+from engine.store.status import CallStatus, RunStatus
 
-_MODULES = {
-    "engine.store.db": ("resolve_db_url",),
-    "engine.store.errors": (
-        "AgentNotFound",
-        "AmbiguousRunId",
-        "CallNotFound",
-        "CallStateConflict",
-        "InvalidValue",
-        "LeaseLost",
-        "RunClaimed",
-        "RunNotFound",
-        "RunStateConflict",
-        "StoreConflict",
-        "StoreError",
-        "StoreUnavailable",
-    ),
-    "engine.store.ids": ("new_owner_id", "new_run_id", "owner_is_gone", "rules_hash"),
-    "engine.store.protocol": ("LEASE_SECONDS", "Append", "NullStore", "Store"),
-    "engine.store.records": (
-        "AgentRecord",
-        "MessageRecord",
-        "RunRecord",
-        "RunSnapshot",
-        "StepRecord",
-        "ToolCallRecord",
-    ),
-    "engine.store.sql": ("SqlStore", "open_store"),
-    "engine.store.status": ("CallStatus", "RunStatus"),
+if TYPE_CHECKING:  # the SQL store loads SQLAlchemy: on first use
+    from engine.store.db import resolve_db_url
+    from engine.store.sql import SqlStore, open_store
+
+_LAZY = {
+    "resolve_db_url": "engine.store.db",
+    "SqlStore": "engine.store.sql",
+    "open_store": "engine.store.sql",
 }
-_EXPORTS = {name: module for module, names in _MODULES.items() for name in names}
 
 __all__ = [
     "LEASE_SECONDS",
@@ -114,7 +89,9 @@ __all__ = [
 
 
 def __getattr__(name: str) -> Any:
-    module = _EXPORTS.get(name)
+    from importlib import import_module
+
+    module = _LAZY.get(name)
     if module is None:
         raise AttributeError(f"module 'engine.store' has no attribute {name!r}")
     value = getattr(import_module(module), name)

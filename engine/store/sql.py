@@ -436,7 +436,7 @@ class SqlStore:
         )
         if not plain or any(_kind(a.events[0]) in _HEADER_KINDS for a in appends):
             return False
-        stmt, at = self._sql.append_event, self._sql.at(now)
+        stmt, at = self._sql.append_event, now
         rows = [stmt.bind(_event_values(a, a.events[0], at)) for a in appends]
         cursor.executemany(stmt.sql, rows)
         if cursor.rowcount != len(rows):
@@ -445,8 +445,7 @@ class SqlStore:
 
     def _apply(self, cursor: Any, append: Append, now: datetime) -> None:
         """One run's events, with their header changes, in the open transaction."""
-        sql = self._sql
-        at = sql.at(now)
+        sql, at = self._sql, now
         for event in append.events:
             kind = _kind(event)
             if kind in _HEADER_KINDS:
@@ -611,21 +610,23 @@ class _Statement:
         self.names = tuple(names or ())
         self.positional = compiled.positional
         binds = compiled.binds
-        self.processors = {name: binds[name].type.bind_processor(engine.dialect) for name in binds}
+        dialect = engine.dialect  # each type's implementation for the dialect converts
+        self.processors = {
+            name: bind.type.dialect_impl(dialect).bind_processor(dialect)
+            for name, bind in binds.items()
+        }
         # The statement's own values (a literal in the construct): used unless given.
         self.constants = {name: bind.value for name, bind in binds.items() if not bind.required}
+        self._plan = [(name, self.processors[name]) for name in self.names]
 
     def bind(self, values: Mapping[str, Any]) -> Any:
         """The DB-API parameters for `values` (a name absent from them and from the
         statement's constants is an error)."""
-        converted = {}
-        for name in self.names:
-            value = values[name] if name in values else self.constants[name]
-            process = self.processors[name]
-            converted[name] = value if process is None or value is None else process(value)
-        if self.positional:
-            return tuple(converted[name] for name in self.names)
-        return converted
+        constants, out = self.constants, []
+        for name, process in self._plan:
+            value = values[name] if name in values else constants[name]
+            out.append(value if process is None or value is None else process(value))
+        return tuple(out) if self.positional else dict(zip(self.names, out, strict=True))
 
 
 def _append(engine: Engine, where: Any) -> _Statement:
@@ -714,11 +715,6 @@ class _Statements:
             .where(_EVENT.c.run_id == run_id)
             .order_by(_EVENT.c.seq),
         )
-        self._at = self.append_event.processors["at"]
-
-    def at(self, now: datetime) -> Any:
-        """`now` as the driver takes it (converted once per transaction)."""
-        return now if self._at is None else self._at(now)
 
     def run(
         self,

@@ -35,7 +35,7 @@ def crash(url: str) -> None:
     sql = store._sql.append_event
 
     event = committed(1, done("call_0"))
-    values = _event_values(Append(run_id, owner, [event]), event, store._sql.at(utcnow()))
+    values = _event_values(Append(run_id, owner, [event]), event, utcnow())
     params = sql.bind(values)
     cursor.execute(sql.sql, params)
     print(run_id, flush=True)

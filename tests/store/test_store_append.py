@@ -3,6 +3,7 @@ many runs in one transaction without one run's failure undoing another's."""
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import pytest
@@ -129,3 +130,19 @@ def test_racing_appends_to_one_run_never_share_a_number(store: SqlStore) -> None
     numbers = [seq for seq, _ in _events(store, run_id)]
     assert numbers == list(range(len(numbers)))
     assert len(numbers) + len(conflicts) == 25
+
+
+def test_the_write_path_stores_values_as_the_orm_does(store: SqlStore) -> None:
+    # The append path binds through the column types' own dialect processors, so a time it
+    # writes (run.created_at, run_event.at) has the form the ORM gives one (agent.created_at).
+    run_id = new_run(store)
+    with store.engine.connect() as connection:
+        query = (
+            "SELECT CAST(a.created_at AS TEXT), CAST(r.created_at AS TEXT), CAST(e.at AS TEXT), "
+            "CAST(r.options AS TEXT) FROM agent a JOIN run r ON r.agent_id = a.id "
+            "JOIN run_event e ON e.run_id = r.id WHERE r.id = :r"
+        )
+        orm, header, event, options = connection.execute(text(query), {"r": run_id}).one()
+    assert len(orm) == len(header) == len(event), (orm, header, event)
+    assert json.loads(options) == {}
+    assert store.get_run(run_id).created_at.tzinfo is not None
