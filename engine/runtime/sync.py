@@ -27,6 +27,7 @@ from engine.runtime.events import RunResult
 
 if TYPE_CHECKING:
     from engine.providers.base import Provider
+    from engine.store.protocol import Store
 
 __all__ = ["EventLoopRunningError", "call_sync", "run_sync"]
 
@@ -71,7 +72,7 @@ def run_sync(
     input: str | None = None,
     *,
     provider: Provider | str,
-    store: Any = None,
+    store: Store | str | None = None,
     tools: ToolsSource | None = None,
     **runner_options: Any,
 ) -> RunResult:
@@ -99,7 +100,11 @@ def run_sync(
 
 
 async def _run(
-    agent: Agent, text: str, provider: Provider | str, store: Any, options: dict[str, Any]
+    agent: Agent,
+    text: str,
+    provider: Provider | str,
+    store: Store | str | None,
+    options: dict[str, Any],
 ) -> RunResult:
     """One run; a provider or store made here from a spec or URL is closed after it."""
     from engine.providers import make_provider
