@@ -127,7 +127,13 @@ class GroupCommit:
                 future.set_exception(error)
 
 
-_Built = tuple[str, dict[str, Any]]  # an event not built yet: its kind and fields
+_Draft = dict[str, Any]  # an event as the store takes it: its model's fields, kind and version
+
+
+def _draft(kind: str, fields: dict[str, Any]) -> _Draft:
+    fields["kind"] = kind
+    fields["version"] = 1
+    return fields
 
 
 class Journal:
@@ -175,7 +181,7 @@ class Journal:
         self.fresh_until = time.monotonic() + lease if lease is not None else 0.0
         self._beat: asyncio.TimerHandle | None = None
         # The buffer: finished events, and the open step's reply and call records.
-        self._events: list[_Built] = []
+        self._events: list[_Draft] = []
         self._reply: dict[str, Any] | None = None
         self._calls: list[dict[str, Any]] = []
         self._seq = 0  # the open step's number
@@ -233,7 +239,7 @@ class Journal:
             "position": position_dump,
             "messages": [message_to_dict(first)],
         }
-        journal._events.append(("run_created", created))
+        journal._events.append(_draft("run_created", created))
         await journal.flush(renew=True)  # the new run's first lease
         return journal
 
@@ -344,7 +350,7 @@ class Journal:
         """A side-effect call interrupted by a crash is given up as failed (a decision)."""
         self._close_open()
         decided = {"call": key, "decision": "mark_failed", "by": self.owner, "result": message}
-        self._events.append(("decided", decided))
+        self._events.append(_draft("decided", decided))
         self.urgent = True
 
     def violation(
@@ -413,7 +419,7 @@ class Journal:
         self._reply = None
         calls, self._calls = self._calls, []
         event = {"step": recorded, "calls": calls, "messages": messages, **more}
-        self._events.append(("step_committed", event))
+        self._events.append(_draft("step_committed", event))
 
     async def stopped(self, stop: StopReason, error: str | None = None) -> None:
         """The run stops (or pauses) outside a step commit: on disk, lease given up."""
@@ -482,9 +488,9 @@ class Journal:
         end: dict[str, Any] = {"status": status, "stop_reason": stop.value}
         end["totals"] = dict(self._staged or self._totals)
         if status.is_terminal:
-            self._events.append(("stopped", {**end, "error": error}))
+            self._events.append(_draft("stopped", {**end, "error": error}))
         else:
-            self._events.append(("paused", end))
+            self._events.append(_draft("paused", end))
         if self.lease is not None:
             self._release = True
 
@@ -492,7 +498,7 @@ class Journal:
         """The open step's reply and calls as a `calls_started` event."""
         if self._reply is not None or self._calls:
             opened = {"step": self._seq, "reply": self._reply, "calls": self._calls}
-            self._events.append(("calls_started", opened))
+            self._events.append(_draft("calls_started", opened))
             self._reply, self._calls = None, []
 
     def _drop(self) -> None:
@@ -531,8 +537,7 @@ class Journal:
         renewing = lease is not None and (self.stale() or (renew and self._creating()))
         if not self._events and not renewing and not self._release:
             return None, 0.0
-        built, self._events = self._events, []
-        events = _build(built)
+        events, self._events = self._events, []
         release, self._release = self._release, False
         if release:
             self.lease = None
@@ -542,7 +547,7 @@ class Journal:
         return append, (time.monotonic() + lease if renewing and lease else 0.0)
 
     def _creating(self) -> bool:
-        return any(kind == "run_created" for kind, _ in self._events)
+        return any(event["kind"] == "run_created" for event in self._events)
 
     async def flush(self, *, renew: bool = False) -> None:
         """Append the buffer (one transaction, possibly shared with other runs). `renew`:
@@ -612,12 +617,6 @@ def _totals(state: RunState, position: Any) -> dict[str, Any]:
         "output_tokens": usage.output_tokens,
         "position": position,
     }
-
-
-def _build(built: list[_Built]) -> list[dict[str, Any]]:
-    """The buffered events as drafts: their models' fields by name (`engine.store.events`),
-    which the store encodes as they are (and the reader validates)."""
-    return [{"kind": kind, "version": 1, **fields} for kind, fields in built]
 
 
 def _raise_first(errors: Sequence[StoreError | None]) -> None:

@@ -452,6 +452,8 @@ class SqlStore:
                 self._header_event(cursor, append, _model(append.run_id, event), now, at)
             else:  # a step's event: the run's hot path, one statement
                 sql.run(cursor, sql.append_event, _event_values(append, event, at), append, event)
+        if append.lease_seconds is None and not append.release and append.events:
+            return  # a step's append: its events were the fence
         fence = {"run_id": append.run_id, "owner": append.owner}
         if append.lease_seconds is not None and not _creates(append):
             expires = now + timedelta(seconds=append.lease_seconds)
