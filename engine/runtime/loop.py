@@ -1,7 +1,13 @@
 """The step loop: gate -> request -> reply -> judge and execute each call -> advance -> persist.
 
-One step is one model call. Its life in the store (so a killed process loses nothing committed;
-the writes go through the run's `Journal`, which commits them at these points only):
+One async generator, `Runner._events`, is the loop of `run`, `stream` and both resumes (`run`
+and `resume` keep its `Stopped` event). One step is one model call, in named phases: gate and
+ask the model, settle each call in order (judge it, hold it for approval, execute it, record
+it), conclude (the decision) and commit.
+
+Its life in the store (so a killed process loses nothing committed; the loop tells the run's
+journal what happened, and the journal commits at these points only; a run without a store
+has a `NullJournal`):
 
 1. before a call with side effects runs, the reply (as an assistant message) and the call's
    "started" record are committed together; the call's result is committed with the next
@@ -21,14 +27,16 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Generator
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass, field
 from datetime import datetime
+from enum import Enum
 from functools import partial
-from typing import Any, Literal, get_args
+from typing import Any, Literal
 
 from pydantic_core import to_jsonable_python
 
-from engine.machine import Position, Reason, StopReason, Verdict
+from engine.machine import Gate, Position, Reason, StopReason, Verdict
 from engine.machine.trace import violation_message
 from engine.providers.base import (
     Message,
@@ -59,7 +67,7 @@ from engine.runtime.events import (
 )
 from engine.runtime.journal import GroupCommit, Journal, NullJournal, RunJournal, status_for
 from engine.runtime.state import PendingStep, RunState
-from engine.tools import HEARTBEAT_PARAM, ArgumentError, ToolResult
+from engine.tools import HEARTBEAT_PARAM, ArgumentError, Tool, ToolResult
 
 __all__ = ["Decision", "Runner", "status_for"]
 
@@ -68,18 +76,66 @@ Decision = Literal["retry", "fail"]
 # The journal of every run without a store (it holds nothing).
 _NULL_JOURNAL = NullJournal()
 
-# What a way into the loop hands it, and the loop itself (see `Runner._steps`).
+# What a way into the loop hands it (see `Runner._events`).
 _Setup = tuple[RunState, PendingStep | None, RunJournal, RunStarted]
-_Steps = Generator[Any, Any, None]
-
-# Everything the loop yields that is not an awaitable (no event type has subclasses).
-_EVENT_TYPES: frozenset[type] = frozenset(get_args(Event))
 
 # The events of every step (stream), built without their __init__ (see frozen_builder).
 _step_started = frozen_builder(StepStarted)
 _call_started = frozen_builder(ToolCallStarted)
 _call_result = frozen_builder(ToolResultEvent)
 _step_committed = frozen_builder(StepCommitted)
+
+
+@dataclass(slots=True)
+class _Batch:
+    """A step's calls being settled: where the machine stands after each, what the model is
+    told, and (once concluded) the step's decision."""
+
+    step: PendingStep
+    position: Position
+    results: list[Message] = field(default_factory=list)
+    verdicts: list[Verdict] = field(default_factory=list)
+    cut: Verdict | None = None  # a stop that ends the batch (terminal tool, dead end)
+    cut_tool: str = ""
+    decision: str = "continue"
+    reason: str = ""
+
+
+class _Admit(Enum):
+    """What becomes of a call that passed judgement (see `Runner._admit`)."""
+
+    RUN = "run"
+    HOLD = "hold"
+    FAILED = "failed"
+
+
+# What the model is told of a side-effect call a crash interrupted, given up by decision.
+_INTERRUPTED = (
+    "the call was interrupted (the process stopped while it ran) and was marked failed; it "
+    "may or may not have taken effect"
+)
+
+
+async def _outcome(events: AsyncIterator[Event]) -> RunResult:
+    """How a run ended: its `Stopped` event's result (the other events are ignored)."""
+    result = None
+    async for event in events:
+        if type(event) is Stopped:
+            result = event.result
+    assert result is not None
+    return result
+
+
+def _reply_events(step: PendingStep) -> tuple[Event, ...]:
+    """What a stream shows of a step's reply when it arrives: the provider's notice (stored
+    with the reply: `runs show` prints it with the step) and the model's text."""
+    reply = step.reply
+    events: tuple[Event, ...] = ()
+    if reply.notice is not None:
+        events += (Notice(step.seq, reply.notice),)
+    if reply.text:
+        events += (TextDelta(step.seq, reply.text),)
+    return events
 
 
 class _Pause(Exception):
@@ -140,10 +196,9 @@ class Runner:
 
     # -- public entry points ---------------------------------------------------------------
 
-    def run(self, input: str, *, run_id: str | None = None) -> Coroutine[Any, Any, RunResult]:
-        """Start a new run with the user message `input` and return how it ended (a coroutine:
-        `await runner.run(...)`)."""
-        return self._quietly(self._start, (input, run_id), None)
+    async def run(self, input: str, *, run_id: str | None = None) -> RunResult:
+        """Start a new run with the user message `input` and return how it ended."""
+        return await _outcome(self._events(partial(self._start, input, run_id), None, deltas=False))
 
     def run_sync(self, input: str, *, run_id: str | None = None) -> RunResult:
         """`run` for code without an event loop: runs to the end and returns the `RunResult`
@@ -153,15 +208,13 @@ class Runner:
         start = partial(self.run, input, run_id=run_id)
         return call_sync(start, "Runner.run_sync()", "await runner.run(input)")
 
-    def resume(
-        self, run_id: str, *, decision: Decision | None = None
-    ) -> Coroutine[Any, Any, RunResult]:
+    async def resume(self, run_id: str, *, decision: Decision | None = None) -> RunResult:
         """`resume_stream` without the events: how the run (or this stretch of it) ended."""
-        return self._quietly(self._resume, (run_id,), decision)
+        return await _outcome(self._events(partial(self._resume, run_id), decision, deltas=False))
 
     def stream(self, input: str, *, run_id: str | None = None) -> AsyncIterator[Event]:
-        """Start a new run with the user message `input`."""
-        return self._stream(partial(self._start, input, run_id), None)
+        """Start a new run with the user message `input`; its events as they happen."""
+        return self._events(partial(self._start, input, run_id), None, deltas=True)
 
     def resume_stream(
         self, run_id: str, *, decision: Decision | None = None
@@ -171,69 +224,7 @@ class Runner:
         `decision` settles a side-effect call interrupted by a crash: "retry" runs it again,
         "fail" records it as failed and tells the model so.
         """
-        return self._stream(partial(self._resume, run_id), decision)
-
-    # The loop itself (`_steps`) is a plain generator: it yields events, and awaitables for
-    # its driver to await and send back the result of (an exception is thrown back in). Two
-    # drivers: `_quietly` (run/resume: a coroutine, which keeps the Stopped event's result)
-    # and `_stream` (an async generator, which hands every event on). A plain generator
-    # costs less per step than an async one, and a quiet run owns no async generator (nor
-    # the objects the event loop keeps to finalise one). run/resume hand back `_quietly`'s
-    # coroutine itself: one coroutine less per run.
-
-    async def _quietly(
-        self,
-        setup: Callable[..., Awaitable[_Setup]],
-        args: tuple[Any, ...],
-        decision: Decision | None,
-    ) -> RunResult:
-        steps = self._steps(setup(*args), decision, quiet=True)
-        del setup, args  # (a bound method: not kept for the run's whole life)
-        result = None
-        try:
-            item = next(steps)
-            while True:
-                if type(item) in _EVENT_TYPES:
-                    if type(item) is Stopped:
-                        result = item.result
-                    item = next(steps)
-                else:
-                    try:
-                        value = await item
-                    except BaseException as exc:
-                        item = steps.throw(exc)
-                    else:
-                        item = steps.send(value)
-                        value = None  # not kept through the next await
-        except StopIteration:
-            pass
-        assert result is not None
-        return result
-
-    async def _stream(
-        self, setup: Callable[[], Awaitable[_Setup]], decision: Decision | None
-    ) -> AsyncIterator[Event]:
-        # The setup coroutine is made when the stream is first iterated: a stream never
-        # iterated leaves no coroutine behind that was never awaited.
-        steps = self._steps(setup(), decision, quiet=False)
-        try:
-            item = next(steps)
-            while True:
-                if type(item) in _EVENT_TYPES:
-                    yield item
-                    item = next(steps)
-                else:
-                    try:
-                        value = await item
-                    except BaseException as exc:
-                        item = steps.throw(exc)
-                    else:
-                        item = steps.send(value)
-                        value = None  # not kept through the next await
-        except StopIteration:
-            return
-        finally:
-            steps.close()
+        return self._events(partial(self._resume, run_id), decision, deltas=True)
 
     # The two ways into the loop.
 
@@ -276,288 +267,331 @@ class Runner:
         return state, pending, journal, started
 
     # -- the loop ----------------------------------------------------------------------
+    # One async generator (`_events`) is the loop of `run`, `stream` and both resumes; `run`
+    # and `resume` read its `Stopped` event only. A step's phases: gate and ask
+    # (`_cannot_step`, `_ask_model`, `_received`), settle each call (`_settle`: judge,
+    # hold for approval, execute, record), conclude and commit (`_conclude`, `_commit`).
 
-    def _steps(self, setup: Awaitable[_Setup], decision: Decision | None, *, quiet: bool) -> _Steps:
-        """The loop (`yield awaitable` stands for `await awaitable`, see `_quietly`). `quiet`
-        (for `run`/`resume`, which look at the `Stopped` event only) skips building and
-        yielding the other events: the run is the same, its store records the same, and no
-        one pays for events no one reads."""
-        state, pending, journal, opening = yield setup
+    async def _events(
+        self, setup: Callable[[], Awaitable[_Setup]], decision: Decision | None, *, deltas: bool
+    ) -> AsyncIterator[Event]:
+        """The run's events; with `deltas` (a stream), the model's reply as it arrives too
+        (`run` and `resume` ask for whole replies: no one reads the parts)."""
+        # The setup coroutine is made when the stream is first iterated: a stream never
+        # iterated leaves no coroutine behind that was never awaited.
+        state, pending, journal, opening = await setup()
         del setup
-        if not quiet:
-            yield opening
+        yield opening
         del opening
-        machine = self._machine
         journal.start_heartbeat()
         try:
             while True:
-                if pending is None:
-                    if state.seq >= self.max_steps:
-                        yield (yield self._stop(state, journal, StopReason.STEP_LIMIT))
+                step, pending = pending, None
+                if step is None:
+                    gate = self._machine.gate(state.position)
+                    cannot = self._cannot_step(state, gate)
+                    if cannot is not None:
+                        yield await self._stop(state, journal, *cannot)
                         return
-                    gate = machine.gate(state.position)
-                    # No tool allowed: a dead end where a call is forced (or a required tool
-                    # is pending); else an answer-only step (the request offers no tool).
-                    if not gate.allowed and machine.dead_end(state.position):
-                        yield (
-                            yield self._stop(
-                                state, journal, StopReason.DEAD_END, "no tool is allowed"
-                            )
-                        )
-                        return
-                    if not quiet:
-                        yield _step_started(state.seq, gate.allowed, gate.force, gate.forced_tool)
-                    request = self.agent.request(gate, tuple(state.messages))
+                    yield _step_started(state.seq, gate.allowed, gate.force, gate.forced_tool)
                     started = journal.step_started()
                     try:
-                        reply = yield self._ask_model(request)
+                        reply = await self._ask_model(
+                            self.agent.request(gate, tuple(state.messages)), deltas
+                        )
                     except MalformedReply as exc:
                         # The server answered, with something that is no reply: kept as a
                         # step of its own, the run's last (resume asks the model again).
-                        yield (yield self._malformed_step(state, journal, gate, started, exc))
+                        yield await self._malformed_step(state, journal, gate, started, exc)
                         return
                     except ProviderError as exc:
-                        yield (yield self._stop(state, journal, StopReason.ERROR, str(exc)))
+                        yield await self._stop(state, journal, StopReason.ERROR, str(exc))
                         return
-                    del request  # the provider is done with it; so is the loop
-                    # Before anything stores it or sends it on: oversized arguments cut down.
-                    reply = cap_arguments(reply, self.max_argument_bytes)
-                    pending = PendingStep(
-                        state.seq,
-                        state.position,
-                        gate,
-                        reply,
-                        started,
-                        state.call_keys(state.seq, reply.tool_calls),
-                        None,  # nothing recorded: a fresh step
-                        reply.to_message(),
-                    )
-                    journal.reply_received(state, pending)
-                    if reply.notice is not None and not quiet:
-                        # (stored with the reply: `runs show` prints it with the step)
-                        yield Notice(state.seq, reply.notice)
-                    if reply.text:
-                        state.last_text = reply.text
-                        if not quiet:
-                            yield TextDelta(state.seq, reply.text)
+                    step = self._received(state, journal, gate, reply, started)
                     del reply, gate
-                step = pending
-                pending = None
+                    for event in _reply_events(step):
+                        yield event
+                batch = _Batch(step, step.position_before)
                 try:
-                    verdict_stop, committed = yield from self._settle(
-                        state, step, decision, journal, quiet
-                    )
+                    async for event in self._settle(state, batch, decision, journal):
+                        yield event
                 except _Pause as pause:
                     # The paused step is not committed (its tokens reach the run's totals in
                     # the store when it is), but the model was paid for it: count it here.
-                    yield (
-                        yield self._stop(
-                            state,
-                            journal,
-                            pause.stop,
-                            pending_call=pause.call_key,
-                            pending_usage=step.reply.usage,
-                        )
+                    usage = step.reply.usage
+                    yield await self._stop(
+                        state, journal, pause.stop, pending_call=pause.call_key, pending_usage=usage
                     )
                     return
                 decision = None  # a decision settles one interrupted call only
+                stop, nag = self._conclude(state, batch)
+                if nag is not None:
+                    yield Notice(step.seq, nag)
+                committed = await self._commit(state, batch, stop, journal)
                 # Not kept through the next model call (a long wait, when many runs share
                 # the loop): what dies young costs the garbage collector next to nothing.
-                del step
-                if not quiet:
-                    yield committed
-                if verdict_stop is not None:
-                    yield Stopped(self._result(state, verdict_stop))
+                del step, batch
+                yield committed
+                if stop is not None:
+                    yield Stopped(self._result(state, stop))
                     return
         except asyncio.CancelledError:
             journal.cancelled()
             raise
         except Exception as exc:
-            if journal.refused(exc):
-                # A refused write of this run's owner: the run stops here, on record.
-                error = f"the store refused a write: {exc}"
-                journal.store_failed(error)
-                yield Stopped(self._result(state, StopReason.ERROR, error))
-                return
-            # An error the loop does not handle (the store went away, the lease was lost): the
-            # run stays resumable (the lease given up if it is still this process's).
-            journal.abandoned(exc)
-            raise
+            if not journal.refused(exc):
+                # An error the loop does not handle (the store went away, the lease was
+                # lost): the run stays resumable (the lease given up if it is still ours).
+                journal.abandoned(exc)
+                raise
+            # A refused write of this run's owner: the run stops here, on record.
+            error = f"the store refused a write: {exc}"
+            journal.store_failed(error)
+            yield Stopped(self._result(state, StopReason.ERROR, error))
         finally:
             journal.stop_heartbeat()
 
-    def _ask_model(self, request: ModelRequest) -> Awaitable[ModelReply]:
-        """The one place the provider is asked for a step's reply (awaited by the driver)."""
-        return self.provider.complete(request)
+    def _cannot_step(self, state: RunState, gate: Gate) -> tuple[StopReason, str | None] | None:
+        """Why the run cannot take another step (None: it can)."""
+        if state.seq >= self.max_steps:
+            return StopReason.STEP_LIMIT, None
+        # No tool allowed: a dead end where a call is forced (or a required tool is
+        # pending); else an answer-only step (the request offers no tool).
+        if not gate.allowed and self._machine.dead_end(state.position):
+            return StopReason.DEAD_END, "no tool is allowed"
+        return None
 
-    def _settle(
+    async def _ask_model(self, request: ModelRequest, deltas: bool) -> ModelReply:
+        """The one place the provider is asked for a step's reply (`deltas`: for a stream,
+        which shows the reply as it arrives)."""
+        return await self.provider.complete(request)
+
+    def _received(
         self,
         state: RunState,
-        step: PendingStep,
+        journal: RunJournal,
+        gate: Gate,
+        reply: ModelReply,
+        started: datetime | None,
+    ) -> PendingStep:
+        """The step a reply makes, recorded (its calls are not settled yet)."""
+        # Before anything stores it or sends it on: oversized arguments cut down.
+        reply = cap_arguments(reply, self.max_argument_bytes)
+        step = PendingStep(
+            state.seq,
+            state.position,
+            gate,
+            reply,
+            started,
+            state.call_keys(state.seq, reply.tool_calls),
+            None,  # nothing recorded: a fresh step
+            reply.to_message(),
+        )
+        journal.reply_received(state, step)
+        if reply.text:
+            state.last_text = reply.text
+        return step
+
+    async def _settle(
+        self,
+        state: RunState,
+        batch: _Batch,
         decision: Decision | None,
         journal: RunJournal,
-        quiet: bool,
-    ) -> Generator[Any, Any, tuple[StopReason | None, StepCommitted | None]]:
-        """Judge, execute (or replay) each call of a step in order, then commit the step.
-
-        Yields the step's events (none when `quiet`, but `ApprovalRequested`) and the
-        awaitables to await (`yield awaitable` stands for `await awaitable`, see `_steps`);
-        returns the stop reason (None: the run goes on) and the `StepCommitted` event (None
-        when quiet without a store).
-        """
-        machine = self._machine
-        run_id = state.run_id
-        reply = step.reply
+    ) -> AsyncIterator[Event]:
+        """Judge, execute (or replay) each call of a step in order; `batch` keeps where the
+        machine ends up and what the model is told. Yields the calls' events; raises
+        `_Pause` when a call cannot run now."""
+        step = batch.step
         recorded = step.recorded
-        position = step.position_before
-        results: list[Message] = []
-        verdicts: list[Verdict] = []
-        cut: Verdict | None = None  # a stop that ends the batch (terminal tool, dead end)
-        cut_tool = ""
-        for index, call in enumerate(reply.tool_calls):
+        for index, call in enumerate(step.reply.tool_calls):
             key = step.call_keys[index]
             record = recorded.get(key) if recorded is not None else None
-            if cut is not None:
-                message = f"not executed: the run ended after {cut_tool} ({cut.reason})"
-                if record is None:
-                    journal.violation(
-                        step.seq, index, key, call, message, self._side_effects(call.name)
-                    )
-                results.append(tool_message(call.id, message, True))
-                if not quiet:
-                    yield Violation(step.seq, key, call.name, message)
-                continue
-            if record is not None and record.finished_at is not None:
+            tool: Tool | None = None
+            if batch.cut is not None:
+                problem: str | None = (
+                    f"not executed: the run ended after {batch.cut_tool} ({batch.cut.reason})"
+                )
+            elif record is not None and record.finished_at is not None:
                 # Settled before a crash or a pause: replay it from the store.
-                results.append(tool_message(call.id, _as_text(record.result), record.is_error))
-                if not quiet:
-                    yield ToolCallStarted(step.seq, key, call.name, record.arguments or {}, True)
-                    yield ToolResultEvent(
-                        step.seq, key, call.name, record.result, record.is_error, record.duration_ms
-                    )
-                if record.status in ("finished", "error"):
-                    position = machine.advance(position, call.name, record.result)
-                    verdict = machine.after_call(position, call.name, heartbeat=self._beat_of(call))
-                    verdicts.append(verdict)
-                    if _cuts(verdict):
-                        cut, cut_tool = verdict, call.name
+                self._replay(batch, call, record)
+                yield ToolCallStarted(step.seq, key, call.name, record.arguments or {}, True)
+                yield ToolResultEvent(
+                    step.seq, key, call.name, record.result, record.is_error, record.duration_ms
+                )
                 continue
-            # Judge the call against the machine at the current position.
-            tool = self.agent.tools.get(call.name)
-            problem: str | None = None
-            arguments: dict[str, Any] = {}
-            beat: bool | None = None
-            gate = machine.gate(position)
-            # (`allowed` is the gate's mask as names: the machine's is_allowed, one call less)
-            if tool is None or call.name not in gate.allowed:
-                problem = violation_message(machine, position, call.name)
-            elif (problem := cap_violation(call.arguments)) is not None:
-                pass
             else:
-                prefill = gate.prefill.get(call.name) if gate.prefill else None
-                try:
-                    arguments, beat = tool.parse(
-                        call.arguments, prefill=prefill, heartbeat=self._heartbeat
-                    )
-                except ArgumentError as exc:
-                    problem = f"{exc}; the call was not executed"
+                problem, tool, arguments, beat = self._judge(batch.position, call)
             if problem is not None:
-                if record is None:
-                    journal.violation(
-                        step.seq, index, key, call, problem, self._side_effects(call.name)
-                    )
-                results.append(tool_message(call.id, problem, True))
-                if not quiet:
-                    yield Violation(step.seq, key, call.name, problem)
+                self._refuse(batch, journal, index, call, record, problem)
+                yield Violation(step.seq, key, call.name, problem)
                 continue
             assert tool is not None
-            # The arguments as stored and streamed: not needed by a quiet run without a store.
-            stored_args: Any = (
-                to_jsonable_python(arguments, fallback=str)
-                if journal.durable or not quiet
-                else None
-            )
+            # The arguments as stored and streamed.
+            stored_args = to_jsonable_python(arguments, fallback=str)
             side_effects = not tool.idempotent
-            if call.name in machine.approval:
-                status = record.status if record is not None else None
-                if status is None:
-                    # On disk before anyone is told: a reviewer may act on the event at once.
-                    yield journal.call_held(step, index, call, stored_args, side_effects)
-                    yield ApprovalRequested(run_id, step.seq, key, call.name, stored_args)
-                    raise _Pause(StopReason.AWAITING_APPROVAL, key)
-                if status == "awaiting_approval":
-                    raise _Pause(StopReason.AWAITING_APPROVAL, key)
-                # approved (or started after approval, then interrupted): runs below
-                if status == "approved":
-                    journal.call_approved(key)
-                    record = None
-            if record is not None and record.status == "started":
-                # Started before a crash, never finished.
-                if side_effects and decision is None:
-                    raise _Pause(StopReason.AWAITING_DECISION, key)
-                if side_effects and decision == "fail":
-                    message = (
-                        "the call was interrupted (the process stopped while it ran) and was "
-                        "marked failed; it may or may not have taken effect"
-                    )
-                    journal.call_failed(key, message)
-                    results.append(tool_message(call.id, message, True))
-                    if not quiet:
-                        yield ToolResultEvent(step.seq, key, call.name, message, True, None)
-                    continue
-            elif record is None and call.name not in machine.approval:
-                journal.call_started(step, index, call, stored_args, side_effects)
+            admitted = self._admit(
+                journal, step, index, call, record, stored_args, side_effects, decision
+            )
+            if admitted is _Admit.HOLD:
+                # On disk before anyone is told: a reviewer may act on the event at once.
+                await journal.call_held(step, index, call, stored_args, side_effects)
+                yield ApprovalRequested(state.run_id, step.seq, key, call.name, stored_args)
+                raise _Pause(StopReason.AWAITING_APPROVAL, key)
+            if admitted is _Admit.FAILED:
+                batch.results.append(tool_message(call.id, _INTERRUPTED, True))
+                yield ToolResultEvent(step.seq, key, call.name, _INTERRUPTED, True, None)
+                continue
             if journal.flush_due(side_effects):
-                yield journal.flush(renew=True)
-            if not quiet:
-                yield _call_started(step.seq, key, call.name, stored_args, False)
-            # An inline tool runs here and now; any other is awaited (see `_steps`).
+                await journal.flush(renew=True)
+            yield _call_started(step.seq, key, call.name, stored_args, False)
+            # An inline tool runs here and now; any other is awaited.
             result = tool.execute_now(arguments)
-            if type(result) is not ToolResult:
-                result = yield result
+            if not isinstance(result, ToolResult):
+                result = await result
             journal.call_finished(key, result, side_effects)
-            results.append(tool_message(call.id, result.text(), result.is_error))
-            if not quiet:
-                yield _call_result(
-                    step.seq, key, call.name, result.output, result.is_error, result.duration_ms
-                )
-            position = machine.advance(position, call.name, result.output)
-            verdict = machine.after_call(position, call.name, heartbeat=beat)
-            verdicts.append(verdict)
-            if _cuts(verdict):
-                cut, cut_tool = verdict, call.name
+            batch.results.append(tool_message(call.id, result.text(), result.is_error))
+            self._advance(batch, call, result.output, beat)
+            yield _call_result(
+                step.seq, key, call.name, result.output, result.is_error, result.duration_ms
+            )
 
-        decision_text, reason, stop, nag = self._decide(step, position, verdicts, cut)
+    def _judge(
+        self, position: Position, call: ToolCall
+    ) -> tuple[str | None, Tool | None, dict[str, Any], bool | None]:
+        """Judge a call against the machine at `position`: (why it is refused, or None; the
+        tool; its parsed arguments; its heartbeat flag)."""
+        machine = self._machine
+        tool = self.agent.tools.get(call.name)
+        gate = machine.gate(position)
+        # (`allowed` is the gate's mask as names: the machine's is_allowed, one call less)
+        if tool is None or call.name not in gate.allowed:
+            return violation_message(machine, position, call.name), None, {}, None
+        problem = cap_violation(call.arguments)
+        if problem is not None:
+            return problem, None, {}, None
+        prefill = gate.prefill.get(call.name) if gate.prefill else None
+        try:
+            arguments, beat = tool.parse(call.arguments, prefill=prefill, heartbeat=self._heartbeat)
+        except ArgumentError as exc:
+            return f"{exc}; the call was not executed", None, {}, None
+        return None, tool, arguments, beat
+
+    def _refuse(
+        self,
+        batch: _Batch,
+        journal: RunJournal,
+        index: int,
+        call: ToolCall,
+        record: Any,
+        problem: str,
+    ) -> None:
+        """A call that is not executed: the model is told why (recorded once)."""
+        step = batch.step
+        if record is None:
+            side_effects = self._side_effects(call.name)
+            journal.violation(step.seq, index, step.call_keys[index], call, problem, side_effects)
+        batch.results.append(tool_message(call.id, problem, True))
+
+    def _replay(self, batch: _Batch, call: ToolCall, record: Any) -> None:
+        """A call settled before a crash or a pause, as the store has it."""
+        batch.results.append(tool_message(call.id, _as_text(record.result), record.is_error))
+        if record.status in ("finished", "error"):
+            self._advance(batch, call, record.result, self._beat_of(call))
+
+    def _admit(
+        self,
+        journal: RunJournal,
+        step: PendingStep,
+        index: int,
+        call: ToolCall,
+        record: Any,
+        arguments: Any,
+        side_effects: bool,
+        decision: Decision | None,
+    ) -> _Admit:
+        """Whether a call that passed judgement runs now (recorded as started), waits for a
+        reviewer (`HOLD`), or was interrupted by a crash and is given up (`FAILED`); raises
+        `_Pause` when it waits for a decision already asked for."""
+        key = step.call_keys[index]
+        if call.name in self._machine.approval:
+            status = record.status if record is not None else None
+            if status is None:
+                return _Admit.HOLD
+            if status == "awaiting_approval":
+                raise _Pause(StopReason.AWAITING_APPROVAL, key)
+            if status == "approved":
+                journal.call_approved(key)
+                return _Admit.RUN
+            # started after approval, then interrupted: as any interrupted call
+        if record is None:
+            journal.call_started(step, index, call, arguments, side_effects)
+            return _Admit.RUN
+        if record.status == "started" and side_effects:
+            # Started before a crash, never finished: run again or given up, as decided.
+            if decision is None:
+                raise _Pause(StopReason.AWAITING_DECISION, key)
+            if decision == "fail":
+                journal.call_failed(key, _INTERRUPTED)
+                return _Admit.FAILED
+        return _Admit.RUN
+
+    def _advance(self, batch: _Batch, call: ToolCall, output: Any, beat: bool | None) -> None:
+        """Move the machine on past a call that ran (or ran before a crash)."""
+        machine = self._machine
+        batch.position = machine.advance(batch.position, call.name, output)
+        verdict = machine.after_call(batch.position, call.name, heartbeat=beat)
+        batch.verdicts.append(verdict)
+        if _cuts(verdict):
+            batch.cut, batch.cut_tool = verdict, call.name
+
+    def _conclude(self, state: RunState, batch: _Batch) -> tuple[StopReason | None, str | None]:
+        """Decide how the run goes on after a settled step, and move `state` past it:
+        (the stop reason, None: it goes on; the message for the model, if any)."""
+        step = batch.step
+        decision, reason, stop, nag = self._decide(step, batch.position, batch.verdicts, batch.cut)
         if reason == "forced_call_missing":
             state.forced_misses += 1
             if state.forced_misses > MAX_FORCED_REASKS:
                 # The server does not honour forcing and the model keeps answering in text:
                 # re-asking for ever would only burn the step limit.
-                decision_text, stop, nag = "stop", StopReason.FORCING_IGNORED, None
+                decision, stop, nag = "stop", StopReason.FORCING_IGNORED, None
         else:
             state.forced_misses = 0
-        new_messages = results
         if nag:
-            new_messages.append(Message(role="user", text=nag))
-            if not quiet:
-                yield Notice(step.seq, nag)
+            batch.results.append(Message(role="user", text=nag))
         if stop is None and step.seq + 1 >= self.max_steps:
-            decision_text, reason, stop = "stop", StopReason.STEP_LIMIT.value, StopReason.STEP_LIMIT
-        usage = reply.usage
-        state.messages.append(step.message or reply.to_message())
-        state.messages.extend(new_messages)
-        state.position = position
+            decision, reason, stop = "stop", StopReason.STEP_LIMIT.value, StopReason.STEP_LIMIT
+        batch.decision, batch.reason = decision, reason
+        state.messages.append(step.message or step.reply.to_message())
+        state.messages.extend(batch.results)
+        state.position = batch.position
         state.seq = step.seq + 1
-        state.usage = state.usage + usage
-        dumped = machine.dump(position) if journal.durable or not quiet else None
+        state.usage = state.usage + step.reply.usage
+        return stop, nag or None
+
+    async def _commit(
+        self,
+        state: RunState,
+        batch: _Batch,
+        stop: StopReason | None,
+        journal: RunJournal,
+    ) -> StepCommitted:
+        """Record the step, durably before the next model call; its event."""
+        step = batch.step
+        dumped = self._machine.dump(batch.position)
         journal.step_committed(
-            state, step, dumped, decision_text, reason, new_messages, stop, _STOP_ERRORS.get(stop)
+            state,
+            step,
+            dumped,
+            batch.decision,
+            batch.reason,
+            batch.results,
+            stop,
+            _STOP_ERRORS.get(stop) if stop is not None else None,
         )
-        if journal.durable:
-            yield journal.flush()
-        return stop, (
-            None if dumped is None else _step_committed(step.seq, decision_text, reason, dumped)
-        )
+        await journal.flush()
+        return _step_committed(step.seq, batch.decision, batch.reason, dumped)
 
     def _decide(
         self,
