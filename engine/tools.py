@@ -39,7 +39,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model
 from pydantic_core import to_jsonable_python
 
 from engine.errors import ToolfsmError
-from engine.providers.base import ToolSpec, frozen_builder
+from engine.providers.base import ToolSpec
 
 __all__ = [
     "HEARTBEAT_PARAM",
@@ -146,10 +146,6 @@ class ToolResult:
         if type(output) is int:  # JSON's form of a plain int is its repr; skip the encoder
             return int.__repr__(output)
         return _to_text(output)
-
-
-# ToolResult(output, is_error, duration_ms), one per call (see frozen_builder).
-_result = frozen_builder(ToolResult)
 
 
 def _docstring_parts(fn: Callable[..., Any]) -> tuple[str, dict[str, str]]:
@@ -355,8 +351,8 @@ class Tool:
             if type(output) not in _JSON_SCALARS:
                 output = to_jsonable_python(output, fallback=str)
         except Exception as exc:  # (not CancelledError, a BaseException: it propagates)
-            return _result(_error_text(exc), True, _ms_since(started))
-        return _result(output, False, int((_clock() - started) * 1000))
+            return ToolResult(_error_text(exc), True, _ms_since(started))
+        return ToolResult(output, False, int((_clock() - started) * 1000))
 
     async def _run(self, arguments: Mapping[str, Any], started: float, awaiting: Any) -> ToolResult:
         try:
@@ -373,8 +369,8 @@ class Tool:
         except asyncio.CancelledError:
             raise
         except Exception as exc:
-            return _result(_error_text(exc), True, _ms_since(started))
-        return _result(output, False, _ms_since(started))
+            return ToolResult(_error_text(exc), True, _ms_since(started))
+        return ToolResult(output, False, _ms_since(started))
 
 
 def _error_text(exc: Exception) -> str:

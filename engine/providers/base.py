@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable, Iterator
-from dataclasses import dataclass, fields
-from typing import Any, Literal, Protocol, TypeVar, runtime_checkable
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
+from typing import Any, Literal, Protocol, runtime_checkable
 
 from engine.providers.errors import ProviderAPIError, ProviderConfigError
 
@@ -26,32 +26,6 @@ __all__ = [
     "stream_reply",
     "tool_message",
 ]
-
-
-T = TypeVar("T")
-
-
-def frozen_builder(cls: type[T]) -> Callable[..., T]:
-    """A function `build(*values)` making an instance of the frozen slots dataclass `cls` from
-    all its field values, in order: what `cls(*values)` makes, without `__init__` (nor
-    `__post_init__`: only for values known to pass its checks).
-
-    The run loop builds messages, requests, tool results and events this way, several per
-    step: a frozen dataclass's `__init__` sets each field through `object.__setattr__`, the
-    slot's own descriptor does it at half the cost. Made once per class, with `exec`, as
-    dataclasses makes `__init__` itself.
-    """
-    names = [f.name for f in fields(cls)]  # type: ignore[arg-type]
-    namespace: dict[str, Any] = {"_new": object.__new__, "_cls": cls}
-    lines = [f"def build({', '.join(names)}):", "    obj = _new(_cls)"]
-    for name in names:
-        namespace[f"_set_{name}"] = getattr(cls, name).__set__
-        lines.append(f"    _set_{name}(obj, {name})")
-    lines.append("    return obj")
-    exec("\n".join(lines), namespace)
-    build: Callable[..., T] = namespace["build"]
-    build.__qualname__ = f"frozen_builder({cls.__name__})"
-    return build
 
 
 Role = Literal["user", "assistant", "tool"]
@@ -112,24 +86,9 @@ class Message:
             )
 
 
-# Message(role, text, tool_calls, tool_call_id, is_error, provider_state), unchecked.
-_message = frozen_builder(Message)
-
-
 def tool_message(call_id: str, text: str, is_error: bool = False) -> Message:
-    """The tool message answering call `call_id`: `Message(role="tool", ...)`.
-
-    The run loop builds one per call; a tool message with a call id passes Message's checks
-    by construction, so it is built without them (the same value, a third of the cost).
-    """
-    if not call_id:
-        return Message(role="tool", text=text, tool_call_id=call_id, is_error=is_error)  # raises
-    return _message("tool", text, (), call_id, is_error, None)
-
-
-# (id(tools), allowed, force, forced_tool) -> tools, for requests already checked.
-_CHECKED: dict[tuple[int, tuple[str, ...], bool, str | None], tuple[ToolSpec, ...]] = {}
-_CHECKED_MAX = 4096
+    """The tool message answering call `call_id`: `Message(role="tool", ...)`."""
+    return Message(role="tool", text=text, tool_call_id=call_id, is_error=is_error)
 
 
 @dataclass(frozen=True, slots=True)
@@ -151,18 +110,6 @@ class ModelRequest:
     parallel_tool_calls: bool = True
 
     def __post_init__(self) -> None:
-        # The run loop builds one request per step from the same tools and a handful of
-        # gates: a combination that passed once is not checked again (the tools tuple is
-        # kept in the memo, so its id cannot be reused while the entry exists).
-        key = (id(self.tools), self.allowed, self.force, self.forced_tool)
-        if _CHECKED.get(key) is self.tools:
-            return
-        self._check()
-        if len(_CHECKED) >= _CHECKED_MAX:
-            _CHECKED.clear()
-        _CHECKED[key] = self.tools
-
-    def _check(self) -> None:
         names = [t.name for t in self.tools]
 
         def bad(msg: str) -> ProviderConfigError:
@@ -210,9 +157,8 @@ class ModelRequest:
         return next((t for t in self.tools if t.name == name), None)
 
     def with_messages(self, messages: tuple[Message, ...]) -> ModelRequest:
-        """This request with other messages: `replace(self, messages=...)`, without checking
-        again what was checked when this one was built (messages are not checked)."""
-        return _build_request(
+        """This request with other messages."""
+        return ModelRequest(
             self.system,
             messages,
             self.tools,
@@ -221,9 +167,6 @@ class ModelRequest:
             self.forced_tool,
             self.parallel_tool_calls,
         )
-
-
-_build_request = frozen_builder(ModelRequest)
 
 
 @dataclass(frozen=True, slots=True)
@@ -273,8 +216,12 @@ class ModelReply:
 
     def to_message(self) -> Message:
         """The assistant Message to append to the history for this reply."""
-        # An assistant message passes Message's checks whatever its fields: skip them.
-        return _message("assistant", self.text, self.tool_calls, None, False, self.provider_state)
+        return Message(
+            role="assistant",
+            text=self.text,
+            tool_calls=self.tool_calls,
+            provider_state=self.provider_state,
+        )
 
 
 @runtime_checkable

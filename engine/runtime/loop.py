@@ -45,7 +45,6 @@ from engine.providers.base import (
     Provider,
     ToolCall,
     Usage,
-    frozen_builder,
     tool_message,
 )
 from engine.providers.errors import MalformedReply, ProviderError
@@ -78,12 +77,6 @@ _NULL_JOURNAL = NullJournal()
 
 # What a way into the loop hands it (see `Runner._events`).
 _Setup = tuple[RunState, PendingStep | None, RunJournal, RunStarted]
-
-# The events of every step (stream), built without their __init__ (see frozen_builder).
-_step_started = frozen_builder(StepStarted)
-_call_started = frozen_builder(ToolCallStarted)
-_call_result = frozen_builder(ToolResultEvent)
-_step_committed = frozen_builder(StepCommitted)
 
 
 @dataclass(slots=True)
@@ -293,7 +286,7 @@ class Runner:
                     if cannot is not None:
                         yield await self._stop(state, journal, *cannot)
                         return
-                    yield _step_started(state.seq, gate.allowed, gate.force, gate.forced_tool)
+                    yield StepStarted(state.seq, gate.allowed, gate.force, gate.forced_tool)
                     started = journal.step_started()
                     try:
                         reply = await self._ask_model(
@@ -444,7 +437,7 @@ class Runner:
                 continue
             if journal.flush_due(side_effects):
                 await journal.flush(renew=True)
-            yield _call_started(step.seq, key, call.name, stored_args, False)
+            yield ToolCallStarted(step.seq, key, call.name, stored_args, False)
             # An inline tool runs here and now; any other is awaited.
             result = tool.execute_now(arguments)
             if not isinstance(result, ToolResult):
@@ -452,7 +445,7 @@ class Runner:
             journal.call_finished(key, result, side_effects)
             batch.results.append(tool_message(call.id, result.text(), result.is_error))
             self._advance(batch, call, result.output, beat)
-            yield _call_result(
+            yield ToolResultEvent(
                 step.seq, key, call.name, result.output, result.is_error, result.duration_ms
             )
 
@@ -591,7 +584,7 @@ class Runner:
             _STOP_ERRORS.get(stop) if stop is not None else None,
         )
         await journal.flush()
-        return _step_committed(step.seq, batch.decision, batch.reason, dumped)
+        return StepCommitted(step.seq, batch.decision, batch.reason, dumped)
 
     def _decide(
         self,
@@ -603,7 +596,7 @@ class Runner:
         """(decision, reason, stop reason or None, message for the model) after a step."""
         machine = self._machine
         if cut is not None:
-            return "stop", _VALUE[cut.reason], cut.stop_reason, None
+            return "stop", cut.reason.value, cut.stop_reason, None
         if not step.reply.tool_calls:
             if step.gate.force:
                 # The provider did not enforce the forced call (or could not): the model
@@ -625,8 +618,8 @@ class Runner:
             # and another turn (at an answer-only position: to answer, until the step limit).
             return "continue", "no_call_executed", None, None
         if verdict.continues:
-            return "continue", _VALUE[verdict.reason], None, verdict.message
-        return "stop", _VALUE[verdict.reason], verdict.stop_reason, None
+            return "continue", verdict.reason.value, None, verdict.message
+        return "stop", verdict.reason.value, verdict.stop_reason, None
 
     def _beat_of(self, call: ToolCall) -> bool | None:
         if not self._heartbeat:
@@ -710,13 +703,7 @@ def _cuts(verdict: Verdict) -> bool:
 
 
 _CUTTING = (Reason.TERMINAL_TOOL, Reason.DEAD_END)
-# A reason's value, by dict: an enum's `.value` is a Python-level property, ten times slower.
-_VALUE: dict[Reason, str] = {reason: reason.value for reason in Reason}
-
-
-# One encoder (json.dumps with options builds one per call).
-_to_text = json.JSONEncoder(ensure_ascii=False).encode
 
 
 def _as_text(value: Any) -> str:
-    return value if isinstance(value, str) else _to_text(value)
+    return value if isinstance(value, str) else json.dumps(value, ensure_ascii=False)

@@ -130,12 +130,6 @@ class RunState:
         """Store ids for a reply's calls: the provider's id unless this run already used it
         (some servers number calls from 1 in every reply), then a suffix makes it unique."""
         used = self.used_call_ids
-        if len(calls) == 1:  # the common case, without the list and the loop
-            key = calls[0].id or f"call@{seq}.0"
-            if key in used:
-                key = f"{key}@{seq}.0"
-            used[key] = None
-            return (key,)
         keys = []
         for index, call in enumerate(calls):
             key = call.id or f"call@{seq}.{index}"
