@@ -140,7 +140,7 @@ class _Pause(Exception):
 
 
 class Runner:
-    """Runs an agent with a provider, persisting to a `RunStore` (or nowhere, `store=None`).
+    """Runs an agent with a provider, persisting to a `Store` (or nowhere, `store=None`).
 
     `stream(input)` yields events as the run goes; `run(input)` returns the `RunResult`.
     `resume_stream(run_id)` / `resume(run_id)` continue a stored run (see `engine.runtime.resume`
@@ -165,7 +165,7 @@ class Runner:
         concurrent runs) makes their store writes share transactions; without it each run
         commits on its own.
 
-        A stored run is run under a lease (see `RunStore.claim_run`): `owner` is the id it is
+        A stored run is run under a lease (see `Store.claim_run`): `owner` is the id it is
         held by (default: a new one per run started or resumed; give the one `approve` or
         `deny` claimed with, to resume under it), `lease_seconds` how long it lasts unless
         renewed (default: $TOOLFSM_LEASE_SECONDS, else `engine.store.LEASE_SECONDS`).
