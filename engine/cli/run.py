@@ -8,13 +8,16 @@ import sys
 from contextlib import suppress
 from enum import StrEnum
 from pathlib import Path
-from typing import Annotated, Any, NoReturn
+from typing import TYPE_CHECKING, Annotated, Any, NoReturn
 
 import typer
 
 from engine.cli import app
 from engine.cli.common import EXIT_ERRORS, EXIT_INTERRUPTED, fail, print_errors, require_file
 from engine.errors import RuleFileError, ToolfsmError
+
+if TYPE_CHECKING:
+    from engine.store.status import RunStatus
 
 runs_app = typer.Typer(
     name="runs", help="Inspect, resume, approve or deny stored runs.", no_args_is_help=True
@@ -88,21 +91,24 @@ def _short(value: Any, limit: int = 160) -> str:
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
-def _next_steps(run_id: str, status: str, pending: list[Any]) -> list[str]:
+def _next_steps(run_id: str, status: RunStatus, pending: list[Any]) -> list[str]:
     """The commands a user wants next for a run in `status` whose unsettled calls are
     `pending`; each one works in that state (an approval already recorded is continued by
     `resume`, and a decision is asked for only while a side-effect call is cut off)."""
     from engine.runtime.resume import RESUMABLE
+    from engine.store.status import CallStatus, RunStatus
 
     short = run_id[:12]
     lines = []
-    if status == "awaiting_approval" and any(c.status == "awaiting_approval" for c in pending):
+    if status == RunStatus.AWAITING_APPROVAL and any(
+        c.status == CallStatus.AWAITING_APPROVAL for c in pending
+    ):
         lines += [
             f"approve: toolfsm runs approve {short}",
             f"deny:    toolfsm runs deny {short} --reason TEXT",
         ]
-    elif status == "awaiting_decision" and any(
-        c.status == "started" and c.side_effects for c in pending
+    elif status == RunStatus.AWAITING_DECISION and any(
+        c.status == CallStatus.STARTED and c.side_effects for c in pending
     ):
         # One command per line: a hint is pasted into a shell as it stands.
         lines += [
@@ -269,7 +275,9 @@ class LiveView:
             )
         if r.error:
             c.print(f"[red]{escape(r.error)}[/red]")
-        if r.stop_reason.value == "awaiting_decision":
+        from engine.machine import StopReason
+
+        if r.stop_reason is StopReason.AWAITING_DECISION:
             c.print(
                 f"a side-effect call ({r.pending_call}) was interrupted; it may or may "
                 "not have taken effect"
@@ -287,8 +295,14 @@ class LiveView:
 
 
 def _exit_code(result: Any) -> int:
-    codes = {"error": EXIT_ERRORS, "forcing_ignored": EXIT_ERRORS, "cancelled": EXIT_INTERRUPTED}
-    return codes.get(result.stop_reason.value, 0)
+    from engine.machine import StopReason
+
+    codes = {
+        StopReason.ERROR: EXIT_ERRORS,
+        StopReason.FORCING_IGNORED: EXIT_ERRORS,
+        StopReason.CANCELLED: EXIT_INTERRUPTED,
+    }
+    return codes.get(result.stop_reason, 0)
 
 
 # Sync tools run in threads with this name prefix (the event loop's default executor).
@@ -652,7 +666,9 @@ def _print_runs_table(runs: list[Any]) -> None:
 
 def _paused_note(run: Any) -> str:
     """A label for token totals that leave out a paused step's reply (stored when it ends)."""
-    if run.status in ("awaiting_approval", "awaiting_decision"):
+    from engine.store.status import RunStatus
+
+    if run.status in (RunStatus.AWAITING_APPROVAL, RunStatus.AWAITING_DECISION):
         return " (finished steps; the paused step's are added when it finishes)"
     return ""
 

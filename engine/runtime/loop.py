@@ -66,6 +66,7 @@ from engine.runtime.events import (
 )
 from engine.runtime.journal import GroupCommit, Journal, NullJournal, RunJournal, status_for
 from engine.runtime.state import PendingStep, RunState
+from engine.store.status import CallStatus
 from engine.tools import HEARTBEAT_PARAM, ArgumentError, Tool, ToolResult
 
 __all__ = ["Decision", "Runner", "status_for"]
@@ -489,7 +490,7 @@ class Runner:
     def _replay(self, batch: _Batch, call: ToolCall, record: Any) -> None:
         """A call settled before a crash or a pause, as the store has it."""
         batch.results.append(tool_message(call.id, _as_text(record.result), record.is_error))
-        if record.status in ("finished", "error"):
+        if record.status in (CallStatus.FINISHED, CallStatus.ERROR):
             self._advance(batch, call, record.result, self._beat_of(call))
 
     def _admit(
@@ -511,16 +512,16 @@ class Runner:
             status = record.status if record is not None else None
             if status is None:
                 return _Admit.HOLD
-            if status == "awaiting_approval":
+            if status == CallStatus.AWAITING_APPROVAL:
                 raise _Pause(StopReason.AWAITING_APPROVAL, key)
-            if status == "approved":
+            if status == CallStatus.APPROVED:
                 journal.call_approved(key)
                 return _Admit.RUN
             # started after approval, then interrupted: as any interrupted call
         if record is None:
             journal.call_started(step, index, call, arguments, side_effects)
             return _Admit.RUN
-        if record.status == "started" and side_effects:
+        if record.status == CallStatus.STARTED and side_effects:
             # Started before a crash, never finished: run again or given up, as decided.
             if decision is None:
                 raise _Pause(StopReason.AWAITING_DECISION, key)
