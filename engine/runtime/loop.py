@@ -32,7 +32,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from enum import Enum
 from functools import partial
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic_core import to_jsonable_python
 
@@ -67,6 +67,9 @@ from engine.runtime.events import (
 from engine.runtime.journal import GroupCommit, Journal, NullJournal, RunJournal, status_for
 from engine.runtime.state import PendingStep, RunState
 from engine.store.status import CallStatus
+
+if TYPE_CHECKING:
+    from engine.store.protocol import Store
 from engine.tools import HEARTBEAT_PARAM, ArgumentError, Tool, ToolResult
 
 __all__ = ["Decision", "Runner", "status_for"]
@@ -153,7 +156,7 @@ class Runner:
         agent: Agent,
         provider: Provider,
         *,
-        store: Any = None,
+        store: Store | None = None,
         max_steps: int | None = None,
         model: str | None = None,
         options: dict[str, Any] | None = None,

@@ -42,7 +42,7 @@ def open_agent(store: Store, run_id: str, *, tools: str | None = None) -> tuple[
     run = store.get_run(run_id)
     agent_record = store.get_agent(run.agent_id)
     ref = tools or run.options.get("tools")
-    if not ref:
+    if not ref or not isinstance(ref, str):
         raise ResumeError(
             f"run {run.id} has no recorded tools module (it was started with tools given in "
             "code); pass --tools MODULE"
@@ -145,7 +145,7 @@ def load_state(
             f"has {rules_hash(agent.rules_text)[:12]}; resume with the stored rules"
         )
     machine = agent.machine
-    position = machine.load(run.position) if run.position is not None else machine.start()
+    position = _stored_position(machine, run)
     pending_record = pending_reply(snapshot)
     stored_reply = None
     messages = []
@@ -186,3 +186,16 @@ def load_state(
     if error is not None:
         raise error
     return state, pending
+
+
+def _stored_position(machine: Any, run: Any) -> Any:
+    """Where a stored run stands (the start if it has not moved)."""
+    stored = run.position
+    if stored is None:
+        return machine.start()
+    if not isinstance(stored, dict):
+        raise ResumeError(
+            f"run {run.id}: its stored position is not a JSON object but "
+            f"{type(stored).__name__}; the store is damaged"
+        )
+    return machine.load(stored)
