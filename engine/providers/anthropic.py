@@ -283,6 +283,14 @@ class AnthropicProvider:
         try:
             async with self._client.messages.stream(**body) as events:
                 reader.opened = True
+                if "text/event-stream" not in events.response.headers.get("content-type", ""):
+                    # A server (or proxy) that ignores `stream` answers the whole message.
+                    text = (await events.response.aread()).decode("utf-8", "replace")
+                    reader.whole = _parse_whole(text, reader.choice, self.name)
+                    for delta in deltas_of(reader.whole):
+                        reader.handed_on += 1
+                        yield delta
+                    return
                 iterator = aiter(events)
                 while True:
                     event = await self._next_event(iterator, reader)
@@ -374,6 +382,21 @@ async def _parse_raw(raw: Any, choice: Any, provider: str) -> ModelReply:
     return _reply_of(response, choice, fail)
 
 
+def _parse_whole(body: str, choice: Any, provider: str) -> ModelReply:
+    """The reply in a whole message's body (a stream the server did not stream)."""
+
+    def fail(message: str) -> MalformedReply:
+        return MalformedReply(message, provider=provider, raw=body, tool_choice_sent=choice)
+
+    try:
+        data = json.loads(body)
+    except ValueError as exc:
+        raise fail(f"the body is not JSON ({exc})") from exc
+    if not isinstance(data, dict):
+        raise fail("the body is not a message")
+    return _reply_of(sdk.types.Message.construct(**data), choice, fail)
+
+
 def _reply_of(response: Any, choice: Any, fail: Callable[[str], MalformedReply]) -> ModelReply:
     """The reply of a message, whole or streamed; MalformedReply (from `fail`) if it is none."""
     if isinstance(response, str) or not hasattr(response, "content"):
@@ -437,6 +460,7 @@ class _StreamReader:
         self.choice = choice
         self.opened = False  # the server answered 2xx: the stream has begun
         self.handed_on = 0  # deltas handed on so far
+        self.whole: ModelReply | None = None  # the reply of a server that did not stream
         self._raw: list[str] = []  # the events as received, for a MalformedReply
         self._calls: dict[int, int] = {}  # block index -> tool call index
         self._inputs: dict[int, list[str]] = {}  # block index -> input_json fragments
@@ -482,6 +506,8 @@ class _StreamReader:
 
     def reply(self) -> ModelReply:
         """The whole reply, once the stream has ended."""
+        if self.whole is not None:
+            return self.whole
         message = self._message
         if message is None:
             if not self._raw:

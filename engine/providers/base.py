@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncGenerator, AsyncIterator, Iterator
 from dataclasses import dataclass
 from typing import Any, Literal, Protocol, runtime_checkable
 
@@ -318,7 +318,7 @@ def stream_broke_off(err: ProviderAPIError, handed_on: int) -> ProviderAPIError:
 
 async def stream_reply(
     provider: Provider, request: ModelRequest
-) -> AsyncIterator[ReplyDelta | ModelReply]:
+) -> AsyncGenerator[ReplyDelta | ModelReply, None]:
     """The reply to `request` as it arrives: `provider.stream(request)` when the provider
     streams, else `complete(request)` handed on as one delta per part (`deltas_of`); the
     `ModelReply` comes last either way."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import uuid
@@ -15,6 +16,7 @@ except ModuleNotFoundError as exc:  # an optional part: say which extra to insta
     from engine.errors import MissingExtraError
 
     raise MissingExtraError("the OpenAI provider", "openai") from exc
+from openai.types.chat import ChatCompletion
 
 from engine.providers.base import (
     Message,
@@ -26,6 +28,7 @@ from engine.providers.base import (
     ToolCallChunk,
     ToolSpec,
     Usage,
+    deltas_of,
     stream_broke_off,
 )
 from engine.providers.errors import (
@@ -397,6 +400,15 @@ class OpenAIProvider:
             raise self._wrap(exc) from exc
         reader.opened = True
         async with chunks:
+            if "text/event-stream" not in chunks.response.headers.get("content-type", ""):
+                # A server (or proxy) that ignores `stream` answers the whole completion.
+                body = (await chunks.response.aread()).decode("utf-8", "replace")
+                reply = _parse_whole(body, reader.tool_choice, self.name)
+                for delta in deltas_of(reply):
+                    reader.handed_on += 1
+                    yield delta
+                reader.whole = reply
+                return
             iterator = aiter(chunks)
             while True:
                 try:
@@ -553,6 +565,24 @@ def _parse_raw(raw: Any, tool_choice: Any, provider: str) -> ModelReply:
         raise fail(f"the chat completion has an unexpected shape ({exc})") from exc
 
 
+def _parse_whole(body: str, tool_choice: Any, provider: str) -> ModelReply:
+    """The reply in a whole completion's body (a stream the server did not stream)."""
+
+    def fail(message: str) -> MalformedReply:
+        return MalformedReply(message, provider=provider, raw=body, tool_choice_sent=tool_choice)
+
+    try:
+        data = json.loads(body)
+    except ValueError as exc:
+        raise fail(f"the body is not JSON ({exc})") from exc
+    if not isinstance(data, dict) or "choices" not in data:
+        raise fail("the body is not a chat completion")
+    try:
+        return _parse(ChatCompletion.construct(**data), tool_choice, fail)
+    except (AttributeError, TypeError, ValueError) as exc:
+        raise fail(f"the chat completion has an unexpected shape ({exc})") from exc
+
+
 def _parse(completion: Any, tool_choice: Any, fail: Callable[[str], MalformedReply]) -> ModelReply:
     if not completion.choices:
         raise fail("the response has no choices")
@@ -621,6 +651,7 @@ class _StreamReader:
         self.tool_choice: Any = None  # as sent
         self.opened = False  # the server answered 2xx: the stream has begun
         self.handed_on = 0  # deltas handed on so far
+        self.whole: ModelReply | None = None  # the reply of a server that did not stream
         self._raw: list[str] = []  # the chunks as received, for a MalformedReply
         self._text: list[str] | None = None  # None: no content came
         self._refusal: list[str] | None = None
@@ -693,6 +724,8 @@ class _StreamReader:
 
     def reply(self) -> ModelReply:
         """The whole reply, once the stream has ended."""
+        if self.whole is not None:
+            return self.whole
         if self._finish is None:
             if not self._raw:
                 raise self.malformed(

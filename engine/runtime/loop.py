@@ -43,8 +43,11 @@ from engine.providers.base import (
     ModelReply,
     ModelRequest,
     Provider,
+    TextChunk,
     ToolCall,
+    ToolCallChunk,
     Usage,
+    stream_reply,
     tool_message,
 )
 from engine.providers.errors import MalformedReply, ProviderError
@@ -60,6 +63,7 @@ from engine.runtime.events import (
     StepStarted,
     Stopped,
     TextDelta,
+    ToolCallDelta,
     ToolCallStarted,
     ToolResultEvent,
     Violation,
@@ -123,14 +127,15 @@ async def _outcome(events: AsyncIterator[Event]) -> RunResult:
     return result
 
 
-def _reply_events(step: PendingStep) -> tuple[Event, ...]:
-    """What a stream shows of a step's reply when it arrives: the provider's notice (stored
-    with the reply: `runs show` prints it with the step) and the model's text."""
+def _reply_events(step: PendingStep, streamed: bool) -> tuple[Event, ...]:
+    """What the events show of a step's reply once it is complete: the provider's notice
+    (stored with the reply: `runs show` prints it with the step) and, when the reply was not
+    streamed (its pieces shown as they came), the model's text."""
     reply = step.reply
     events: tuple[Event, ...] = ()
     if reply.notice is not None:
         events += (Notice(step.seq, reply.notice),)
-    if reply.text:
+    if reply.text and not streamed:
         events += (TextDelta(step.seq, reply.text),)
     return events
 
@@ -292,10 +297,16 @@ class Runner:
                         return
                     yield StepStarted(state.seq, gate.allowed, gate.force, gate.forced_tool)
                     started = journal.step_started()
+                    request = self.agent.request(gate, tuple(state.messages))
                     try:
-                        reply = await self._ask_model(
-                            self.agent.request(gate, tuple(state.messages)), deltas
-                        )
+                        if not deltas:
+                            reply = await self._ask_model(request)
+                        else:  # a stream: the reply's pieces are shown as they arrive
+                            async for item in self._stream_model(request, state.seq):
+                                if isinstance(item, ModelReply):
+                                    reply = item
+                                else:
+                                    yield item
                     except MalformedReply as exc:
                         # The server answered, with something that is no reply: kept as a
                         # step of its own, the run's last (resume asks the model again).
@@ -304,9 +315,10 @@ class Runner:
                     except ProviderError as exc:
                         yield await self._stop(state, journal, StopReason.ERROR, str(exc))
                         return
+                    del request
                     step = self._received(state, journal, gate, reply, started)
                     del reply, gate
-                    for event in _reply_events(step):
+                    for event in _reply_events(step, deltas):
                         yield event
                 batch = _Batch(step, step.position_before)
                 try:
@@ -358,10 +370,31 @@ class Runner:
             return StopReason.DEAD_END, "no tool is allowed"
         return None
 
-    async def _ask_model(self, request: ModelRequest, deltas: bool) -> ModelReply:
-        """The one place the provider is asked for a step's reply (`deltas`: for a stream,
-        which shows the reply as it arrives)."""
+    async def _ask_model(self, request: ModelRequest) -> ModelReply:
+        """The provider asked for a step's whole reply (`run`, `resume`: a run nobody watches
+        pays nothing for streaming)."""
         return await self.provider.complete(request)
+
+    async def _stream_model(
+        self, request: ModelRequest, seq: int
+    ) -> AsyncIterator[TextDelta | ToolCallDelta | ModelReply]:
+        """The provider asked for a step's reply as it arrives (`stream`, `resume_stream`):
+        its pieces as TextDelta and ToolCallDelta events, then the ModelReply, last. The
+        pieces are not stored: the reply is, whole, as `_ask_model`'s."""
+        calls: dict[int, tuple[str | None, str | None]] = {}  # index -> (call id, tool)
+        items = stream_reply(self.provider, request)
+        try:
+            async for item in items:
+                if isinstance(item, TextChunk):
+                    yield TextDelta(seq, item.text)
+                elif isinstance(item, ToolCallChunk):
+                    known_id, known_tool = calls.get(item.index, (None, None))
+                    call = calls[item.index] = (item.id or known_id, item.name or known_tool)
+                    yield ToolCallDelta(seq, item.index, call[0], call[1], item.arguments)
+                else:
+                    yield item
+        finally:
+            await items.aclose()  # (a stream cut short closes its response)
 
     def _received(
         self,

@@ -11,6 +11,7 @@ import pytest
 from _provider_fakes import (
     SEARCH,
     FakeAPI,
+    Reply,
     Stream,
     an_message,
     an_text,
@@ -213,12 +214,28 @@ async def test_openai_chunks_of_the_wrong_shape_are_a_malformed_reply() -> None:
     assert text.value.message == "malformed reply: the message content is not text"
 
 
-async def test_openai_a_plain_json_answer_to_a_stream_is_a_malformed_reply() -> None:
-    api = FakeAPI(oa_completion("I do not stream."))
-    with pytest.raises(MalformedReply) as info:
+async def test_openai_a_server_that_does_not_stream_is_read_whole() -> None:
+    api = FakeAPI(oa_completion("I do not stream.", [("c1", "search", '{"q": "7"}')]))
+    items = await collect(openai(api))
+
+    assert api.last["stream"] is True
+    assert items[:-1] == [
+        TextChunk("I do not stream."),
+        ToolCallChunk(0, "c1", "search", '{"q": "7"}'),
+    ]
+    assert items[-1].usage == Usage(input_tokens=11, output_tokens=7, cache_read_tokens=3)
+
+
+async def test_openai_a_stream_without_events_is_a_malformed_reply() -> None:
+    api = FakeAPI(Stream(()), Reply(200, "not json at all"))
+    with pytest.raises(MalformedReply) as empty:
+        await collect(openai(api))
+    with pytest.raises(MalformedReply) as garbage:
         await collect(openai(api))
 
-    assert "the server sent no stream events" in info.value.message
+    assert "the server sent no stream events" in empty.value.message
+    assert garbage.value.message == "malformed reply: the body is not a chat completion"
+    assert garbage.value.raw == '"not json at all"'
 
 
 async def test_openai_streaming_falls_back_from_allowed_tools_as_complete_does() -> None:
