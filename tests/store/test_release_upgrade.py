@@ -30,6 +30,10 @@ from typing import Any
 import pytest
 from sqlalchemy import JSON, Boolean, DateTime, MetaData, create_engine, text
 
+# About 90 CLI processes per backend: in the slow lane (`pytest -m slow`, which .ci/run runs),
+# so the default run stays under ten minutes.
+pytestmark = pytest.mark.slow
+
 FIXTURE = Path(__file__).resolve().parent / "fixtures" / "release_v0_1"
 GOLDEN = FIXTURE / "golden"
 RUNS: dict[str, dict[str, str]] = json.loads((FIXTURE / "runs.json").read_text())
