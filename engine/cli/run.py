@@ -924,7 +924,7 @@ def _resume(
     """Resume a run (claiming it first: a run another live process runs is refused); with
     `decide(store, run_id, owner)` (approve, deny), record that decision first, once
     everything the resume needs has been checked, so a failure uses no decision up."""
-    from engine.store import new_owner_id
+    from engine.store.ids import new_owner_id
 
     store = _open(db)
     try:

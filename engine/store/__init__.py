@@ -6,8 +6,9 @@
     snapshot = store.load_run(run_id)          # the journal folded: steps, calls, messages
 
 `Store` is the protocol the runtime and CLI depend on; `open_store` builds the SQL store
-(SQLite with WAL by default, PostgreSQL by URL) and `NullStore` keeps nothing. The events
-are in `engine.store.events`, the statuses in `engine.store.status`.
+(SQLite with WAL by default, PostgreSQL by URL) and `NullStore` keeps nothing. The rest is
+in the modules: the events in `events`, the records a store returns in `records`, the
+statuses in `status`, the errors (all under `StoreError`) in `errors`, ids in `ids`.
 
 The SQL store loads on first use: importing this package, the statuses or `NullStore` does
 not import SQLAlchemy or SQLModel. The store imports nothing else from the engine.
@@ -17,31 +18,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from engine.store.errors import (
-    AgentNotFound,
-    AmbiguousRunId,
-    CallNotFound,
-    CallStateConflict,
-    InvalidValue,
-    LeaseLost,
-    RunClaimed,
-    RunNotFound,
-    RunStateConflict,
-    StoreConflict,
-    StoreError,
-    StoreUnavailable,
-)
-from engine.store.ids import new_owner_id, new_run_id, owner_is_gone, rules_hash
+from engine.store.errors import StoreError
 from engine.store.protocol import LEASE_SECONDS, Append, NullStore, Store
-from engine.store.records import (
-    AgentRecord,
-    MessageRecord,
-    RunRecord,
-    RunSnapshot,
-    StepRecord,
-    ToolCallRecord,
-)
-from engine.store.status import CallStatus, RunStatus
 
 if TYPE_CHECKING:  # the SQL store loads SQLAlchemy: on first use
     from engine.store.db import resolve_db_url
@@ -55,36 +33,13 @@ _LAZY = {
 
 __all__ = [
     "LEASE_SECONDS",
-    "AgentNotFound",
-    "AgentRecord",
-    "AmbiguousRunId",
     "Append",
-    "CallNotFound",
-    "CallStateConflict",
-    "CallStatus",
-    "InvalidValue",
-    "LeaseLost",
-    "MessageRecord",
     "NullStore",
-    "RunClaimed",
-    "RunNotFound",
-    "RunRecord",
-    "RunSnapshot",
-    "RunStateConflict",
-    "RunStatus",
     "SqlStore",
-    "StepRecord",
     "Store",
-    "StoreConflict",
     "StoreError",
-    "StoreUnavailable",
-    "ToolCallRecord",
-    "new_owner_id",
-    "new_run_id",
     "open_store",
-    "owner_is_gone",
     "resolve_db_url",
-    "rules_hash",
 ]
 
 

@@ -5,13 +5,12 @@ built here, so an installed toolfsm needs no alembic.ini and no working director
 holds a lock for its whole transaction (SQLite: BEGIN IMMEDIATE; PostgreSQL: an advisory
 lock), so two processes opening a fresh database at once migrate it exactly once.
 
-Run `python -m engine.store revision "message"` to draft a new revision.
+Run `python scripts/new_migration.py "message"` to draft a new revision.
 """
 
 from __future__ import annotations
 
 import functools
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +21,7 @@ from alembic.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy import Connection, Engine, text
 
-from engine.store.db import WRITE_OPTION, make_engine
+from engine.store.db import WRITE_OPTION
 from engine.store.tables import METADATA, VERSION_TABLE
 
 __all__ = ["MIGRATIONS_DIR", "current_revision", "head_revision", "schema_diffs", "upgrade"]
@@ -83,15 +82,3 @@ def schema_diffs(connection: Connection) -> list[Any]:
         connection, opts={"version_table": VERSION_TABLE, "compare_type": True}
     )
     return list(compare_metadata(context, METADATA))
-
-
-def make_revision(message: str) -> None:
-    """Draft a new revision by autogenerating against a scratch SQLite database at head."""
-    with tempfile.TemporaryDirectory() as scratch:
-        engine = make_engine(f"sqlite:///{Path(scratch) / 'scratch.db'}")
-        try:
-            upgrade(engine)
-            with engine.begin() as connection:
-                command.revision(alembic_config(connection), message=message, autogenerate=True)
-        finally:
-            engine.dispose()

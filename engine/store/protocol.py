@@ -11,14 +11,14 @@ never loads them. `engine.store.open_store` builds the SQL store.
 
 from __future__ import annotations
 
-from collections.abc import Collection, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 from engine.store.errors import RunNotFound, StoreError
 from engine.store.records import AgentRecord, RunRecord, RunSnapshot, ToolCallRecord
-from engine.store.status import RunStatus
+from engine.store.status import StatusFilter
 
 if TYPE_CHECKING:
     import os
@@ -95,11 +95,7 @@ class Store(Protocol):
         ...
 
     def list_runs(
-        self,
-        *,
-        status: RunStatus | str | Collection[RunStatus | str] | None = None,
-        agent: str | None = None,
-        limit: int = 50,
+        self, *, status: StatusFilter = None, agent: str | None = None, limit: int = 50
     ) -> list[RunRecord]:
         """Runs newest first, optionally only those in `status` or of agent `agent`."""
         ...
@@ -161,11 +157,7 @@ class NullStore:
         raise RunNotFound(prefix, prefix=True)
 
     def list_runs(
-        self,
-        *,
-        status: RunStatus | str | Collection[RunStatus | str] | None = None,
-        agent: str | None = None,
-        limit: int = 50,
+        self, *, status: StatusFilter = None, agent: str | None = None, limit: int = 50
     ) -> list[RunRecord]:
         return []
 

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import os
 import threading
-from collections.abc import Collection, Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager, suppress
 from datetime import UTC, datetime, timedelta
 from typing import Any, cast
@@ -83,7 +83,7 @@ from engine.store.ids import RUN_ID, owner_is_gone, rules_hash
 from engine.store.migrate import upgrade
 from engine.store.protocol import LEASE_SECONDS, Append
 from engine.store.records import AgentRecord, RunRecord, RunSnapshot, ToolCallRecord
-from engine.store.status import RunStatus
+from engine.store.status import RunStatus, StatusFilter
 from engine.store.tables import METADATA, AgentRow, RunRow
 
 __all__ = ["SqlStore", "open_store"]
@@ -298,11 +298,7 @@ class SqlStore:
         return self.get_run(prefix if prefix in ids else ids[0])
 
     def list_runs(
-        self,
-        *,
-        status: RunStatus | str | Collection[RunStatus | str] | None = None,
-        agent: str | None = None,
-        limit: int = 50,
+        self, *, status: StatusFilter = None, agent: str | None = None, limit: int = 50
     ) -> list[RunRecord]:
         """Return runs newest first, optionally only those in `status` or of agent `agent`."""
         if limit < 1:

@@ -6,9 +6,10 @@ without loading the SQL store (SQLAlchemy, SQLModel).
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from enum import StrEnum
 
-__all__ = ["CallStatus", "RunStatus"]
+__all__ = ["CallStatus", "RunStatus", "StatusFilter"]
 
 
 class RunStatus(StrEnum):
@@ -53,18 +54,7 @@ class CallStatus(StrEnum):
     DENIED = "denied"
     FAILED = "failed"
 
-    @property
-    def has_result(self) -> bool:
-        """True for statuses that come with the call's result."""
-        return self in _WITH_RESULT
 
-
-_WITH_RESULT = frozenset(
-    {
-        CallStatus.FINISHED,
-        CallStatus.ERROR,
-        CallStatus.FAILED,
-        CallStatus.DENIED,
-        CallStatus.VIOLATION,
-    }
-)
+# What `list_runs` filters on: one status, several, or None for every run (a status may be
+# given by its value, as the CLI's --status is).
+StatusFilter = RunStatus | str | Collection[RunStatus | str] | None

@@ -11,7 +11,8 @@ from typing import Any
 
 import pytest
 
-from engine.store import open_store, rules_hash
+from engine.store import open_store
+from engine.store.ids import rules_hash
 from tests._llm_server import chat_server
 from tests.providers._provider_fakes import oa_completion
 from tests.runtime._cli import env_for, ledger, make_workdir, only_run, toolfsm

@@ -23,7 +23,8 @@ from sqlalchemy import text
 
 from engine.providers.base import ModelReply, ToolCall
 from engine.runtime import Runner
-from engine.store import LeaseLost, RunClaimed, open_store
+from engine.store import open_store
+from engine.store.errors import LeaseLost, RunClaimed
 from engine.store.records import utcnow
 from tests.runtime._helpers import make_agent
 

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from engine.store import Append, SqlStore, StepRecord, StoreError
+from engine.store import Append, SqlStore
+from engine.store.errors import StoreError
 from engine.store.events import (
     CallEntry,
     CallsStarted,
@@ -14,6 +15,7 @@ from engine.store.events import (
     Stopped,
     Totals,
 )
+from engine.store.records import StepRecord
 
 OWNER = "test-host:1:owner"
 RULES = "version: 1\nagent: journal\ntools: [lookup, charge]\nrules: []\n"

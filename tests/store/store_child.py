@@ -13,8 +13,10 @@ import sys
 import time
 from pathlib import Path
 
-from engine.store import Append, RunClaimed, new_owner_id, open_store
+from engine.store import Append, open_store
 from engine.store.db import WRITE_OPTION
+from engine.store.errors import RunClaimed
+from engine.store.ids import new_owner_id
 from engine.store.records import utcnow
 from engine.store.sql import _event_values
 from tests.store._journal import append, committed, done, new_run, opened, started

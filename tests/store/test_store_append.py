@@ -10,15 +10,8 @@ from typing import Any
 import pytest
 from sqlalchemy import text
 
-from engine.store import (
-    Append,
-    CallNotFound,
-    InvalidValue,
-    LeaseLost,
-    RunNotFound,
-    SqlStore,
-    StoreConflict,
-)
+from engine.store import Append, SqlStore
+from engine.store.errors import CallNotFound, InvalidValue, LeaseLost, RunNotFound, StoreConflict
 from engine.store.events import Decided
 from tests.store._journal import OWNER, append, committed, new_run, opened, started, stopped
 

@@ -4,15 +4,10 @@ from __future__ import annotations
 
 import pytest
 
-from engine.store import (
-    CallNotFound,
-    CallStateConflict,
-    CallStatus,
-    RunStateConflict,
-    RunStatus,
-    SqlStore,
-)
+from engine.store import SqlStore
+from engine.store.errors import CallNotFound, CallStateConflict, RunStateConflict
 from engine.store.events import Decided, Resumed
+from engine.store.status import CallStatus, RunStatus
 from tests.store._journal import append, committed, done, new_run, opened, paused, started
 
 

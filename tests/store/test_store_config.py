@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 
 import engine.store.db as db
-from engine.store import SqlStore, StoreUnavailable, open_store, resolve_db_url
+from engine.store import SqlStore, open_store, resolve_db_url
+from engine.store.errors import StoreUnavailable
 
 
 @pytest.fixture

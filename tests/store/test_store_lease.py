@@ -12,7 +12,9 @@ import pytest
 from alembic import command
 from sqlalchemy import text
 
-from engine.store import LeaseLost, RunClaimed, SqlStore, new_owner_id, open_store
+from engine.store import SqlStore, open_store
+from engine.store.errors import LeaseLost, RunClaimed
+from engine.store.ids import new_owner_id
 from engine.store.migrate import alembic_config
 from engine.store.records import utcnow
 from tests.store._journal import append, committed, new_run, stopped

@@ -10,7 +10,8 @@ import pytest
 from alembic import command
 from sqlalchemy import inspect, text
 
-from engine.store import StoreUnavailable, open_store
+from engine.store import open_store
+from engine.store.errors import StoreUnavailable
 from engine.store.migrate import alembic_config, current_revision, head_revision, schema_diffs
 from engine.store.tables import METADATA, VERSION_TABLE
 

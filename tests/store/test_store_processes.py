@@ -11,7 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from engine.store import CallStatus, open_store
+from engine.store import open_store
+from engine.store.status import CallStatus
 from tests.store._journal import append, committed, done
 
 CHILD = Path(__file__).with_name("store_child.py")

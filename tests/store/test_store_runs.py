@@ -7,18 +7,18 @@ import hashlib
 import pytest
 from pydantic import ValidationError
 
-from engine.store import (
+from engine.store import SqlStore
+from engine.store.errors import (
     AgentNotFound,
     AmbiguousRunId,
     InvalidValue,
     RunNotFound,
     RunStateConflict,
-    RunStatus,
-    SqlStore,
     StoreConflict,
-    new_run_id,
 )
 from engine.store.events import Resumed, RunCreated
+from engine.store.ids import new_run_id
+from engine.store.status import RunStatus
 from tests.store._journal import (
     OWNER,
     RULES,

@@ -14,7 +14,7 @@ connection = context.config.attributes.get("connection")
 if connection is None:
     raise RuntimeError(
         "the run store's migrations run from code: use engine.store.migrate.upgrade(engine) "
-        "or engine.store.migrate.make_revision(...)"
+        "or scripts/new_migration.py"
     )
 
 context.configure(
