@@ -145,6 +145,7 @@ class Journal:
         "_dump",
         "_events",
         "_group",
+        "_next_event",
         "_position",
         "_release",
         "_reply",
@@ -185,6 +186,9 @@ class Journal:
         self._reply: dict[str, Any] | None = None
         self._calls: list[dict[str, Any]] = []
         self._seq = 0  # the open step's number
+        # The number of the next event: this journal's lease makes it the run's only writer,
+        # so it numbers its appends itself (`Append.seq`).
+        self._next_event = 0
         self._release = False  # give the lease up with the next append
         # True while the buffer holds a side-effect call's result: on disk before any
         # other tool runs.
@@ -271,6 +275,7 @@ class Journal:
         journal = cls(store, state.run_id, owner, group, lease=seconds, dump=agent.machine.dump)
         journal._totals = _totals(state, journal._dumped(state.position))
         journal._seq = state.seq
+        journal._next_event = state.next_event
         return journal, state, pending
 
     # -- what happened -----------------------------------------------------------------
@@ -505,8 +510,9 @@ class Journal:
         self._events, self._calls, self._reply, self._staged = [], [], None, None
         self.urgent = False
 
-    def _committed(self, fresh: float) -> None:
+    def _committed(self, append: Append, fresh: float) -> None:
         """The append is on disk: what it says is where the run stands."""
+        self._next_event += len(append.events)
         self.fresh_until = max(self.fresh_until, fresh)
         if self._staged is not None:
             self._totals, self._staged = self._staged, None
@@ -543,7 +549,14 @@ class Journal:
             self.lease = None
         self.urgent = False
         seconds = lease if renewing else None
-        append = Append(self.run_id, self.owner, events, lease_seconds=seconds, release=release)
+        append = Append(
+            self.run_id,
+            self.owner,
+            events,
+            lease_seconds=seconds,
+            release=release,
+            seq=self._next_event,
+        )
         return append, (time.monotonic() + lease if renewing and lease else 0.0)
 
     def _creating(self) -> bool:
@@ -560,14 +573,14 @@ class Journal:
             _raise_first(self.store.append([append]))
         else:
             await self._group.write(append)
-        self._committed(fresh)
+        self._committed(append, fresh)
 
     def flush_now(self) -> None:
         """Append the buffer at once, on this thread (for a task being cancelled)."""
         append, fresh = self._take(False)
         if append is not None:
             _raise_first(self.store.append([append]))
-            self._committed(fresh)
+            self._committed(append, fresh)
 
     def stale(self) -> bool:
         """Whether the lease must be renewed before a tool runs: more than half of it has

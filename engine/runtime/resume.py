@@ -165,6 +165,7 @@ def load_state(
         used_call_ids=dict.fromkeys(c.call_id for c in snapshot.calls if c.step_seq < seq),
         last_text=last_text,
         next_message=max((m.seq for m in snapshot.messages), default=-1) + 1,
+        next_event=snapshot.next_event + 1,  # after the `resumed` event below
     )
     pending = None
     if stored_reply is not None:
@@ -182,7 +183,7 @@ def load_state(
     from engine.store.events import Resumed
 
     resumed = Resumed(previous=run.status, by=owner)
-    (error,) = store.append([Append(run.id, owner, [resumed])])
+    (error,) = store.append([Append(run.id, owner, [resumed], seq=snapshot.next_event)])
     if error is not None:
         raise error
     return state, pending

@@ -124,6 +124,7 @@ class RunState:
     used_call_ids: dict[str, None] = field(default_factory=dict)
     last_text: str | None = None
     next_message: int = 0  # the number the store gives the run's next message
+    next_event: int = 0  # the number the run's next journal event takes (a stored run's)
     forced_misses: int = 0  # the last steps in a row that were forced but had no tool call
 
     def call_keys(self, seq: int, calls: tuple[ToolCall, ...]) -> tuple[str, ...]:

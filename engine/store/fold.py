@@ -66,9 +66,11 @@ class Fold:
     input_tokens: int = 0
     output_tokens: int = 0
     updated_at: datetime | None = None
+    next_event: int = 0  # the number the run's next event takes
 
     def add(self, stored: StoredEvent) -> None:
         event, at = stored.event, stored.at
+        self.next_event = stored.seq + 1
         # As the header's updated_at: moved by the run's changes and steps, not by what a
         # step records before its commit, nor by a decision.
         if not isinstance(event, CallsStarted | Decided):
@@ -178,6 +180,7 @@ class Fold:
             steps=tuple(self.steps),
             calls=tuple(calls),
             messages=tuple(self.messages),
+            next_event=self.next_event,
         )
 
 

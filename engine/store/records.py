@@ -140,6 +140,9 @@ class RunSnapshot(_Record):
     steps: tuple[StepRecord, ...]
     calls: tuple[ToolCallRecord, ...]
     messages: tuple[MessageRecord, ...]
+    # The number the run's next journal event takes: the lease holder numbers its appends
+    # from it (`Append.seq`).
+    next_event: int = 0
 
     @property
     def pending_calls(self) -> tuple[ToolCallRecord, ...]:

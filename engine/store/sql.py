@@ -29,6 +29,7 @@ from pydantic_core import PydanticSerializationError
 from sqlalchemy import (
     ClauseElement,
     Engine,
+    Integer,
     String,
     Text,
     bindparam,
@@ -432,8 +433,10 @@ class SqlStore:
         )
         if not plain or any(_kind(a.events[0]) in _HEADER_KINDS for a in appends):
             return False
-        stmt, at = self._sql.append_event, now
-        rows = [stmt.bind(_event_values(a, a.events[0], at)) for a in appends]
+        if len({a.seq is None for a in appends}) != 1:
+            return False
+        stmt, at = self._sql.append_event(appends[0]), now
+        rows = [stmt.bind(_event_values(a, 0, at)) for a in appends]
         cursor.executemany(stmt.sql, rows)
         if cursor.rowcount != len(rows):
             raise _Missed(appends[0], None)  # some lease is lost: find which, one by one
@@ -442,12 +445,14 @@ class SqlStore:
     def _apply(self, cursor: Any, append: Append, now: datetime) -> None:
         """One run's events, with their header changes, in the open transaction."""
         sql, at = self._sql, now
-        for event in append.events:
+        for index, event in enumerate(append.events):
             kind = _kind(event)
             if kind in _HEADER_KINDS:
-                self._header_event(cursor, append, _model(append.run_id, event), now, at)
+                model = _model(append.run_id, event)
+                self._header_event(cursor, append, index, model, now, at)
             else:  # a step's event: the run's hot path, one statement
-                sql.run(cursor, sql.append_event, _event_values(append, event, at), append, event)
+                values = _event_values(append, index, at)
+                sql.run(cursor, sql.append_event(append), values, append, event)
         if append.lease_seconds is None and not append.release and append.events:
             return  # a step's append: its events were the fence
         fence = {"run_id": append.run_id, "owner": append.owner}
@@ -460,7 +465,7 @@ class SqlStore:
             sql.run(cursor, sql.fence, fence, append, None)
 
     def _header_event(
-        self, cursor: Any, append: Append, event: Event, now: datetime, at: Any
+        self, cursor: Any, append: Append, index: int, event: Event, now: datetime, at: Any
     ) -> None:
         """An event that also writes the run's header row (or, a decision, checks the call)."""
         sql, fence = self._sql, {"run_id": append.run_id, "owner": append.owner, "now": now}
@@ -468,8 +473,8 @@ class SqlStore:
             self._create(cursor, append, event, now)
         elif isinstance(event, Decided):
             check_decision(self._fold_in(cursor, append.run_id), event)
-        stmt = sql.append_event if event.kind == "paused" else sql.append_any
-        sql.run(cursor, stmt, _event_values(append, event, at), append, event)
+        stmt = sql.append_event(append) if event.kind == "paused" else sql.append_any(append)
+        sql.run(cursor, stmt, _event_values(append, index, at, event), append, event)
         if isinstance(event, Paused | Stopped):
             values = {**event.totals.model_dump(), "status": event.status.value, **fence}
             values.update(stop_reason=event.stop_reason, error=getattr(event, "error", None))
@@ -627,20 +632,25 @@ class _Statement:
         return tuple(out) if self.positional else dict(zip(self.names, out, strict=True))
 
 
-def _append(engine: Engine, where: Any) -> _Statement:
-    """INSERT INTO run_event ... SELECT ... FROM run WHERE `where`: the event numbered after
-    the run's last one, or nothing when `where` does not hold (the lease is not held)."""
-    prior = _EVENT.alias("prior")
-    last = (
-        select(prior.c.seq)
-        .where(prior.c.run_id == _RUN.c.id)
-        .order_by(prior.c.seq.desc())
-        .limit(1)
-        .scalar_subquery()
-    )
+def _append(engine: Engine, where: Any, *, numbered: bool) -> _Statement:
+    """INSERT INTO run_event ... SELECT ... FROM run WHERE `where`: the event numbered
+    `seq` (`numbered`) or after the run's last one, or nothing when `where` does not hold
+    (the lease is not held)."""
+    if numbered:
+        seq: Any = bindparam("seq", type_=Integer)
+    else:
+        prior = _EVENT.alias("prior")
+        last = (
+            select(prior.c.seq)
+            .where(prior.c.run_id == _RUN.c.id)
+            .order_by(prior.c.seq.desc())
+            .limit(1)
+            .scalar_subquery()
+        )
+        seq = func.coalesce(last, literal_column("-1")) + literal_column("1")
     source = select(
         _RUN.c.id,
-        func.coalesce(last, literal_column("-1")) + literal_column("1"),
+        seq,
         bindparam("kind", type_=String),
         bindparam("at", type_=_EVENT.c.at.type),
         bindparam("body", type_=Text),
@@ -662,9 +672,10 @@ class _Statements:
         mine = (_RUN.c.id == run_id) & (_RUN.c.owner == owner)
         self.insert_run = _Statement(engine, insert(_RUN))
         running = _RUN.c.status == RunStatus.RUNNING.value
-        # A step's events only while the run runs; a decision, a resume or a stop in any status.
-        self.append_event = _append(engine, mine & running)
-        self.append_any = _append(engine, mine)
+        # A step's events only while the run runs; a decision, a resume or a stop in any
+        # status. Each numbered by the writer (`Append.seq`) or by the store.
+        self._append_event = {n: _append(engine, mine & running, numbered=n) for n in (False, True)}
+        self._append_any = {n: _append(engine, mine, numbered=n) for n in (False, True)}
         now = bindparam("now", type_=_RUN.c.updated_at.type)
         self.stop_run = _Statement(
             engine,
@@ -714,6 +725,14 @@ class _Statements:
             .order_by(_EVENT.c.seq),
         )
 
+    def append_event(self, append: Append) -> _Statement:
+        """The statement that appends a step's event of `append` (while the run runs)."""
+        return self._append_event[append.seq is not None]
+
+    def append_any(self, append: Append) -> _Statement:
+        """The statement that appends any event of `append`, in any status."""
+        return self._append_any[append.seq is not None]
+
     def run(
         self,
         cursor: Any,
@@ -759,8 +778,13 @@ def _model(run_id: str, event: Event | dict[str, Any]) -> Event:
         raise InvalidValue(f"run {run_id}: a {kind!r} event: {where}: {first['msg']}") from None
 
 
-def _event_values(append: Append, event: Event | dict[str, Any], at: Any) -> dict[str, Any]:
-    """The append statement's values for one event (its body encoded)."""
+def _event_values(
+    append: Append, index: int, at: Any, event: Event | dict[str, Any] | None = None
+) -> dict[str, Any]:
+    """The append statement's values for event `index` of `append` (its body encoded; given
+    as `event` when validated)."""
+    if event is None:
+        event = append.events[index]
     try:
         body = json_dumps(event) if isinstance(event, dict) else event.model_dump_json()
     except (PydanticSerializationError, NotJsonSerialisable) as exc:
@@ -771,6 +795,7 @@ def _event_values(append: Append, event: Event | dict[str, Any], at: Any) -> dic
         "kind": _kind(event),
         "at": at,
         "body": body,
+        "seq": None if append.seq is None else append.seq + index,
     }
 
 

@@ -34,10 +34,10 @@ def crash(url: str) -> None:
     cursor = connection.cursor()
     if store.engine.dialect.name == "sqlite":
         cursor.execute("BEGIN IMMEDIATE")
-    sql = store._sql.append_event
-
     event = committed(1, done("call_0"))
-    values = _event_values(Append(run_id, owner, [event]), event, utcnow())
+    pending = Append(run_id, owner, [event])
+    sql = store._sql.append_event(pending)
+    values = _event_values(pending, 0, utcnow())
     params = sql.bind(values)
     cursor.execute(sql.sql, params)
     print(run_id, flush=True)

@@ -39,6 +39,38 @@ def test_events_are_numbered_in_order(store: SqlStore) -> None:
     ]
 
 
+def test_the_lease_holder_may_number_its_events(store: SqlStore) -> None:
+    # A run's journal numbers its appends itself (`Append.seq`): the store takes the numbers
+    # as given, and the snapshot says which comes next.
+    run_id = new_run(store)
+    assert store.load_run(run_id).next_event == 1
+    append(store, run_id, started(0, opened("c0", 0)), committed(0), seq=1)
+    append(store, run_id, stopped(1), seq=3, release=True)
+    assert _events(store, run_id) == [
+        (0, "run_created"),
+        (1, "calls_started"),
+        (2, "step_committed"),
+        (3, "stopped"),
+    ]
+    assert store.load_run(run_id).next_event == 4
+
+
+@pytest.mark.parametrize("plain", [True, False], ids=["executemany", "one-by-one"])
+def test_a_number_already_taken_is_a_conflict_and_writes_nothing(
+    store: SqlStore, plain: bool
+) -> None:
+    ids = [new_run(store, f"n{i}") for i in range(3)]
+    append(store, "n1", committed(0), seq=1)
+    # n1's writer is wrong about its next number (1 is taken): that append alone is undone.
+    appends = [Append(run_id, OWNER, [committed(0 if plain else 1)], seq=1) for run_id in ids]
+    if not plain:  # a stop is written one by one (it changes the header)
+        appends = [Append(run_id, OWNER, [stopped(1)], seq=1) for run_id in ids]
+    errors = store.append(appends)
+    assert [type(e).__name__ if e else None for e in errors] == [None, "StoreConflict", None]
+    assert _events(store, "n1") == [(0, "run_created"), (1, "step_committed")]
+    assert [len(_events(store, run_id)) for run_id in ids] == [2, 2, 2]
+
+
 def test_only_the_lease_holder_appends(store: SqlStore) -> None:
     run_id = new_run(store)
     with pytest.raises(LeaseLost, match=f"this process \\({STRANGER}\\) no longer holds") as lost:
