@@ -264,6 +264,7 @@ def test_format_json_is_one_document_also_for_the_command_lines_own_errors() -> 
         (("check", SCREENING, "--max-states", "0", "--format", "json"), "'--max-states'"),
         (("validate", "--format=json"), "missing argument"),
         (("-q", "check", "-fjson", SCREENING, "--no-such-option"), "--no-such-option"),
+        (("-q", "-v", "check", SCREENING, "--format", "json"), "'-q' / '-v'"),
     ):
         result = toolfsm(*args)
         assert result.returncode == 2, result.stderr

@@ -59,7 +59,9 @@ def _global_options(
 ) -> None:
     """Tool rules for LLM agents, compiled to an explicit finite-state machine."""
     if quiet and verbose:
-        common.fail("give -q or -v, not both")
+        # A usage error of the command line's own (click's): with `check --format json` it
+        # comes as the JSON document too, like an option out of range.
+        raise typer.BadParameter("give one of them, not both", param_hint="'-q' / '-v'")
     common.set_verbosity(-1 if quiet else 1 if verbose else 0)
 
 
