@@ -187,8 +187,8 @@ class Journal:
         self._calls: list[dict[str, Any]] = []
         self._seq = 0  # the open step's number
         # The number of the next event: this journal's lease makes it the run's only writer,
-        # so it numbers its appends itself (`Append.seq`).
-        self._next_event = 0
+        # so it numbers its appends itself (`Append.seq`; None: the store numbers them).
+        self._next_event: int | None = 0
         self._release = False  # give the lease up with the next append
         # True while the buffer holds a side-effect call's result: on disk before any
         # other tool runs.
@@ -512,7 +512,8 @@ class Journal:
 
     def _committed(self, append: Append, fresh: float) -> None:
         """The append is on disk: what it says is where the run stands."""
-        self._next_event += len(append.events)
+        if self._next_event is not None:
+            self._next_event += len(append.events)
         self.fresh_until = max(self.fresh_until, fresh)
         if self._staged is not None:
             self._totals, self._staged = self._staged, None
@@ -569,18 +570,32 @@ class Journal:
         append, fresh = self._take(renew)
         if append is None:
             return
-        if self._group is None:
-            _raise_first(self.store.append([append]))
-        else:
-            await self._group.write(append)
+        try:
+            if self._group is None:
+                _raise_first(self.store.append([append]))
+            else:
+                await self._group.write(append)
+        except BaseException:
+            self._lost_count()
+            raise
         self._committed(append, fresh)
 
     def flush_now(self) -> None:
         """Append the buffer at once, on this thread (for a task being cancelled)."""
         append, fresh = self._take(False)
         if append is not None:
-            _raise_first(self.store.append([append]))
+            try:
+                _raise_first(self.store.append([append]))
+            except BaseException:
+                self._lost_count()
+                raise
             self._committed(append, fresh)
+
+    def _lost_count(self) -> None:
+        # After a failed append the journal cannot be sure of the run's next number (someone
+        # may have written behind its back, which is what the failure may be saying): the
+        # store numbers what it still records, e.g. the stop that says why.
+        self._next_event = None
 
     def stale(self) -> bool:
         """Whether the lease must be renewed before a tool runs: more than half of it has
