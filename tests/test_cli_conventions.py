@@ -62,7 +62,7 @@ def test_usage_errors_and_toolfsm_errors_share_one_style(tmp_path: Path) -> None
     one_error_line(toolfsm("validate", "-f", "xml", SCREENING), "'xml'", "--format")
     one_error_line(toolfsm("no-such-command"), "no-such-command")
     one_error_line(toolfsm("validate", tmp_path / "missing.yaml"), "no such file or folder")
-    one_error_line(toolfsm("-q", "-v", "validate", SCREENING), "-q or -v")
+    one_error_line(toolfsm("-q", "-v", "validate", SCREENING), "'-q' / '-v'", "not both")
 
 
 def test_dash_reads_the_rule_file_from_standard_input() -> None:
