@@ -230,6 +230,9 @@ class Tool:
     idempotent: bool = False
     is_async: bool = False
     inline: bool = False  # a sync tool runs on the loop's thread, not in a worker thread
+    # An agent tool (it messages other agents): what it asks, run by the loop with the
+    # run's context (`engine.runtime.agents`); None for a Python function's tool.
+    agent_call: Any = None
 
     @classmethod
     def from_function(

@@ -31,6 +31,11 @@ from pydantic import (
     WithJsonSchema,
 )
 
+from engine.language.agenttools import (
+    BUILTIN_AGENT_TOOLS,
+    MAX_CALLEES,
+    NATIVE_PARAMETERS,
+)
 from engine.language.yamltree import TypedKey, plain_key
 
 # What OpenAI and Anthropic both accept as a function name.
@@ -307,6 +312,32 @@ RULE_KINDS_BY_CLASS: dict[type[_Rule], str] = {
 }
 
 
+Tags = Annotated[list[Annotated[str, StringConstraints(min_length=1)]], Field()]
+
+
+class AgentCall(_Model):
+    """A tool that messages other agents: every agent (the caller and its callers excepted)
+    with all the `match_all` tags and at least one of the `match_some` tags (an empty list
+    sets no constraint), at most `max_callees` of them, ordered by name. Each runs its own
+    loop under its own rules; they run concurrently (at most `concurrency` at once) and the
+    tool's result lists their replies."""
+
+    model_config = ConfigDict(title="agent call")
+
+    match_all: Tags = Field(default_factory=list, description="Tags a callee must all have.")
+    match_some: Tags = Field(
+        default_factory=list, description="Tags a callee must have at least one of."
+    )
+    max_callees: Annotated[StrictInt, Field(ge=1, le=MAX_CALLEES)] = Field(
+        default=MAX_CALLEES,
+        description=f"At most this many agents are messaged (1 to {MAX_CALLEES}); "
+        "`toolfsm check` warns when more match.",
+    )
+    concurrency: Annotated[StrictInt, Field(ge=1)] | None = Field(
+        default=None, description="At most this many callees run at once (default: all)."
+    )
+
+
 class ToolDecl(_Model):
     """A tool the agent has, with optional documentation and argument schema."""
 
@@ -326,6 +357,11 @@ class ToolDecl(_Model):
         default=False,
         description="Safe to run twice: a call interrupted by a crash is re-executed on resume "
         "instead of waiting for a decision.",
+    )
+    agents: AgentCall | None = Field(
+        default=None,
+        description="This tool messages other agents (chosen by tags) and returns their "
+        "replies; no Python function. Its parameters default to one string, `message`.",
     )
 
 
@@ -499,6 +535,11 @@ class RunSettings(_Model):
     max_steps: Annotated[StrictInt, Field(ge=1)] = Field(
         default=50, description="Model calls per run before it stops with step_limit."
     )
+    max_agent_depth: Annotated[StrictInt, Field(ge=0)] = Field(
+        default=3,
+        description="How deep agent calls may nest below this agent's run (a callee is one "
+        "deeper than its caller); a call that would nest deeper gets an error result.",
+    )
     continuation: Literal["default", "heartbeat"] = Field(
         default="default",
         description="default: any tool call continues and a reply without one ends the run. "
@@ -560,6 +601,11 @@ class AgentSpec(_Model):
     version: Literal[1] = Field(description="Version of the rule language; always 1 for now.")
     agent: Annotated[str, StringConstraints(min_length=1)] = Field(description="Agent name.")
     description: str = Field(default="", description="What the agent is for (free text).")
+    tags: Tags = Field(
+        default_factory=list,
+        description="Tags other agents find this one by (`send_message_to_agents_matching_tags`, "
+        "a tool's `agents:` query).",
+    )
     tools: Annotated[list[ToolEntry], Field(min_length=1)] = Field(
         description="The tools the agent has, in the order they are offered to the model: a "
         "name, or a mapping with `name`, `description`, `parameters` and `idempotent`."
@@ -583,11 +629,26 @@ class AgentSpec(_Model):
     )
 
     def tool_decls(self) -> tuple[ToolDecl, ...]:
-        """Every tool as a `ToolDecl`, in declaration order."""
-        return tuple(ToolDecl(name=t) if isinstance(t, str) else t for t in self.tools)
+        """Every tool as a `ToolDecl`, in declaration order; a built-in agent tool (named
+        only) and a YAML-native one (`agents:`) with their parameters filled in."""
+        return tuple(_filled(ToolDecl(name=t) if isinstance(t, str) else t) for t in self.tools)
 
     def tool_names(self) -> tuple[str, ...]:
         return tuple(t if isinstance(t, str) else t.name for t in self.tools)
+
+
+def _filled(decl: ToolDecl) -> ToolDecl:
+    """`decl` with the parameters and description an agent tool has when none are given."""
+    if decl.parameters is not None:
+        return decl
+    builtin = BUILTIN_AGENT_TOOLS.get(decl.name) if decl.agents is None else None
+    if builtin is not None:
+        return decl.model_copy(
+            update={"parameters": builtin[1], "description": decl.description or builtin[0]}
+        )
+    if decl.agents is not None:
+        return decl.model_copy(update={"parameters": NATIVE_PARAMETERS})
+    return decl
 
 
 SCHEMA_ID = "https://toolfsm.dev/schemas/toolfsm.schema.json"

@@ -44,6 +44,8 @@ class StopReason(StrEnum):
     STEP_LIMIT = "step_limit"
     AWAITING_APPROVAL = "awaiting_approval"
     AWAITING_DECISION = "awaiting_decision"
+    # An agent call waits on a callee's run that is paused (see `engine.runtime.agents`).
+    AWAITING_AGENTS = "awaiting_agents"
     ERROR = "error"
     CANCELLED = "cancelled"
     # The model kept answering without a tool call where the rules force one (the server

@@ -600,7 +600,8 @@ def to_anthropic_messages(messages: tuple[Message, ...]) -> list[dict[str, Any]]
     """
     out: list[dict[str, Any]] = []
     for m in messages:
-        if m.role == "user":
+        if m.role == "user" or m.role == "system":
+            # The Messages API has no system turns: a system-role message is a user turn.
             out.append({"role": "user", "content": [{"type": "text", "text": m.text or ""}]})
         elif m.role == "tool":
             block: dict[str, Any] = {

@@ -28,7 +28,9 @@ __all__ = [
 ]
 
 
-Role = Literal["user", "assistant", "tool"]
+# "system": a system-role message in the history (what a callee agent receives from its
+# caller, as Letta sends it); the request's `system` is the system prompt itself.
+Role = Literal["user", "assistant", "tool", "system"]
 
 
 @dataclass(frozen=True, slots=True)

@@ -512,8 +512,8 @@ def to_chat_messages(system: str, messages: tuple[Message, ...]) -> list[dict[st
     if system:
         out.append({"role": "system", "content": system})
     for m in messages:
-        if m.role == "user":
-            out.append({"role": "user", "content": m.text or ""})
+        if m.role == "user" or m.role == "system":
+            out.append({"role": m.role, "content": m.text or ""})
         elif m.role == "assistant":
             msg: dict[str, Any] = {"role": "assistant", "content": m.text}
             if m.tool_calls:

@@ -15,6 +15,7 @@ from engine.language.spec import RunSettings
 from engine.machine import Gate, Machine
 from engine.machine.compiler import compile_rules
 from engine.providers.base import Message, ModelRequest, ToolSpec
+from engine.runtime.agents import agent_tool, is_agent_tool
 from engine.tools import (
     MissingToolsError,
     ToolRegistry,
@@ -27,6 +28,9 @@ from engine.tools import (
 __all__ = ["Agent", "agent_from_text", "load_agent", "resolve_tools_ref"]
 
 RULES_HEADER = "Tool rules (the system enforces them; follow them):"
+
+# The tools module recorded for an agent whose tools are all agent tools (none to load).
+AGENT_TOOLS_ONLY = "toolfsm:agent-tools"
 
 
 @dataclass(frozen=True)
@@ -194,25 +198,54 @@ def _tools_source(
     )
 
 
-def _registry(rule_file: Any, machine: Machine, source: _Source) -> ToolRegistry:
+def _registry(rule_file: Any, machine: Machine, source: _Source | None) -> ToolRegistry:
+    """The agent's tools: each agent tool built in, the others from `source`'s functions."""
     decls = machine.spec.tool_decls()
-    try:
-        return ToolRegistry.from_module(
-            source.module,
-            machine.tools,
-            idempotent={d.name: True for d in decls if d.idempotent},
-            descriptions={d.name: d.description for d in decls if d.description},
-        )
-    except MissingToolsError as exc:
-        places = (*source.tried, source.place)
-        raise MissingToolsError(exc.tools, places, prefix=f"{rule_file.path}: ") from None
+    agent_tools = {d.name: agent_tool(d) for d in decls if is_agent_tool(d)}
+    names = [name for name in machine.tools if name not in agent_tools]
+    if source is None or not names:
+        found = ToolRegistry()
+    else:
+        try:
+            found = ToolRegistry.from_module(
+                source.module,
+                names,
+                idempotent={d.name: True for d in decls if d.idempotent},
+                descriptions={d.name: d.description for d in decls if d.description},
+            )
+        except MissingToolsError as exc:
+            places = (*source.tried, source.place)
+            raise MissingToolsError(exc.tools, places, prefix=f"{rule_file.path}: ") from None
+    if not agent_tools:
+        return found
+    return ToolRegistry(
+        agent_tools[name] if name in agent_tools else found[name] for name in machine.tools
+    )
+
+
+def _with_agent_tools(machine: Machine, given: ToolRegistry) -> ToolRegistry:
+    """A registry given as it is, with the agent's agent tools added."""
+    decls = [d for d in machine.spec.tool_decls() if is_agent_tool(d) and d.name not in given]
+    if not decls:
+        return given
+    return ToolRegistry([*given, *(agent_tool(d) for d in decls)])
+
+
+def _needs_functions(machine: Machine) -> bool:
+    agent_tools = {d.name for d in machine.spec.tool_decls() if is_agent_tool(d)}
+    return any(name not in agent_tools for name in machine.tools)
 
 
 def _build(rule_file: Any, tools: ToolsSource | None, caller: ModuleType | None) -> Agent:
     machine = compile_rules(rule_file)
     settings = machine.spec.run
+    if tools == AGENT_TOOLS_ONLY:  # recorded for a run whose tools are all agent tools
+        tools = None
     if isinstance(tools, ToolRegistry):
-        registry, ref = tools, None
+        registry, ref = _with_agent_tools(machine, tools), None
+    elif tools is None and not _needs_functions(machine):
+        # Only agent tools: no Python function, no tools module.
+        registry, ref = _registry(rule_file, machine, None), AGENT_TOOLS_ONLY
     else:
         source = _tools_source(rule_file, settings, tools, caller)
         registry, ref = _registry(rule_file, machine, source), source.ref

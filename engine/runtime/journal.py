@@ -49,6 +49,7 @@ from engine.tools import ToolResult
 
 if TYPE_CHECKING:
     from engine.runtime.agent import Agent
+    from engine.runtime.agents import AgentLink
 
 __all__ = ["GroupCommit", "Journal", "NullJournal", "RunJournal", "status_for"]
 
@@ -60,6 +61,7 @@ _STATUS = {
     StopReason.STEP_LIMIT: RunStatus.FINISHED,
     StopReason.AWAITING_APPROVAL: RunStatus.AWAITING_APPROVAL,
     StopReason.AWAITING_DECISION: RunStatus.AWAITING_DECISION,
+    StopReason.AWAITING_AGENTS: RunStatus.AWAITING_AGENTS,
     StopReason.ERROR: RunStatus.FAILED,
     StopReason.CANCELLED: RunStatus.CANCELLED,
     StopReason.FORCING_IGNORED: RunStatus.FAILED,
@@ -217,6 +219,7 @@ class Journal:
         run_id: str | None,
         owner: str | None,
         lease_seconds: float | None,
+        link: AgentLink | None = None,
     ) -> Journal:
         """Record a new run (with its first message) and hold it: the run exists in the
         store before its first model call, leased to `owner` (default: a new id)."""
@@ -243,6 +246,12 @@ class Journal:
             "position": position_dump,
             "messages": [message_to_dict(first)],
         }
+        if link is not None and link.parent_run_id is not None:
+            created.update(
+                parent_run_id=link.parent_run_id,
+                parent_call_id=link.parent_call_id,
+                depth=link.depth,
+            )
         journal._events.append(_draft("run_created", created))
         await journal.flush(renew=True)  # the new run's first lease
         return journal

@@ -52,6 +52,7 @@ from engine.providers.base import (
 )
 from engine.providers.errors import MalformedReply, ProviderError
 from engine.runtime.agent import Agent
+from engine.runtime.agents import AgentDirectory, AgentLink, Waiting, call_agents
 from engine.runtime.caps import cap_arguments, cap_violation
 from engine.runtime.events import (
     ApprovalRequested,
@@ -117,6 +118,25 @@ _INTERRUPTED = (
 )
 
 
+def _reentrant(runner: Runner, call: ToolCall) -> bool:
+    """Whether a call cut off by a crash or a pause is entered again on resume (an agent
+    call: it finds the runs it started) instead of waiting for a decision."""
+    tool = runner.agent.tools.get(call.name)
+    return tool is not None and tool.agent_call is not None
+
+
+async def _outcome_and_texts(events: AsyncIterator[Event]) -> tuple[RunResult, list[str]]:
+    """How a run ended, and the model's texts (whole replies: a run, not a stream)."""
+    result, texts = None, []
+    async for event in events:
+        if type(event) is TextDelta:
+            texts.append(event.text)
+        elif type(event) is Stopped:
+            result = event.result
+    assert result is not None
+    return result, texts
+
+
 async def _outcome(events: AsyncIterator[Event]) -> RunResult:
     """How a run ended: its `Stopped` event's result (the other events are ignored)."""
     result = None
@@ -169,6 +189,8 @@ class Runner:
         owner: str | None = None,
         lease_seconds: float | None = None,
         max_argument_bytes: int | None = None,
+        agents: AgentDirectory | None = None,
+        link: AgentLink | None = None,
     ) -> None:
         """`group_commit` (one per event loop and store, shared by the runners of many
         concurrent runs) makes their store writes share transactions; without it each run
@@ -180,7 +202,10 @@ class Runner:
         renewed (default: $TOOLFSM_LEASE_SECONDS, else `engine.store.LEASE_SECONDS`).
 
         `max_argument_bytes` caps a call's raw arguments (default: the agent's
-        `run.max_argument_bytes`); a larger call is refused and stored truncated."""
+        `run.max_argument_bytes`); a larger call is refused and stored truncated.
+
+        `agents` are the agents the agent's agent tools may message (`engine.runtime.agents`);
+        `link` places this run under its caller's (a callee's run; None: nobody called it)."""
         self.agent = agent
         self.provider = provider
         self.store = store
@@ -195,6 +220,8 @@ class Runner:
         self._heartbeat = agent.heartbeat
         self._owner = owner
         self._lease_seconds = lease_seconds
+        self.agents = agents
+        self.link = link or AgentLink()
 
     # -- public entry points ---------------------------------------------------------------
 
@@ -209,6 +236,19 @@ class Runner:
 
         start = partial(self.run, input, run_id=run_id)
         return call_sync(start, "Runner.run_sync()", "await runner.run(input)")
+
+    async def run_message(
+        self, first: Message, *, run_id: str | None = None
+    ) -> tuple[RunResult, list[str]]:
+        """Start a run whose first message is `first` (a callee's system-role message): how
+        it ended, and the texts of the model's replies."""
+        start = partial(self._start, first, run_id)
+        return await _outcome_and_texts(self._events(start, None, deltas=False))
+
+    async def resume_texts(self, run_id: str) -> tuple[RunResult, list[str]]:
+        """`resume`, with the texts of the model's replies in this stretch of the run."""
+        resume = partial(self._resume, run_id)
+        return await _outcome_and_texts(self._events(resume, None, deltas=False))
 
     async def resume(self, run_id: str, *, decision: Decision | None = None) -> RunResult:
         """`resume_stream` without the events: how the run (or this stretch of it) ended."""
@@ -230,13 +270,15 @@ class Runner:
 
     # The two ways into the loop.
 
-    async def _start(self, input: str, run_id: str | None) -> _Setup:
+    async def _start(self, input: str | Message, run_id: str | None) -> _Setup:
         machine = self._machine
         position = machine.start()
-        first = Message(role="user", text=input)
+        first = input if isinstance(input, Message) else Message(role="user", text=input)
         journal: RunJournal = _NULL_JOURNAL
         if self.store is not None:
             options = {**self.options, "tools": self.agent.tools_ref, "max_steps": self.max_steps}
+            if self.agents is not None:
+                options.setdefault("agents", self.agents.as_option())
             journal = await Journal.create(
                 self.store,
                 self.group_commit,
@@ -249,6 +291,7 @@ class Runner:
                 run_id=run_id,
                 owner=self._owner,
                 lease_seconds=self._lease_seconds,
+                link=self.link,
             )
             run_id = journal.run_id
         state = RunState(run_id or "memory", position, [first], next_message=1)
@@ -476,15 +519,26 @@ class Runner:
                 await journal.flush(renew=True)
             yield ToolCallStarted(step.seq, key, call.name, stored_args, False)
             # An inline tool runs here and now; any other is awaited.
-            result = tool.execute_now(arguments)
-            if not isinstance(result, ToolResult):
-                result = await result
+            running = self._execute(state, key, tool, arguments)
+            result = running if isinstance(running, ToolResult) else await running
+            if isinstance(result, Waiting):
+                # A callee paused: this call finishes when it is resumed (re-entered).
+                raise _Pause(StopReason.AWAITING_AGENTS, key)
             journal.call_finished(key, result, side_effects)
             batch.results.append(tool_message(call.id, result.text(), result.is_error))
             self._advance(batch, call, result.output, beat)
             yield ToolResultEvent(
                 step.seq, key, call.name, result.output, result.is_error, result.duration_ms
             )
+
+    def _execute(
+        self, state: RunState, key: str, tool: Tool, arguments: dict[str, Any]
+    ) -> ToolResult | Awaitable[ToolResult | Waiting]:
+        """A call run: an agent tool with the run's context; any other as the tool runs
+        (an inline one's result at once, else what to await for it)."""
+        if tool.agent_call is not None:
+            return call_agents(self, state.run_id, key, tool, arguments)
+        return tool.execute_now(arguments)
 
     def _judge(
         self, position: Position, call: ToolCall
@@ -557,7 +611,7 @@ class Runner:
         if record is None:
             journal.call_started(step, index, call, arguments, side_effects)
             return _Admit.RUN
-        if record.status == CallStatus.STARTED and side_effects:
+        if record.status == CallStatus.STARTED and side_effects and not _reentrant(self, call):
             # Started before a crash, never finished: run again or given up, as decided.
             if decision is None:
                 raise _Pause(StopReason.AWAITING_DECISION, key)

@@ -11,7 +11,8 @@ on and shows. The events, in the order a run writes them:
   call is held for approval;
 - `step_committed`: a step is done: the gate, the reply, where it led, the calls' results
   and the messages that follow the reply;
-- `paused`: the run waits for a human (`awaiting_approval`, `awaiting_decision`);
+- `paused`: the run waits for a human (`awaiting_approval`, `awaiting_decision`), or on a
+  callee's run that does (`awaiting_agents`);
 - `decided`: a human decided on a held or interrupted call (approve, deny, retry,
   mark_failed), with who, when the store knows;
 - `resumed`: a paused, failed or interrupted run goes on (the header says `running` again);
@@ -96,6 +97,9 @@ class RunCreated(_Body):
     options: dict[str, JsonValue]
     position: JsonValue = None
     messages: list[Message] = []
+    parent_run_id: str | None = Field(default=None, description="a callee's: its caller's run")
+    parent_call_id: str | None = Field(default=None, description="the call that started it")
+    depth: int = Field(default=0, ge=0, description="how deep it nests (0: nobody called it)")
 
 
 class CallsStarted(_Body):
@@ -122,11 +126,13 @@ class StepCommitted(_Body):
 
 class Paused(_Body):
     """The run waits for a human: approval of a held call, or a decision on an interrupted
-    side-effect call."""
+    side-effect call; or, `awaiting_agents`, on a callee's run that waits for one."""
 
     kind: Literal["paused"] = "paused"
     version: Literal[1] = 1
-    status: Literal[RunStatus.AWAITING_APPROVAL, RunStatus.AWAITING_DECISION]
+    status: Literal[
+        RunStatus.AWAITING_APPROVAL, RunStatus.AWAITING_DECISION, RunStatus.AWAITING_AGENTS
+    ]
     stop_reason: str
     calls: list[CallEntry] = []
     totals: Totals

@@ -103,9 +103,15 @@ class Store(Protocol):
         ...
 
     def list_runs(
-        self, *, status: StatusFilter = None, agent: str | None = None, limit: int = 50
+        self,
+        *,
+        status: StatusFilter = None,
+        agent: str | None = None,
+        limit: int = 50,
+        parent: str | None = None,
     ) -> list[RunRecord]:
-        """Runs newest first, optionally only those in `status` or of agent `agent`."""
+        """Runs newest first, optionally only those in `status`, of agent `agent`, or
+        called by run `parent` (its callees' runs)."""
         ...
 
     def load_run(self, run_id: str) -> RunSnapshot:
@@ -165,7 +171,12 @@ class NullStore:
         raise RunNotFound(prefix, prefix=True)
 
     def list_runs(
-        self, *, status: StatusFilter = None, agent: str | None = None, limit: int = 50
+        self,
+        *,
+        status: StatusFilter = None,
+        agent: str | None = None,
+        limit: int = 50,
+        parent: str | None = None,
     ) -> list[RunRecord]:
         return []
 

@@ -73,6 +73,10 @@ class RunRecord(_Record):
     owner: str | None = None
     lease_renewed_at: datetime | None = None
     lease_expires_at: datetime | None = None
+    # A callee's run: its caller's run and call, and its nesting depth (0: nobody called it).
+    parent_run_id: str | None = None
+    parent_call_id: str | None = None
+    depth: int = 0
 
 
 class StepRecord(_Record):

@@ -299,9 +299,15 @@ class SqlStore:
         return self.get_run(prefix if prefix in ids else ids[0])
 
     def list_runs(
-        self, *, status: StatusFilter = None, agent: str | None = None, limit: int = 50
+        self,
+        *,
+        status: StatusFilter = None,
+        agent: str | None = None,
+        limit: int = 50,
+        parent: str | None = None,
     ) -> list[RunRecord]:
-        """Return runs newest first, optionally only those in `status` or of agent `agent`."""
+        """Return runs newest first, optionally only those in `status`, of agent `agent`,
+        or called by run `parent`."""
         if limit < 1:
             raise InvalidValue(f"limit must be at least 1, got {limit}")
         query = select(RunRow).join(AgentRow, _RUN.c.agent_id == _AGENT.c.id)
@@ -310,6 +316,8 @@ class SqlStore:
             query = query.where(_RUN.c.status.in_(sorted(statuses)))
         if agent is not None:
             query = query.where(_AGENT.c.name == agent)
+        if parent is not None:
+            query = query.where(_RUN.c.parent_run_id == parent)
         query = query.order_by(_RUN.c.created_at.desc(), _RUN.c.id.desc()).limit(limit)
         with self._session("list runs") as session:
             rows = [_row_values(row) for row in session.scalars(query).all()]

@@ -18,6 +18,9 @@ class RunStatus(StrEnum):
     RUNNING = "running"
     AWAITING_APPROVAL = "awaiting_approval"
     AWAITING_DECISION = "awaiting_decision"
+    # An agent call of the run waits on a callee's run that is paused (for approval, a
+    # decision, or its own callees): resumed with the callee.
+    AWAITING_AGENTS = "awaiting_agents"
     FINISHED = "finished"
     FAILED = "failed"
     CANCELLED = "cancelled"

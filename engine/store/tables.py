@@ -86,6 +86,7 @@ class RunRow(_Table, table=True):
         Index(None, "agent_id"),
         Index(None, "status"),
         Index(None, "created_at"),
+        Index(None, "parent_run_id"),
     )
 
     id: str = Field(sa_type=String(64), primary_key=True)
@@ -112,6 +113,13 @@ class RunRow(_Table, table=True):
     owner: str | None = Field(default=None, sa_type=String(128), nullable=True)
     lease_renewed_at: datetime | None = Field(default=None, sa_type=_TIMESTAMP, nullable=True)
     lease_expires_at: datetime | None = Field(default=None, sa_type=_TIMESTAMP, nullable=True)
+    # A callee's run (an agent messaged by another's agent tool): the caller's run, the call
+    # that started it, and how deep it nests (0: a run nobody called).
+    parent_run_id: str | None = Field(default=None, sa_type=String(64), nullable=True)
+    parent_call_id: str | None = Field(default=None, sa_type=String, nullable=True)
+    depth: int = Field(
+        default=0, sa_type=Integer, nullable=False, sa_column_kwargs={"server_default": "0"}
+    )
 
 
 class RunEventRow(_Table, table=True):
