@@ -121,8 +121,34 @@ def _next_steps(run_id: str, status: RunStatus, pending: list[Any]) -> list[str]
 
 
 def _store_next_steps(store: Any, run_id: str) -> list[str]:
-    """`_next_steps` from what the store holds now (not what one process believes)."""
-    return _next_steps(run_id, store.get_run(run_id).status, store.pending_calls(run_id))
+    """`_next_steps` from what the store holds now (not what one process believes); for a
+    run waiting on its callees, the paused callee runs and what to do with them."""
+    from engine.store.status import RunStatus
+
+    status = store.get_run(run_id).status
+    if status is not RunStatus.AWAITING_AGENTS:
+        return _next_steps(run_id, status, store.pending_calls(run_id))
+    lines = []
+    for callee in _paused_callees(store, run_id):
+        lines.append(
+            f"waiting: callee run {callee.id[:12]} (agent {callee.agent_name}) is "
+            f"{callee.status}; once it goes on, this run does too"
+        )
+        lines += _next_steps(callee.id, callee.status, store.pending_calls(callee.id))
+    return lines
+
+
+def _paused_callees(store: Any, run_id: str) -> list[Any]:
+    """The paused runs under run `run_id` that wait for a human (through callee levels)."""
+    from engine.store.status import RunStatus
+
+    found = []
+    for callee in store.list_runs(parent=run_id, limit=1000):
+        if callee.status is RunStatus.AWAITING_AGENTS:
+            found += _paused_callees(store, callee.id)
+        elif callee.status in (RunStatus.AWAITING_APPROVAL, RunStatus.AWAITING_DECISION):
+            found.append(callee)
+    return found
 
 
 def _allowed(allowed: Any) -> str:
@@ -309,7 +335,7 @@ def _exit_code(result: Any) -> int:
 TOOL_THREAD = "toolfsm-tool"
 
 
-def _run_stream(stream: Any, view: LiveView) -> Any:
+def _run_stream(stream: Any, view: LiveView, agents: Any = None) -> Any:
     """Drive a run's event stream to its end on a new event loop; the RunResult.
 
     Ctrl-C cancels the run at once (it is recorded as cancelled), also while a sync tool runs:
@@ -326,7 +352,10 @@ def _run_stream(stream: Any, view: LiveView) -> Any:
 
     with asyncio.Runner() as runner:
         runner.get_loop().set_default_executor(ToolThreads(thread_name_prefix=TOOL_THREAD))
-        return runner.run(_consume(stream, view))
+        result = runner.run(_consume(stream, view))
+        if agents is not None:  # fire-and-forget callee runs still going finish first
+            runner.run(agents.drain())
+        return result
 
 
 def _interrupted(view: LiveView, store: Any) -> NoReturn:
@@ -507,6 +536,14 @@ def run_command(
             "(default: run.gating, else auto).",
         ),
     ] = None,
+    agents: Annotated[
+        list[Path] | None,
+        typer.Option(
+            "--agents",
+            help="Agent files (or folders of them) the agent's agent tools may message; "
+            "repeat it for several (default: the agent files under FILE's folder).",
+        ),
+    ] = None,
 ) -> None:
     """Run an agent: every step is checked against the rules and persisted."""
     from engine.runtime import Runner
@@ -530,12 +567,21 @@ def run_command(
         fail(str(exc))
     # Where the rules came from: resume and approve warn when the file changes.
     options["rules_file"] = str(file.resolve())
+    directory = _agents(agent, file, agents, model, provider_options)
     store = _open(db)
-    runner = Runner(agent, provider, store=store, max_steps=max_steps, model=name, options=options)
+    runner = Runner(
+        agent,
+        provider,
+        store=store,
+        max_steps=max_steps,
+        model=name,
+        options=options,
+        agents=directory,
+    )
     view = LiveView(_out, store)
     _out.print(f"[dim]store: {store.url}[/dim]")
     try:
-        result = _run_stream(runner.stream(text), view)
+        result = _run_stream(runner.stream(text), view, directory)
     except ToolfsmError as exc:  # e.g. the store went away, or the run's lease was taken over
         fail(str(exc))
     except KeyboardInterrupt:
@@ -543,6 +589,31 @@ def run_command(
     finally:
         store.close()
     raise typer.Exit(_exit_code(result))
+
+
+def _agents(
+    agent: Any, file: Path, paths: list[Path] | None, model: str | None, options: dict[str, Any]
+) -> Any:
+    """The agents an agent with agent tools may message: `--agents`, else the agent files
+    under FILE's folder (None for an agent without agent tools)."""
+    from engine.runtime.agents import AgentDirectory
+
+    if not any(t.agent_call is not None for t in agent.tools):
+        if paths:
+            fail(f"--agents: {file} has no agent tool that could message them")
+        return None
+    for path in paths or ():
+        if not path.exists():
+            fail(f"--agents: no such file or folder: {path}")
+    try:
+        return AgentDirectory.from_paths(
+            paths or [file.resolve().parent], model=model, provider_options=options
+        )
+    except RuleFileError as exc:
+        print_errors(exc.diagnostics)
+        raise typer.Exit(EXIT_ERRORS) from None
+    except ToolfsmError as exc:
+        fail(str(exc))
 
 
 def _input_text(given: str | None, from_file: str | None, file: Path) -> str:
@@ -617,7 +688,7 @@ def runs_list(
         typer.Option(
             "--status",
             help="Only runs in this status: running, finished, failed, cancelled, "
-            "awaiting_approval or awaiting_decision.",
+            "awaiting_approval, awaiting_decision or awaiting_agents.",
         ),
     ] = None,
     agent: Annotated[str | None, typer.Option("--agent", help="Only runs of this agent.")] = None,
@@ -649,10 +720,11 @@ def _print_runs_table(runs: list[Any]) -> None:
 
     table = Table("run", "agent", "status", "stop reason", "steps", "tokens", "started")
     whole_ids = not _out.is_terminal  # a script reading the table gets ids it can use as-is
-    for r in runs:
+    for r, level in _tree(runs):
+        branch = "  " * (level - 1) + "└ " if level else ""
         table.add_row(
             r.id if whole_ids else r.id[:12],
-            r.agent_name,
+            branch + r.agent_name,
             r.status,
             r.stop_reason or "",
             str(r.steps_count),
@@ -664,11 +736,36 @@ def _print_runs_table(runs: list[Any]) -> None:
         _out.print("tokens: of the finished steps; a paused step's are added when it finishes")
 
 
+def _tree(runs: list[Any]) -> list[tuple[Any, int]]:
+    """The runs as a tree of agent calls: each listed callee's run under its caller's (in
+    the order they started), with its level; the others newest first, as listed."""
+    listed = {r.id for r in runs}
+    callees: dict[str, list[Any]] = {}
+    for r in runs:
+        if r.parent_run_id in listed:
+            callees.setdefault(r.parent_run_id, []).append(r)
+    ordered: list[tuple[Any, int]] = []
+
+    def walk(run: Any, level: int) -> None:
+        ordered.append((run, level))
+        for callee in sorted(callees.get(run.id, []), key=lambda c: (c.created_at, c.id)):
+            walk(callee, level + 1)
+
+    for r in runs:
+        if r.parent_run_id not in listed:
+            walk(r, 0)
+    return ordered
+
+
 def _paused_note(run: Any) -> str:
     """A label for token totals that leave out a paused step's reply (stored when it ends)."""
     from engine.store.status import RunStatus
 
-    if run.status in (RunStatus.AWAITING_APPROVAL, RunStatus.AWAITING_DECISION):
+    if run.status in (
+        RunStatus.AWAITING_APPROVAL,
+        RunStatus.AWAITING_DECISION,
+        RunStatus.AWAITING_AGENTS,
+    ):
         return " (finished steps; the paused step's are added when it finishes)"
     return ""
 
@@ -687,32 +784,40 @@ def runs_show(
     try:
         found = _find(store, run_id if run_id is not None else _newest_run(store))
         snap = store.load_run(found.id)
+        callees = store.list_runs(parent=found.id, limit=1000)
+        next_steps = _store_next_steps(store, found.id)
     finally:
         store.close()
     if as_json:
         whole = snap.model_dump(mode="json")
         whole["agent_record"] = whole.pop("agent")
-        print(json.dumps({**whole, **_run_json(snap)}, indent=2))
+        shown = {**whole, **_run_json(snap)}
+        shown["callee_runs"] = [c.model_dump(mode="json") for c in reversed(callees)]
+        print(json.dumps(shown, indent=2))
         return
     r = snap.run
     held = _lease_line(r)
     _print_run_header(r, held)
-    _print_steps(snap)
-    _print_paused_step(snap)
+    by_call: dict[str, list[Any]] = {}
+    for callee in reversed(callees):  # in the order they started
+        by_call.setdefault(str(callee.parent_call_id), []).append(callee)
+    _print_steps(snap, by_call)
+    _print_paused_step(snap, by_call)
     if held.startswith("held by"):
         # Resuming, approving or deciding would be refused while that process holds it.
         _out.print("wait:    another process is running it (resume once that process is gone)")
         return
-    for line in _next_steps(r.id, r.status, list(snap.pending_calls)):
+    for line in next_steps:
         _out.print(escape(line))
 
 
 def _newest_run(store: Any) -> str:
-    """The id of the run started last (exit 2 when the store holds none)."""
-    newest = store.list_runs(limit=1)
+    """The id of the run started last that no other run called (its callees' runs start
+    after it), else of the run started last; exit 2 when the store holds none."""
+    newest = store.list_runs(limit=50)
     if not newest:
         fail(f"no runs in {store.url}")
-    return str(newest[0].id)
+    return str(next((r for r in newest if r.parent_run_id is None), newest[0]).id)
 
 
 def _print_run_header(r: Any, held: str) -> None:
@@ -726,6 +831,11 @@ def _print_run_header(r: Any, held: str) -> None:
     )
     if r.error:
         _out.print(f"[red]error: {escape(r.error)}[/red]")
+    if r.parent_run_id is not None:
+        _out.print(
+            f"called by run {r.parent_run_id} (call {escape(str(r.parent_call_id))}), "
+            f"depth {r.depth}"
+        )
     if held:
         _out.print(escape(held))
     settings = _client_settings(r.options)
@@ -734,7 +844,7 @@ def _print_run_header(r: Any, held: str) -> None:
     _out.print(f"input: {escape(r.input)}")
 
 
-def _print_steps(snap: Any) -> None:
+def _print_steps(snap: Any, callees: dict[str, list[Any]]) -> None:
     """Every committed step: its gate, the model's reply, its calls and the loop's notices."""
     calls_by_step: dict[int, list[Any]] = {}
     for call in snap.calls:
@@ -752,7 +862,7 @@ def _print_steps(snap: Any) -> None:
         _out.print(f"  allowed: {_allowed(step.allowed)}{_forced(step.force, step.forced_tool)}")
         _print_reply(step.reply if isinstance(step.reply, dict) else {})
         for call in calls_by_step.get(step.seq, []):
-            _print_call(call)
+            _print_call(call, callees.get(call.call_id, ()))
         for text in notices.get(step.seq, []):
             _out.print(f"  [yellow]! {escape(text)}[/yellow]")
 
@@ -767,7 +877,7 @@ def _print_reply(reply: dict[str, Any]) -> None:
         _out.print(f"  [red]reply as received:[/red] {escape(_short(reply['malformed'], 400))}")
 
 
-def _print_paused_step(snap: Any) -> None:
+def _print_paused_step(snap: Any, callees: dict[str, list[Any]]) -> None:
     """The step not committed yet, when it has calls: its reply (stored before any tool ran)
     and those calls."""
     r = snap.run
@@ -782,7 +892,7 @@ def _print_paused_step(snap: Any) -> None:
     if paused_text:
         _out.print(f"  [green]model:[/green] {escape(_short(str(paused_text), 400))}")
     for call in pending:
-        _print_call(call)
+        _print_call(call, callees.get(call.call_id, ()))
 
 
 def _run_json(snap: Any) -> dict[str, Any]:
@@ -802,7 +912,7 @@ def _run_json(snap: Any) -> dict[str, Any]:
         "agent": run.agent_name,
         "status": run.status,
         "stop_reason": run.stop_reason,
-        "parent_run_id": getattr(run, "parent_run_id", None),  # no run has a parent yet
+        "parent_run_id": run.parent_run_id,
         **run.model_dump(mode="json"),
         "steps": steps,
         "pending_calls": [call for pending in calls.values() for call in pending],
@@ -864,7 +974,7 @@ def _raw_args(call: Any) -> str:
     return _args(value) if isinstance(value, dict) else str(call.arguments_raw)
 
 
-def _print_call(call: Any) -> None:
+def _print_call(call: Any, callees: Any = ()) -> None:
     args = _args(call.arguments) if isinstance(call.arguments, dict) else _raw_args(call)
     took = f" {call.duration_ms} ms" if call.duration_ms is not None else ""
     _out.print(
@@ -875,6 +985,11 @@ def _print_call(call: Any) -> None:
         # Errors keep more text: a violation names the rule (file:line) at its end.
         limit = 400 if call.is_error else 160
         _out.print(f"    [{colour}]{escape(_short(call.result, limit))}[/{colour}]")
+    for callee in callees:
+        _out.print(
+            f"    ↳ callee run {callee.id[:12]}  agent {escape(callee.agent_name)}  "
+            f"{callee.status}  {callee.stop_reason or '-'}  {callee.steps_count} step(s)"
+        )
 
 
 def _prepare(store: Any, run: Any, tools: str | None, *, deciding: bool, owner: str | None) -> Any:
@@ -891,9 +1006,12 @@ def _prepare(store: Any, run: Any, tools: str | None, *, deciding: bool, owner: 
             f"run {run.id} is {run.status} ({run.stop_reason}); only runs that are "
             f"{', '.join(RESUMABLE)} can be resumed"
         )
+    from engine.runtime.agents import AgentLink, agents_from_run
+
     try:
         agent, run = open_agent(store, run.id, tools=tools)
         provider = provider_for_run(run, store.load_run(run.id))
+        agents = agents_from_run(run)
     except RuleFileError as exc:  # the stored rule text no longer validates (toolfsm changed)
         print_errors(exc.diagnostics)
         raise typer.Exit(EXIT_ERRORS) from None
@@ -910,6 +1028,8 @@ def _prepare(store: Any, run: Any, tools: str | None, *, deciding: bool, owner: 
         model=run.model,
         options={k: v for k, v in run.options.items() if k not in ("tools", "max_steps")},
         owner=owner,
+        agents=agents,
+        link=AgentLink.of_run(run),
     )
 
 
@@ -941,15 +1061,37 @@ def _resume(
             _out.print(f"{verb} {record.call_id} ({record.tool})")
         view = LiveView(_out, store)
         try:
-            result = _run_stream(runner.resume_stream(run.id, decision=decision), view)
+            stream = runner.resume_stream(run.id, decision=decision)
+            result = _run_stream(stream, view, runner.agents)
         except ToolfsmError as exc:
             _give_up(store, run.id, owner)
             fail(str(exc))
         except KeyboardInterrupt:
             _interrupted(view, store)
+        result = _resume_callers(store, run.id, result)
     finally:
         store.close()
     raise typer.Exit(_exit_code(result))
+
+
+def _resume_callers(store: Any, run_id: str, result: Any) -> Any:
+    """A callee's run that ended leaves its caller waiting (`awaiting_agents`): resume the
+    caller, and its caller in turn, as long as each one was waiting; the last result."""
+    from engine.runtime.agents import waiting_caller
+
+    caller = waiting_caller(store, run_id)
+    while caller is not None:
+        _out.print(f"[bold]resuming caller[/bold] run {caller.id} (agent {caller.agent_name})")
+        runner = _prepare(store, caller, None, deciding=False, owner=None)
+        view = LiveView(_out, store)
+        try:
+            result = _run_stream(runner.resume_stream(caller.id), view, runner.agents)
+        except ToolfsmError as exc:
+            fail(str(exc))
+        except KeyboardInterrupt:
+            _interrupted(view, store)
+        caller = waiting_caller(store, caller.id)
+    return result
 
 
 def _give_up(store: Any, run_id: str, owner: str | None) -> None:
