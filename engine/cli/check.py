@@ -51,17 +51,27 @@ def check(
         diagnostics = []
         silenced = []
         states = 0
+        sources = []
         for path in files:
-            result = check_rule_file(read_rule_source(path), max_states=max_states)
+            source = read_rule_source(path)
+            sources.append(source)
+            result = check_rule_file(source, max_states=max_states)
             file_done(result.path, result.diagnostics)
             diagnostics.extend(result.diagnostics)
             silenced.extend(result.silenced)
             states += result.states
+        agent_notes: list[str] = []
+        if len(files) > 1 or any(p.is_dir() for p in paths):
+            # Several agents: the calls between them too.
+            from engine.analysis.agents import check_agents
+
+            across, agent_notes = check_agents(sources)
+            diagnostics.extend(across)
     notes = (
         [f"{d.span}: silenced[{d.code}]: {reason}" for d, reason in silenced]
         if show_silenced
         else []
-    )
+    ) + agent_notes
     summary = f"{len(files)} file(s) checked, {states} position(s) explored"
     report(diagnostics, fmt, summary, notes=notes, tail=f", {len(silenced)} silenced")
 
