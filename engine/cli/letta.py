@@ -196,7 +196,7 @@ def export(
         typer.echo(f"  lossy: {problem}", err=True)
     if exported.lossy and not allow_lossy:
         fail(
-            "the export is lossy (Letta matches output keys as exact strings); "
-            "--allow-lossy accepts it",
+            "the export is lossy (Letta would not do what the rule file says: see the "
+            "lines above); --allow-lossy accepts it",
             EXIT_ERRORS,
         )

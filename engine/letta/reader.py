@@ -111,6 +111,7 @@ class LettaAgent:
     agent_id: str | None = None
     notes: tuple[str, ...] = ()  # what the reader noticed (unknown tool ids, ...)
     agent_type: str | None = None  # Letta's `agent_type` ("memgpt_agent", ...): its loop
+    tags: tuple[str, ...] = ()  # what other agents find it by (the multi-agent tools)
 
 
 @dataclass(frozen=True)
@@ -183,7 +184,15 @@ def _agent(
         agent_id=raw.get("id") if isinstance(raw.get("id"), str) else None,
         notes=tuple(notes),
         agent_type=_text(raw.get("agent_type")) or None,
+        tags=_tags(raw.get("tags")),
     )
+
+
+def _tags(raw: Any) -> tuple[str, ...]:
+    """An agent's `tags`: its non-empty strings, each once, in order."""
+    if not isinstance(raw, list):
+        return ()
+    return tuple(dict.fromkeys(t for t in raw if isinstance(t, str) and t))
 
 
 def _tools_by_id(

@@ -17,11 +17,12 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from engine.errors import ToolfsmError
 from engine.language import spec
+from engine.language.agenttools import BUILTIN_AGENT_TOOLS
 from engine.language.loader import parse_rules
 from engine.language.yamltree import MAX_BYTES, plain_key
 from engine.letta.reader import LettaAgent, LettaTool
@@ -257,7 +258,15 @@ def _reason(diagnostic: Any) -> str:
     return f"{base} ({message})" if base else message
 
 
+# The `tool_type` Letta gives its multi-agent tools.
+LETTA_MULTI_AGENT_TOOL_TYPE = "letta_multi_agent_core"
+
+
 def _tool_entry(tool: LettaTool, parameters: bool) -> str | spec.ToolDecl:
+    if tool.name in BUILTIN_AGENT_TOOLS:
+        # Letta's multi-agent tools are toolfsm built-ins too: named, they bring their own
+        # parameters and description (and need no Python function).
+        return tool.name
     params = tool.parameters if parameters else None
     if not tool.description and params is None:
         return tool.name
@@ -389,6 +398,7 @@ def _checked_spec(
             "version": 1,
             "agent": agent.name,
             "description": agent.description,
+            **({"tags": list(agent.tags)} if agent.tags else {}),
             "tools": [_tool_entry(t, parameters[t.name]) for t in declared.values()],
             "rules": spec_rules,
             "run": _run_settings(agent),
@@ -765,14 +775,26 @@ def spec_to_letta_agent(agent: spec.AgentSpec) -> tuple[dict[str, Any], Export]:
     """A Letta agent object (name, description, tools with schemas, tool_rules)."""
     exported = spec_to_letta(agent)
     tools = []
+    problems = list(exported.problems)
     for decl in agent.tool_decls():
         schema: dict[str, Any] = {"name": decl.name, "description": decl.description}
         if decl.parameters is not None:  # left out rather than invented, so imports match
             schema["parameters"] = decl.parameters
-        tools.append({"name": decl.name, "description": decl.description, "json_schema": schema})
+        tool = {"name": decl.name, "description": decl.description, "json_schema": schema}
+        if decl.agents is not None:
+            problems.append(
+                f"tool {decl.name!r} messages the agents its `agents:` query matches; Letta "
+                "has no such tool (exported as a custom tool without code; Letta's "
+                "send_message_to_agents_matching_tags takes the tags from the model)"
+            )
+        elif decl.name in BUILTIN_AGENT_TOOLS:
+            tool["tool_type"] = LETTA_MULTI_AGENT_TOOL_TYPE
+        tools.append(tool)
+    exported = replace(exported, problems=tuple(problems))
     document = {
         "name": agent.agent,
         "description": agent.description,
+        "tags": list(agent.tags),
         # The Letta loop that matches the continuation mode (see HEARTBEAT_AGENT_TYPES).
         "agent_type": "memgpt_agent" if agent.run.continuation == "heartbeat" else "letta_v1_agent",
         "tools": tools,

@@ -173,6 +173,8 @@ def render_rule_file(translation: Translation, source: str) -> str:
     lines += ["", "version: 1", f"agent: {scalar(agent.agent)}"]
     if agent.description:
         lines.append(f"description: {scalar(agent.description)}")
+    if agent.tags:
+        lines.append(f"tags: [{', '.join(scalar(tag) for tag in agent.tags)}]")
     lines += _tool_lines(translation)
     lines += _rules_lines(translation)
     lines += _run_lines(agent.run)
