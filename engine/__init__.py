@@ -17,6 +17,7 @@ Tools and agents
     tool                                      mark a function as a tool (name, idempotent, ...)
     Tool, ToolRegistry                        a registered tool; an agent's tools by name
     load_agent, agent_from_text, Agent        an agent file compiled, with its tools bound
+    AgentDirectory                            the agents an agent's agent tools may message
 
 Running
     Runner, RunResult                         run / stream / resume an agent; how it ended
@@ -76,6 +77,7 @@ if _typing.TYPE_CHECKING:
     from engine.providers.random import RandomProvider
     from engine.providers.scripted import ScriptedProvider
     from engine.runtime.agent import Agent, agent_from_text, load_agent
+    from engine.runtime.agents import AgentDirectory
     from engine.runtime.approval import approve, deny
     from engine.runtime.events import (
         ApprovalRequested,
@@ -122,6 +124,7 @@ _EXPORTS = {
     "Tool": "engine.tools",
     "ToolRegistry": "engine.tools",
     "Agent": "engine.runtime.agent",
+    "AgentDirectory": "engine.runtime.agents",
     "agent_from_text": "engine.runtime.agent",
     "load_agent": "engine.runtime.agent",
     # running
@@ -172,6 +175,7 @@ _EXPORTS = {
 
 __all__ = [
     "Agent",
+    "AgentDirectory",
     "AnthropicProvider",
     "ApprovalRequested",
     "CheckResult",
