@@ -39,7 +39,9 @@ def _boss(folder: Path, query: str, extra: str = "") -> Path:
 
 
 def _worker(folder: Path, name: str, tags: str, extra: str = "", steps: int = 3) -> Path:
-    return _agent(folder, name, f"tags: {tags}\ntools: [work]\nrun: {{max_steps: {steps}}}\n{extra}")
+    return _agent(
+        folder, name, f"tags: {tags}\ntools: [work]\nrun: {{max_steps: {steps}}}\n{extra}"
+    )
 
 
 def _records(folder: Path) -> list[dict[str, object]]:

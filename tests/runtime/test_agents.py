@@ -123,7 +123,7 @@ def test_one_agent_and_async_sends_name_the_sender(team: Path, sqlite_store: Any
         return result
 
     result = asyncio.run(main())
-    entry, call = call_result(sqlite_store, result.run_id, ONE_TOOL)
+    entry, _ = call_result(sqlite_store, result.run_id, ONE_TOOL)
     assert entry["agent_id"] == "tester" and entry["response"] == ["tests ok"]
     first = sqlite_store.load_run(entry["run_id"]).conversation[0]
     assert first == {"role": "system", "text": f"{ONE_PREFIX.format(sender='boss')} ping"}
@@ -239,7 +239,9 @@ def test_failures_and_step_limits_come_back_as_results(tmp_path: Path, store: An
     assert by_name["busy"]["type"] == "step_limit" and by_name["busy"]["response"] == ["looking"]
     assert by_name["fine"]["response"] == ["fine ok"] and "error" not in by_name["fine"]
     ghost, ghost_call = call_result(store, result.run_id, ONE_TOOL)
-    assert ghost_call.is_error and ghost["type"] == "not_sent" and "no agent 'ghost'" in ghost["error"]
+    assert (
+        ghost_call.is_error and ghost["type"] == "not_sent" and "no agent 'ghost'" in ghost["error"]
+    )
 
 
 def test_cancelling_the_caller_cancels_its_callees_and_resume_finishes_them(
