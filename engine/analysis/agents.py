@@ -63,17 +63,21 @@ def _build(rule_files: Sequence[RuleFile]) -> AgentGraph:
     for name, rule_file in files.items():
         assert rule_file.spec is not None
         for index, decl in enumerate(rule_file.spec.tool_decls()):
-            query = decl.agents
-            if query is None:
-                continue
-            every, some = set(query.match_all), set(query.match_some)
-            matched = tuple(
-                other
-                for other in sorted(files)
-                if other != name and every <= tags[other] and (not some or some & tags[other])
-            )
-            edges.setdefault(name, []).append(_Edge(decl.name, index, matched))
+            if decl.agents is not None:
+                matched = _matches(name, decl, tags)
+                edges.setdefault(name, []).append(_Edge(decl.name, index, matched))
     return AgentGraph(files, edges)
+
+
+def _matches(caller: str, decl: ToolDecl, tags: dict[str, set[str]]) -> tuple[str, ...]:
+    """The agents `decl`'s query matches, the caller left out, in the order of their names."""
+    assert decl.agents is not None
+    every, some = set(decl.agents.match_all), set(decl.agents.match_some)
+    return tuple(
+        other
+        for other in sorted(tags)
+        if other != caller and every <= tags[other] and (not some or some & tags[other])
+    )
 
 
 def _diag(

@@ -203,24 +203,30 @@ def _registry(rule_file: Any, machine: Machine, source: _Source | None) -> ToolR
     decls = machine.spec.tool_decls()
     agent_tools = {d.name: agent_tool(d) for d in decls if is_agent_tool(d)}
     names = [name for name in machine.tools if name not in agent_tools]
-    if source is None or not names:
-        found = ToolRegistry()
-    else:
-        try:
-            found = ToolRegistry.from_module(
-                source.module,
-                names,
-                idempotent={d.name: True for d in decls if d.idempotent},
-                descriptions={d.name: d.description for d in decls if d.description},
-            )
-        except MissingToolsError as exc:
-            places = (*source.tried, source.place)
-            raise MissingToolsError(exc.tools, places, prefix=f"{rule_file.path}: ") from None
+    found = _functions(rule_file, decls, names, source)
     if not agent_tools:
         return found
     return ToolRegistry(
         agent_tools[name] if name in agent_tools else found[name] for name in machine.tools
     )
+
+
+def _functions(
+    rule_file: Any, decls: tuple[Any, ...], names: list[str], source: _Source | None
+) -> ToolRegistry:
+    """The tools `names` from `source`'s functions (none to bind: an empty registry)."""
+    if source is None or not names:
+        return ToolRegistry()
+    try:
+        return ToolRegistry.from_module(
+            source.module,
+            names,
+            idempotent={d.name: True for d in decls if d.idempotent},
+            descriptions={d.name: d.description for d in decls if d.description},
+        )
+    except MissingToolsError as exc:
+        places = (*source.tried, source.place)
+        raise MissingToolsError(exc.tools, places, prefix=f"{rule_file.path}: ") from None
 
 
 def _with_agent_tools(machine: Machine, given: ToolRegistry) -> ToolRegistry:
