@@ -296,3 +296,43 @@ def test_cancelling_the_caller_cancels_its_callees_and_resume_finishes_them(
     # The finished callee was not run again; the cancelled one was resumed.
     assert len(sqlite_store.load_run(fast.id).steps) == fast_events
     assert sqlite_store.get_run(slow_id).status is RunStatus.FINISHED
+
+
+def test_concurrency_one_runs_the_callees_one_after_the_other(
+    tmp_path: Path, sqlite_store: Any
+) -> None:
+    root = tmp_path / "team"
+    reviewer(root / "a", "one", ["w"], "one done")
+    reviewer(root / "b", "two", ["w"], "two done")
+    write_agent(
+        root / "boss",
+        """\
+        version: 1
+        agent: boss
+        tools:
+          - name: ask
+            agents: {match_all: [w], concurrency: 1}
+        """,
+        replies=[{"call": "ask", "args": {"message": "go"}}, {"text": "thanks"}],
+    )
+    result = run(root / "boss" / "agent.yaml", root, sqlite_store)
+    entries, _ = call_result(sqlite_store, result.run_id, "ask")
+    first, second = (sqlite_store.get_run(e["run_id"]) for e in entries)
+    assert first.finished_at is not None and first.finished_at <= second.created_at
+
+
+def test_agent_calls_without_a_store(team: Path) -> None:
+    """A run without a store: the callees run unstored, their replies still come back."""
+    args = {"message": "hi", "match_all": ["reviewer"], "match_some": ["frontend"]}
+    boss = _boss(team / "boss", [TAGS_TOOL], [{"call": TAGS_TOOL, "args": args}])
+    runner = runner_for(boss, team, None)
+    events: list[Any] = []
+
+    async def main() -> None:
+        async for event in runner.stream("go"):
+            events.append(event)
+
+    asyncio.run(main())
+    (result,) = [e for e in events if type(e).__name__ == "ToolResultEvent" and e.tool == TAGS_TOOL]
+    (entry,) = json.loads(result.output)
+    assert (entry["agent_id"], entry["response"]) == ("rev_frontend", ["frontend ok"])
