@@ -24,6 +24,7 @@ import asyncio
 import hashlib
 import json
 import re
+import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -396,6 +397,7 @@ async def _fan_out(
 ) -> ToolResult | Waiting:
     """Run the callees concurrently (at most `concurrency` at once); their entries in order,
     or `Waiting` when one of them paused."""
+    started = time.monotonic()
     limit = asyncio.Semaphore(concurrency or max(1, len(callees)))
 
     async def limited(callee: Callee) -> tuple[dict[str, Any], StopReason | None]:
@@ -407,9 +409,10 @@ async def _fan_out(
     if paused:
         return Waiting(paused)
     entries = [entry for entry, _ in outcomes]
+    took = int((time.monotonic() - started) * 1000)
     if one:
-        return ToolResult(json.dumps(entries[0]), "error" in entries[0], 0)
-    return ToolResult(json.dumps(entries), False, 0)
+        return ToolResult(json.dumps(entries[0]), "error" in entries[0], took)
+    return ToolResult(json.dumps(entries), False, took)
 
 
 async def _one(
