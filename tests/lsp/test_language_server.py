@@ -333,7 +333,7 @@ def test_completion_offers_the_keys_that_fit(client: LspClient, tmp_path: Path) 
     top = "version: 1\nag"
     labels = [i["label"] for i in _complete(client, tmp_path, top, {"line": 1, "character": 2})]
     assert labels == [
-        k for k in ("agent", "description", "tools", "rules", "expect", "silence", "run")
+        k for k in ("agent", "description", "tags", "tools", "rules", "expect", "silence", "run")
     ]
 
 
