@@ -164,6 +164,30 @@ def shown(release: Release, name: str) -> dict[str, Any]:
     return json.loads(toolfsm(release, "runs", "show", id_of(name), "--json").stdout)
 
 
+# What `--json` gained after the release (issue 13: a callee's run names its caller's): a run
+# of the release is nobody's callee, so these keys hold their empty values and are compared
+# as such, then left out of the comparison with the release's output.
+_CALLEE_KEYS = {"parent_run_id": None, "parent_call_id": None, "depth": 0}
+
+
+def as_release_json(document: Any) -> Any:
+    """A `runs list/show --json` document with the keys the release did not print checked
+    empty and removed (`parent_run_id` stays where the release printed it: at the top)."""
+    if isinstance(document, list):
+        return [as_release_json(record) for record in document]
+    record = dict(document)
+    assert record.pop("callee_runs", []) == []
+    for key, empty in _CALLEE_KEYS.items():
+        if key != "parent_run_id":
+            assert record.pop(key, empty) == empty
+    if isinstance(record.get("run"), dict):
+        inner = dict(record["run"])
+        for key, empty in _CALLEE_KEYS.items():
+            assert inner.pop(key, empty) == empty
+        record["run"] = inner
+    return record
+
+
 def golden(name: str) -> str:
     return (GOLDEN / name).read_text()
 
@@ -220,14 +244,14 @@ def test_opening_the_store_brings_it_to_the_head(release: Release) -> None:
 def test_runs_list_prints_the_releases_list(release: Release) -> None:
     assert toolfsm(release, "runs", "list").stdout == golden("runs-list.txt")
     listed = json.loads(toolfsm(release, "runs", "list", "--json").stdout)
-    assert listed == json.loads(golden("runs-list.json"))
+    assert as_release_json(listed) == json.loads(golden("runs-list.json"))
 
 
 @pytest.mark.parametrize("name", sorted(RUNS))
 def test_runs_show_prints_the_releases_show(release: Release, name: str) -> None:
     text = toolfsm(release, "runs", "show", id_of(name)).stdout
     assert _AGO.sub("N s ago", text) == _AGO.sub("N s ago", golden(f"{name}.txt"))
-    assert shown(release, name) == json.loads(golden(f"{name}.json"))
+    assert as_release_json(shown(release, name)) == json.loads(golden(f"{name}.json"))
 
 
 # -- approve, deny and resume go on where the release stopped ---------------------------------
