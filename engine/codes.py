@@ -66,6 +66,7 @@ _TABLE: tuple[tuple[str, str, str, str, str], ...] = (
     ("E030", "ArgsForToolNotAllowed", "`args` for a tool the child rule does not allow", "Per-child `args` must name tools of the rule's `allow` list.", _LANGUAGE),
     ("E031", "ConditionalWithoutCases", "a conditional rule has no cases", "`on_output` needs at least one case.", _LANGUAGE),
     ("E032", "TwoConditionalRules", "two conditional rules on one tool", "Only one conditional rule may read a tool's output; merge the cases into one rule.", _LANGUAGE),
+    ("E033", "BadApprovalCondition", "a `when:` that is no usable condition", "A `requires_approval` rule's `when:` must be a valid JSON Schema over the call's arguments, naming only parameters of the tools it covers.", _LANGUAGE),
     ("W201", "RedundantRule", "a rule repeats what another rule says", "The rule has no effect beside an earlier one; remove it.", _LANGUAGE),
     ("W203", "StrictBesideDefault", "`strict` beside a `default`", "`strict` only matters when no case matches and there is no `default`; with a `default` it has no effect.", _LANGUAGE),
     ("C101", "DeadEnd", "a reachable dead end", "After a reachable call no tool is allowed, so the run stops as a dead end. The trace shows the shortest way there.", _CHECK),

@@ -522,7 +522,8 @@ class _Findings:
         graph, machine = self.graph, self.machine
         approval = 0
         for tool in machine.approval:
-            approval |= 1 << machine.tool_index[tool]
+            if tool not in machine.approval_when:  # a `when:` may let the call through
+                approval |= 1 << machine.tool_index[tool]
         if not approval:
             return
         seen: set[int] = set()

@@ -803,6 +803,7 @@ def runs_show(
         by_call.setdefault(str(callee.parent_call_id), []).append(callee)
     _print_steps(snap, by_call)
     _print_paused_step(snap, by_call)
+    _print_decisions(snap)
     if held.startswith("held by"):
         # Resuming, approving or deciding would be refused while that process holds it.
         _out.print("wait:    another process is running it (resume once that process is gone)")
@@ -893,6 +894,25 @@ def _print_paused_step(snap: Any, callees: dict[str, list[Any]]) -> None:
         _out.print(f"  [green]model:[/green] {escape(_short(str(paused_text), 400))}")
     for call in pending:
         _print_call(call, callees.get(call.call_id, ()))
+
+
+def _print_decisions(snap: Any) -> None:
+    """The audit trail: every human decision, who and when, with the arguments an approval
+    changed (before -> after)."""
+    if not snap.decisions:
+        return
+    _out.print("[bold]decisions[/bold]")
+    for d in snap.decisions:
+        who = d.reviewer or "-"
+        line = f"  {d.decided_at:%Y-%m-%d %H:%M:%S}  {d.decision} {d.call_id} by {escape(who)}"
+        if d.reason:
+            line += f": {escape(_short(d.reason))}"
+        _out.print(line)
+        if d.arguments_after is not None:
+            before = d.arguments_before if isinstance(d.arguments_before, dict) else {}
+            after = d.arguments_after if isinstance(d.arguments_after, dict) else {}
+            _out.print(f"    arguments before: {escape(_short(_args(before), 400))}")
+            _out.print(f"    arguments after:  {escape(_short(_args(after), 400))}")
 
 
 def _run_json(snap: Any) -> dict[str, Any]:
@@ -1055,7 +1075,7 @@ def _resume(
         runner = _prepare(store, run, tools, deciding=decide is not None, owner=owner)
         if decide is not None:
             try:
-                record = decide(store, run.id, owner)
+                record = decide(store, run.id, owner, runner.agent)
             except ToolfsmError as exc:
                 fail(str(exc))
             _out.print(f"{verb} {record.call_id} ({record.tool})")
@@ -1134,21 +1154,51 @@ def _decide(db: str | None, run_id: str, tools: str | None, decide: Any, verb: s
     _resume(db, run_id, tools, decide=decide, verb=verb)
 
 
+ByOption = typer.Option(
+    "--by", help="Who decides, for the run's audit trail (default: your OS user name)."
+)
+
+
+def _edited(arguments: str | None) -> dict[str, Any] | None:
+    """`--arguments JSON` as an object, or a one-line error."""
+    if arguments is None:
+        return None
+    try:
+        value = json.loads(arguments)
+    except ValueError as exc:
+        fail(f"--arguments is not valid JSON: {exc}")
+    if not isinstance(value, dict):
+        fail("--arguments must be a JSON object, e.g. '{\"amount\": 20}'")
+    return value
+
+
 @runs_app.command("approve")
 def runs_approve(
     run_id: Annotated[str, RunIdArgument],
     call: Annotated[str | None, CallOption] = None,
+    arguments: Annotated[
+        str | None,
+        typer.Option(
+            "--arguments",
+            help="Run the call with these arguments instead (a JSON object; checked against "
+            "the tool's schema and the rules, whose prefilled values win).",
+        ),
+    ] = None,
+    by: Annotated[str | None, ByOption] = None,
     tools: ToolsOption = None,
     db: DbOption = None,
 ) -> None:
-    """Approve the call a run is waiting on, then resume the run."""
+    """Approve the call a run is waiting on (optionally with edited arguments), then resume."""
     from engine.runtime import approve
 
+    edited = _edited(arguments)
     _decide(
         db,
         run_id,
         tools,
-        lambda store, rid, owner: approve(store, rid, call_id=call, owner=owner),
+        lambda store, rid, owner, agent: approve(
+            store, rid, call_id=call, owner=owner, arguments=edited, by=by, agent=agent
+        ),
         "approved",
     )
 
@@ -1158,6 +1208,7 @@ def runs_deny(
     run_id: Annotated[str, RunIdArgument],
     reason: Annotated[str, typer.Option("--reason", help="Why; the model reads it.")],
     call: Annotated[str | None, CallOption] = None,
+    by: Annotated[str | None, ByOption] = None,
     tools: ToolsOption = None,
     db: DbOption = None,
 ) -> None:
@@ -1168,6 +1219,6 @@ def runs_deny(
         db,
         run_id,
         tools,
-        lambda store, rid, owner: deny(store, rid, reason, call_id=call, owner=owner),
+        lambda store, rid, owner, agent: deny(store, rid, reason, call_id=call, owner=owner, by=by),
         "denied",
     )

@@ -10,6 +10,7 @@ an author sees every problem in one pass. Codes are stable (tests and docs name 
     E024 rules on one tool allow nothing  E030 child args for a tool the rule does not allow
     E025 tool child of two parent rules   E031 conditional rule with no cases
                                           E032 two conditional rules on one tool
+                                          E033 a `when:` that is no usable condition
     W201 redundant rule                   W203 `strict` has no effect beside a `default`
 """
 
@@ -506,6 +507,46 @@ def _check_cases(
         )
 
 
+def _check_approval_when(agent: spec.AgentSpec, report: _Report, bad_schema: set[str]) -> None:
+    """E033: a `requires_approval` rule's `when:` must be a valid JSON Schema (nothing
+    fetched), and the properties it names must be parameters of the tools it covers."""
+    from engine.language.jsonschemas import cached_schema_problem
+
+    decls = {d.name: d for d in agent.tool_decls() if d.name not in bad_schema}
+    for index, rule in enumerate(agent.rules):
+        if not isinstance(rule, spec.RequiresApprovalRule) or rule.when is None:
+            continue
+        at: Path = ("rules", index, "when")
+        problem = cached_schema_problem(rule.when)
+        if problem is not None:
+            report.error(
+                "E033",
+                f"`when:` is not a valid JSON Schema: {problem.message}",
+                (*at, *problem.at),
+                rule=index,
+            )
+            continue
+        named = rule.when.get("properties")
+        if not isinstance(named, dict):
+            continue
+        for tool in spec.as_tuple(rule.requires_approval):
+            decl = decls.get(tool)
+            properties = (decl.parameters or {}).get("properties") if decl else None
+            if not isinstance(properties, dict) or not properties:
+                continue  # no declared parameters to compare with
+            for key in named:
+                if key not in properties:
+                    close = difflib.get_close_matches(key, list(properties), n=1)
+                    report.error(
+                        "E033",
+                        f"`when:` names {key!r}, which is not a parameter of {tool!r}",
+                        (*at, "properties", key),
+                        rule=index,
+                        hint=f"did you mean {close[0]!r}?" if close else None,
+                        key=True,
+                    )
+
+
 def check_spec(agent: spec.AgentSpec, source: SourceMap) -> list[Diagnostic]:
     """All semantic problems of a schema-valid spec, errors and warnings, in one pass."""
     report = _Report(source)
@@ -514,6 +555,7 @@ def check_spec(agent: spec.AgentSpec, source: SourceMap) -> list[Diagnostic]:
     _check_duplicates(agent, report)
     _check_flags(agent, report)
     _check_prefill(agent, report, bad_schema)
+    _check_approval_when(agent, report, bad_schema)
     if references_ok:  # set arithmetic over unknown tools would only add noise
         _check_sets(agent, report)
     return report.items

@@ -37,5 +37,9 @@ def rule_line(rule: Any) -> str:
                 f"{_names(rule.required_before_exit)} must be called before ending the conversation"
             )
         case spec.RequiresApprovalRule():
-            return f"{_names(rule.requires_approval)} requires approval by a human before it runs"
+            some = " (for some arguments)" if rule.when is not None else ""
+            return (
+                f"{_names(rule.requires_approval)} requires approval by a human before it "
+                f"runs{some}"
+            )
     raise TypeError(f"not a rule: {rule!r}")  # pragma: no cover - the union is closed

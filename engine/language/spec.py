@@ -123,7 +123,8 @@ RULE_SEMANTICS: dict[str, str] = {
     "terminal call or a reply without a tool call then continues with a message naming the "
     "uncalled tools.",
     "requires_approval": "A call to one of these tools (when the rules allow it) is not "
-    "executed until a human approves it; a denial sends the reason back to the model.",
+    "executed until a human approves it; a denial sends the reason back to the model. With "
+    "`when:`, only a call whose arguments match that JSON Schema needs approval.",
 }
 
 
@@ -235,6 +236,13 @@ class RequiresApprovalRule(_Rule):
     model_config = ConfigDict(title="requires_approval rule")
 
     requires_approval: OneOrMoreTools = _kind_key("requires_approval")
+    when: dict[str, Any] | None = Field(
+        default=None,
+        description="A JSON Schema over the call's arguments: only a call whose arguments "
+        "match it needs approval (e.g. {properties: {amount: {exclusiveMinimum: 100}}}); "
+        "without it, every call does.",
+        examples=[{"properties": {"amount": {"exclusiveMinimum": 100}}}],
+    )
 
 
 def flag_tools(rule: object) -> tuple[str, ...]:

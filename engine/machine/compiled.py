@@ -154,6 +154,7 @@ class Machine:
     """Immutable gating tables for one rule file (build it with `compile_rules`)."""
 
     __slots__ = (
+        "_approval_checks",
         "_case_keys",
         "_case_nodes",
         "_count_bit",
@@ -171,6 +172,7 @@ class Machine:
         "_required_bits",
         "agent",
         "approval",
+        "approval_when",
         "continue_tools",
         "nodes",
         "output_text",
@@ -207,6 +209,7 @@ class Machine:
         sha256: str,
         spec: Any,
         output_text: str = "json",
+        approval_when: Mapping[str, tuple[dict[str, Any], ...]] | None = None,
     ) -> None:
         self.spec = spec  # the AgentSpec it was compiled from (for explanations and analysis)
         self.agent = agent
@@ -231,7 +234,18 @@ class Machine:
         self.terminal = terminal
         self.continue_tools = continue_tools
         self.rule_continues = rule_continues
+        # The tools that may need approval; of those, the ones that need it only when their
+        # arguments match one of their rules' `when:` schemas (see `needs_approval`).
         self.approval = approval
+        self.approval_when = MappingProxyType(dict(approval_when or {}))
+        self._approval_checks: dict[str, tuple[Any, ...]] = {}
+        if self.approval_when:
+            from engine.language.jsonschemas import validator
+
+            self._approval_checks = {
+                tool: tuple(validator(when) for when in whens)
+                for tool, whens in self.approval_when.items()
+            }
         self.required_tools = tuple(t for t in tools if required_bit[self.tool_index[t]])
         # For `dump`: (tool, count slot) of max-called tools and (tool, bit) of required
         # ones, in declaration order.
@@ -328,6 +342,15 @@ class Machine:
                 position, Verdict(True, Reason.REQUIRED_BEFORE_EXIT, message)
             )
         return _STOPS[reason]
+
+    def needs_approval(self, tool: str, arguments: Any) -> bool:
+        """Whether a call of `tool` with `arguments` (as JSON values) waits for a human: the
+        tool has an approval rule without `when:`, or one whose `when:` the arguments match.
+        (`approval` is the set of tools that *may* need it, as `check` reads them.)"""
+        if tool not in self.approval:
+            return False
+        checks = self._approval_checks.get(tool)
+        return checks is None or any(check.is_valid(arguments) for check in checks)
 
     def dead_end(self, position: Position) -> bool:
         """No tool is allowed at `position` and the run cannot end there: a call is forced,

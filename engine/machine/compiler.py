@@ -186,6 +186,21 @@ def _flagged(agent: spec.AgentSpec, kind: type[Any], attribute: str) -> frozense
     )
 
 
+def _approval_conditions(agent: spec.AgentSpec) -> dict[str, tuple[dict[str, Any], ...]]:
+    """Tool -> the `when:` schemas of its approval rules, for the tools whose every
+    approval rule has one (a rule without `when:` makes every call need approval)."""
+    conditions: dict[str, list[dict[str, Any]]] = {}
+    always: set[str] = set()
+    for rule in agent.rules:
+        if isinstance(rule, spec.RequiresApprovalRule):
+            for tool in spec.as_tuple(rule.requires_approval):
+                if rule.when is None:
+                    always.add(tool)
+                else:
+                    conditions.setdefault(tool, []).append(rule.when)
+    return {t: tuple(whens) for t, whens in conditions.items() if t not in always}
+
+
 def _gates(index: _RuleIndex, nodes: list[Node], tools: tuple[str, ...]) -> list[Gate]:
     """Each node's static gate: allowed tools in declared order, forcing, prefilled args."""
     ordered_sets: dict[int, tuple[str, ...]] = {}  # many nodes share one allowed set
@@ -246,6 +261,7 @@ def compile_rules(rule_file: RuleFile) -> Machine:
         continue_tools=_flagged(agent, spec.ContinueRule, "continue_"),
         rule_continues=rule_continues,
         approval=_flagged(agent, spec.RequiresApprovalRule, "requires_approval"),
+        approval_when=_approval_conditions(agent),
         rules=_rule_refs(rule_file, agent),
         source_path=rule_file.path,
         sha256=rule_file.sha256,

@@ -502,6 +502,11 @@ class Runner:
             assert tool is not None
             # The arguments as stored and streamed.
             stored_args = to_jsonable_python(arguments, fallback=str)
+            if record is not None and record.status == CallStatus.APPROVED:
+                # Approved with edits: the call runs with the reviewer's arguments.
+                arguments, stored_args = self._approved_arguments(
+                    batch, tool, record, arguments, stored_args
+                )
             side_effects = not tool.idempotent
             admitted = self._admit(
                 journal, step, index, call, record, stored_args, side_effects, decision
@@ -561,6 +566,19 @@ class Runner:
             return f"{exc}; the call was not executed", None, {}, None
         return None, tool, arguments, beat
 
+    def _approved_arguments(
+        self, batch: _Batch, tool: Tool, record: Any, arguments: Any, stored: Any
+    ) -> tuple[Any, Any]:
+        """An approved call's (arguments, stored arguments): the edited ones the approval
+        recorded (checked then against the schema and the prefill; parsed again here for
+        the tool's own types), else those the model gave."""
+        if record.arguments is None or record.arguments == stored:
+            return arguments, stored
+        gate = self._machine.gate(batch.position)
+        prefill = gate.prefill.get(tool.name) if gate.prefill else None
+        edited, _ = tool.parse(json.dumps(record.arguments), prefill=prefill)
+        return edited, to_jsonable_python(edited, fallback=str)
+
     def _refuse(
         self,
         batch: _Batch,
@@ -601,7 +619,10 @@ class Runner:
         if call.name in self._machine.approval:
             status = record.status if record is not None else None
             if status is None:
-                return _Admit.HOLD
+                if self._machine.needs_approval(call.name, arguments):
+                    return _Admit.HOLD
+                journal.call_started(step, index, call, arguments, side_effects)
+                return _Admit.RUN
             if status == CallStatus.AWAITING_APPROVAL:
                 raise _Pause(StopReason.AWAITING_APPROVAL, key)
             if status == CallStatus.APPROVED:

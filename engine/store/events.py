@@ -152,15 +152,26 @@ class Stopped(_Body):
 
 class Decided(_Body):
     """A decision on call `call`: approve or deny a held call (a denial's `result` is what the
-    model reads), retry or mark_failed a side-effect call a crash interrupted."""
+    model reads), retry or mark_failed a side-effect call a crash interrupted.
+
+    Version 2 adds the audit record: `reviewer` (the person who decided; `by` stays the lease
+    the decision was taken under), and for an approval with edits the arguments before and
+    after (`arguments`: what the call runs with). When is the event's commit time."""
 
     kind: Literal["decided"] = "decided"
-    version: Literal[1] = 1
+    version: Literal[1, 2] = 2
     call: str
     decision: Literal["approve", "deny", "retry", "mark_failed"]
-    by: str | None = Field(default=None, description="who decided (the lease owner), when known")
+    by: str | None = Field(default=None, description="the lease the decision was taken under")
     reason: str | None = None
     result: JsonValue = None
+    reviewer: str | None = Field(default=None, description="version 2: who decided")
+    arguments_before: JsonValue = Field(
+        default=None, description="version 2: the call's arguments when it was decided"
+    )
+    arguments: JsonValue = Field(
+        default=None, description="version 2: the edited arguments it runs with (None: as before)"
+    )
 
 
 class Resumed(_Body):

@@ -26,6 +26,7 @@ from engine.store.events import (
 )
 from engine.store.records import (
     AgentRecord,
+    DecisionRecord,
     MessageRecord,
     RunRecord,
     RunSnapshot,
@@ -61,6 +62,7 @@ class Fold:
     steps: list[StepRecord] = field(default_factory=list)
     calls: dict[str, dict[str, Any]] = field(default_factory=dict)
     messages: list[MessageRecord] = field(default_factory=list)
+    decisions: list[DecisionRecord] = field(default_factory=list)
     replied: set[int] = field(default_factory=set)  # steps whose reply is in `messages`
     position: Any = None
     input_tokens: int = 0
@@ -151,8 +153,20 @@ class Fold:
             done=done,
             result=event.result,
             is_error=done,
+            arguments=event.arguments,  # an approval with edits: what the call runs with
         )
         self._calls([entry], at)
+        self.decisions.append(
+            DecisionRecord(
+                call_id=event.call,
+                decision=event.decision,
+                reviewer=event.reviewer,
+                decided_at=at,
+                reason=event.reason,
+                arguments_before=event.arguments_before,
+                arguments_after=event.arguments,
+            )
+        )
 
     def call(self, call_id: str) -> ToolCallRecord | None:
         values = self.calls.get(call_id)
@@ -181,6 +195,7 @@ class Fold:
             calls=tuple(calls),
             messages=tuple(self.messages),
             next_event=self.next_event,
+            decisions=tuple(self.decisions),
         )
 
 

@@ -18,6 +18,7 @@ from engine.store.status import CallStatus, RunStatus
 __all__ = [
     "AgentRecord",
     "CallStatus",
+    "DecisionRecord",
     "MessageRecord",
     "RunRecord",
     "RunSnapshot",
@@ -136,6 +137,19 @@ class MessageRecord(_Record):
     created_at: datetime
 
 
+class DecisionRecord(_Record):
+    """A human's decision on a call, as the audit trail shows it: who, when, what, and the
+    arguments before and after (`arguments_after` None: run as they were)."""
+
+    call_id: str
+    decision: Literal["approve", "deny", "retry", "mark_failed"]
+    reviewer: str | None
+    decided_at: datetime
+    reason: str | None = None
+    arguments_before: JsonValue = None
+    arguments_after: JsonValue = None
+
+
 class RunSnapshot(_Record):
     """Everything needed to inspect or resume a run, read in one consistent transaction."""
 
@@ -147,6 +161,7 @@ class RunSnapshot(_Record):
     # The number the run's next journal event takes: the lease holder numbers its appends
     # from it (`Append.seq`).
     next_event: int = 0
+    decisions: tuple[DecisionRecord, ...] = ()
 
     @property
     def pending_calls(self) -> tuple[ToolCallRecord, ...]:

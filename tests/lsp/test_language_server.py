@@ -191,6 +191,7 @@ rules:
     tools: b
   - required_before_exit: c
   - requires_approval: c
+    when: {properties: {n: {minimum: 1}}}
 run:
   max_steps: 5
 """
@@ -329,6 +330,13 @@ def test_completion_offers_the_keys_that_fit(client: LspClient, tmp_path: Path) 
     row = child.split("\n").index("    ")
     labels = [i["label"] for i in _complete(client, tmp_path, child, {"line": row, "character": 4})]
     assert labels == ["note", "args"]
+    # An approval rule takes a `when:` condition.
+    approval = AGENT + "  - requires_approval: evaluate_candidate\n    "
+    row = approval.count("\n")
+    items = _complete(client, tmp_path, approval, {"line": row, "character": 4})
+    assert [i["label"] for i in items] == ["note", "when"]
+    when = spec.RequiresApprovalRule.model_fields["when"].description
+    assert items[1]["documentation"]["value"] == when
     # At the top level: the file's keys it does not have yet.
     top = "version: 1\nag"
     labels = [i["label"] for i in _complete(client, tmp_path, top, {"line": 1, "character": 2})]
