@@ -116,6 +116,7 @@ class StepCommitted:
     decision: str
     reason: str
     position: dict[str, Any]
+    usage: Usage | None = None  # the step's reply's tokens
 
 
 @dataclass(frozen=True, slots=True)

@@ -71,6 +71,7 @@ from engine.runtime.events import (
 )
 from engine.runtime.journal import GroupCommit, Journal, NullJournal, RunJournal, status_for
 from engine.runtime.state import PendingStep, RunState
+from engine.runtime.tracing import configured_tracer, traced
 from engine.store.status import CallStatus
 
 if TYPE_CHECKING:
@@ -191,6 +192,7 @@ class Runner:
         max_argument_bytes: int | None = None,
         agents: AgentDirectory | None = None,
         link: AgentLink | None = None,
+        tracer_provider: Any = None,
     ) -> None:
         """`group_commit` (one per event loop and store, shared by the runners of many
         concurrent runs) makes their store writes share transactions; without it each run
@@ -205,7 +207,11 @@ class Runner:
         `run.max_argument_bytes`); a larger call is refused and stored truncated.
 
         `agents` are the agents the agent's agent tools may message (`engine.runtime.agents`);
-        `link` places this run under its caller's (a callee's run; None: nobody called it)."""
+        `link` places this run under its caller's (a callee's run; None: nobody called it).
+
+        `tracer_provider`: an OpenTelemetry `TracerProvider` the run's spans go to (default:
+        the one `OTEL_TRACES_EXPORTER` configures, or the application's global one; none:
+        no tracing, at no cost; see `engine.runtime.tracing`)."""
         self.agent = agent
         self.provider = provider
         self.store = store
@@ -222,12 +228,13 @@ class Runner:
         self._lease_seconds = lease_seconds
         self.agents = agents
         self.link = link or AgentLink()
+        self._tracer = configured_tracer(tracer_provider)
 
     # -- public entry points ---------------------------------------------------------------
 
     async def run(self, input: str, *, run_id: str | None = None) -> RunResult:
         """Start a new run with the user message `input` and return how it ended."""
-        return await _outcome(self._events(partial(self._start, input, run_id), None, deltas=False))
+        return await _outcome(self._loop(partial(self._start, input, run_id), None, deltas=False))
 
     def run_sync(self, input: str, *, run_id: str | None = None) -> RunResult:
         """`run` for code without an event loop: runs to the end and returns the `RunResult`
@@ -243,20 +250,20 @@ class Runner:
         """Start a run whose first message is `first` (a callee's system-role message): how
         it ended, and the texts of the model's replies."""
         start = partial(self._start, first, run_id)
-        return await _outcome_and_texts(self._events(start, None, deltas=False))
+        return await _outcome_and_texts(self._loop(start, None, deltas=False))
 
     async def resume_texts(self, run_id: str) -> tuple[RunResult, list[str]]:
         """`resume`, with the texts of the model's replies in this stretch of the run."""
         resume = partial(self._resume, run_id)
-        return await _outcome_and_texts(self._events(resume, None, deltas=False))
+        return await _outcome_and_texts(self._loop(resume, None, deltas=False))
 
     async def resume(self, run_id: str, *, decision: Decision | None = None) -> RunResult:
         """`resume_stream` without the events: how the run (or this stretch of it) ended."""
-        return await _outcome(self._events(partial(self._resume, run_id), decision, deltas=False))
+        return await _outcome(self._loop(partial(self._resume, run_id), decision, deltas=False))
 
     def stream(self, input: str, *, run_id: str | None = None) -> AsyncIterator[Event]:
         """Start a new run with the user message `input`; its events as they happen."""
-        return self._events(partial(self._start, input, run_id), None, deltas=True)
+        return self._loop(partial(self._start, input, run_id), None, deltas=True)
 
     def resume_stream(
         self, run_id: str, *, decision: Decision | None = None
@@ -266,7 +273,24 @@ class Runner:
         `decision` settles a side-effect call interrupted by a crash: "retry" runs it again,
         "fail" records it as failed and tells the model so.
         """
-        return self._events(partial(self._resume, run_id), decision, deltas=True)
+        return self._loop(partial(self._resume, run_id), decision, deltas=True)
+
+    def _loop(
+        self, setup: Callable[[], Awaitable[_Setup]], decision: Decision | None, *, deltas: bool
+    ) -> AsyncIterator[Event]:
+        """The loop's events, turned into spans on the way when tracing is on."""
+        events = self._events(setup, decision, deltas=deltas)
+        if self._tracer is None:
+            return events
+        start = self._machine.dump(self._machine.start())
+        return traced(
+            events,
+            self._tracer,
+            model=self.model,
+            start_position=start,
+            store=self.store,
+            streamed=deltas,
+        )
 
     # The two ways into the loop.
 
@@ -696,7 +720,7 @@ class Runner:
             _STOP_ERRORS.get(stop) if stop is not None else None,
         )
         await journal.flush()
-        return StepCommitted(step.seq, batch.decision, batch.reason, dumped)
+        return StepCommitted(step.seq, batch.decision, batch.reason, dumped, step.reply.usage)
 
     def _decide(
         self,
