@@ -27,7 +27,7 @@ STAGES: list[tuple[str, tuple[str, ...]]] = [
     ("tools", ("engine.tools",)),
     ("analysis, testing, letta", ("engine.analysis", "engine.testing", "engine.letta")),
     ("runtime", ("engine.runtime",)),
-    ("front ends", ("engine.cli", "engine.lsp")),
+    ("front ends", ("engine.cli", "engine.lsp", "engine.ui")),
     ("entry points", ("engine.entry", "engine.__main__")),
 ]
 

@@ -73,6 +73,7 @@ from engine.cli import check as _check  # noqa: E402,F401
 from engine.cli import run as _run  # noqa: E402,F401
 from engine.cli import letta as _letta  # noqa: E402,F401
 from engine.cli import lsp as _lsp  # noqa: E402,F401
+from engine.cli import ui as _ui  # noqa: E402,F401
 # isort: on
 
 
