@@ -527,24 +527,29 @@ def _check_approval_when(agent: spec.AgentSpec, report: _Report, bad_schema: set
             )
             continue
         named = rule.when.get("properties")
-        if not isinstance(named, dict):
-            continue
-        for tool in spec.as_tuple(rule.requires_approval):
-            decl = decls.get(tool)
-            properties = (decl.parameters or {}).get("properties") if decl else None
-            if not isinstance(properties, dict) or not properties:
-                continue  # no declared parameters to compare with
-            for key in named:
-                if key not in properties:
-                    close = difflib.get_close_matches(key, list(properties), n=1)
-                    report.error(
-                        "E033",
-                        f"`when:` names {key!r}, which is not a parameter of {tool!r}",
-                        (*at, "properties", key),
-                        rule=index,
-                        hint=f"did you mean {close[0]!r}?" if close else None,
-                        key=True,
-                    )
+        if isinstance(named, dict):
+            for tool in spec.as_tuple(rule.requires_approval):
+                _check_when_names(decls.get(tool), tool, list(named), report, at, index)
+
+
+def _check_when_names(
+    decl: spec.ToolDecl | None, tool: str, named: list[str], report: _Report, at: Path, index: int
+) -> None:
+    """E033 for each property a `when:` names that the tool's parameters do not have."""
+    properties = (decl.parameters or {}).get("properties") if decl else None
+    if not isinstance(properties, dict) or not properties:
+        return  # no declared parameters to compare with
+    for key in named:
+        if key not in properties:
+            close = difflib.get_close_matches(key, list(properties), n=1)
+            report.error(
+                "E033",
+                f"`when:` names {key!r}, which is not a parameter of {tool!r}",
+                (*at, "properties", key),
+                rule=index,
+                hint=f"did you mean {close[0]!r}?" if close else None,
+                key=True,
+            )
 
 
 def check_spec(agent: spec.AgentSpec, source: SourceMap) -> list[Diagnostic]:

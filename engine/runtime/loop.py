@@ -526,8 +526,7 @@ class Runner:
             assert tool is not None
             # The arguments as stored and streamed.
             stored_args = to_jsonable_python(arguments, fallback=str)
-            if record is not None and record.status == CallStatus.APPROVED:
-                # Approved with edits: the call runs with the reviewer's arguments.
+            if record is not None:  # approved with edits: it runs with the reviewer's
                 arguments, stored_args = self._approved_arguments(
                     batch, tool, record, arguments, stored_args
                 )
@@ -593,10 +592,10 @@ class Runner:
     def _approved_arguments(
         self, batch: _Batch, tool: Tool, record: Any, arguments: Any, stored: Any
     ) -> tuple[Any, Any]:
-        """An approved call's (arguments, stored arguments): the edited ones the approval
-        recorded (checked then against the schema and the prefill; parsed again here for
-        the tool's own types), else those the model gave."""
-        if record.arguments is None or record.arguments == stored:
+        """A recorded call's (arguments, stored arguments): for an approved one, the edited
+        ones the approval recorded (checked then against the schema and the prefill; parsed
+        again here for the tool's own types); else those the model gave."""
+        if record.status != CallStatus.APPROVED or record.arguments in (None, stored):
             return arguments, stored
         gate = self._machine.gate(batch.position)
         prefill = gate.prefill.get(tool.name) if gate.prefill else None

@@ -25,7 +25,7 @@ import atexit
 import os
 import sys
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -156,45 +156,44 @@ class _Spans:
             self.chat_done_ns = time.time_ns()
         if self.step is None and isinstance(event, _IN_A_STEP):
             self._resumed_step(event.seq)
-        match event:
-            case RunStarted():
-                self._run_started(event)
-            case StepStarted():
-                self._step_started(event)
-            case ToolCallStarted():
-                self.tools[event.call_id] = self.child(
-                    self.step or self.run,
-                    f"execute_tool {event.tool}",
-                    {
-                        "gen_ai.operation.name": "execute_tool",
-                        "gen_ai.tool.name": event.tool,
-                        "gen_ai.tool.call.id": event.call_id,
-                        "gen_ai.tool.type": "function",
-                        "toolfsm.call.replayed": event.replayed,
-                    },
-                )
-            case ToolResultEvent():
-                self._tool_done(event)
-            case Violation():
-                self._step_event(
-                    "toolfsm.violation",
-                    {
-                        "gen_ai.tool.name": event.tool,
-                        "gen_ai.tool.call.id": event.call_id,
-                        "toolfsm.violation.message": event.message,
-                    },
-                )
-            case ApprovalRequested():
-                self._step_event(
-                    "toolfsm.approval_requested",
-                    {"gen_ai.tool.name": event.tool, "gen_ai.tool.call.id": event.call_id},
-                )
-            case Notice():
-                self._step_event("toolfsm.notice", {"toolfsm.notice.text": event.text})
-            case StepCommitted():
-                self._step_done(event.position, event.decision, event.reason, event.usage)
-            case Stopped():
-                self._stopped(event)
+        handle = _HANDLERS.get(type(event))
+        if handle is not None:
+            handle(self, event)
+
+    def _tool_started(self, event: ToolCallStarted) -> None:
+        self.tools[event.call_id] = self.child(
+            self.step or self.run,
+            f"execute_tool {event.tool}",
+            {
+                "gen_ai.operation.name": "execute_tool",
+                "gen_ai.tool.name": event.tool,
+                "gen_ai.tool.call.id": event.call_id,
+                "gen_ai.tool.type": "function",
+                "toolfsm.call.replayed": event.replayed,
+            },
+        )
+
+    def _violation(self, event: Violation) -> None:
+        self._step_event(
+            "toolfsm.violation",
+            {
+                "gen_ai.tool.name": event.tool,
+                "gen_ai.tool.call.id": event.call_id,
+                "toolfsm.violation.message": event.message,
+            },
+        )
+
+    def _held(self, event: ApprovalRequested) -> None:
+        self._step_event(
+            "toolfsm.approval_requested",
+            {"gen_ai.tool.name": event.tool, "gen_ai.tool.call.id": event.call_id},
+        )
+
+    def _notice(self, event: Notice) -> None:
+        self._step_event("toolfsm.notice", {"toolfsm.notice.text": event.text})
+
+    def _committed(self, event: StepCommitted) -> None:
+        self._step_done(event.position, event.decision, event.reason, event.usage)
 
     def _run_started(self, event: RunStarted) -> None:
         from opentelemetry import trace
@@ -351,6 +350,19 @@ class _Spans:
         self.tools.clear()
         self.chat = self.step = self.run = None
 
+
+# What each kind of event does to the spans (the others, the reply's pieces, nothing).
+_HANDLERS: dict[type, Callable[[_Spans, Any], None]] = {
+    RunStarted: _Spans._run_started,
+    StepStarted: _Spans._step_started,
+    ToolCallStarted: _Spans._tool_started,
+    ToolResultEvent: _Spans._tool_done,
+    Violation: _Spans._violation,
+    ApprovalRequested: _Spans._held,
+    Notice: _Spans._notice,
+    StepCommitted: _Spans._committed,
+    Stopped: _Spans._stopped,
+}
 
 # The events of a step's calls (and its commit): a resumed step's first opens its span.
 _IN_A_STEP = (ToolCallStarted, ToolResultEvent, Violation, ApprovalRequested, StepCommitted)

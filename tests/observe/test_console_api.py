@@ -140,3 +140,48 @@ def test_a_token_guards_everything_and_binding_beyond_loopback_needs_one(
         with httpx.Client(base_url=url) as browser:  # ?token= once, then its cookie
             assert browser.get("/", params={"token": secret}).status_code == 200
             assert browser.get("/api/runs").status_code == 200
+
+
+@pytest.mark.parametrize(
+    ("blocked", "args", "env", "line"),
+    [
+        (
+            "starlette",
+            ["ui", "--port", "8785"],
+            {},
+            "toolfsm: error: the web console needs: pip install 'toolfsm[ui]'",
+        ),
+        (
+            "opentelemetry",
+            ["run", "examples/screening/agent.yaml", "--db", "sqlite:///:memory:"],
+            {"OTEL_TRACES_EXPORTER": "console"},
+            "toolfsm: error: OTEL_TRACES_EXPORTER needs: pip install 'toolfsm[otel]'",
+        ),
+    ],
+)
+def test_a_missing_extra_is_one_line_naming_it(
+    blocked: str, args: list[str], env: dict[str, str], line: str
+) -> None:
+    import os
+    import subprocess
+    import sys
+
+    from _console import REPO
+
+    # The package made unimportable, as in an install without the extra.
+    code = (
+        f"import runpy, sys; sys.modules[{blocked!r}] = None; sys.argv = ['toolfsm', *{args!r}]; "
+        "runpy.run_module('engine', run_name='__main__')"
+    )
+    environ = {k: v for k, v in os.environ.items() if not k.startswith("OTEL_")}
+    done = subprocess.run(
+        [sys.executable, "-c", code],
+        cwd=REPO,
+        env={**environ, **env},
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=120,
+    )
+    assert done.returncode == 2, done.stderr
+    assert done.stderr.strip().splitlines()[-1] == line
