@@ -704,7 +704,18 @@ def spec_to_letta(agent: spec.AgentSpec) -> Export:
             case _:
                 kind, tools = _export_flag(rule)
                 out += [_letta_rule(t, kind) for t in tools]
+                problems += _flag_problems(rule, where, tools)
     return Export(out, tuple(problems), tuple(notes))
+
+
+def _flag_problems(rule: spec.Rule, where: str, tools: tuple[str, ...]) -> list[str]:
+    """What a flag rule loses in Letta's form: an approval's `when:` condition."""
+    if isinstance(rule, spec.RequiresApprovalRule) and rule.when is not None:
+        return [
+            f"{where}: `when:` dropped (Letta's requires_approval has no condition): every "
+            f"call of {', '.join(tools)} would need approval"
+        ]
+    return []
 
 
 def _export_flag(rule: spec.Rule) -> tuple[str, tuple[str, ...]]:

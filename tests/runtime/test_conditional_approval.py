@@ -169,6 +169,12 @@ def test_the_machine_reads_when_and_check_treats_it_as_may_need_approval(
     workdir = _workdir(tmp_path, 1)
     checked = toolfsm(workdir, "check", "agent.yaml", "--format", "json", code=None).stdout
     assert "C120" not in checked
+    # Letta's requires_approval has no condition: the export says what it loses.
+    exported = toolfsm(workdir, "export", "agent.yaml", "--letta", code=1)
+    assert (
+        "rule #3 (requires_approval): `when:` dropped (Letta's requires_approval has no "
+        "condition): every call of refund would need approval"
+    ) in exported.stderr + exported.stdout
     (workdir / "always.yaml").write_text(AGENT.replace("    when:", "    # when:"))
     checked = toolfsm(workdir, "check", "always.yaml", "--format", "json", code=None).stdout
     assert "C120" in checked
