@@ -17,6 +17,7 @@ STATUSES = (
     "running",
     "awaiting_approval",
     "awaiting_decision",
+    "awaiting_agents",
     "finished",
     "failed",
     "cancelled",
@@ -34,7 +35,7 @@ code,pre,textarea{font:12px/1.4 ui-monospace,monospace}
 pre{white-space:pre-wrap;margin:2px 0}
 .status{padding:1px 7px;border-radius:9px;background:#e3e6eb;font-size:12px}
 .status.finished{background:#d5f0dc}.status.failed{background:#f7d4d4}
-.status.awaiting_approval,.status.awaiting_decision{background:#ffe7b3}
+.status.awaiting_approval,.status.awaiting_decision,.status.awaiting_agents{background:#ffe7b3}
 .status.running{background:#d6e6ff}
 .step{background:#fff;border:1px solid #e3e6eb;border-radius:6px;margin:10px 0;padding:8px 12px}
 .call{margin:6px 0 6px 12px}.violation{color:#a4262c}.muted{color:#69707d}

@@ -177,6 +177,8 @@ def as_release_json(document: Any) -> Any:
         return [as_release_json(record) for record in document]
     record = dict(document)
     assert record.pop("callee_runs", []) == []
+    # Issue 15's audit trail: decisions taken here are recorded (the release kept none).
+    assert isinstance(record.pop("decisions", []), list)
     for key, empty in _CALLEE_KEYS.items():
         if key != "parent_run_id":
             assert record.pop(key, empty) == empty
@@ -202,6 +204,8 @@ def as_run(text: str, name: str) -> str:
     release continued the same way: only the run id, the start time and the measured durations
     of the calls differ."""
     text = text.replace(id_of(name), "RUN").replace(id_of(name)[:12], "RUN")
+    # Issue 15's audit trail (who decided, when): the release printed none.
+    text = re.sub(r"^decisions\n(?:  .*\n)*", "", text, flags=re.MULTILINE)
     text = re.sub(r"started \d{4}-\d\d-\d\d \d\d:\d\d:\d\d", "started T", text)
     return re.sub(r"\] \d+ ms$", "] N ms", text, flags=re.MULTILINE)
 
