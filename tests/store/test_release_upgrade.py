@@ -179,6 +179,8 @@ def as_release_json(document: Any) -> Any:
     assert record.pop("callee_runs", []) == []
     # Issue 15's audit trail: decisions taken here are recorded (the release kept none).
     assert isinstance(record.pop("decisions", []), list)
+    # Issue 11's journal numbering (RunSnapshot.next_event, the number the next event takes).
+    assert isinstance(record.pop("next_event", 0), int)
     for key, empty in _CALLEE_KEYS.items():
         if key != "parent_run_id":
             assert record.pop(key, empty) == empty
