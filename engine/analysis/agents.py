@@ -150,43 +150,34 @@ def _paths(graph: AgentGraph) -> list[Diagnostic]:
     found: list[Diagnostic] = []
     seen: set[tuple[str, str, str]] = set()
 
+    def report(agent: str, edge: _Edge, code: str, message: str) -> None:
+        # Once per (code, caller, tool): many paths can reach the same call.
+        if (code, agent, edge.tool) not in seen:
+            seen.add((code, agent, edge.tool))
+            found.append(_diag(graph, agent, edge, Severity.ERROR, code, message))
+
     def walk(agent: str, depth: int, path: tuple[str, ...]) -> None:
         for edge in graph.edges.get(agent, ()):
             limit = graph.spec(agent).run.max_agent_depth
             for callee in edge.callees:
                 chain = " -> ".join((*path, callee))
                 if callee in path:
-                    key = ("C132", agent, edge.tool)
-                    if key not in seen:
-                        seen.add(key)
-                        found.append(
-                            _diag(
-                                graph,
-                                agent,
-                                edge,
-                                Severity.ERROR,
-                                "C132",
-                                f"{edge.tool}: agent calls go round in a cycle: {chain}",
-                            )
-                        )
-                    continue
-                if depth + 1 > limit:
-                    key = ("C133", agent, edge.tool)
-                    if key not in seen:
-                        seen.add(key)
-                        found.append(
-                            _diag(
-                                graph,
-                                agent,
-                                edge,
-                                Severity.ERROR,
-                                "C133",
-                                f"{edge.tool}: {chain} nests {depth + 1} deep, deeper than "
-                                f"{agent}'s run.max_agent_depth ({limit}); the call is refused",
-                            )
-                        )
-                    continue
-                walk(callee, depth + 1, (*path, callee))
+                    report(
+                        agent,
+                        edge,
+                        "C132",
+                        f"{edge.tool}: agent calls go round in a cycle: {chain}",
+                    )
+                elif depth + 1 > limit:
+                    report(
+                        agent,
+                        edge,
+                        "C133",
+                        f"{edge.tool}: {chain} nests {depth + 1} deep, deeper than "
+                        f"{agent}'s run.max_agent_depth ({limit}); the call is refused",
+                    )
+                else:
+                    walk(callee, depth + 1, (*path, callee))
 
     for root in graph.files:
         walk(root, 0, (root,))
