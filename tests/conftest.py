@@ -14,6 +14,8 @@ import sys
 import pytest
 from hypothesis import settings
 
+from tests import _mypy_background
+
 settings.register_profile("ci", derandomize=True, print_blob=True)
 settings.register_profile("dev", print_blob=True)
 settings.load_profile("ci" if os.environ.get("CI") else "dev")
@@ -26,3 +28,11 @@ def _forget_server_quirks() -> None:
     module = sys.modules.get("engine.providers.openai")
     if module is not None:
         module.forget_server_quirks()
+
+
+def pytest_collection_finish(session: pytest.Session) -> None:
+    _mypy_background.start(session)  # tests/test_typing.py's mypy, beside the other tests
+
+
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    _mypy_background.stop(session)

@@ -13,6 +13,8 @@ from pathlib import Path
 
 import pytest
 
+from tests._inprocess import toolfsm_in_process
+
 ROOT = Path(__file__).parent.parent
 TOOLFSM = Path(sys.executable).parent / "toolfsm"
 SCREENING = ROOT / "rules" / "screening.yaml"
@@ -26,8 +28,23 @@ rules:
 
 
 def toolfsm(
-    *args: str | Path, stdin: str | None = None, env: dict[str, str] | None = None
+    *args: str | Path,
+    stdin: str | None = None,
+    env: dict[str, str] | None = None,
+    process: bool = False,
 ) -> subprocess.CompletedProcess[str]:
+    """The console script in a subprocess with `process=True` (what is about the process:
+    `--version` before any import, shell completion, an SDK hidden by sitecustomize); in
+    this process otherwise (tests/_inprocess.py)."""
+    if not process:
+        result = toolfsm_in_process(
+            [str(a) for a in args],
+            env={**os.environ, **(env or {})},
+            cwd=os.getcwd(),
+            input=(stdin or "").encode(),
+        )
+        assert "Traceback" not in result.stderr, result.stderr
+        return result
     result = subprocess.run(
         [str(TOOLFSM), *map(str, args)],
         input=stdin,
@@ -51,7 +68,7 @@ def one_error_line(result: subprocess.CompletedProcess[str], *fragments: str) ->
 
 
 def test_version_is_the_installed_distributions() -> None:
-    result = toolfsm("--version")
+    result = toolfsm("--version", process=True)
     assert result.returncode == 0
     assert result.stdout == f"toolfsm {version('toolfsm')}\n"
 
@@ -90,10 +107,11 @@ def test_quiet_prints_only_findings_and_verbose_each_file(tmp_path: Path) -> Non
 
 
 def test_shell_completion_is_available() -> None:
-    script = toolfsm("--show-completion", env={"SHELL": "/bin/bash"})
+    script = toolfsm("--show-completion", env={"SHELL": "/bin/bash"}, process=True)
     assert script.returncode == 0 and "_TOOLFSM_COMPLETE" in script.stdout, script.stderr
     words = toolfsm(
-        env={"_TOOLFSM_COMPLETE": "complete_bash", "COMP_WORDS": "toolfsm va", "COMP_CWORD": "1"}
+        env={"_TOOLFSM_COMPLETE": "complete_bash", "COMP_WORDS": "toolfsm va", "COMP_CWORD": "1"},
+        process=True,
     )
     assert "validate" in words.stdout.split()
 
@@ -178,6 +196,7 @@ def test_a_missing_provider_extra_is_one_line_naming_it(
         "--db",
         tmp_path / "runs.db",
         env={"PYTHONPATH": str(hide), "OPENAI_API_KEY": "k", "ANTHROPIC_API_KEY": "k"},
+        process=True,
     )
     name = {"openai": "OpenAI", "anthropic": "Anthropic"}[extra]
     assert result.stderr == (

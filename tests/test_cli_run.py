@@ -1,5 +1,5 @@
 """`toolfsm run` and `toolfsm runs ...` refusing what they cannot do as given, through the
-installed script in subprocesses: the model spec, the store's location."""
+CLI as a user runs it (in this process, tests/_inprocess.py): the model spec, the store's location."""
 
 from __future__ import annotations
 
@@ -7,23 +7,18 @@ import json
 import os
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 
+from tests._inprocess import toolfsm_in_process
+
 ROOT = Path(__file__).parent.parent
-TOOLFSM = Path(sys.executable).parent / "toolfsm"
 
 
 def toolfsm(*args: str | Path, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
+    """`toolfsm ARGS` in this process (tests/_inprocess.py), in `cwd` when given."""
     env = {k: v for k, v in os.environ.items() if not k.endswith("_API_KEY")}
-    result = subprocess.run(
-        [str(TOOLFSM), *map(str, args)],
-        capture_output=True,
-        text=True,
-        env={**env, "NO_COLOR": "1", "TERM": "dumb"},
-        cwd=cwd,
-        timeout=120,
-        check=False,
+    result = toolfsm_in_process(
+        [str(a) for a in args], env={**env, "NO_COLOR": "1", "TERM": "dumb"}, cwd=cwd or os.getcwd()
     )
     assert "Traceback" not in result.stderr, result.stderr
     return result

@@ -1,4 +1,6 @@
-"""Run the real `toolfsm` CLI in a subprocess against a throwaway SQLite store."""
+"""Run the real `toolfsm` CLI against a throwaway SQLite store: in this process by default
+(tests/_inprocess.py: a fresh process's state, without its start-up), in a subprocess with
+`process=True`."""
 
 from __future__ import annotations
 
@@ -10,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from engine.store import open_store
+from tests._inprocess import toolfsm_in_process
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -26,15 +29,20 @@ class Cli:
         env.update(TOOLFSM_DB=str(self.db), COLUMNS="200", NO_COLOR="1", TERM="dumb")
         return env
 
-    def __call__(self, *args: str, check: int | None = 0) -> subprocess.CompletedProcess[str]:
-        proc = subprocess.run(
-            [sys.executable, "-m", "engine", *args],
-            cwd=REPO,
-            env=self.env(),
-            capture_output=True,
-            text=True,
-            timeout=120,
-        )
+    def __call__(
+        self, *args: str, check: int | None = 0, process: bool = False
+    ) -> subprocess.CompletedProcess[str]:
+        if process:
+            proc = subprocess.run(
+                [sys.executable, "-m", "engine", *args],
+                cwd=REPO,
+                env=self.env(),
+                capture_output=True,
+                text=True,
+                timeout=120,
+            )
+        else:
+            proc = toolfsm_in_process(args, env=self.env(), cwd=REPO)
         if check is not None:
             assert proc.returncode == check, (
                 f"toolfsm {' '.join(args)} exited {proc.returncode}, expected {check}\n"

@@ -1,4 +1,5 @@
-"""`toolfsm` in a subprocess, in a work folder holding an agent, its tools, a ledger and the
+"""`toolfsm` (in this process, as tests/_inprocess.py runs it; in a subprocess with
+`process=True`), in a work folder holding an agent, its tools, a ledger and the
 SQLite store (tests/runtime/test_durability.py's payments agent unless told otherwise).
 
 The tools append `name:arg` to the ledger before they do anything, so the ledger is the
@@ -17,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from engine.store import open_store
+from tests._inprocess import toolfsm_in_process
 
 __all__ = [
     "copy_workdir",
@@ -59,16 +61,23 @@ def env_for(workdir: Path, **extra: str) -> dict[str, str]:
 
 
 def toolfsm(
-    workdir: Path, *args: str, code: int | None = 0, env: dict[str, str] | None = None
+    workdir: Path,
+    *args: str,
+    code: int | None = 0,
+    env: dict[str, str] | None = None,
+    process: bool = False,
 ) -> subprocess.CompletedProcess[str]:
-    proc = subprocess.run(
-        [sys.executable, "-m", "engine", *args],
-        cwd=workdir,
-        env=env or env_for(workdir),
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    if process:
+        proc = subprocess.run(
+            [sys.executable, "-m", "engine", *args],
+            cwd=workdir,
+            env=env or env_for(workdir),
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+    else:
+        proc = toolfsm_in_process(args, env=env or env_for(workdir), cwd=workdir)
     if code is not None:
         assert proc.returncode == code, (
             f"toolfsm {' '.join(args)} exited {proc.returncode}, expected {code}\n"
