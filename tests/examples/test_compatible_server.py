@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import json
 import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -22,20 +21,16 @@ from _fake_server import (
     serve,
 )
 
+from tests._inprocess import toolfsm_in_process
+
 SCREENING = "examples/screening/agent.yaml"
 
 
 def run_cli(
     cli: Cli, *args: str, env: dict[str, str] | None = None
 ) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "engine", *args],
-        cwd=REPO,
-        env={**cli.env(), **(env or {})},
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    """`toolfsm ARGS` in this process (tests/_inprocess.py), with `env` over the Cli's."""
+    return toolfsm_in_process(args, env={**cli.env(), **(env or {})}, cwd=REPO)
 
 
 def assert_clean(proc: subprocess.CompletedProcess[str]) -> None:

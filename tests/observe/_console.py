@@ -1,5 +1,5 @@
 """`toolfsm ui` as a real server in a subprocess, on a port of 8765-8799, over a store the
-test fills with the CLI."""
+test fills with the CLI (run in the test process)."""
 
 from __future__ import annotations
 
@@ -12,6 +12,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from tests._inprocess import toolfsm_in_process
+
 REPO = Path(__file__).resolve().parents[2]
 
 
@@ -22,14 +24,8 @@ def cli_env(db: Path) -> dict[str, str]:
 
 
 def toolfsm(db: Path, *args: str, code: int = 0) -> subprocess.CompletedProcess[str]:
-    proc = subprocess.run(
-        [sys.executable, "-m", "engine", *args],
-        cwd=REPO,
-        env=cli_env(db),
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    """`toolfsm ARGS` on the store at `db`, in this process (tests/_inprocess.py)."""
+    proc = toolfsm_in_process(args, env=cli_env(db), cwd=REPO)
     assert proc.returncode == code, proc.stdout + proc.stderr
     return proc
 
