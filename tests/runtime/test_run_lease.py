@@ -82,12 +82,25 @@ SCRIPT = [
 TIMEOUT_S = 120
 
 
-@pytest.fixture(params=["sqlite", "postgresql"])
-def db(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+def _db_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     if request.param == "sqlite":
         return f"sqlite:///{tmp_path / 'runs.db'}"
     url: str = request.getfixturevalue("pg_url")
     return url
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def db(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    return _db_url(request, tmp_path)
+
+
+# The tests of several live `toolfsm` processes take 5-6 s each; on PostgreSQL they are in the
+# slow lane (.ci/run runs it). The default lane keeps them on SQLite, and PostgreSQL's lease
+# in tests/store/test_store_lease.py (racing claimants in separate processes included) and
+# in the two tests below that use `db`.
+@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.slow)])
+def processes_db(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    return _db_url(request, tmp_path)
 
 
 @pytest.fixture
@@ -174,7 +187,10 @@ def _assert_refused(done: subprocess.CompletedProcess[str], pid: int) -> None:
     assert "cannot become" not in done.stdout + done.stderr  # no state-machine internals
 
 
-def test_a_run_another_live_process_runs_cannot_be_resumed(workdir: Path, db: str) -> None:
+def test_a_run_another_live_process_runs_cannot_be_resumed(
+    workdir: Path, processes_db: str
+) -> None:
+    db = processes_db
     runner = _start_blocked(workdir, db, "charge:c1", "run", "agent.yaml")
     try:
         run_id = _newest_run(db)
@@ -203,7 +219,10 @@ def test_a_run_another_live_process_runs_cannot_be_resumed(workdir: Path, db: st
     assert (run.status, run.owner, run.lease_expires_at) == ("awaiting_approval", None, None)
 
 
-def test_two_reviewers_of_one_call_execute_exactly_one_decision(workdir: Path, db: str) -> None:
+def test_two_reviewers_of_one_call_execute_exactly_one_decision(
+    workdir: Path, processes_db: str
+) -> None:
+    db = processes_db
     paused = _toolfsm(workdir, db, "run", "agent.yaml")
     assert "stopped: awaiting_approval" in paused.stdout, paused.stderr
     run_id = _newest_run(db)
