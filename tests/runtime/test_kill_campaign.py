@@ -10,8 +10,12 @@ interrupted call never took effect, `--mark-failed` when it did).
 
 Asserted for every run, on SQLite and PostgreSQL: each side effect (by its id) executed at most
 once, the run finished, no request had a broken history, and no process printed a traceback
-or state-machine internals. $TOOLFSM_CAMPAIGN_RUNS (default 100) and $TOOLFSM_CAMPAIGN_SEED
-(default 9) set the size and the seed.
+or state-machine internals. Whatever the size, every durability point is hit: the first kill
+of the first runs goes, one run each, to each side-effect call before and after its effect and
+to the wait for each model turn (asserted to have been reached); the other kills are drawn at
+random. $TOOLFSM_CAMPAIGN_RUNS (default 40 on each backend, about 8 minutes on CI's 2 cores;
+at least len(COVERAGE), 15, for the coverage) and $TOOLFSM_CAMPAIGN_SEED (default 9) set the
+size and the seed.
 """
 
 from __future__ import annotations
@@ -39,7 +43,7 @@ pytestmark = [
     pytest.mark.skipif(not hasattr(signal, "SIGKILL"), reason="needs SIGKILL (POSIX)"),
 ]
 
-RUNS = int(os.environ.get("TOOLFSM_CAMPAIGN_RUNS") or 100)
+RUNS = int(os.environ.get("TOOLFSM_CAMPAIGN_RUNS") or 40)
 SEED = int(os.environ.get("TOOLFSM_CAMPAIGN_SEED") or 9)
 WORKERS = 2
 TIMEOUT_S = 180
@@ -113,6 +117,15 @@ SIDE_EFFECT_POINTS = [
     ("charge", 3, 1),
     ("finish", 4, 0),
 ]
+MODEL_TURNS = range(5)  # the turns plan() answers; the last one calls finish
+
+# A kill point: ("before" | "after", tool, turn, call index) or ("model", turn).
+Point = tuple[Any, ...]
+# Every durability point, each the first kill of one of the first runs.
+COVERAGE: list[Point] = [
+    *((kind, *point) for point in SIDE_EFFECT_POINTS for kind in ("before", "after")),
+    *(("model", turn) for turn in MODEL_TURNS),
+]
 
 
 @dataclass
@@ -121,6 +134,7 @@ class Campaign:
     db: str
     server: FakeModelServer
     kills: Counter[str] = field(default_factory=Counter)
+    reached: set[Point] = field(default_factory=set)  # the COVERAGE points killed at
     processes: int = 0
     lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -176,20 +190,33 @@ def _spawn(campaign: Campaign, args: list[str], tag: str, block: str | None) -> 
     )
 
 
-def _attempt(campaign: Campaign, rng: random.Random, args: list[str], tag: str, kill: bool) -> None:
-    """One process: killed at a random point when `kill`, else left to finish."""
+def _attempt(
+    campaign: Campaign,
+    rng: random.Random,
+    args: list[str],
+    tag: str,
+    kill: bool,
+    forced: Point | None = None,
+) -> None:
+    """One process: killed at `forced` (a COVERAGE point) or at a random point when `kill`,
+    else left to finish."""
     run = _run_of(campaign, tag)
     done_turns = run.steps_count if run is not None else 0
     kind = rng.choice(["model", "before", "after", "timer"]) if kill else "none"
+    if forced is not None:
+        kind = forced[0]
     block = None
     turn = -1
+    point: Point | None = None
     if kind == "model":
-        turn = rng.randint(min(done_turns, 4), 4)
+        turn = forced[1] if forced else rng.randint(min(done_turns, 4), 4)
         campaign.server.hold(tag, turn)
+        point = ("model", turn)
     elif kind in ("before", "after"):
         ahead = [p for p in SIDE_EFFECT_POINTS if p[1] >= done_turns] or SIDE_EFFECT_POINTS
-        tool, at_turn, index = rng.choice(ahead)
+        tool, at_turn, index = forced[1:] if forced else rng.choice(ahead)
         block = f"{tool}:{tag}-{at_turn}-{index}:{kind}"
+        point = (kind, tool, at_turn, index)
     blocked = campaign.workdir / f"blocked-{tag}"
     blocked.unlink(missing_ok=True)
     proc = _spawn(campaign, args, tag, block)
@@ -206,6 +233,9 @@ def _attempt(campaign: Campaign, rng: random.Random, args: list[str], tag: str, 
             ):
                 proc.send_signal(signal.SIGKILL)
                 campaign.count(kind)
+                if point is not None and kill_at is None:
+                    with campaign.lock:
+                        campaign.reached.add(point)
                 break
             time.sleep(0.01)
         out, err = proc.communicate(timeout=TIMEOUT_S)
@@ -240,6 +270,8 @@ def drive(campaign: Campaign, index: int) -> None:
     tag = f"r{index}"
     rng = random.Random(SEED * 100_003 + index)
     kills_left = rng.choice([1, 1, 2, 3])
+    # The run's first process is killed at this durability point (then the draws go on).
+    forced = COVERAGE[index] if index < len(COVERAGE) else None
     for _ in range(MAX_ROUNDS):
         run = _run_of(campaign, tag)
         if run is None:
@@ -255,7 +287,8 @@ def drive(campaign: Campaign, index: int) -> None:
         if run is not None and not kills_left and rng.random() < 0.3:
             _twice_at_once(campaign, args, tag)
             continue
-        _attempt(campaign, rng, args, tag, kill=kills_left > 0)
+        _attempt(campaign, rng, args, tag, kill=kills_left > 0, forced=forced)
+        forced = None
         kills_left = max(0, kills_left - 1)
     run = _run_of(campaign, tag)
     assert run is not None and run.status == "finished", (tag, run)
@@ -311,8 +344,12 @@ def test_kill_9_campaign(tmp_path: Path, campaign_db: str) -> None:
                 "backend": campaign_db.partition(":")[0],
                 "processes": campaign.processes,
                 "kills": dict(campaign.kills),
+                "points_reached": len(campaign.reached),
             }
         )
     )
     # Most chosen points are reached (a timer may fire after the process ended).
     assert sum(v for k, v in campaign.kills.items() if k != "twice") >= RUNS // 2
+    # Every durability point was killed at (with at least one run for each).
+    missed = set(COVERAGE[:RUNS]) - campaign.reached
+    assert not missed, f"durability points never killed at: {sorted(missed, key=str)}"
