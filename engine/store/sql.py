@@ -45,7 +45,6 @@ from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from sqlalchemy.orm import Session
 from sqlalchemy.sql.compiler import SQLCompiler
 
-from engine.store.checkpoint import BACKSTOP_PAGES, Checkpointer
 from engine.store.db import (
     ENV_VAR,
     SQLITE_BUSY_TIMEOUT_MS,
@@ -140,7 +139,6 @@ class SqlStore:
         self._keep = self._sqlite and not is_memory_sqlite(engine.url)
         self._write_lock = threading.Lock()
         self._connection: tuple[Any, Any] | None = None  # SQLite file: the write path's own
-        self._checkpointer = Checkpointer(engine.raw_connection)
         self._agents: dict[int, AgentRecord] = {}
         self._writer = engine.execution_options(**{WRITE_OPTION: True})
         # load_run reads three tables; PostgreSQL's READ COMMITTED could mix two commits.
@@ -159,7 +157,6 @@ class SqlStore:
 
     def close(self) -> None:
         """Release pooled connections; the store must not be used afterwards."""
-        self._checkpointer.close()
         with self._write_lock:
             if self._connection is not None:
                 with suppress(Exception):
@@ -374,18 +371,12 @@ class SqlStore:
         if kept is None:
             connection = self._engine.raw_connection()
             cursor = connection.cursor()
-            if self._keep:
-                # Checkpoints are the checkpoint thread's job; this connection runs one
-                # itself only past the backstop.
-                cursor.execute(f"PRAGMA wal_autocheckpoint = {BACKSTOP_PAGES}")
         else:
             connection, cursor = kept
         keep = self._keep
         try:
             errors = self._attempt(connection, cursor, appends)
             connection.commit()
-            if keep:
-                self._checkpointer.written()
             return errors
         except BaseException as exc:
             with suppress(Exception):
