@@ -24,7 +24,7 @@ import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-__all__ = ["toolfsm_in_process"]
+__all__ = ["toolfsm", "toolfsm_in_process"]
 
 _ENGINE = Path(__file__).resolve().parents[1] / "engine"
 
@@ -102,4 +102,25 @@ def toolfsm_in_process(
         _fresh_process_state()
     return subprocess.CompletedProcess(
         ["toolfsm", *args], code, out.getvalue().decode("utf-8"), err.getvalue().decode("utf-8")
+    )
+
+
+def toolfsm(
+    args: Sequence[str],
+    *,
+    env: Mapping[str, str],
+    cwd: str | os.PathLike[str],
+    process: bool = False,
+) -> subprocess.CompletedProcess[str]:
+    """`toolfsm ARGS` in this process, or with `process` in a real `python -m engine`
+    subprocess (for tests about the process), with the same result either way."""
+    if not process:
+        return toolfsm_in_process(args, env=env, cwd=cwd)
+    return subprocess.run(
+        [sys.executable, "-m", "engine", *args],
+        cwd=cwd,
+        env=dict(env),
+        capture_output=True,
+        text=True,
+        timeout=120,
     )

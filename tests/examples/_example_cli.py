@@ -6,13 +6,12 @@ from __future__ import annotations
 
 import os
 import subprocess
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from engine.store import open_store
-from tests._inprocess import toolfsm_in_process
+from tests._inprocess import toolfsm as run_toolfsm
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -32,17 +31,7 @@ class Cli:
     def __call__(
         self, *args: str, check: int | None = 0, process: bool = False
     ) -> subprocess.CompletedProcess[str]:
-        if process:
-            proc = subprocess.run(
-                [sys.executable, "-m", "engine", *args],
-                cwd=REPO,
-                env=self.env(),
-                capture_output=True,
-                text=True,
-                timeout=120,
-            )
-        else:
-            proc = toolfsm_in_process(args, env=self.env(), cwd=REPO)
+        proc = run_toolfsm(args, env=self.env(), cwd=REPO, process=process)
         if check is not None:
             assert proc.returncode == check, (
                 f"toolfsm {' '.join(args)} exited {proc.returncode}, expected {check}\n"

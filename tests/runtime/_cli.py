@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from engine.store import open_store
-from tests._inprocess import toolfsm_in_process
+from tests._inprocess import toolfsm as run_toolfsm
 
 __all__ = [
     "copy_workdir",
@@ -67,17 +67,7 @@ def toolfsm(
     env: dict[str, str] | None = None,
     process: bool = False,
 ) -> subprocess.CompletedProcess[str]:
-    if process:
-        proc = subprocess.run(
-            [sys.executable, "-m", "engine", *args],
-            cwd=workdir,
-            env=env or env_for(workdir),
-            capture_output=True,
-            text=True,
-            timeout=120,
-        )
-    else:
-        proc = toolfsm_in_process(args, env=env or env_for(workdir), cwd=workdir)
+    proc = run_toolfsm(args, env=env or env_for(workdir), cwd=workdir, process=process)
     if code is not None:
         assert proc.returncode == code, (
             f"toolfsm {' '.join(args)} exited {proc.returncode}, expected {code}\n"
