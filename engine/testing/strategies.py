@@ -119,7 +119,8 @@ def _steered(
 ) -> tuple[list[int], int]:
     """A random walk over live positions, sure to reach a goal whose cost fits in the budget."""
     length = draw(st.integers(0, max_length))
-    position, path = 0, []
+    position = 0
+    path: list[int] = []
     while True:
         remaining = max_length - len(path)
         options = [
