@@ -27,6 +27,7 @@ STAGES: list[tuple[str, tuple[str, ...]]] = [
     ("tools", ("engine.tools",)),
     ("analysis, testing, letta", ("engine.analysis", "engine.testing", "engine.letta")),
     ("runtime", ("engine.runtime",)),
+    ("scale-out engines", ("engine.temporal",)),
     ("front ends", ("engine.cli", "engine.lsp", "engine.ui")),
     ("entry points", ("engine.entry", "engine.__main__")),
 ]

@@ -74,6 +74,7 @@ from engine.cli import run as _run  # noqa: E402,F401
 from engine.cli import letta as _letta  # noqa: E402,F401
 from engine.cli import lsp as _lsp  # noqa: E402,F401
 from engine.cli import ui as _ui  # noqa: E402,F401
+from engine.cli import temporal as _temporal  # noqa: E402,F401
 # isort: on
 
 

@@ -76,6 +76,11 @@ ToolsOption = Annotated[
 ]
 
 
+class RunEngine(StrEnum):
+    local = "local"
+    temporal = "temporal"
+
+
 class GatingChoice(StrEnum):
     auto = "auto"
     allowed_tools = "allowed_tools"
@@ -544,6 +549,23 @@ def run_command(
             "repeat it for several (default: the agent files under FILE's folder).",
         ),
     ] = None,
+    engine: Annotated[
+        RunEngine,
+        typer.Option(
+            "--engine",
+            help="local (this process), or temporal (a workflow, run by `toolfsm worker`).",
+        ),
+    ] = RunEngine.local,
+    address: Annotated[
+        str, typer.Option("--address", help="--engine temporal: the server, HOST:PORT.")
+    ] = "127.0.0.1:7233",
+    task_queue: Annotated[
+        str, typer.Option("--task-queue", help="--engine temporal: the workers' task queue.")
+    ] = "toolfsm",
+    detach: Annotated[
+        bool,
+        typer.Option("--detach", help="--engine temporal: print the run id and exit."),
+    ] = False,
 ) -> None:
     """Run an agent: every step is checked against the rules and persisted."""
     from engine.runtime import Runner
@@ -567,6 +589,23 @@ def run_command(
         fail(str(exc))
     # Where the rules came from: resume and approve warn when the file changes.
     options["rules_file"] = str(file.resolve())
+    if engine is RunEngine.temporal:
+        from engine.cli.temporal import run_on_temporal
+
+        run_on_temporal(
+            agent,
+            text,
+            name,
+            options,
+            db=db,
+            max_steps=max_steps,
+            address=address,
+            task_queue=task_queue,
+            detach=detach,
+        )
+        return
+    if detach:
+        fail("--detach needs --engine temporal (a local run lives in this process)")
     directory = _agents(agent, file, agents, model, provider_options)
     store = _open(db)
     runner = Runner(
@@ -1060,6 +1099,7 @@ def _resume(
     decision: Any = None,
     decide: Any = None,
     verb: str = "",
+    on_temporal: Any = None,
 ) -> None:
     """Resume a run (claiming it first: a run another live process runs is refused); with
     `decide(store, run_id, owner)` (approve, deny), record that decision first, once
@@ -1069,6 +1109,8 @@ def _resume(
     store = _open(db)
     try:
         run = _find(store, run_id)
+        if _on_temporal(store, run, on_temporal):
+            return
         # A decision is recorded under a lease of the run (one reviewer at a time), which
         # the resume then goes on under; a plain resume claims the run itself.
         owner = new_owner_id() if decide is not None else None
@@ -1092,6 +1134,27 @@ def _resume(
     finally:
         store.close()
     raise typer.Exit(_exit_code(result))
+
+
+def _on_temporal(store: Any, run: Any, on_temporal: Any) -> bool:
+    """A run that lives on Temporal (its options say where) is decided on by its workflow:
+    `on_temporal` (an `engine.temporal.wire.Decision`) goes there as an update (False: a
+    local run)."""
+    from engine.temporal.wire import location_of
+
+    location = location_of(run.options)
+    if location is None:
+        return False
+    verb = {"approve": "approved", "deny": "denied", "retry": "retrying", "fail": "marked failed"}
+    if on_temporal is None:
+        fail(
+            f"run {run.id} runs on Temporal ({location.address}); its workers resume it "
+            "themselves (runs resume only gives a decision there: --retry or --mark-failed)"
+        )
+    from engine.cli.temporal import decide_on_temporal
+
+    decide_on_temporal(store, run, location, on_temporal, verb[on_temporal.decision])
+    return True
 
 
 def _resume_callers(store: Any, run_id: str, result: Any) -> Any:
@@ -1137,7 +1200,11 @@ def runs_resume(
     """Resume a run from its last committed step (after a crash, a cancel or a decision)."""
     if retry and mark_failed:
         fail("give --retry or --mark-failed, not both")
-    _resume(db, run_id, tools, "retry" if retry else "fail" if mark_failed else None)
+    from engine.temporal.wire import Decision
+
+    decision = "retry" if retry else "fail" if mark_failed else None
+    on_temporal = Decision(decision) if decision is not None else None
+    _resume(db, run_id, tools, decision, on_temporal=on_temporal)
 
 
 RunIdArgument = typer.Argument(help="A run id or a unique prefix of one.")
@@ -1146,12 +1213,14 @@ CallOption = typer.Option(
 )
 
 
-def _decide(db: str | None, run_id: str, tools: str | None, decide: Any, verb: str) -> None:
+def _decide(
+    db: str | None, run_id: str, tools: str | None, decide: Any, verb: str, on_temporal: Any
+) -> None:
     """Record a decision on the call a run is waiting on (`decide(store, run_id, owner)`
     returns the call's record) under a claim of the run's lease, then resume the run under
     that claim: a second reviewer is refused while this one holds it, and finds the call
     decided after."""
-    _resume(db, run_id, tools, decide=decide, verb=verb)
+    _resume(db, run_id, tools, decide=decide, verb=verb, on_temporal=on_temporal)
 
 
 ByOption = typer.Option(
@@ -1190,6 +1259,8 @@ def runs_approve(
 ) -> None:
     """Approve the call a run is waiting on (optionally with edited arguments), then resume."""
     from engine.runtime import approve
+    from engine.runtime.approval import default_reviewer
+    from engine.temporal.wire import Decision
 
     edited = _edited(arguments)
     _decide(
@@ -1200,6 +1271,7 @@ def runs_approve(
             store, rid, call_id=call, owner=owner, arguments=edited, by=by, agent=agent
         ),
         "approved",
+        Decision("approve", call, by=by or default_reviewer(), arguments=edited),
     )
 
 
@@ -1214,6 +1286,8 @@ def runs_deny(
 ) -> None:
     """Deny the call a run is waiting on (the model gets the reason), then resume the run."""
     from engine.runtime import deny
+    from engine.runtime.approval import default_reviewer
+    from engine.temporal.wire import Decision
 
     _decide(
         db,
@@ -1221,4 +1295,5 @@ def runs_deny(
         tools,
         lambda store, rid, owner, agent: deny(store, rid, reason, call_id=call, owner=owner, by=by),
         "denied",
+        Decision("deny", call, reason=reason, by=by or default_reviewer()),
     )

@@ -50,6 +50,7 @@ from engine.tools import ToolResult
 if TYPE_CHECKING:
     from engine.runtime.agent import Agent
     from engine.runtime.agents import AgentLink
+    from engine.store.records import AgentRecord
 
 __all__ = ["GroupCommit", "Journal", "NullJournal", "RunJournal", "status_for"]
 
@@ -237,22 +238,8 @@ class Journal:
         )
         journal._position = (position, position_dump)
         journal._totals["position"] = position_dump
-        created = {
-            "agent_id": record.id,
-            "rules_hash": record.rules_hash,
-            "model": model,
-            "input": first.text or "",
-            "options": options,
-            "position": position_dump,
-            "messages": [message_to_dict(first)],
-        }
-        if link is not None and link.parent_run_id is not None:
-            created.update(
-                parent_run_id=link.parent_run_id,
-                parent_call_id=link.parent_call_id,
-                depth=link.depth,
-            )
-        journal._events.append(_draft("run_created", created))
+        created = run_created(record, model, options, first, position_dump, link)
+        journal._events.append(created)
         await journal.flush(renew=True)  # the new run's first lease
         return journal
 
@@ -644,6 +631,33 @@ class Journal:
                 self.fresh_until = max(self.fresh_until, now + lease)
         loop = asyncio.get_running_loop()
         self._beat = loop.call_later(lease / 3, self._heartbeat)
+
+
+def run_created(
+    agent: AgentRecord,
+    model: str,
+    options: dict[str, Any],
+    first: Message,
+    position_dump: Any,
+    link: AgentLink | None = None,
+) -> dict[str, Any]:
+    """The `run_created` event of a new run of the stored `agent` (draft form)."""
+    created = {
+        "agent_id": agent.id,
+        "rules_hash": agent.rules_hash,
+        "model": model,
+        "input": first.text or "",
+        "options": options,
+        "position": position_dump,
+        "messages": [message_to_dict(first)],
+    }
+    if link is not None and link.parent_run_id is not None:
+        created.update(
+            parent_run_id=link.parent_run_id,
+            parent_call_id=link.parent_call_id,
+            depth=link.depth,
+        )
+    return _draft("run_created", created)
 
 
 def _totals(state: RunState, position: Any) -> dict[str, Any]:

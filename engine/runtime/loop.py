@@ -367,7 +367,7 @@ class Runner:
                     request = self.agent.request(gate, tuple(state.messages))
                     try:
                         if not deltas:
-                            reply = await self._ask_model(request)
+                            reply = await self._ask_model(request, state)
                         else:  # a stream: the reply's pieces are shown as they arrive
                             async for item in self._stream_model(request, state.seq):
                                 if isinstance(item, ModelReply):
@@ -437,9 +437,10 @@ class Runner:
             return StopReason.DEAD_END, "no tool is allowed"
         return None
 
-    async def _ask_model(self, request: ModelRequest) -> ModelReply:
+    async def _ask_model(self, request: ModelRequest, state: RunState) -> ModelReply:
         """The provider asked for a step's whole reply (`run`, `resume`: a run nobody watches
-        pays nothing for streaming)."""
+        pays nothing for streaming). `state` says which run and step it is for (a Temporal
+        run's model activity reads the messages from the store by them)."""
         return await self.provider.complete(request)
 
     async def _stream_model(
