@@ -589,9 +589,12 @@ def run_command(
         fail(str(exc))
     # Where the rules came from: resume and approve warn when the file changes.
     options["rules_file"] = str(file.resolve())
+    directory = _agents(agent, file, agents, model, provider_options)
     if engine is RunEngine.temporal:
         from engine.cli.temporal import run_on_temporal
 
+        if directory is not None:  # (a local run stores it when it starts)
+            options["agents"] = directory.as_option()
         run_on_temporal(
             agent,
             text,
@@ -606,7 +609,6 @@ def run_command(
         return
     if detach:
         fail("--detach needs --engine temporal (a local run lives in this process)")
-    directory = _agents(agent, file, agents, model, provider_options)
     store = _open(db)
     runner = Runner(
         agent,

@@ -16,8 +16,10 @@ from temporalio.exceptions import ApplicationError
 
 from engine.providers.base import Message, Provider
 from engine.providers.errors import MalformedReply, ProviderError
+from engine.runtime.agents import AgentLink, Waiting, agents_from_run, call_agents
 from engine.runtime.approval import approve, deny
 from engine.runtime.journal import run_created
+from engine.runtime.loop import Runner
 from engine.runtime.resume import provider_for_run
 from engine.runtime.state import message_from_dict, reply_to_dict
 from engine.store.events import Resumed
@@ -71,7 +73,14 @@ class RunActivities:
         self._providers: OrderedDict[str, Provider] = OrderedDict()
 
     def all(self) -> Sequence[Callable[..., Any]]:
-        return [self.create_run, self.ask_model, self.run_tool, self.write, self.decide]
+        return [
+            self.create_run,
+            self.ask_model,
+            self.run_tool,
+            self.call_agents,
+            self.write,
+            self.decide,
+        ]
 
     @activity.defn(name="toolfsm.create_run")
     async def create_run(self, created: CreateRun) -> None:
@@ -129,6 +138,32 @@ class RunActivities:
             result = running if isinstance(running, ToolResult) else await running
         output = to_jsonable_python(result.output, fallback=str)
         return ToolOutcome(output, result.is_error, result.duration_ms)
+
+    @activity.defn(name="toolfsm.call_agents")
+    async def call_agents(self, call: ToolCallInput) -> ToolOutcome:
+        """An agent tool's call: its callees run here as local runs of this worker, in the
+        same store, under the run's link. Re-entrant, as locally: a retry (this worker
+        died) finds the callee runs the first attempt started and goes on with them."""
+        agent = self.shelf.find(call.agent, call.rules_sha256)
+        self._write(call.writes)
+        tool = agent.tools.get(call.tool)
+        if tool is None or tool.agent_call is None:
+            raise ApplicationError(f"{call.tool!r} is no agent tool", non_retryable=True)
+        snapshot = self.store.load_run(call.run_id)
+        run = snapshot.run
+        caller = Runner(
+            agent,
+            provider_for_run(run, snapshot),
+            store=self.store,
+            model=run.model,
+            agents=agents_from_run(run),
+            link=AgentLink.of_run(run),
+        )
+        async with _heartbeating():
+            result = await call_agents(caller, run.id, call.key, tool, call.arguments)
+        if isinstance(result, Waiting):
+            return ToolOutcome(None, False, 0, list(result.runs))
+        return ToolOutcome(result.output, result.is_error, result.duration_ms)
 
     @activity.defn(name="toolfsm.write")
     async def write(self, writes: list[WireAppend]) -> None:

@@ -38,13 +38,6 @@ class AgentShelf:
                     f"two agent files name agent {agent.name!r}: "
                     f"{self.agents[agent.name].rules_path} and {agent.rules_path}"
                 )
-            agent_tools = [t.name for t in agent.tools if t.agent_call is not None]
-            if agent_tools:
-                raise ToolfsmError(
-                    f"{agent.rules_path}: agent {agent.name!r} messages other agents "
-                    f"({', '.join(agent_tools)}); runs on Temporal do not support agent tools "
-                    "yet: run it locally"
-                )
             self.agents[agent.name] = agent
             self.hashes[agent.name] = rules_hash(agent.rules_text)
 

@@ -125,21 +125,26 @@ class ModelCall:
 
 @dataclass
 class ToolCallInput:
-    """`toolfsm.run_tool`: write `writes`, then run `tool` with `arguments`."""
+    """`toolfsm.run_tool` (`toolfsm.call_agents`, an agent tool's): write `writes`, then
+    run `tool` with `arguments`, as call `key` of the run."""
 
     run_id: str
     agent: str
     rules_sha256: str
     tool: str
     arguments: dict[str, Any]
+    key: str
     writes: list[WireAppend] = field(default_factory=list)
 
 
 @dataclass
 class ToolOutcome:
+    """A call's result; for an agent tool whose callees paused, the runs they wait in."""
+
     output: Any
     is_error: bool
     duration_ms: int
+    waiting: list[str] | None = None
 
 
 @dataclass

@@ -25,6 +25,7 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 from typing import Any
 
+from pydantic_core import to_jsonable_python
 from temporalio import workflow
 from temporalio.common import RetryPolicy
 from temporalio.exceptions import ActivityError, ApplicationError
@@ -33,8 +34,9 @@ from engine.machine import StopReason
 from engine.providers.base import Message, ModelReply, ModelRequest
 from engine.providers.errors import MalformedReply, ProviderError
 from engine.runtime.agent import Agent
+from engine.runtime.agents import Waiting
 from engine.runtime.events import RunResult, RunStarted
-from engine.runtime.journal import Journal, RunJournal
+from engine.runtime.journal import Journal, RunJournal, status_for
 from engine.runtime.loop import Decision as LocalDecision
 from engine.runtime.loop import Runner, _Pause
 from engine.runtime.state import PendingStep, RunState, reply_from_dict
@@ -124,6 +126,11 @@ class WorkflowJournal(Journal):
     ) -> None:
         self.open_step = step
         await super().call_held(step, index, call, arguments, side_effects)
+
+    def _stop(self, stop: StopReason, error: str | None) -> None:
+        super()._stop(stop, error)
+        if status_for(stop).is_terminal:
+            self._release = True  # the run's end gives it up (a pause keeps it)
 
     async def flush(self, *, renew: bool = False) -> None:
         self.flush_now()
@@ -247,25 +254,38 @@ class TemporalRunner(Runner):
     def _execute(self, state: RunState, key: str, tool: Tool, arguments: dict[str, Any]) -> Any:
         return self._run_tool(key, tool, arguments)
 
-    async def _run_tool(self, key: str, tool: Tool, arguments: dict[str, Any]) -> ToolResult:
+    async def _run_tool(
+        self, key: str, tool: Tool, arguments: dict[str, Any]
+    ) -> ToolResult | Waiting:
         spec = self.spec
         call = ToolCallInput(
-            spec.run_id, spec.agent, spec.rules_sha256, tool.name, arguments, self.journal.take()
+            spec.run_id,
+            spec.agent,
+            spec.rules_sha256,
+            tool.name,
+            to_jsonable_python(arguments, fallback=str),
+            key,
+            self.journal.take(),
         )
+        # An agent tool's call is re-entrant (it finds the callee runs it started), so it is
+        # tried again like an idempotent tool's.
+        again = tool.idempotent or tool.agent_call is not None
         try:
             outcome = await workflow.execute_activity(
-                "toolfsm.run_tool",
+                "toolfsm.call_agents" if tool.agent_call is not None else "toolfsm.run_tool",
                 call,
                 result_type=ToolOutcome,
                 start_to_close_timeout=TOOL_TIMEOUT,
                 heartbeat_timeout=HEARTBEAT_TIMEOUT,
-                retry_policy=RETRIED if tool.idempotent else ONCE,
+                retry_policy=RETRIED if again else ONCE,
             )
         except ActivityError as exc:
-            if tool.idempotent:
+            if again:
                 return ToolResult(f"the tool could not be run: {_cause(exc)}", True, 0)
             # A side effect that may or may not have happened: a human decides, as locally.
             raise _Pause(StopReason.AWAITING_DECISION, key) from None
+        if outcome.waiting is not None:
+            return Waiting(tuple(outcome.waiting))
         return ToolResult(outcome.output, outcome.is_error, outcome.duration_ms)
 
     async def _stop(
