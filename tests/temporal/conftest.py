@@ -17,6 +17,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.runtime.conftest import pg_url  # noqa: F401  (the PostgreSQL store's fixture)
+
 
 def _free_port() -> int:
     with socket.socket() as probe:
@@ -53,15 +55,21 @@ class WorkerProcess:
     """A `toolfsm worker` process; `log` holds what it printed."""
 
     def __init__(
-        self, paths: Sequence[Path], address: str, queue: str, db: str, log: Path,
+        self,
+        paths: Sequence[Path],
+        address: str,
+        queue: str,
+        db: str,
+        log: Path,
         cwd: Path | None = None,
+        env: dict[str, str] | None = None,
     ) -> None:
         self.log = log
         args = [sys.executable, "-m", "engine", "worker", *map(str, paths)]
         args += ["--address", address, "--task-queue", queue, "--db", db]
         self._file = log.open("wb")
         self.process = subprocess.Popen(
-            args, stdout=self._file, stderr=subprocess.STDOUT, cwd=cwd
+            args, stdout=self._file, stderr=subprocess.STDOUT, cwd=cwd, env=env
         )
         deadline = time.monotonic() + 60
         while b"worker: serving" not in log.read_bytes():
@@ -98,10 +106,15 @@ def workers(temporal_address: str, tmp_path: Path) -> Iterator[list[WorkerProces
 
 
 def start_worker(
-    workers: list[WorkerProcess], paths: Sequence[Path], address: str, queue: str, db: str,
+    workers: list[WorkerProcess],
+    paths: Sequence[Path],
+    address: str,
+    queue: str,
+    db: str,
     log: Path,
     cwd: Path | None = None,
+    env: dict[str, str] | None = None,
 ) -> WorkerProcess:
-    worker = WorkerProcess(paths, address, queue, db, log, cwd)
+    worker = WorkerProcess(paths, address, queue, db, log, cwd, env)
     workers.append(worker)
     return worker
