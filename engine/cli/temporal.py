@@ -7,7 +7,8 @@ the workers commit them, in the live view of a local run.
 from __future__ import annotations
 
 import asyncio
-import subprocess
+import os
+import sys
 import time
 from pathlib import Path
 from typing import Annotated, Any
@@ -110,11 +111,9 @@ def dev_command(
     except ToolfsmError as exc:
         fail(str(exc))
     _out.print(f"Temporal dev server on 127.0.0.1:{port}: {' '.join(command[1:])}", soft_wrap=True)
-    try:
-        code = subprocess.call(command)
-    except KeyboardInterrupt:
-        code = EXIT_INTERRUPTED
-    raise typer.Exit(code)
+    sys.stdout.flush()
+    # The server takes this process's place: a signal to it (Ctrl-C, SIGTERM) is the server's.
+    os.execv(command[0], command)
 
 
 def run_on_temporal(
