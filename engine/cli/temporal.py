@@ -153,7 +153,7 @@ def run_on_temporal(
     store = _open(db)
     _out.print(f"[dim]store: {store.url}  temporal: {address} ({task_queue})[/dim]")
     try:
-        result = follow(store, run_id, agent.name, model)
+        result = follow(store, run_id, agent.name, model, machine=agent.machine)
     except KeyboardInterrupt:
         _out.print(
             f"stopped following; the run goes on on Temporal: toolfsm runs show {run_id[:12]}"
@@ -164,9 +164,18 @@ def run_on_temporal(
     raise typer.Exit(_exit_code(result))
 
 
-def follow(store: Any, run_id: str, agent: str, model: str, *, from_step: int | None = None) -> Any:
+def follow(
+    store: Any,
+    run_id: str,
+    agent: str,
+    model: str,
+    *,
+    from_step: int | None = None,
+    machine: Any = None,
+) -> Any:
     """Show a Temporal run's progress from the store until it pauses or ends; its result.
-    `from_step`: after a decision, the steps before it were shown when the run paused."""
+    `from_step`: after a decision, the steps before it were shown when the run paused.
+    `machine`: the run's, to show the gate of a step that pauses before it is committed."""
     from engine.runtime import events as ev
     from engine.store.errors import RunNotFound
 
@@ -189,7 +198,7 @@ def follow(store: Any, run_id: str, agent: str, model: str, *, from_step: int | 
                 hinted = True
             time.sleep(POLL_SECONDS)
             continue
-        for event in _new_events(snapshot, shown):
+        for event in _new_events(snapshot, shown, machine):
             view(event)
         if snapshot.run.status.value != "running":
             result = _stored_result(snapshot)
@@ -198,7 +207,7 @@ def follow(store: Any, run_id: str, agent: str, model: str, *, from_step: int | 
         time.sleep(POLL_SECONDS)
 
 
-def _new_events(snapshot: Any, shown: set[str]) -> list[Any]:
+def _new_events(snapshot: Any, shown: set[str], machine: Any = None) -> list[Any]:
     """The live view's events of what the store holds and `shown` does not yet."""
     from engine.providers.base import Usage
     from engine.runtime import events as ev
@@ -228,10 +237,31 @@ def _new_events(snapshot: Any, shown: set[str]) -> list[Any]:
         for call in pending:
             if f"call:{call.call_id}" not in shown and call.status.value == "awaiting_approval":
                 shown.add(f"call:{call.call_id}")
+                events += _pending_header(snapshot, seq, shown, machine)
                 args = call.arguments if isinstance(call.arguments, dict) else {}
                 events.append(
                     ev.ApprovalRequested(snapshot.run.id, seq, call.call_id, call.tool, args)
                 )
+    return events
+
+
+def _pending_header(snapshot: Any, seq: int, shown: set[str], machine: Any) -> list[Any]:
+    """A step that paused before its commit: its gate (from the run's committed position,
+    where it started) and the model's text, once."""
+    from engine.runtime import events as ev
+    from engine.runtime.resume import pending_reply
+
+    key = f"pending:{seq}"
+    if machine is None or key in shown:
+        return []
+    shown.add(key)
+    position = snapshot.run.position
+    gate = machine.gate(machine.load(position) if isinstance(position, dict) else machine.start())
+    events: list[Any] = [ev.StepStarted(seq, gate.allowed, gate.force, gate.forced_tool)]
+    reply = pending_reply(snapshot)
+    text = reply.content.get("text") if reply is not None else None
+    if text:
+        events.append(ev.TextDelta(seq, str(text)))
     return events
 
 

@@ -89,6 +89,8 @@ class Setup:
         )
         assert ran.returncode == 0, ran.stdout + ran.stderr
         assert "stopped: awaiting_approval" in ran.stdout, ran.stdout
+        # The paused step, from the store, as a local run's live view shows it.
+        assert "step 2  allowed: refund, exchange (call required)" in ran.stdout
         listed = self.cli("runs", "list", "--json")
         run_id: str = json.loads(listed.stdout)[0]["run_id"]
         return run_id
