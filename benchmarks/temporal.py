@@ -95,13 +95,21 @@ async def noop_activity() -> None:
     return None
 
 
+@activity.defn(name="bench.noop_heartbeat")
+async def noop_heartbeat_activity() -> None:
+    """A no-op that heartbeats once, as toolfsm's model and tool activities do first."""
+    activity.heartbeat()
+
+
 @workflow.defn(name="bench.noops", sandboxed=False)
 class NoopWorkflow:
     @workflow.run
-    async def run(self, count: int) -> int:
+    async def run(self, count: int, heartbeat: bool) -> int:
+        name = "bench.noop_heartbeat" if heartbeat else "bench.noop"
+        beat = timedelta(seconds=5) if heartbeat else None
         for _ in range(count):
             await workflow.execute_activity(
-                "bench.noop", start_to_close_timeout=timedelta(seconds=30)
+                name, start_to_close_timeout=timedelta(seconds=30), heartbeat_timeout=beat
             )
         return count
 
@@ -112,19 +120,22 @@ def noop_worker(client: Client, task_queue: str) -> Worker:
         client,
         task_queue=task_queue,
         workflows=[NoopWorkflow],
-        activities=[noop_activity],
+        activities=[noop_activity, noop_heartbeat_activity],
         workflow_runner=UnsandboxedWorkflowRunner(),
         sticky_queue_schedule_to_start_timeout=timedelta(seconds=2),
         graceful_shutdown_timeout=timedelta(seconds=5),
     )
 
 
-async def noop_round_trip(client: Client, task_queue: str, count: int) -> float:
-    """Seconds per no-op activity of one workflow running `count` of them."""
+async def noop_round_trip(
+    client: Client, task_queue: str, count: int, heartbeat: bool = False
+) -> float:
+    """Seconds per no-op activity of one workflow running `count` of them (`heartbeat`:
+    each heartbeats once, with a heartbeat timeout of 5 s, as toolfsm's do)."""
     started = time.perf_counter()
     done = await client.execute_workflow(
         NoopWorkflow.run,
-        count,
+        args=[count, heartbeat],
         id=f"noops-{uuid.uuid4().hex}",
         task_queue=task_queue,
         task_timeout=TASK_TIMEOUT,
@@ -154,23 +165,32 @@ class Bench:
             path.write_text(json.dumps({"replies": [reply] * steps}))
         return path
 
-    def spec(self, steps: int, task_queue: str) -> tuple[RunLocation, RunSpec]:
-        """What `toolfsm run --engine temporal` would start: a scripted run of `steps`."""
-        script = self.script(steps)
+    def spec(
+        self, steps: int, task_queue: str, model: str = "scripted"
+    ) -> tuple[RunLocation, RunSpec]:
+        """What `toolfsm run --engine temporal` would start: a run of `steps` with the
+        scripted model (remade each step from its script), or with the random one that
+        never stops by itself (kept across the run's steps by the worker, as a real
+        model's client is; noop is the only tool it can call)."""
         run_id = new_run_id()
         options: dict[str, Any] = {
-            "provider": "scripted",
-            "script": str(script),
             "rules_file": str(self.agent),
             "temporal": {"address": self.address, "task_queue": task_queue, "workflow_id": run_id},
         }
+        if model == "scripted":
+            script = self.script(steps)
+            name = f"scripted:{script}"
+            options.update(provider="scripted", script=str(script))
+        else:
+            name = "random:0"
+            options.update(provider="random", provider_options={"text_probability": 0.0})
         sha = rules_hash(self.agent.read_text())
-        spec = RunSpec(run_id, "bench", sha, "go", f"scripted:{script}", options, steps)
+        spec = RunSpec(run_id, "bench", sha, "go", name, options, steps)
         return RunLocation(self.address, task_queue, run_id), spec
 
-    async def run(self, steps: int, task_queue: str) -> tuple[str, float]:
+    async def run(self, steps: int, task_queue: str, model: str = "scripted") -> tuple[str, float]:
         """One run to its end: its id and its wall time in seconds."""
-        location, spec = self.spec(steps, task_queue)
+        location, spec = self.spec(steps, task_queue, model)
         started = time.perf_counter()
         handle = await start_run(location, spec)
         result = await handle.result()
@@ -220,6 +240,15 @@ async def connect(address: str) -> Client:
             await asyncio.sleep(0.2)
 
 
+async def _runs(bench: Bench, args: argparse.Namespace, model: str) -> list[tuple[str, float]]:
+    return [await bench.run(args.steps, "bench-steps", model) for _ in range(args.repeats)]
+
+
+def _per_step(runs: list[tuple[str, float]], steps: int) -> float:
+    """Median ms per step of `runs` (wall time / steps)."""
+    return statistics.median(elapsed for _, elapsed in runs) / steps * 1000
+
+
 async def in_process(bench: Bench, args: argparse.Namespace) -> dict[str, Any]:
     """Phases 1-3: the step and the no-op round trip, on in-process workers."""
     client = await connect(bench.address)
@@ -228,21 +257,29 @@ async def in_process(bench: Bench, args: argparse.Namespace) -> dict[str, Any]:
     steps_worker = await make_worker(client, shelf, store, task_queue="bench-steps")
     try:
         async with steps_worker, noop_worker(client, "bench-noops"):
-            await bench.run(2, "bench-steps")  # warm-up (imports, caches, the server's)
+            for model in ("random", "scripted"):  # warm-up (imports, caches, the server's)
+                await bench.run(2, "bench-steps", model)
             await noop_round_trip(client, "bench-noops", 5)
-            runs = [await bench.run(args.steps, "bench-steps") for _ in range(args.repeats)]
+            runs = {m: await _runs(bench, args, m) for m in ("random", "scripted")}
             noops = [
                 await noop_round_trip(client, "bench-noops", args.noops)
                 for _ in range(args.repeats)
             ]
-        step = statistics.median(elapsed for _, elapsed in runs) / args.steps * 1000
+            beats = [
+                await noop_round_trip(client, "bench-noops", args.noops, heartbeat=True)
+                for _ in range(args.repeats)
+            ]
+        step, scripted = (_per_step(runs[m], args.steps) for m in ("random", "scripted"))
         noop = statistics.median(noops) * 1000
-        last_run = runs[-1][0]
+        last_run = runs["random"][-1][0]
         early, late = step_pace(store, last_run)
         figures = {
             "step_overhead_ms": round(step, 2),
             "noop_activity_round_trip_ms": round(noop, 2),
             "ratio": round(step / (2 * noop), 2),
+            "heartbeat_noop_round_trip_ms": round(statistics.median(beats) * 1000, 2),
+            "scripted_step_overhead_ms": round(scripted, 2),
+            "scripted_ratio": round(scripted / (2 * noop), 2),
             "step_pace_first_tenth_ms": round(early, 2),
             "step_pace_last_tenth_ms": round(late, 2),
             "load_run_ms": round(timed_ms(store.load_run, last_run), 2),
@@ -341,6 +378,9 @@ ROWS = [
     ("step_overhead_ms", "toolfsm step (model + tool activity), ms"),
     ("noop_activity_round_trip_ms", "no-op activity round trip, ms"),
     ("ratio", "step / (2 x round trip), target <= 1.5"),
+    ("heartbeat_noop_round_trip_ms", "  the no-op that heartbeats once, ms"),
+    ("scripted_step_overhead_ms", "  the same step with the scripted model, ms"),
+    ("scripted_ratio", "  its ratio"),
     ("step_pace_first_tenth_ms", "  pace of the run's first tenth of steps, ms"),
     ("step_pace_last_tenth_ms", "  pace of its last tenth, ms"),
     ("load_run_ms", "  load_run of that run (once, in process), ms"),
