@@ -21,10 +21,13 @@ tuned flags, in memory, on a free port of 127.0.0.1) and kills at the end:
    fresh SQLite store each time); steps per second from the first start to the last end,
    and `two_worker_speedup`, the second over the first.
 
-Beside them, what explains a miss: the steps' own pace early and late in the measured run
-(read off the stored steps' start times: the model activity reads the whole run from the
-store each step), and what reading that run (`load_run`) and the script (`load_script`) costs
-once in this process.
+Beside them, what explains a miss: the no-op activity that heartbeats once (toolfsm's
+activities do as they start, with a 5 s heartbeat timeout), the same step with the scripted
+model (remade each step from its script, which it parses again), this process's CPU time per
+step and per no-op activity (the workers' and the client's, not the dev server's), the steps'
+own pace early and late in the measured run (read off the stored steps' start times: the model
+activity reads the whole run from the store each step), and what reading that run
+(`load_run`) and the script (`load_script`) costs once in this process.
 
     python benchmarks/temporal.py [--json] [--quick] [--steps N] [--noops M] [--batch B]
 """
@@ -249,6 +252,22 @@ def _per_step(runs: list[tuple[str, float]], steps: int) -> float:
     return statistics.median(elapsed for _, elapsed in runs) / steps * 1000
 
 
+class Cpu:
+    """This process's CPU time (the workers' workflows and activities, the client; not the
+    dev server's) while active, in ms per `per` of what it ran."""
+
+    def __init__(self, per: int) -> None:
+        self.per = per
+        self.ms = 0.0
+
+    def __enter__(self) -> Cpu:
+        self._started = time.process_time()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.ms = (time.process_time() - self._started) * 1000 / self.per
+
+
 async def in_process(bench: Bench, args: argparse.Namespace) -> dict[str, Any]:
     """Phases 1-3: the step and the no-op round trip, on in-process workers."""
     client = await connect(bench.address)
@@ -260,11 +279,14 @@ async def in_process(bench: Bench, args: argparse.Namespace) -> dict[str, Any]:
             for model in ("random", "scripted"):  # warm-up (imports, caches, the server's)
                 await bench.run(2, "bench-steps", model)
             await noop_round_trip(client, "bench-noops", 5)
-            runs = {m: await _runs(bench, args, m) for m in ("random", "scripted")}
-            noops = [
-                await noop_round_trip(client, "bench-noops", args.noops)
-                for _ in range(args.repeats)
-            ]
+            with Cpu(args.repeats * args.steps) as step_cpu:
+                runs = {"random": await _runs(bench, args, "random")}
+            runs["scripted"] = await _runs(bench, args, "scripted")
+            with Cpu(args.repeats * args.noops) as noop_cpu:
+                noops = [
+                    await noop_round_trip(client, "bench-noops", args.noops)
+                    for _ in range(args.repeats)
+                ]
             beats = [
                 await noop_round_trip(client, "bench-noops", args.noops, heartbeat=True)
                 for _ in range(args.repeats)
@@ -280,6 +302,8 @@ async def in_process(bench: Bench, args: argparse.Namespace) -> dict[str, Any]:
             "heartbeat_noop_round_trip_ms": round(statistics.median(beats) * 1000, 2),
             "scripted_step_overhead_ms": round(scripted, 2),
             "scripted_ratio": round(scripted / (2 * noop), 2),
+            "step_cpu_ms": round(step_cpu.ms, 2),
+            "noop_cpu_ms": round(noop_cpu.ms, 2),
             "step_pace_first_tenth_ms": round(early, 2),
             "step_pace_last_tenth_ms": round(late, 2),
             "load_run_ms": round(timed_ms(store.load_run, last_run), 2),
@@ -381,6 +405,8 @@ ROWS = [
     ("heartbeat_noop_round_trip_ms", "  the no-op that heartbeats once, ms"),
     ("scripted_step_overhead_ms", "  the same step with the scripted model, ms"),
     ("scripted_ratio", "  its ratio"),
+    ("step_cpu_ms", "  CPU of the worker's process per step, ms"),
+    ("noop_cpu_ms", "  CPU of the worker's process per no-op activity, ms"),
     ("step_pace_first_tenth_ms", "  pace of the run's first tenth of steps, ms"),
     ("step_pace_last_tenth_ms", "  pace of its last tenth, ms"),
     ("load_run_ms", "  load_run of that run (once, in process), ms"),

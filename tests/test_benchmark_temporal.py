@@ -22,6 +22,8 @@ FIGURES = (
     "noop_activity_round_trip_ms",
     "ratio",
     "scripted_step_overhead_ms",
+    "heartbeat_noop_round_trip_ms",
+    "step_cpu_ms",
     "throughput_one_worker_steps_s",
     "throughput_two_workers_steps_s",
     "two_worker_speedup",
