@@ -16,6 +16,7 @@ from temporalio.exceptions import ApplicationError
 
 from engine.providers.base import Message, Provider
 from engine.providers.errors import MalformedReply, ProviderError
+from engine.providers.scripted import ScriptedProvider
 from engine.runtime.agents import AgentLink, Waiting, agents_from_run, call_agents
 from engine.runtime.approval import approve, deny
 from engine.runtime.journal import run_created
@@ -70,9 +71,9 @@ class RunActivities:
     def __init__(self, store: Store, shelf: AgentShelf) -> None:
         self.store = store
         self.shelf = shelf
-        # Providers of runs with a real model, kept across their steps (an SDK client is
-        # costly to make); a scripted one is remade each step from what the store holds.
-        self._providers: OrderedDict[str, Provider] = OrderedDict()
+        # Each run's model, kept across its steps (an SDK client, or a parsed script, is
+        # costly to make): (provider, the run's replies when it was made, replies it had left).
+        self._providers: OrderedDict[str, tuple[Provider, int, int]] = OrderedDict()
 
     def all(self) -> Sequence[Callable[..., Any]]:
         return [
@@ -246,14 +247,25 @@ class RunActivities:
             return None
 
     def _provider(self, snapshot: RunSnapshot) -> Provider:
+        """The run's model: the one this worker made for an earlier step of the run, while it
+        stands where the run does (a scripted one has given exactly the replies the store
+        holds: another worker may have run steps in between), else made anew from the run's
+        stored settings."""
         run = snapshot.run
-        if run.options.get("provider") == "scripted":
-            return provider_for_run(run, snapshot)
-        provider = self._providers.get(run.id)
-        if provider is None:
-            provider = self._providers[run.id] = provider_for_run(run, snapshot)
-            while len(self._providers) > 256:
-                self._providers.popitem(last=False)
+        used = sum(1 for m in snapshot.messages if m.role == "assistant")
+        kept = self._providers.get(run.id)
+        if kept is not None:
+            provider, made_at, left = kept
+            if not isinstance(provider, ScriptedProvider) or provider.remaining == left - (
+                used - made_at
+            ):
+                self._providers.move_to_end(run.id)
+                return provider
+        provider = provider_for_run(run, snapshot)
+        left = provider.remaining if isinstance(provider, ScriptedProvider) else 0
+        self._providers[run.id] = (provider, used, left)
+        while len(self._providers) > 256:
+            self._providers.popitem(last=False)
         return provider
 
 
