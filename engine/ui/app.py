@@ -12,7 +12,9 @@ The JSON API:
 Approving or denying does what `toolfsm runs approve / deny` does: the decision is recorded
 under a claim of the run's lease (checked first: an edit that breaks the tool's schema or the
 rules is refused with the reason, 422), then the run is resumed under that claim, in the
-background, until its next stop; the answer (200) comes once the decision is recorded.
+background, until its next stop; the answer (200) comes once the decision is recorded. A run
+on Temporal is decided by its workflow (the update `decide`, as `runs approve` sends it), and
+its workers go on with it.
 
 Security: the console listens on loopback unless told otherwise, and elsewhere only with a
 token (`Authorization: Bearer TOKEN`, or `?token=TOKEN` once, which sets a cookie). Requests
@@ -39,6 +41,7 @@ from starlette.responses import HTMLResponse, JSONResponse, RedirectResponse, Re
 from starlette.routing import Route
 
 from engine.errors import ToolfsmError
+from engine.temporal.wire import location_of
 from engine.ui import pages
 
 __all__ = ["create_app"]
@@ -160,6 +163,8 @@ class _Console:
         from engine.store.ids import new_owner_id
 
         run = self.find(run_id)
+        if location_of(run.options) is not None:
+            return await self._decide_on_temporal(run, verb, body)
         agent, run = open_agent(self.store, run.id)
         provider = provider_for_run(run, self.store.load_run(run.id))
         owner = new_owner_id()
@@ -192,6 +197,30 @@ class _Console:
         self.tasks.add(task)
         task.add_done_callback(self.tasks.discard)
         return {"run_id": run.id, "decision": verb, "call": record.model_dump(mode="json")}
+
+    async def _decide_on_temporal(
+        self, run: Any, verb: str, body: dict[str, Any]
+    ) -> dict[str, Any]:
+        """A run on Temporal: the decision goes to its workflow (`toolfsm runs approve` does
+        the same), whose workers go on with the run."""
+        from engine.temporal import require_temporal
+        from engine.temporal.wire import Decision
+
+        require_temporal()
+        from engine.temporal.client import decide
+
+        location = location_of(run.options)
+        assert location is not None
+        decision = Decision(
+            verb,
+            body.get("call_id") or None,
+            reason=str(body["reason"]) if verb == "deny" else None,
+            by=str(body.get("by") or self.user),
+            arguments=body.get("arguments") if verb == "approve" else None,
+        )
+        decided = await decide(location, decision)
+        call = next(c for c in self.store.load_run(run.id).calls if c.call_id == decided["call_id"])
+        return {"run_id": run.id, "decision": verb, "call": call.model_dump(mode="json")}
 
     async def _resume(self, runner: Any, run_id: str, owner: str) -> None:
         try:
