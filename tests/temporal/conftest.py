@@ -14,6 +14,7 @@ import sys
 import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -105,16 +106,8 @@ def workers(temporal_address: str, tmp_path: Path) -> Iterator[list[WorkerProces
         worker.stop()
 
 
-def start_worker(
-    workers: list[WorkerProcess],
-    paths: Sequence[Path],
-    address: str,
-    queue: str,
-    db: str,
-    log: Path,
-    cwd: Path | None = None,
-    env: dict[str, str] | None = None,
-) -> WorkerProcess:
-    worker = WorkerProcess(paths, address, queue, db, log, cwd, env)
+def start_worker(workers: list[WorkerProcess], *args: Any, **kwargs: Any) -> WorkerProcess:
+    """A `WorkerProcess(*args, **kwargs)`, stopped with the test's other `workers`."""
+    worker = WorkerProcess(*args, **kwargs)
     workers.append(worker)
     return worker
