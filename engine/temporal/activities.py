@@ -120,7 +120,14 @@ class RunActivities:
             except MalformedReply as exc:
                 raise _malformed(exc) from None
             except ProviderError as exc:
-                details = {"message": exc.message, "provider": exc.provider, "kind": exc.kind}
+                details = {
+                    "message": exc.message,
+                    "provider": exc.provider,
+                    "kind": exc.kind,
+                    "retryable": exc.retryable,
+                    "status_code": exc.status_code,
+                    "request_id": exc.request_id,
+                }
                 raise ApplicationError(
                     str(exc), details, type="ProviderError", non_retryable=True
                 ) from None

@@ -329,6 +329,9 @@ def _provider_error(exc: ActivityError, model: str) -> ProviderError:
             details.get("message", cause.message),
             provider=details.get("provider", model),
             kind=details.get("kind", "server_error"),
+            retryable=details.get("retryable"),
+            status_code=details.get("status_code"),
+            request_id=details.get("request_id"),
         )
     return ProviderError(
         f"the model activity failed: {_cause(exc)}", provider=model, kind="timeout"
