@@ -291,6 +291,7 @@ async def in_process(bench: Bench, args: argparse.Namespace) -> dict[str, Any]:
                 await noop_round_trip(client, "bench-noops", args.noops, heartbeat=True)
                 for _ in range(args.repeats)
             ]
+            history = await client.get_workflow_handle(runs["random"][-1][0]).fetch_history()
         step, scripted = (_per_step(runs[m], args.steps) for m in ("random", "scripted"))
         noop = statistics.median(noops) * 1000
         last_run = runs["random"][-1][0]
@@ -308,6 +309,11 @@ async def in_process(bench: Bench, args: argparse.Namespace) -> dict[str, Any]:
             "step_pace_last_tenth_ms": round(late, 2),
             "load_run_ms": round(timed_ms(store.load_run, last_run), 2),
             "load_script_ms": round(timed_ms(load_script, bench.script(args.steps)), 2),
+            # What a step adds to the workflow's history (its replies, results and queued
+            # writes; never the conversation): the history grows with the run's length.
+            "history_bytes_per_step": round(
+                sum(event.ByteSize() for event in history.events) / args.steps
+            ),
         }
     finally:
         store.close()

@@ -27,6 +27,7 @@ FIGURES = (
     "throughput_one_worker_steps_s",
     "throughput_two_workers_steps_s",
     "two_worker_speedup",
+    "history_bytes_per_step",
 )
 
 
