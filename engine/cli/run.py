@@ -1147,12 +1147,14 @@ def _on_temporal(store: Any, run: Any, on_temporal: Any) -> bool:
     location = location_of(run.options)
     if location is None:
         return False
-    verb = {"approve": "approved", "deny": "denied", "retry": "retrying", "fail": "marked failed"}
     if on_temporal is None:
         fail(
             f"run {run.id} runs on Temporal ({location.address}); its workers resume it "
             "themselves (runs resume only gives a decision there: --retry or --mark-failed)"
         )
+    if run.status.value not in ("awaiting_approval", "awaiting_decision"):
+        fail(f"run {run.id} is {run.status}, not waiting for a decision")
+    verb = {"approve": "approved", "deny": "denied", "retry": "retrying", "fail": "marked failed"}
     from engine.cli.temporal import decide_on_temporal
 
     decide_on_temporal(store, run, location, on_temporal, verb[on_temporal.decision])

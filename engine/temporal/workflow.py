@@ -22,6 +22,7 @@ compiled machine, gating and every loop decision run in the workflow and are det
 
 from __future__ import annotations
 
+import asyncio
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -95,12 +96,13 @@ class WorkflowJournal(Journal):
     (the run's owner is the workflow's, for its whole life) and keeps no clock but the
     workflow's."""
 
-    __slots__ = ("open_step", "queued")
+    __slots__ = ("ended", "open_step", "queued")
 
     def __init__(self, run_id: str, agent: Agent) -> None:
         super().__init__(NullStore(), run_id, owner_of(run_id), lease=None, dump=agent.machine.dump)
         self.queued: list[WireAppend] = []
         self.open_step: PendingStep | None = None  # the step whose calls were last opened
+        self.ended: StopReason | None = None  # the last pause or stop recorded
 
     def opened(self, position: Any, dumped: Any) -> None:
         """The run is created (its `run_created` is event 0)."""
@@ -129,6 +131,7 @@ class WorkflowJournal(Journal):
 
     def _stop(self, stop: StopReason, error: str | None) -> None:
         super()._stop(stop, error)
+        self.ended = stop
         if status_for(stop).is_terminal:
             self._release = True  # the run's end gives it up (a pause keeps it)
 
@@ -194,6 +197,14 @@ class TemporalRunner(Runner):
         result = await self.resume(self.spec.run_id, decision=local)
         await self._write_queued()
         return result
+
+    async def cancelled(self) -> None:
+        """The workflow is cancelled: the run stops as cancelled, on record (the loop records
+        that itself when it is cancelled while it runs; a paused run is recorded here)."""
+        ended = self.journal.ended
+        if ended is None or not status_for(ended).is_terminal:
+            self.journal.cancelled()
+        await self._write_queued()
 
     # -- the seams -------------------------------------------------------------------
 
@@ -352,13 +363,20 @@ class RunWorkflow:
         self._spec = spec
         agent = shelf_for(workflow.info().task_queue).find(spec.agent, spec.rules_sha256)
         runner = TemporalRunner(agent, spec)
-        result = await runner.start()
-        while result.stop_reason in _PAUSES:
-            self._waiting = (result.stop_reason, result.pending_call or "")
-            await workflow.wait_condition(self._has_decision)
-            decided, self._decided = self._decided, None
-            assert decided is not None
-            result = await runner.go_on(decided)
+        try:
+            result = await runner.start()
+            while result.stop_reason in _PAUSES:
+                self._waiting = (result.stop_reason, result.pending_call or "")
+                await workflow.wait_condition(self._has_decision)
+                decided, self._decided = self._decided, None
+                assert decided is not None
+                result = await runner.go_on(decided)
+        except asyncio.CancelledError:
+            # The workflow was cancelled (`temporal workflow cancel`, or a client's
+            # handle.cancel()): on record as cancelled, as a local run's task is.
+            self._waiting = None
+            await runner.cancelled()
+            raise
         return {
             "run_id": result.run_id,
             "stop_reason": result.stop_reason.value,

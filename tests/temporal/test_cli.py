@@ -172,3 +172,34 @@ def test_without_the_extra_the_error_names_it(monkeypatch: pytest.MonkeyPatch) -
     monkeypatch.setitem(sys.modules, "temporalio", None)
     with pytest.raises(ToolfsmError, match=r"pip install 'toolfsm\[temporal\]'"):
         require_temporal()
+
+
+def test_a_cancelled_workflow_leaves_its_run_cancelled(
+    temporal_address: str, workers: list[WorkerProcess], tmp_path: Path
+) -> None:
+    import asyncio
+
+    from temporalio.client import Client
+
+    file = _support(tmp_path)
+    db = f"sqlite:///{tmp_path / 'runs.db'}"
+    queue = f"cancel-{uuid.uuid4().hex[:8]}"
+    start_worker(workers, [file.parent], temporal_address, queue, db, tmp_path / "w.log")
+    args = ["run", str(file), "--engine", "temporal", "--address", temporal_address]
+    started = toolfsm(
+        [*args, "--task-queue", queue, "--detach", "--db", db], env=dict(os.environ), cwd=tmp_path
+    )
+    run_id = started.stdout.strip()
+    _wait_for_status(db, run_id, "awaiting_approval", tmp_path)
+
+    async def cancel() -> None:
+        client = await Client.connect(temporal_address)
+        await client.get_workflow_handle(run_id).cancel()
+
+    asyncio.run(cancel())
+    run = _wait_for_status(db, run_id, "cancelled", tmp_path)
+    assert run["stop_reason"] == "cancelled"
+    assert run["owner"] is None  # given up with the stop
+    approved = toolfsm(["runs", "approve", run_id, "--db", db], env=dict(os.environ), cwd=tmp_path)
+    assert approved.returncode == 2
+    assert f"run {run_id} is cancelled, not waiting for a decision" in approved.stderr
