@@ -208,31 +208,19 @@ def follow(
 
 
 def _new_events(snapshot: Any, shown: set[str], machine: Any = None) -> list[Any]:
-    """The live view's events of what the store holds and `shown` does not yet."""
-    from engine.providers.base import Usage
+    """The live view's events of what the store holds and `shown` does not yet: each
+    committed step, then each call that waits for approval."""
     from engine.runtime import events as ev
 
-    events: list[Any] = []
     calls: dict[int, list[Any]] = {}
     for call in snapshot.calls:
         calls.setdefault(call.step_seq, []).append(call)
+    events: list[Any] = []
     for step in snapshot.steps:
-        key = f"step:{step.seq}"
-        if key in shown:
-            continue
-        shown.add(key)
-        events.append(ev.StepStarted(step.seq, tuple(step.allowed), step.force, step.forced_tool))
-        reply = step.reply if isinstance(step.reply, dict) else {}
-        if reply.get("text"):
-            events.append(ev.TextDelta(step.seq, str(reply["text"])))
-        for call in calls.get(step.seq, []):
-            shown.add(f"call:{call.call_id}")
-            events += _call_events(call)
-        usage = Usage(step.input_tokens, step.output_tokens)
-        position = step.position_after if isinstance(step.position_after, dict) else {"node": "?"}
-        events.append(
-            ev.StepCommitted(step.seq, step.decision or "", step.reason or "", position, usage)
-        )
+        if f"step:{step.seq}" not in shown:
+            shown.add(f"step:{step.seq}")
+            shown.update(f"call:{call.call_id}" for call in calls.get(step.seq, []))
+            events += _step_events(step, calls.get(step.seq, []))
     for seq, pending in sorted(calls.items()):
         for call in pending:
             if f"call:{call.call_id}" not in shown and call.status.value == "awaiting_approval":
@@ -242,6 +230,28 @@ def _new_events(snapshot: Any, shown: set[str], machine: Any = None) -> list[Any
                 events.append(
                     ev.ApprovalRequested(snapshot.run.id, seq, call.call_id, call.tool, args)
                 )
+    return events
+
+
+def _step_events(step: Any, calls: list[Any]) -> list[Any]:
+    """A committed step as the live view shows it: its gate, the model's text, its calls
+    and where it led."""
+    from engine.providers.base import Usage
+    from engine.runtime import events as ev
+
+    events: list[Any] = [
+        ev.StepStarted(step.seq, tuple(step.allowed), step.force, step.forced_tool)
+    ]
+    reply = step.reply if isinstance(step.reply, dict) else {}
+    if reply.get("text"):
+        events.append(ev.TextDelta(step.seq, str(reply["text"])))
+    for call in calls:
+        events += _call_events(call)
+    usage = Usage(step.input_tokens, step.output_tokens)
+    position = step.position_after if isinstance(step.position_after, dict) else {"node": "?"}
+    events.append(
+        ev.StepCommitted(step.seq, step.decision or "", step.reason or "", position, usage)
+    )
     return events
 
 
