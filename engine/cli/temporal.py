@@ -17,7 +17,16 @@ import typer
 
 from engine.cli import app
 from engine.cli.common import EXIT_INTERRUPTED, fail
-from engine.cli.run import DbOption, LiveView, RunEngine, _exit_code, _open, _out, escape
+from engine.cli.run import (
+    DbOption,
+    LiveView,
+    RunEngine,
+    _err,
+    _exit_code,
+    _open,
+    _out,
+    escape,
+)
 from engine.errors import ToolfsmError
 
 temporal_app = typer.Typer(
@@ -147,10 +156,14 @@ def run_on_temporal(
         asyncio.run(start_run(location, spec))
     except ToolfsmError as exc:
         fail(str(exc))
+    store = _open(db)
     if detach:
+        try:
+            _wait_until_recorded(store, run_id, agent.name)
+        finally:
+            store.close()
         _out.print(run_id)
         return
-    store = _open(db)
     _out.print(f"[dim]store: {store.url}  temporal: {address} ({task_queue})[/dim]")
     try:
         result = follow(store, run_id, agent.name, model, machine=agent.machine)
@@ -162,6 +175,30 @@ def run_on_temporal(
     finally:
         store.close()
     raise typer.Exit(_exit_code(result))
+
+
+# How long `run --detach` waits for a worker to put the run on record.
+DETACH_WAIT_SECONDS = 30.0
+
+
+def _wait_until_recorded(store: Any, run_id: str, agent: str) -> None:
+    """Return once the run is in the store (a worker has created it: `runs show` finds it
+    at once), or after DETACH_WAIT_SECONDS with a warning (it is started all the same)."""
+    from engine.store.errors import RunNotFound
+
+    deadline = time.monotonic() + DETACH_WAIT_SECONDS
+    while time.monotonic() < deadline:
+        try:
+            store.get_run(run_id)
+            return
+        except RunNotFound:
+            time.sleep(POLL_SECONDS)
+    _err.print(
+        f"toolfsm: warning: run {run_id} is started, but no worker has put it on record in "
+        f"{DETACH_WAIT_SECONDS:g} s: is `toolfsm worker` serving agent {escape(agent)} on "
+        "this task queue, with this store?",
+        soft_wrap=True,
+    )
 
 
 def follow(

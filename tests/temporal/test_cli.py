@@ -203,3 +203,20 @@ def test_a_cancelled_workflow_leaves_its_run_cancelled(
     approved = toolfsm(["runs", "approve", run_id, "--db", db], env=dict(os.environ), cwd=tmp_path)
     assert approved.returncode == 2
     assert f"run {run_id} is cancelled, not waiting for a decision" in approved.stderr
+
+
+def test_detach_warns_when_no_worker_takes_the_run(
+    temporal_address: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from engine.cli import temporal as cli_temporal
+
+    monkeypatch.setattr(cli_temporal, "DETACH_WAIT_SECONDS", 0.5)
+    file = _support(tmp_path)
+    args = ["run", str(file), "--engine", "temporal", "--address", temporal_address]
+    args += ["--task-queue", f"nobody-{uuid.uuid4().hex[:8]}", "--detach"]
+    started = toolfsm(
+        [*args, "--db", f"sqlite:///{tmp_path / 'r.db'}"], env=dict(os.environ), cwd=tmp_path
+    )
+    assert started.returncode == 0
+    assert re.fullmatch(r"[0-9a-f]{32}", started.stdout.strip())
+    assert "no worker has put it on record in 0.5 s" in started.stderr
