@@ -55,9 +55,7 @@ class StoreUnavailable(StoreError):
     """
 
     def __init__(self, url: str, reason: str, hint: str) -> None:
-        self.url = url
-        self.reason = reason
-        self.hint = hint
+        self.url, self.reason, self.hint = url, reason, hint
         super().__init__(f"run store unavailable at {url}: {reason}\nhint: {hint}")
 
 
@@ -66,16 +64,14 @@ class RunNotFound(StoreError, LookupError):
 
     def __init__(self, run_id: str, *, prefix: bool = False) -> None:
         self.run_id = run_id
-        what = "whose id starts with" if prefix else "with id"
-        super().__init__(f"no run {what} {run_id!r}")
+        super().__init__(f"no run {'whose id starts with' if prefix else 'with id'} {run_id!r}")
 
 
 class AmbiguousRunId(StoreError, LookupError):
     """An id prefix matches more than one run; `candidates` lists some of them."""
 
     def __init__(self, prefix: str, candidates: Sequence[str], *, more: bool) -> None:
-        self.prefix = prefix
-        self.candidates = tuple(candidates)
+        self.prefix, self.candidates = prefix, tuple(candidates)
         listed = ", ".join(self.candidates) + (", ..." if more else "")
         super().__init__(
             f"run id prefix {prefix!r} matches several runs ({listed}); type more characters"
@@ -94,8 +90,7 @@ class CallNotFound(StoreError, LookupError):
     """The run has no tool call with this id."""
 
     def __init__(self, run_id: str, call_id: str) -> None:
-        self.run_id = run_id
-        self.call_id = call_id
+        self.run_id, self.call_id = run_id, call_id
         super().__init__(f"run {run_id} has no tool call with id {call_id!r}")
 
 
@@ -113,10 +108,12 @@ class CallStateConflict(StoreConflict):
     def __init__(
         self, run_id: str, call_id: str, current: str, requested: str, allowed: Sequence[str]
     ) -> None:
-        self.run_id = run_id
-        self.call_id = call_id
-        self.current = current
-        self.requested = requested
+        self.run_id, self.call_id, self.current, self.requested = (
+            run_id,
+            call_id,
+            current,
+            requested,
+        )
         options = ", ".join(allowed) if allowed else "nothing (its result is recorded)"
         super().__init__(
             f"tool call {call_id!r} of run {run_id} is {current!r} and cannot become "
@@ -128,18 +125,9 @@ class RunStateConflict(StoreConflict):
     """The run is not in the status the caller expected (another writer got there first)."""
 
     def __init__(self, run_id: str, current: str, expected: Sequence[str]) -> None:
-        self.run_id = run_id
-        self.current = current
-        self.expected = tuple(expected)
-        super().__init__(
-            f"run {run_id} is {current!r}, expected {' or '.join(map(repr, self.expected))}"
-        )
-
-
-def _ago(then: datetime | None, now: datetime) -> str:
-    if then is None:
-        return "at an unknown time"
-    return f"{max(0.0, (now - then).total_seconds()):.0f} s ago"
+        self.run_id, self.current, self.expected = run_id, current, tuple(expected)
+        wanted = " or ".join(map(repr, self.expected))
+        super().__init__(f"run {run_id} is {current!r}, expected {wanted}")
 
 
 class RunClaimed(StoreConflict):
@@ -157,20 +145,19 @@ class RunClaimed(StoreConflict):
         expires_at: datetime | None,
         now: datetime,
     ) -> None:
-        self.run_id = run_id
-        self.owner = owner
-        self.renewed_at = renewed_at
-        self.expires_at = expires_at
-        lapses = (
-            f"lapses in {max(0.0, (expires_at - now).total_seconds()):.0f} s"
-            if expires_at is not None
-            else "never lapses"
-        )
+        self.run_id, self.owner = run_id, owner
+        self.renewed_at, self.expires_at = renewed_at, expires_at
+        renewed = "at an unknown time" if renewed_at is None else f"{_seconds(now, renewed_at)} ago"
+        lapses = "never lapses" if expires_at is None else f"lapses in {_seconds(expires_at, now)}"
         super().__init__(
             f"run {run_id} is being run by another process ({owner}, lease renewed "
-            f"{_ago(renewed_at, now)}, {lapses}); wait for it to stop, or if that process "
+            f"{renewed}, {lapses}); wait for it to stop, or if that process "
             "is gone, run the command again once the lease has lapsed"
         )
+
+
+def _seconds(later: datetime, earlier: datetime) -> str:
+    return f"{max(0.0, (later - earlier).total_seconds()):.0f} s"
 
 
 class LeaseLost(StoreConflict):
@@ -178,9 +165,7 @@ class LeaseLost(StoreConflict):
     took the run over, or the run was released); nothing of the write was stored."""
 
     def __init__(self, run_id: str, owner: str, holder: str | None) -> None:
-        self.run_id = run_id
-        self.owner = owner
-        self.holder = holder
+        self.run_id, self.owner, self.holder = run_id, owner, holder
         now_held = f"now held by {holder}" if holder else "now released"
         super().__init__(
             f"run {run_id}: this process ({owner}) no longer holds the run's lease "
