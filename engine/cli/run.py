@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import sys
+from collections.abc import Sequence
 from contextlib import suppress
 from enum import StrEnum
 from pathlib import Path
@@ -96,7 +97,7 @@ def _short(value: Any, limit: int = 160) -> str:
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
-def _next_steps(run_id: str, status: RunStatus, pending: list[Any]) -> list[str]:
+def _next_steps(run_id: str, status: RunStatus, pending: Sequence[Any]) -> list[str]:
     """The commands a user wants next for a run in `status` whose unsettled calls are
     `pending`; each one works in that state (an approval already recorded is continued by
     `resume`, and a decision is asked for only while a side-effect call is cut off)."""
@@ -132,14 +133,14 @@ def _store_next_steps(store: Any, run_id: str) -> list[str]:
 
     status = store.get_run(run_id).status
     if status is not RunStatus.AWAITING_AGENTS:
-        return _next_steps(run_id, status, store.pending_calls(run_id))
+        return _next_steps(run_id, status, store.load_run(run_id).pending_calls)
     lines = []
     for callee in _paused_callees(store, run_id):
         lines.append(
             f"waiting: callee run {callee.id[:12]} (agent {callee.agent_name}) is "
             f"{callee.status}; once it goes on, this run does too"
         )
-        lines += _next_steps(callee.id, callee.status, store.pending_calls(callee.id))
+        lines += _next_steps(callee.id, callee.status, store.load_run(callee.id).pending_calls)
     return lines
 
 

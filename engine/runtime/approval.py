@@ -53,14 +53,15 @@ DENIAL_PREFIX = "Denied by a human reviewer; the call was not executed. Reason: 
 
 def awaiting_calls(store: Store, run_id: str) -> list[ToolCallRecord]:
     """The run's calls that wait for approval, in the order the model made them."""
-    return [c for c in store.pending_calls(run_id) if c.status is CallStatus.AWAITING_APPROVAL]
+    pending = store.load_run(run_id).pending_calls
+    return [c for c in pending if c.status is CallStatus.AWAITING_APPROVAL]
 
 
 def _pick(store: Store, run_id: str, call_id: str | None) -> ToolCallRecord:
     run = store.get_run(run_id)
     if run.status is not RunStatus.AWAITING_APPROVAL:
         raise ResumeError(f"run {run.id} is {run.status}, not awaiting approval")
-    pending = store.pending_calls(run.id)
+    pending = store.load_run(run.id).pending_calls
     waiting = [c for c in pending if c.status is CallStatus.AWAITING_APPROVAL]
     if call_id is not None:
         chosen = [c for c in waiting if c.call_id == call_id]

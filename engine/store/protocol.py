@@ -17,7 +17,7 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 from engine.store.errors import RunNotFound, StoreError
-from engine.store.records import AgentRecord, RunRecord, RunSnapshot, ToolCallRecord
+from engine.store.records import AgentRecord, RunRecord, RunSnapshot
 from engine.store.status import StatusFilter
 
 if TYPE_CHECKING:
@@ -118,10 +118,6 @@ class Store(Protocol):
         """The run with its agent, steps, calls and messages, folded from one snapshot."""
         ...
 
-    def pending_calls(self, run_id: str) -> list[ToolCallRecord]:
-        """The run's calls with no recorded result, in the order the model made them."""
-        ...
-
 
 class NullStore:
     """A store that keeps nothing: a run without a store appends here, and reads find no
@@ -181,7 +177,4 @@ class NullStore:
         return []
 
     def load_run(self, run_id: str) -> RunSnapshot:
-        raise RunNotFound(run_id)
-
-    def pending_calls(self, run_id: str) -> list[ToolCallRecord]:
         raise RunNotFound(run_id)

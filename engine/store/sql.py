@@ -82,7 +82,7 @@ from engine.store.fold import Fold, check_decision, fold
 from engine.store.ids import RUN_ID, owner_is_gone, rules_hash
 from engine.store.migrate import upgrade
 from engine.store.protocol import LEASE_SECONDS, Append
-from engine.store.records import AgentRecord, RunRecord, RunSnapshot, ToolCallRecord
+from engine.store.records import AgentRecord, RunRecord, RunSnapshot
 from engine.store.status import RunStatus, StatusFilter
 from engine.store.tables import METADATA, AgentRow, RunRow
 
@@ -336,10 +336,6 @@ class SqlStore:
         folded = fold(run_id, (_stored(seq, at, body) for seq, at, body in events))
         run = self._run_record(values)
         return folded.snapshot(run, self.get_agent(run.agent_id))
-
-    def pending_calls(self, run_id: str) -> list[ToolCallRecord]:
-        """Return the run's calls with no recorded result, in the order the model made them."""
-        return list(self.load_run(run_id).pending_calls)
 
     # --- writes ---------------------------------------------------------------------------
 

@@ -30,7 +30,7 @@ def paused(tmp_path: Path) -> tuple[Path, str]:
 
 def _waiting(workdir: Path, run_id: str) -> list[tuple[str, str]]:
     with open_store(env_for(workdir)["TOOLFSM_DB"]) as store:
-        return [(c.tool, c.status) for c in store.pending_calls(run_id)]
+        return [(c.tool, c.status) for c in store.load_run(run_id).pending_calls]
 
 
 @pytest.mark.parametrize("verb", ["approve", "deny"])

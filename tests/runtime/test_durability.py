@@ -159,7 +159,7 @@ def test_sigkill_then_resume_loses_nothing_and_repeats_no_side_effect(
     assert len(before) == committed_before
     with open_store(db) as store:
         assert store.get_run(run_id).status == "running"  # what a crash leaves behind
-        pending = store.pending_calls(run_id)
+        pending = store.load_run(run_id).pending_calls
         # A side-effect call is on record as started before it runs.
         assert [
             f"{c.tool}:{c.arguments.get('account') or c.arguments.get('charge_id') or ''}"
@@ -229,7 +229,7 @@ def test_approve_and_deny_across_process_restarts(workdir: Path) -> None:
     run_id, steps = _committed(db)
     assert len(steps) == 1
     with open_store(db) as store:
-        (waiting,) = store.pending_calls(run_id)
+        (waiting,) = store.load_run(run_id).pending_calls
         assert (waiting.tool, waiting.status, waiting.arguments) == (
             "approve_refund",
             "awaiting_approval",

@@ -249,7 +249,7 @@ def _attempt(
 def _decision(campaign: Campaign, tag: str, run_id: str) -> list[str]:
     """The flag the hint asks for, chosen as a human would: did the call take effect?"""
     with open_store(campaign.db) as store:
-        started = [c for c in store.pending_calls(run_id) if c.status == "started"]
+        started = [c for c in store.load_run(run_id).pending_calls if c.status == "started"]
     assert len(started) == 1, started
     call = started[0]
     took_effect = f"{call.tool}|{call.arguments['key']}" in _ledger(campaign, tag)

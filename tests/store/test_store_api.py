@@ -41,7 +41,6 @@ STORE_API = {
     "find_run",
     "list_runs",
     "load_run",
-    "pending_calls",
     "close",
 }
 

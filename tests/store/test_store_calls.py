@@ -14,7 +14,7 @@ from tests.store._journal import append, committed, done, new_run, opened, pause
 def test_a_call_started_then_finished(store: SqlStore) -> None:
     run_id = new_run(store)
     append(store, run_id, started(0, opened("c1", 0)))
-    (pending,) = store.pending_calls(run_id)
+    (pending,) = store.load_run(run_id).pending_calls
     assert (pending.status, pending.is_pending, pending.result) == ("started", True, None)
     assert (pending.tool, pending.arguments, pending.arguments_raw) == (
         "charge",
@@ -30,7 +30,7 @@ def test_a_call_started_then_finished(store: SqlStore) -> None:
         12,
     )
     assert call.finished_at is not None and call.finished_at >= call.started_at
-    assert store.pending_calls(run_id) == []
+    assert store.load_run(run_id).pending_calls == ()
 
 
 def test_an_error_result_and_new_arguments(store: SqlStore) -> None:
@@ -72,7 +72,7 @@ def test_approval_and_denial_are_decisions(store: SqlStore) -> None:
     run_id = new_run(store)
     append(store, run_id, started(0, opened("c1", 0, status="awaiting_approval")))
     append(store, run_id, started(0, opened("c2", 0, 1, status="awaiting_approval")), paused(0))
-    (first, second) = store.pending_calls(run_id)
+    (first, second) = store.load_run(run_id).pending_calls
     assert first.status == second.status == "awaiting_approval"
     append(store, run_id, Decided(call="c1", decision="approve", by="reviewer"))
     append(store, run_id, Decided(call="c2", decision="deny", reason="no", result="Denied: no"))
@@ -119,5 +119,5 @@ def test_pending_calls_keep_the_models_order(store: SqlStore) -> None:
     run_id = new_run(store)
     append(store, run_id, committed(0, opened("z", 0, 1), opened("a", 0, 0), done("a")))
     append(store, run_id, started(1, opened("m", 1, 0)))
-    assert [c.call_id for c in store.pending_calls(run_id)] == ["z", "m"]
+    assert [c.call_id for c in store.load_run(run_id).pending_calls] == ["z", "m"]
     assert [c.call_id for c in store.load_run(run_id).calls] == ["a", "z", "m"]

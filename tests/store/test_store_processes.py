@@ -57,7 +57,7 @@ def test_killed_process_leaves_only_committed_data(store_url: str) -> None:
         assert snapshot.run.steps_count == 1
         assert snapshot.run.position == {"state": "s1"}
         assert [m.content["text"] for m in snapshot.messages] == ["go", "ok"]
-        (pending,) = store.pending_calls(run_id)
+        (pending,) = store.load_run(run_id).pending_calls
         assert (pending.call_id, pending.status) == ("call_0", CallStatus.STARTED)
         # The store is fully usable after the crash: the half-written step 1 can be redone
         # (the dead writer's lease is taken over at once).

@@ -269,7 +269,7 @@ def test_generated_ids_have_short_unique_prefixes(store: SqlStore) -> None:
 
 
 def test_missing_runs(store: SqlStore) -> None:
-    for call in (store.get_run, store.load_run, store.pending_calls):
+    for call in (store.get_run, store.load_run):
         with pytest.raises(RunNotFound, match="no run with id 'ghost'"):
             call("ghost")
     with pytest.raises(LookupError):  # the not-found errors are also LookupErrors
