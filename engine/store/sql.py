@@ -18,8 +18,8 @@ from __future__ import annotations
 
 import os
 import threading
-from collections.abc import Iterator, Mapping, Sequence
-from contextlib import contextmanager, suppress
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager, nullcontext, suppress
 from datetime import UTC, datetime, timedelta
 from typing import Any, cast
 
@@ -82,7 +82,7 @@ from engine.store.fold import Fold, check_decision, fold
 from engine.store.ids import RUN_ID, owner_is_gone, rules_hash
 from engine.store.migrate import upgrade
 from engine.store.protocol import LEASE_SECONDS, Append
-from engine.store.records import AgentRecord, RunRecord, RunSnapshot
+from engine.store.records import AgentRecord, RunRecord, RunSnapshot, utcnow
 from engine.store.status import RunStatus, StatusFilter
 from engine.store.tables import METADATA, AgentRow, RunRow
 
@@ -185,30 +185,31 @@ class SqlStore:
             if record.name == name and record.rules_hash == digest:
                 return record
         path = None if rules_path is None else os.fspath(rules_path)
+        try:
+            record = self._insert_agent(name, rules_text, digest, path)
+        except StoreConflict:  # another process inserted the same agent at once: read its row
+            record = self._insert_agent(name, rules_text, digest, path)
+        self._agents[record.id] = record
+        return record
+
+    def _insert_agent(self, name: str, text: str, digest: str, path: str | None) -> AgentRecord:
+        """The agent's row, inserted unless it is there."""
         query = select(AgentRow).where(_AGENT.c.name == name, _AGENT.c.rules_hash == digest)
-        # Two processes may insert the same agent at once; the loser finds the winner's row.
-        for attempt in range(2):
-            try:
-                with self._session("save agent", write=True) as session:
-                    row = session.scalars(query).first()
-                    if row is None:
-                        row = AgentRow(
-                            name=name,
-                            rules_text=rules_text,
-                            rules_hash=digest,
-                            rules_path=path,
-                            created_at=_now(),
-                        )
-                        session.add(row)
-                        session.flush()
-                    record = _agent_record(row)
-                    session.commit()
-                self._agents[record.id] = record
-                return record
-            except StoreConflict:
-                if attempt:
-                    raise
-        raise AssertionError("unreachable")  # pragma: no cover
+        with self._session("save agent", write=True) as session:
+            row = session.scalars(query).first()
+            if row is None:
+                row = AgentRow(
+                    name=name,
+                    rules_text=text,
+                    rules_hash=digest,
+                    rules_path=path,
+                    created_at=utcnow(),
+                )
+                session.add(row)
+                session.flush()
+            record = _agent_record(row)
+            session.commit()
+        return record
 
     def get_agent(self, agent_id: int) -> AgentRecord:
         """Return the agent with this id."""
@@ -233,10 +234,8 @@ class SqlStore:
         `RunClaimed`, naming the owner and the age of its lease."""
         _require_text("lease owner", owner)
         with self._session("claim run", write=True) as session:
-            row = session.get(RunRow, run_id, with_for_update=True)
-            if row is None:
-                raise RunNotFound(run_id)
-            now = _now()
+            row = _header(session, run_id, lock=True)
+            now = utcnow()
             holder = row.owner
             if holder is not None and holder != owner:
                 expires = _utc_or_none(row.lease_expires_at)
@@ -266,14 +265,8 @@ class SqlStore:
     def get_run(self, run_id: str) -> RunRecord:
         """Return the run with exactly this id (a running run's counters folded)."""
         with self._session("get run") as session:
-            row = session.get(RunRow, run_id)
-            if row is None:
-                raise RunNotFound(run_id)
-            values = _row_values(row)
-        record = self._run_record(values)
-        if record.status is RunStatus.RUNNING:
-            return self.load_run(run_id).run
-        return record
+            values = _row_values(_header(session, run_id))
+        return self._folded(self._run_record(values))
 
     def find_run(self, prefix: str) -> RunRecord:
         """Return the one run whose id starts with `prefix` (case-insensitive), for the CLI."""
@@ -318,24 +311,25 @@ class SqlStore:
         query = query.order_by(_RUN.c.created_at.desc(), _RUN.c.id.desc()).limit(limit)
         with self._session("list runs") as session:
             rows = [_row_values(row) for row in session.scalars(query).all()]
-        records = [self._run_record(values) for values in rows]
-        return [self.load_run(r.id).run if r.status is RunStatus.RUNNING else r for r in records]
+        return [self._folded(self._run_record(values)) for values in rows]
 
     def load_run(self, run_id: str) -> RunSnapshot:
         """Return the run with its agent, steps, calls and messages, from one snapshot."""
         with self._session("load run") as session:
-            row = session.get(RunRow, run_id)
-            if row is None:
-                raise RunNotFound(run_id)
-            values = _row_values(row)
-            events = session.execute(
-                select(_EVENT.c.seq, _EVENT.c.at, _EVENT.c.body)
-                .where(_EVENT.c.run_id == run_id)
-                .order_by(_EVENT.c.seq)
-            ).all()
-        folded = fold(run_id, (_stored(seq, at, body) for seq, at, body in events))
+            values = _row_values(_header(session, run_id))
+            events = session.execute(_events(_EVENT.c.run_id == run_id)).all()
         run = self._run_record(values)
-        return folded.snapshot(run, self.get_agent(run.agent_id))
+        return _fold(run_id, events).snapshot(run, self.get_agent(run.agent_id))
+
+    def _folded(self, run: RunRecord) -> RunRecord:
+        """A running run's record with its journal's counters (the header's lag behind)."""
+        return self.load_run(run.id).run if run.status is RunStatus.RUNNING else run
+
+    def _run_record(self, values: dict[str, Any]) -> RunRecord:
+        """The record of a header row's values (read outside the row's transaction: the
+        agent may need a read of its own)."""
+        agent = self.get_agent(values["agent_id"])
+        return RunRecord(agent_name=agent.name, **values)
 
     # --- writes ---------------------------------------------------------------------------
 
@@ -343,11 +337,8 @@ class SqlStore:
         """Commit the appends in one transaction (see `Store.append`)."""
         if not appends:
             return []
-        try:
-            if self._sqlite:  # one writer at a time anyway: one connection for it
-                with self._write_lock:
-                    errors = self._transaction(appends)
-            else:
+        try:  # SQLite has one writer at a time anyway: one connection for it
+            with self._write_lock if self._sqlite else nullcontext():
                 errors = self._transaction(appends)
         except Exception as exc:
             translated = self._translated("append", exc)
@@ -391,7 +382,8 @@ class SqlStore:
         self, connection: Any, cursor: Any, appends: Sequence[Append]
     ) -> list[StoreError | _Missed | None]:
         """Apply the appends: all together first; if one fails, again, one savepoint each."""
-        now = _now()
+        now = utcnow()
+        failed = (_Missed, StoreError, self._sql.integrity_error)
         if self._sqlite:
             cursor.execute("BEGIN IMMEDIATE")  # take the write lock up front
         try:
@@ -399,10 +391,10 @@ class SqlStore:
                 for append in appends:
                     self._apply(cursor, append, now)
             return [None] * len(appends)
-        except (_Missed, StoreError, self._sql.integrity_error) as exc:
+        except failed as exc:
             if len(appends) == 1:
                 connection.rollback()
-                return [exc if isinstance(exc, _Missed | StoreError) else _conflict(exc)]
+                return [_failure(exc)]
         connection.rollback()
         if self._sqlite:
             cursor.execute("BEGIN IMMEDIATE")
@@ -412,9 +404,9 @@ class SqlStore:
             try:
                 self._apply(cursor, append, now)
                 errors.append(None)
-            except (_Missed, StoreError, self._sql.integrity_error) as exc:
+            except failed as exc:
                 cursor.execute("ROLLBACK TO SAVEPOINT toolfsm_append")
-                errors.append(exc if isinstance(exc, _Missed | StoreError) else _conflict(exc))
+                errors.append(_failure(exc))
             cursor.execute("RELEASE SAVEPOINT toolfsm_append")
         return errors
 
@@ -430,8 +422,8 @@ class SqlStore:
             return False
         if len({a.seq is None for a in appends}) != 1:
             return False
-        stmt, at = self._sql.append_event(appends[0]), now
-        rows = [stmt.bind(_event_values(a, 0, at)) for a in appends]
+        stmt = self._sql.append_event(appends[0])
+        rows = [stmt.bind(_event_values(a, 0, now)) for a in appends]
         cursor.executemany(stmt.sql, rows)
         if cursor.rowcount != len(rows):
             raise _Missed(appends[0], None)  # some lease is lost: find which, one by one
@@ -439,44 +431,46 @@ class SqlStore:
 
     def _apply(self, cursor: Any, append: Append, now: datetime) -> None:
         """One run's events, with their header changes, in the open transaction."""
-        sql, at = self._sql, now
+        sql = self._sql
         for index, event in enumerate(append.events):
-            kind = _kind(event)
-            if kind in _HEADER_KINDS:
+            if _kind(event) in _HEADER_KINDS:
                 model = _model(append.run_id, event)
-                self._header_event(cursor, append, index, model, now, at)
+                self._header_event(cursor, append, index, model, now)
             else:  # a step's event: the run's hot path, one statement
-                values = _event_values(append, index, at)
+                values = _event_values(append, index, now)
                 sql.run(cursor, sql.append_event(append), values, append, event)
         if append.lease_seconds is None and not append.release and append.events:
             return  # a step's append: its events were the fence
         fence = {"run_id": append.run_id, "owner": append.owner}
         if append.lease_seconds is not None and not _creates(append):
             expires = now + timedelta(seconds=append.lease_seconds)
-            sql.run(cursor, sql.renew, {**fence, "now": now, "expires": expires}, append, None)
+            lease = {**fence, "lease_renewed_at": now, "lease_expires_at": expires}
+            sql.run(cursor, sql.renew, lease, append, None)
         if append.release:
             sql.run(cursor, sql.release, fence, append, None)
         if not append.events and append.lease_seconds is None and not append.release:
             sql.run(cursor, sql.fence, fence, append, None)
 
     def _header_event(
-        self, cursor: Any, append: Append, index: int, event: Event, now: datetime, at: Any
+        self, cursor: Any, append: Append, index: int, event: Event, now: datetime
     ) -> None:
         """An event that also writes the run's header row (or, a decision, checks the call)."""
-        sql, fence = self._sql, {"run_id": append.run_id, "owner": append.owner, "now": now}
+        sql, fence = self._sql, {"run_id": append.run_id, "owner": append.owner}
         if isinstance(event, RunCreated):
             self._create(cursor, append, event, now)
         elif isinstance(event, Decided):
             check_decision(self._fold_in(cursor, append.run_id), event)
         stmt = sql.append_event(append) if event.kind == "paused" else sql.append_any(append)
-        sql.run(cursor, stmt, _event_values(append, index, at, event), append, event)
+        sql.run(cursor, stmt, _event_values(append, index, now, event), append, event)
         if isinstance(event, Paused | Stopped):
-            values = {**event.totals.model_dump(), "status": event.status.value, **fence}
+            values = {**fence, **event.totals.model_dump(), "status": event.status.value}
             values.update(stop_reason=event.stop_reason, error=getattr(event, "error", None))
-            values["done"] = now if isinstance(event, Stopped) else None
+            values.update(steps_count=values.pop("steps"), updated_at=now)
+            values["finished_at"] = now if isinstance(event, Stopped) else None
             sql.run(cursor, sql.stop_run, values, append, event)
         elif isinstance(event, Resumed):
-            sql.run(cursor, sql.resume_run, {**fence, "previous": event.previous}, append, event)
+            values = {**fence, **_RESUMED, "updated_at": now, "previous": event.previous}
+            sql.run(cursor, sql.resume_run, values, append, event)
 
     def _create(self, cursor: Any, append: Append, event: RunCreated, now: datetime) -> None:
         if not RUN_ID.fullmatch(append.run_id):
@@ -487,7 +481,7 @@ class SqlStore:
         _require_text("model", event.model)
         _require_text("lease owner", append.owner)
         seconds = append.lease_seconds or LEASE_SECONDS
-        values: dict[str, Any] = dict.fromkeys(_RUN_COLUMNS)
+        values: dict[str, Any] = dict.fromkeys(_RUN.columns.keys())
         values.update({name: getattr(event, name) for name in _CREATED_COLUMNS})
         values.update(
             id=append.run_id,
@@ -507,22 +501,11 @@ class SqlStore:
         except self._sql.integrity_error as exc:
             raise _Missed(append, event) from exc
 
-    def _create_conflict(self, run_id: str, event: RunCreated) -> StoreError:
-        self._agents.pop(event.agent_id, None)  # the cached agent row may be gone
-        try:
-            self.get_agent(event.agent_id)
-            with self._session("create run") as session:
-                if session.get(RunRow, run_id) is not None:
-                    return StoreConflict(f"a run with id {run_id!r} already exists")
-        except StoreError as exc:
-            return exc
-        return StoreConflict(f"cannot create run {run_id}: a constraint failed")
-
     def _fold_in(self, cursor: Any, run_id: str) -> Fold:
         """The run's journal folded, read in the write transaction (for a decision)."""
         stmt = self._sql.read_events
         cursor.execute(stmt.sql, stmt.bind({"run_id": run_id}))
-        return fold(run_id, (_stored(seq, at, body) for seq, at, body in cursor.fetchall()))
+        return _fold(run_id, cursor.fetchall())
 
     def _explain(self, missed: _Missed) -> StoreError:
         """Why a fenced statement matched no row: no run, the lease lost, another status."""
@@ -531,9 +514,7 @@ class SqlStore:
             return self._create_conflict(append.run_id, missed.event)
         try:
             with self._session("append") as session:
-                row = session.get(RunRow, append.run_id)
-                if row is None:
-                    return RunNotFound(append.run_id)
+                row = _header(session, append.run_id)
                 owner, status = row.owner, row.status
         except StoreError as exc:
             return exc
@@ -545,15 +526,32 @@ class SqlStore:
             return RunStateConflict(append.run_id, status, [RunStatus.RUNNING.value])
         return StoreConflict(f"run {append.run_id}: the append matched no row")
 
+    def _create_conflict(self, run_id: str, event: RunCreated) -> StoreError:
+        self._agents.pop(event.agent_id, None)  # the cached agent row may be gone
+        try:
+            self.get_agent(event.agent_id)
+            with self._session("create run") as session:
+                if session.get(RunRow, run_id) is not None:
+                    return StoreConflict(f"a run with id {run_id!r} already exists")
+        except StoreError as exc:
+            return exc
+        return StoreConflict(f"cannot create run {run_id}: a constraint failed")
+
     # --- sessions and error translation ---------------------------------------------------
 
     @contextmanager
     def _session(self, action: str, *, write: bool = False) -> Iterator[Session]:
         """One transaction: a writer's (committed by the caller) or a snapshot read."""
+        engine = self._writer if write else self._reader
+        with self._translating(action), Session(engine) as session:
+            yield session
+            session.rollback()  # a read ends its snapshot now; a write committed already
+
+    @contextmanager
+    def _translating(self, action: str) -> Iterator[None]:
+        """Raise what goes wrong inside as the StoreError `_translated` makes of it."""
         try:
-            with Session(self._writer if write else self._reader) as session:
-                yield session
-                session.rollback()  # a read ends its snapshot now; a write committed already
+            yield
         except Exception as exc:
             translated = self._translated(action, exc)
             if translated is exc:
@@ -580,42 +578,38 @@ class SqlStore:
             return StoreError(f"cannot {action}: {exc}")
         return exc
 
-    def _run_record(self, values: dict[str, Any]) -> RunRecord:
-        """The record of a header row's values (read outside the row's transaction: the
-        agent may need a read of its own)."""
-        agent = self.get_agent(values["agent_id"])
-        return RunRecord(agent_name=agent.name, **values)
-
 
 # --- statements -------------------------------------------------------------------------
 
 _HEADER_KINDS = frozenset({"run_created", "paused", "stopped", "resumed", "decided"})
 _STEP_KINDS = frozenset({"calls_started", "step_committed", "paused"})
-_RUN_COLUMNS = tuple(column.name for column in _RUN.columns)
 _TIME_COLUMNS = tuple(column.name for column in _RUN.columns if column.type.python_type is datetime)
 # The header columns a `run_created` event supplies (the others start empty or are the
 # store's: id, status, counters, times, lease).
 _CREATED_COLUMNS = tuple(name for name in RunCreated.model_fields if name in _RUN.columns)
+# What a pause or a stop writes to the header (its totals with it), and what a resume resets.
+_TOTALS = ("steps_count", "input_tokens", "output_tokens", "position")
+_STOPPED = ("status", "stop_reason", "error", "updated_at", "finished_at", *_TOTALS)
+_RESUMED = dict(status=RunStatus.RUNNING.value, stop_reason=None, error=None, finished_at=None)
 
 
 class _Statement:
-    """One statement compiled for a dialect, bound by name through the columns' types."""
+    """One statement compiled for a dialect, bound by name through the columns' types (an
+    UPDATE sets `columns`, each from the parameter of its name)."""
 
-    def __init__(self, engine: Engine, clause: ClauseElement) -> None:
-        compiled = cast(SQLCompiler, clause.compile(dialect=engine.dialect))
-        self.sql = str(compiled)
-        names = compiled.positiontup if compiled.positional else list(compiled.binds)
-        self.names = tuple(names or ())
-        self.positional = compiled.positional
-        binds = compiled.binds
+    def __init__(self, engine: Engine, clause: ClauseElement, columns: Sequence[str] = ()) -> None:
         dialect = engine.dialect  # each type's implementation for the dialect converts
-        self.processors = {
-            name: bind.type.dialect_impl(dialect).bind_processor(dialect)
-            for name, bind in binds.items()
-        }
+        compiled = cast(SQLCompiler, clause.compile(dialect=dialect, column_keys=columns or None))
+        self.sql = str(compiled)
+        self.positional = compiled.positional
+        self.names = tuple((compiled.positiontup if self.positional else compiled.binds) or ())
+        binds = compiled.binds
         # The statement's own values (a literal in the construct): used unless given.
         self.constants = {name: bind.value for name, bind in binds.items() if not bind.required}
-        self._plan = [(name, self.processors[name]) for name in self.names]
+        self._plan = [
+            (name, binds[name].type.dialect_impl(dialect).bind_processor(dialect))
+            for name in self.names
+        ]
 
     def bind(self, values: Mapping[str, Any]) -> Any:
         """The DB-API parameters for `values` (a name absent from them and from the
@@ -625,6 +619,11 @@ class _Statement:
             value = values[name] if name in values else constants[name]
             out.append(value if process is None or value is None else process(value))
         return tuple(out) if self.positional else dict(zip(self.names, out, strict=True))
+
+
+def _events(where: Any) -> Any:
+    """The journal's rows that `where` selects, in order."""
+    return select(_EVENT.c.seq, _EVENT.c.at, _EVENT.c.body).where(where).order_by(_EVENT.c.seq)
 
 
 def _append(engine: Engine, where: Any, *, numbered: bool) -> _Statement:
@@ -657,55 +656,29 @@ def _append(engine: Engine, where: Any, *, numbered: bool) -> _Statement:
 
 
 class _Statements:
-    """The write path's statements for one engine."""
+    """The write path's statements for one engine. A header update sets the columns it
+    names from parameters of the same names, bound as those columns' types."""
 
     def __init__(self, engine: Engine) -> None:
-        dialect = engine.dialect
-        self.dbapi_error: type[Exception] = dialect.dbapi.Error  # type: ignore[union-attr]
-        self.integrity_error: type[Exception] = dialect.dbapi.IntegrityError  # type: ignore[union-attr]
+        dbapi = engine.dialect.dbapi
+        self.dbapi_error: type[Exception] = dbapi.Error  # type: ignore[union-attr]
+        self.integrity_error: type[Exception] = dbapi.IntegrityError  # type: ignore[union-attr]
         run_id, owner = bindparam("run_id", type_=String), bindparam("owner", type_=String)
         mine = (_RUN.c.id == run_id) & (_RUN.c.owner == owner)
+
+        def header(*columns: str, where: Any = mine) -> _Statement:
+            return _Statement(engine, update(_RUN).where(where), columns)
+
         self.insert_run = _Statement(engine, insert(_RUN))
         running = _RUN.c.status == RunStatus.RUNNING.value
         # A step's events only while the run runs; a decision, a resume or a stop in any
         # status. Each numbered by the writer (`Append.seq`) or by the store.
         self._append_event = {n: _append(engine, mine & running, numbered=n) for n in (False, True)}
         self._append_any = {n: _append(engine, mine, numbered=n) for n in (False, True)}
-        now = bindparam("now", type_=_RUN.c.updated_at.type)
-        self.stop_run = _Statement(
-            engine,
-            update(_RUN)
-            .where(mine)
-            .values(
-                {
-                    name: bindparam(name, type_=_RUN.c[name].type)
-                    for name in ("status", "stop_reason", "error", "position")
-                }
-                | {
-                    "steps_count": bindparam("steps", type_=_RUN.c.steps_count.type),
-                    "input_tokens": bindparam("input_tokens", type_=_RUN.c.input_tokens.type),
-                    "output_tokens": bindparam("output_tokens", type_=_RUN.c.output_tokens.type),
-                    "updated_at": now,
-                    "finished_at": bindparam("done", type_=_RUN.c.finished_at.type),
-                }
-            ),
-        )
-        self.resume_run = _Statement(
-            engine,
-            update(_RUN)
-            .where(mine & (_RUN.c.status == bindparam("previous", type_=String)))
-            .values(
-                status=RunStatus.RUNNING.value,
-                stop_reason=null(),
-                error=null(),
-                finished_at=null(),
-                updated_at=now,
-            ),
-        )
-        expires = bindparam("expires", type_=_RUN.c.lease_expires_at.type)
-        self.renew = _Statement(
-            engine, update(_RUN).where(mine).values(lease_renewed_at=now, lease_expires_at=expires)
-        )
+        self.stop_run = header(*_STOPPED)
+        previous = _RUN.c.status == bindparam("previous", type_=String)
+        self.resume_run = header(*_RESUMED, "updated_at", where=mine & previous)
+        self.renew = header("lease_renewed_at", "lease_expires_at")
         self.release = _Statement(
             engine,
             update(_RUN)
@@ -713,12 +686,7 @@ class _Statements:
             .values(owner=null(), lease_renewed_at=null(), lease_expires_at=null()),
         )
         self.fence = _Statement(engine, select(_RUN.c.id).where(mine))
-        self.read_events = _Statement(
-            engine,
-            select(_EVENT.c.seq, _EVENT.c.at, _EVENT.c.body)
-            .where(_EVENT.c.run_id == run_id)
-            .order_by(_EVENT.c.seq),
-        )
+        self.read_events = _Statement(engine, _events(_EVENT.c.run_id == run_id))
 
     def append_event(self, append: Append) -> _Statement:
         """The statement that appends a step's event of `append` (while the run runs)."""
@@ -745,11 +713,24 @@ class _Statements:
             raise _Missed(append, event)
 
 
+def _header(session: Session, run_id: str, *, lock: bool = False) -> RunRow:
+    """The run's header row (`lock`: FOR UPDATE)."""
+    row = session.get(RunRow, run_id, with_for_update=lock)
+    if row is None:
+        raise RunNotFound(run_id)
+    return row
+
+
 def _row_values(row: RunRow) -> dict[str, Any]:
-    values = {name: getattr(row, name) for name in _RUN_COLUMNS}
+    values = row.model_dump()
     for name in _TIME_COLUMNS:
         values[name] = _utc_or_none(values[name])
     return values
+
+
+def _fold(run_id: str, rows: Iterable[Any]) -> Fold:
+    """The run's journal rows (seq, at, body), folded."""
+    return fold(run_id, (_stored(seq, at, body) for seq, at, body in rows))
 
 
 def _creates(append: Append) -> bool:
@@ -810,10 +791,6 @@ def _stored(seq: int, at: Any, body: str) -> StoredEvent:
 # --- helpers ----------------------------------------------------------------------------
 
 
-def _now() -> datetime:
-    return datetime.now(UTC)
-
-
 def _require_text(what: str, value: str) -> None:
     if not isinstance(value, str) or not value.strip():
         raise InvalidValue(f"{what} must be a non-empty string, got {value!r}")
@@ -847,18 +824,13 @@ def _utc_or_none(value: datetime | None) -> datetime | None:
 
 
 def _agent_record(row: AgentRow) -> AgentRecord:
-    assert row.id is not None  # flushed rows always have their id
-    return AgentRecord(
-        id=row.id,
-        name=row.name,
-        rules_text=row.rules_text,
-        rules_hash=row.rules_hash,
-        rules_path=row.rules_path,
-        created_at=_utc(row.created_at),
-    )
+    return AgentRecord.model_validate(row.model_dump() | {"created_at": _utc(row.created_at)})
 
 
-def _conflict(exc: BaseException) -> StoreConflict:
+def _failure(exc: BaseException) -> StoreError | _Missed:
+    """What an append that raised `exc` reports (a driver's constraint error: a conflict)."""
+    if isinstance(exc, _Missed | StoreError):
+        return exc
     return StoreConflict(f"cannot append: {' '.join(str(exc).split())}")
 
 
