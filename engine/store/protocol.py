@@ -13,11 +13,10 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
-from engine.store.errors import RunNotFound, StoreError
-from engine.store.records import AgentRecord, RunRecord, RunSnapshot
+from engine.store.errors import AgentNotFound, RunNotFound, StoreError
+from engine.store.records import AgentRecord, RunRecord, RunSnapshot, utcnow
 from engine.store.status import StatusFilter
 
 if TYPE_CHECKING:
@@ -140,12 +139,10 @@ class NullStore:
             rules_text=rules_text,
             rules_hash=rules_hash(rules_text),
             rules_path=path,
-            created_at=datetime.now(UTC),
+            created_at=utcnow(),
         )
 
     def get_agent(self, agent_id: int) -> AgentRecord:
-        from engine.store.errors import AgentNotFound
-
         raise AgentNotFound(agent_id)
 
     def append(self, appends: Sequence[Append]) -> list[StoreError | None]:
@@ -166,15 +163,8 @@ class NullStore:
     def find_run(self, prefix: str) -> RunRecord:
         raise RunNotFound(prefix, prefix=True)
 
-    def list_runs(
-        self,
-        *,
-        status: StatusFilter = None,
-        agent: str | None = None,
-        limit: int = 50,
-        parent: str | None = None,
-    ) -> list[RunRecord]:
-        return []
+    def list_runs(self, **filters: Any) -> list[RunRecord]:
+        return []  # whatever the filters
 
     def load_run(self, run_id: str) -> RunSnapshot:
         raise RunNotFound(run_id)
