@@ -52,6 +52,10 @@ _DECIDABLE = {
         {CallStatus.STARTED, CallStatus.APPROVED, CallStatus.AWAITING_APPROVAL}
     ),
 }
+# A call's record takes the fields its entries name alike; those of its result only from the
+# entry that records it (`done`).
+_RESULT = {"result", "is_error", "duration_ms"}
+_NAMED_ALIKE = set(CallEntry.model_fields) & set(ToolCallRecord.model_fields) - _RESULT
 
 
 @dataclass
@@ -118,32 +122,20 @@ class Fold:
     def _calls(self, entries: Sequence[CallEntry], at: datetime) -> None:
         for entry in entries:
             call = self.calls.get(entry.id)
-            if call is None:
-                call = self.calls[entry.id] = {
+            if call is None:  # its first entry: the fields named alike, and these
+                call = self.calls[entry.id] = entry.model_dump(include=_NAMED_ALIKE) | {
                     "call_id": entry.id,
                     "step_seq": entry.step or 0,
                     "batch_index": entry.index or 0,
                     "tool": entry.tool or "",
                     "arguments_raw": entry.arguments_raw or "",
-                    "arguments": entry.arguments,
-                    "result": None,
-                    "is_error": False,
-                    "violation": entry.violation,
-                    "side_effects": entry.side_effects,
                     "started_at": at,
-                    "finished_at": None,
-                    "duration_ms": None,
                 }
             elif entry.arguments is not None:
                 call["arguments"] = entry.arguments
             call["status"] = entry.status
             if entry.done:
-                call.update(
-                    result=entry.result,
-                    is_error=entry.is_error,
-                    duration_ms=entry.duration_ms,
-                    finished_at=at,
-                )
+                call.update(entry.model_dump(include=_RESULT), finished_at=at)
 
     def _decide(self, event: Decided, at: datetime) -> None:
         done = event.decision == "deny" or event.decision == "mark_failed"

@@ -113,13 +113,13 @@ class ToolCallRecord(_Record):
     arguments_raw: str
     arguments: JsonValue
     status: CallStatus
-    result: JsonValue
-    is_error: bool
+    result: JsonValue = None
+    is_error: bool = False
     violation: str | None
     side_effects: bool
     started_at: datetime
-    finished_at: datetime | None
-    duration_ms: int | None
+    finished_at: datetime | None = None
+    duration_ms: int | None = None
 
     @property
     def is_pending(self) -> bool:
