@@ -29,9 +29,7 @@ from pydantic_core import PydanticSerializationError
 from sqlalchemy import (
     ClauseElement,
     Engine,
-    Integer,
     String,
-    Text,
     bindparam,
     func,
     insert,
@@ -266,7 +264,7 @@ class SqlStore:
         """Return the run with exactly this id (a running run's counters folded)."""
         with self._session("get run") as session:
             values = _row_values(_header(session, run_id))
-        return self._folded(self._run_record(values))
+        return self._current(self._run_record(values))
 
     def find_run(self, prefix: str) -> RunRecord:
         """Return the one run whose id starts with `prefix` (case-insensitive), for the CLI."""
@@ -311,7 +309,7 @@ class SqlStore:
         query = query.order_by(_RUN.c.created_at.desc(), _RUN.c.id.desc()).limit(limit)
         with self._session("list runs") as session:
             rows = [_row_values(row) for row in session.scalars(query).all()]
-        return [self._folded(self._run_record(values)) for values in rows]
+        return [self._current(self._run_record(values)) for values in rows]
 
     def load_run(self, run_id: str) -> RunSnapshot:
         """Return the run with its agent, steps, calls and messages, from one snapshot."""
@@ -319,9 +317,9 @@ class SqlStore:
             values = _row_values(_header(session, run_id))
             events = session.execute(_events(_EVENT.c.run_id == run_id)).all()
         run = self._run_record(values)
-        return _fold(run_id, events).snapshot(run, self.get_agent(run.agent_id))
+        return _fold_rows(run_id, events).snapshot(run, self.get_agent(run.agent_id))
 
-    def _folded(self, run: RunRecord) -> RunRecord:
+    def _current(self, run: RunRecord) -> RunRecord:
         """A running run's record with its journal's counters (the header's lag behind)."""
         return self.load_run(run.id).run if run.status is RunStatus.RUNNING else run
 
@@ -505,7 +503,7 @@ class SqlStore:
         """The run's journal folded, read in the write transaction (for a decision)."""
         stmt = self._sql.read_events
         cursor.execute(stmt.sql, stmt.bind({"run_id": run_id}))
-        return _fold(run_id, cursor.fetchall())
+        return _fold_rows(run_id, cursor.fetchall())
 
     def _explain(self, missed: _Missed) -> StoreError:
         """Why a fenced statement matched no row: no run, the lease lost, another status."""
@@ -631,7 +629,7 @@ def _append(engine: Engine, where: Any, *, numbered: bool) -> _Statement:
     `seq` (`numbered`) or after the run's last one, or nothing when `where` does not hold
     (the lease is not held)."""
     if numbered:
-        seq: Any = bindparam("seq", type_=Integer)
+        seq: Any = bindparam("seq", type_=_EVENT.c.seq.type)
     else:
         prior = _EVENT.alias("prior")
         last = (
@@ -642,17 +640,11 @@ def _append(engine: Engine, where: Any, *, numbered: bool) -> _Statement:
             .scalar_subquery()
         )
         seq = func.coalesce(last, literal_column("-1")) + literal_column("1")
-    source = select(
-        _RUN.c.id,
-        seq,
-        bindparam("kind", type_=String),
-        bindparam("at", type_=_EVENT.c.at.type),
-        bindparam("body", type_=Text),
-    ).where(where)
+    given = [bindparam(name, type_=_EVENT.c[name].type) for name in ("kind", "at", "body")]
+    source = select(_RUN.c.id, seq, *given).where(where)
     if engine.dialect.name == "postgresql":  # a claim waits for this append's commit
         source = source.with_for_update(read=True, of=_RUN)
-    columns = ["run_id", "seq", "kind", "at", "body"]
-    return _Statement(engine, insert(_EVENT).from_select(columns, source))
+    return _Statement(engine, insert(_EVENT).from_select(list(_EVENT.columns.keys()), source))
 
 
 class _Statements:
@@ -728,7 +720,7 @@ def _row_values(row: RunRow) -> dict[str, Any]:
     return values
 
 
-def _fold(run_id: str, rows: Iterable[Any]) -> Fold:
+def _fold_rows(run_id: str, rows: Iterable[Any]) -> Fold:
     """The run's journal rows (seq, at, body), folded."""
     return fold(run_id, (_stored(seq, at, body) for seq, at, body in rows))
 
