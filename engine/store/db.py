@@ -119,9 +119,14 @@ def make_engine(url: str) -> Engine:
     try:
         if parsed.get_backend_name() == "sqlite":
             return _sqlite_engine(parsed)
-        if parsed.get_backend_name() == "postgresql":
-            return _postgres_engine(parsed)
-        return create_engine(parsed, json_serializer=json_dumps, pool_pre_ping=True)
+        connect_args: dict[str, Any] = {}
+        if parsed.get_backend_name() == "postgresql" and "connect_timeout" not in parsed.query:
+            # libpq waits forever on an unreachable host by default; fail with a clear error.
+            connect_args["connect_timeout"] = PG_CONNECT_TIMEOUT_S
+        # pre_ping: a server restart must not surface as an error on the next store call.
+        return create_engine(
+            parsed, json_serializer=json_dumps, pool_pre_ping=True, connect_args=connect_args
+        )
     except (NoSuchModuleError, ImportError) as exc:
         raise StoreUnavailable(
             redact_url(url),
@@ -200,14 +205,3 @@ def _enable_wal(cursor: Any) -> None:
                 raise
             time.sleep(delay)
             delay = min(delay * 2, 0.1)
-
-
-def _postgres_engine(url: URL) -> Engine:
-    connect_args: dict[str, Any] = {}
-    if "connect_timeout" not in url.query:
-        # libpq waits forever on an unreachable host by default; fail with a clear error.
-        connect_args["connect_timeout"] = PG_CONNECT_TIMEOUT_S
-    # pre_ping: a server restart must not surface as an error on the next store call.
-    return create_engine(
-        url, json_serializer=json_dumps, pool_pre_ping=True, connect_args=connect_args
-    )

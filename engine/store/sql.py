@@ -112,7 +112,7 @@ def open_store(url: str | None = None) -> SqlStore:
 
 
 class _Missed(Exception):
-    """Internal: a fenced statement matched no row; the store reads why (`_diagnose`)."""
+    """Internal: a fenced statement matched no row; the store reads why (`_explain`)."""
 
     def __init__(self, append: Append, event: Event | dict[str, Any] | None) -> None:
         super().__init__(append.run_id)
@@ -352,12 +352,11 @@ class SqlStore:
 
     def _transaction(self, appends: Sequence[Append]) -> list[StoreError | _Missed | None]:
         # SQLite file: one connection (and cursor) kept for every append, not a pool checkout.
-        kept = self._connection if self._keep else None
-        if kept is None:
+        if self._connection is None:
             connection = self._engine.raw_connection()
             cursor = connection.cursor()
         else:
-            connection, cursor = kept
+            connection, cursor = self._connection
         keep = self._keep
         try:
             errors = self._attempt(connection, cursor, appends)
