@@ -539,16 +539,10 @@ class SqlStore:
     @contextmanager
     def _session(self, action: str, *, write: bool = False) -> Iterator[Session]:
         """One transaction: a writer's (committed by the caller) or a snapshot read."""
-        engine = self._writer if write else self._reader
-        with self._translating(action), Session(engine) as session:
-            yield session
-            session.rollback()  # a read ends its snapshot now; a write committed already
-
-    @contextmanager
-    def _translating(self, action: str) -> Iterator[None]:
-        """Raise what goes wrong inside as the StoreError `_translated` makes of it."""
         try:
-            yield
+            with Session(self._writer if write else self._reader) as session:
+                yield session
+                session.rollback()  # a read ends its snapshot now; a write committed already
         except Exception as exc:
             translated = self._translated(action, exc)
             if translated is exc:
