@@ -56,6 +56,8 @@ _DECIDABLE = {
 # entry that records it (`done`).
 _RESULT = {"result", "is_error", "duration_ms"}
 _NAMED_ALIKE = set(CallEntry.model_fields) & set(ToolCallRecord.model_fields) - _RESULT
+# A decision's record: the fields its event names alike (decision, reviewer, reason, ...).
+_DECISION_ALIKE = set(Decided.model_fields) & set(DecisionRecord.model_fields)
 
 
 @dataclass
@@ -148,17 +150,11 @@ class Fold:
             arguments=event.arguments,  # an approval with edits: what the call runs with
         )
         self._calls([entry], at)
-        self.decisions.append(
-            DecisionRecord(
-                call_id=event.call,
-                decision=event.decision,
-                reviewer=event.reviewer,
-                decided_at=at,
-                reason=event.reason,
-                arguments_before=event.arguments_before,
-                arguments_after=event.arguments,
-            )
+        named_alike = event.model_dump(include=_DECISION_ALIKE)
+        record = DecisionRecord(
+            call_id=event.call, decided_at=at, arguments_after=event.arguments, **named_alike
         )
+        self.decisions.append(record)
 
     def call(self, call_id: str) -> ToolCallRecord | None:
         values = self.calls.get(call_id)

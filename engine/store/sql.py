@@ -783,12 +783,10 @@ def _require_text(what: str, value: str) -> None:
 
 def _statuses(statuses: Any) -> frozenset[str]:
     """Run status values from one status or a collection of them (empty for None)."""
-    if statuses is None:
-        return frozenset()
     if isinstance(statuses, str):
         statuses = (statuses,)
     values = set()
-    for status in statuses:
+    for status in statuses or ():
         try:
             values.add(RunStatus(status).value)
         except ValueError:
