@@ -380,7 +380,6 @@ class SqlStore:
     ) -> list[StoreError | _Missed | None]:
         """Apply the appends: all together first; if one fails, again, one savepoint each."""
         now = utcnow()
-        failed = (_Missed, StoreError, self._sql.integrity_error)
         if self._sqlite:
             cursor.execute("BEGIN IMMEDIATE")  # take the write lock up front
         try:
@@ -388,7 +387,7 @@ class SqlStore:
                 for append in appends:
                     self._apply(cursor, append, now)
             return [None] * len(appends)
-        except failed as exc:
+        except (_Missed, StoreError, self._sql.integrity_error) as exc:
             if len(appends) == 1:
                 connection.rollback()
                 return [_failure(exc)]
@@ -401,7 +400,7 @@ class SqlStore:
             try:
                 self._apply(cursor, append, now)
                 errors.append(None)
-            except failed as exc:
+            except (_Missed, StoreError, self._sql.integrity_error) as exc:
                 cursor.execute("ROLLBACK TO SAVEPOINT toolfsm_append")
                 errors.append(_failure(exc))
             cursor.execute("RELEASE SAVEPOINT toolfsm_append")
