@@ -41,6 +41,25 @@ def _wait_for_status(db: str, run_id: str, status: str, tmp_path: Path) -> dict[
         time.sleep(0.1)
 
 
+def waiting_support_run(
+    address: str, workers: list[WorkerProcess], tmp_path: Path
+) -> tuple[str, str]:
+    """A worker of its own, and the support example started on it with --detach, waiting
+    for approval: (the store's URL, the run id)."""
+    file = _support(tmp_path)
+    db = f"sqlite:///{tmp_path / 'runs.db'}"
+    queue = f"support-{uuid.uuid4().hex[:8]}"
+    start_worker(workers, [file.parent], address, queue, db, tmp_path / "w.log")
+    args = ["run", str(file), "--engine", "temporal", "--address", address]
+    started = toolfsm(
+        [*args, "--task-queue", queue, "--detach", "--db", db], env=dict(os.environ), cwd=tmp_path
+    )
+    assert started.returncode == 0, started.stderr
+    run_id = started.stdout.strip()
+    _wait_for_status(db, run_id, "awaiting_approval", tmp_path)
+    return db, run_id
+
+
 def test_detach_prints_the_run_id_and_a_denial_goes_to_the_workflow(
     temporal_address: str, workers: list[WorkerProcess], tmp_path: Path
 ) -> None:
@@ -181,16 +200,7 @@ def test_a_cancelled_workflow_leaves_its_run_cancelled(
 
     from temporalio.client import Client
 
-    file = _support(tmp_path)
-    db = f"sqlite:///{tmp_path / 'runs.db'}"
-    queue = f"cancel-{uuid.uuid4().hex[:8]}"
-    start_worker(workers, [file.parent], temporal_address, queue, db, tmp_path / "w.log")
-    args = ["run", str(file), "--engine", "temporal", "--address", temporal_address]
-    started = toolfsm(
-        [*args, "--task-queue", queue, "--detach", "--db", db], env=dict(os.environ), cwd=tmp_path
-    )
-    run_id = started.stdout.strip()
-    _wait_for_status(db, run_id, "awaiting_approval", tmp_path)
+    db, run_id = waiting_support_run(temporal_address, workers, tmp_path)
 
     async def cancel() -> None:
         client = await Client.connect(temporal_address)

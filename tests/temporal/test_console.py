@@ -2,17 +2,14 @@
 
 from __future__ import annotations
 
-import os
 import time
-import uuid
 from pathlib import Path
 
 import pytest
 
 from engine.store import open_store
-from tests._inprocess import toolfsm
-from tests.temporal.conftest import WorkerProcess, start_worker
-from tests.temporal.test_cli import _support
+from tests.temporal.conftest import WorkerProcess
+from tests.temporal.test_cli import waiting_support_run
 
 pytest.importorskip("starlette")
 
@@ -24,21 +21,9 @@ def test_the_console_approves_a_temporal_run(
 
     from engine.ui.app import create_app
 
-    file = _support(tmp_path)
-    db = f"sqlite:///{tmp_path / 'runs.db'}"
-    queue = f"console-{uuid.uuid4().hex[:8]}"
-    start_worker(workers, [file.parent], temporal_address, queue, db, tmp_path / "w.log")
-    args = ["run", str(file), "--engine", "temporal", "--address", temporal_address]
-    started = toolfsm(
-        [*args, "--task-queue", queue, "--detach", "--db", db], env=dict(os.environ), cwd=tmp_path
-    )
-    assert started.returncode == 0, started.stderr
-    run_id = started.stdout.strip()
+    db, run_id = waiting_support_run(temporal_address, workers, tmp_path)
     with open_store(db) as store:
         deadline = time.monotonic() + 60
-        while store.get_run(run_id).status.value != "awaiting_approval":
-            assert time.monotonic() < deadline
-            time.sleep(0.1)
         client = TestClient(create_app(store, user="ops"))
         wrong = client.post(f"/api/runs/{run_id}/approve", json={"call_id": "call_9"})
         assert wrong.status_code == 422
