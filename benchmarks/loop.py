@@ -9,6 +9,11 @@
    transactions: the reply with the call's "started" record before the tool runs, then the
    step commit with the call's result; with an idempotent tool it costs one. Reported: the
    median (and p90) time from one step's start to the next's, per variant, and without a store.
+   The variants and the floor's commits are taken in rounds (a run of each, then the floor's
+   commits), not one after another: on a shared machine whose speed drifts over seconds, a
+   figure taken in a fast stretch against one taken in a slow one made the ratio between
+   them swing from 1.8 to 4.3 from one benchmark run to the next; in rounds, the drift
+   moves them together.
 2. Concurrency: `--concurrent` runs (asyncio tasks) at once, each `--concurrent-steps` steps,
    each reply delayed 50 ms (as a model would be); the ideal is every run stepping every
    50 ms, i.e. runs / 50 ms steps per second; efficiency = ideal time / measured time (run
@@ -16,7 +21,8 @@
    `GroupCommit` (the runs' flushes of one event-loop iteration share one transaction; each
    run still waits for its own step's commit before its next model call).
 3. What explains a miss: the loop's ceiling (steps per second when replies come at once: all
-   CPU, one core; the 50 ms runs need `runs / 50 ms` of it, with room for queueing), the
+   CPU, one core; the 50 ms runs need `runs / 50 ms` of it, with room for queueing; the median
+   of three rounds that alternate without and with the store, each on a new database), the
    garbage collector's pauses by generation during the concurrent runs, and this machine's
    floors: the smallest durable SQLite commit (a side-effect step needs two) and the
    efficiency that runs doing nothing but sleeping reach.
@@ -215,40 +221,94 @@ async def _timers_only(runs: int, steps: int, delay: float) -> float:
     return (steps * delay) / (time.perf_counter() - started)
 
 
-def _commit_floor(tmp: str, commits: int = 2000) -> float:
-    """Median seconds of the smallest durable write: one short row inserted and committed with
-    the stdlib sqlite3 module, WAL and synchronous=NORMAL as the store uses (this machine's
-    floor for each of a step's commits)."""
-    import sqlite3
+class _FloorTable:
+    """The smallest durable write, for this machine's floor: one short row inserted and
+    committed with the stdlib sqlite3 module, WAL and synchronous=NORMAL as the store uses."""
 
-    connection = sqlite3.connect(Path(tmp) / "floor.db", isolation_level=None)
-    try:
-        connection.execute("PRAGMA journal_mode = WAL")
-        connection.execute("PRAGMA synchronous = NORMAL")
-        connection.execute("CREATE TABLE t (run TEXT, seq INTEGER, body TEXT)")
+    def __init__(self, tmp: str) -> None:
+        import sqlite3
+
+        self.connection = sqlite3.connect(Path(tmp) / "floor.db", isolation_level=None)
+        self.connection.execute("PRAGMA journal_mode = WAL")
+        self.connection.execute("PRAGMA synchronous = NORMAL")
+        self.connection.execute("CREATE TABLE t (run TEXT, seq INTEGER, body TEXT)")
+        self.seq = 0
+
+    def commit_times(self, commits: int) -> list[float]:
+        """The seconds of each of `commits` one-row commits."""
         times = []
-        for seq in range(commits):
+        for _ in range(commits):
+            self.seq += 1
             started = time.perf_counter()
-            connection.execute("BEGIN IMMEDIATE")
-            connection.execute("INSERT INTO t VALUES (?, ?, ?)", ("run", seq, "{}"))
-            connection.execute("COMMIT")
+            self.connection.execute("BEGIN IMMEDIATE")
+            self.connection.execute("INSERT INTO t VALUES (?, ?, ?)", ("run", self.seq, "{}"))
+            self.connection.execute("COMMIT")
             times.append(time.perf_counter() - started)
-        return statistics.median(times)
+        return times
+
+    def close(self) -> None:
+        self.connection.close()
+
+
+def _commit_floor(tmp: str, commits: int = 2000) -> float:
+    """Median seconds of one one-row durable commit (see `_FloorTable`)."""
+    table = _FloorTable(tmp)
+    try:
+        return statistics.median(table.commit_times(commits))
     finally:
-        connection.close()
+        table.close()
 
 
 def _us(seconds: float) -> float:
     return round(seconds * 1e6, 1)
 
 
-def _persisted(agent: Any, tmp: str, name: str, runs: int, steps: int) -> list[float]:
+def _overheads(tmp: str, runs: int, steps: int) -> dict[str, list[float]]:
+    """Step times without a store, with a side-effect tool, with an idempotent one, and the
+    floor's one-row commits, taken in rounds (one run of each, then as many commits as the
+    runs made): a machine that slows down for a while slows every figure alike, so the
+    ratios between them hold from one benchmark run to the next."""
+    stores = {
+        name: open_store(f"sqlite:///{Path(tmp) / (name + '.db')}")
+        for name in ("side_effects", "idempotent")
+    }
+    agents = {"side_effects": _agent(), "idempotent": _agent(idempotent=True)}
+    floor = _FloorTable(tmp)
+    samples: dict[str, list[float]] = {"no_store": [], **{name: [] for name in stores}}
+    samples["commit"] = []
+    try:
+        for round_ in range(runs + 3):  # the first three rounds warm up
+            taken = {"no_store": asyncio.run(_step_times(agents["side_effects"], None, 1, steps))}
+            for name, store in stores.items():
+                taken[name] = asyncio.run(_step_times(agents[name], store, 1, steps))
+            taken["commit"] = floor.commit_times(2 * steps)
+            if round_ >= 3:
+                for name, times in taken.items():
+                    samples[name] += times
+    finally:
+        floor.close()
+        for store in stores.values():
+            store.close()
+    return samples
+
+
+async def _ceiling_round(agent: Any, tmp: str, name: str, runs: int, steps: int) -> float:
     store = open_store(f"sqlite:///{Path(tmp) / name}")
     try:
-        asyncio.run(_step_times(agent, store, 3, steps))  # warm up
-        return asyncio.run(_step_times(agent, store, runs, steps))
+        return await _saturated(agent, runs, steps, store)
     finally:
         store.close()
+
+
+def _ceilings(agent: Any, tmp: str, runs: int, steps: int, rounds: int = 3) -> tuple[float, float]:
+    """The median ceilings with the store and without one, measured in alternation (each
+    persisted round on a new database: the same work each time)."""
+    persisted, bare = [], []
+    for round_ in range(rounds):
+        bare.append(asyncio.run(_saturated(agent, runs, steps)))
+        name = f"ceiling{round_}.db"
+        persisted.append(asyncio.run(_ceiling_round(agent, tmp, name, runs, steps)))
+    return statistics.median(persisted), statistics.median(bare)
 
 
 def main() -> None:
@@ -260,32 +320,27 @@ def main() -> None:
     parser.add_argument("--concurrent-steps", type=int, default=10, help="steps per run")
     args = parser.parse_args()
     agent = _agent()
-    idempotent_agent = _agent(idempotent=True)
 
-    asyncio.run(_step_times(agent, None, 3, args.steps))  # warm up
-    memory = asyncio.run(_step_times(agent, None, args.runs, args.steps))
     with tempfile.TemporaryDirectory() as tmp:
-        persisted = _persisted(agent, tmp, "side_effects.db", args.runs, args.steps)
-        idempotent = _persisted(idempotent_agent, tmp, "idempotent.db", args.runs, args.steps)
+        samples = _overheads(tmp, args.runs, args.steps)
         with GcPauses() as bare_gc:
             bare, _ = asyncio.run(
                 _concurrent(agent, args.concurrent, args.concurrent_steps, REPLY_DELAY)
             )
-        saturated_bare = asyncio.run(_saturated(agent, args.concurrent, args.concurrent_steps))
         timers_only = asyncio.run(_timers_only(args.concurrent, args.concurrent_steps, REPLY_DELAY))
-        commit_floor = _commit_floor(tmp)
         store = open_store(f"sqlite:///{Path(tmp) / 'concurrent.db'}")
         try:
             with GcPauses() as stored_gc:
                 stored, group = asyncio.run(
                     _concurrent(agent, args.concurrent, args.concurrent_steps, REPLY_DELAY, store)
                 )
-            saturated = asyncio.run(
-                _saturated(agent, args.concurrent, args.concurrent_steps, store)
-            )
         finally:
             store.close()
+        saturated, saturated_bare = _ceilings(agent, tmp, args.concurrent, args.concurrent_steps)
     assert group is not None
+    memory, persisted = samples["no_store"], samples["side_effects"]
+    idempotent = samples["idempotent"]
+    commit_floor = statistics.median(samples["commit"])
     concurrent_steps = args.concurrent * args.concurrent_steps
     no_store_us = _us(statistics.median(memory))
     floor_us = round(2 * _us(commit_floor) + no_store_us, 1)
