@@ -4,14 +4,9 @@ machine's, never asserted. About 2 s, so in the default suite."""
 
 from __future__ import annotations
 
-import json
-import subprocess
-import sys
-from pathlib import Path
-
 import pytest
 
-SCRIPT = Path(__file__).resolve().parent.parent / "benchmarks" / "loop.py"
+from tests._benchmarks import assert_numbers, run_json
 
 TARGET_KEYS = (
     "floor_us",
@@ -25,19 +20,10 @@ TARGET_KEYS = (
 
 def test_small_json_run_prints_the_target_figures() -> None:
     small = ["--runs", "3", "--steps", "5", "--concurrent", "20", "--concurrent-steps", "3"]
-    done = subprocess.run(
-        [sys.executable, str(SCRIPT), "--json", *small],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
+    figures = run_json("loop", *small)
+    assert_numbers(
+        figures, (*TARGET_KEYS, "sqlite_commit_in_loop_us", "floor_in_loop_us"), positive=False
     )
-    assert done.returncode == 0, done.stderr
-    figures = json.loads(done.stdout)  # the whole of stdout: one JSON object
-    for key in (*TARGET_KEYS, "sqlite_commit_in_loop_us", "floor_in_loop_us"):
-        value = figures[key]
-        assert isinstance(value, int | float) and not isinstance(value, bool), (key, value)
-        assert value >= 0, (key, value)
     assert figures["step_overhead_us"] > 0 and figures["floor_us"] > 0
     # 3 runs of 5 steps: the boundaries between 5 steps and the stop, per run.
     assert figures["steps_measured"] == 3 * 5

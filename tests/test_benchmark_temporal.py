@@ -4,18 +4,13 @@ sign only: timings are the machine's, never asserted."""
 
 from __future__ import annotations
 
-import json
-import subprocess
-import sys
-from pathlib import Path
-
 import pytest
+
+from tests._benchmarks import assert_numbers, run_json
 
 pytest.importorskip("temporalio")
 
 pytestmark = pytest.mark.slow
-
-SCRIPT = Path(__file__).resolve().parent.parent / "benchmarks" / "temporal.py"
 
 FIGURES = (
     "step_overhead_ms",
@@ -32,20 +27,8 @@ FIGURES = (
 
 
 def test_quick_json_run_prints_one_object_of_positive_figures() -> None:
-    done = subprocess.run(
-        [sys.executable, str(SCRIPT), "--json", "--quick"],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
-    )
-    assert done.returncode == 0, done.stderr
-    figures = json.loads(done.stdout)  # the whole of stdout: one JSON object
-    assert isinstance(figures, dict)
-    for key in FIGURES:
-        value = figures[key]
-        assert isinstance(value, int | float) and not isinstance(value, bool), (key, value)
-        assert value > 0, (key, value)
+    figures = run_json("temporal", "--quick")
+    assert_numbers(figures, FIGURES, positive=True)
     assert figures["ratio"] == pytest.approx(
         figures["step_overhead_ms"] / (2 * figures["noop_activity_round_trip_ms"]), abs=0.02
     )
